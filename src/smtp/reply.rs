@@ -1,0 +1,221 @@
+//! Every reply postie gives, in one table (RFC 5321 4.2, RFC 3463 codes).
+//!
+//! A reply is a value: the code, the enhanced status code (RFC 2034), the
+//! text, and what the connection does next. Tests compare codes, never prose.
+
+use std::borrow::Cow;
+use std::fmt::Write as _;
+
+/// What the connection does after sending a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Read the next command.
+    Continue,
+    /// Read the message (the reply is `354`).
+    ReadData,
+    /// Close the connection (after `221` or a `421`).
+    Close,
+}
+
+/// One SMTP reply. `lines` holds the text of each line; a multi-line reply
+/// (EHLO, HELP) is sent as `250-...` lines then a final `250 ...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    /// `x.y.z` of RFC 3463, or `None` where RFC 2034 asks for none (the
+    /// greeting, EHLO/HELO, 354).
+    pub enhanced: Option<&'static str>,
+    pub lines: Vec<Cow<'static, str>>,
+    pub action: Action,
+}
+
+impl Reply {
+    pub fn build(code: u16, enhanced: Option<&'static str>, text: impl Into<Cow<'static, str>>) -> Self {
+        Reply { code, enhanced, lines: vec![text.into()], action: Action::Continue }
+    }
+
+    /// The same reply, closing the connection after it is sent.
+    pub fn close(mut self) -> Self {
+        self.action = Action::Close;
+        self
+    }
+
+    pub fn is_positive(&self) -> bool {
+        self.code < 400
+    }
+
+    pub fn is_permanent(&self) -> bool {
+        self.code >= 500
+    }
+
+    /// The reply on the wire, CRLF-terminated lines, every line carrying
+    /// the enhanced code when there is one.
+    pub fn to_wire(&self) -> String {
+        let mut s = String::with_capacity(64);
+        let n = self.lines.len().max(1);
+        for i in 0..n {
+            let text = self.lines.get(i).map(|l| l.as_ref()).unwrap_or("");
+            let sep = if i + 1 == n { ' ' } else { '-' };
+            let _ = write!(s, "{}{}", self.code, sep);
+            if let Some(e) = self.enhanced {
+                s.push_str(e);
+                if !text.is_empty() {
+                    s.push(' ');
+                }
+            }
+            s.push_str(text);
+            s.push_str("\r\n");
+        }
+        s
+    }
+}
+
+// The table. One function per reply; the text may carry a detail.
+
+pub fn greeting(host: &str) -> Reply {
+    Reply::build(220, None, format!("{host} ESMTP postie ready"))
+}
+pub fn closing(host: &str) -> Reply {
+    Reply::build(221, Some("2.0.0"), format!("{host} closing connection")).close()
+}
+pub fn helo(host: &str, client: &str) -> Reply {
+    Reply::build(250, None, format!("{host} Hello {client}, pleased to meet you"))
+}
+/// The EHLO reply with its extensions (RFC 5321 4.1.1.1).
+pub fn ehlo(host: &str, client: &str, max_size: u64) -> Reply {
+    let mut r = helo(host, client);
+    r.lines.push("PIPELINING".into());
+    r.lines.push(format!("SIZE {max_size}").into());
+    r.lines.push("8BITMIME".into());
+    r.lines.push("ENHANCEDSTATUSCODES".into());
+    r.lines.push("HELP".into());
+    r
+}
+pub fn ok(text: &'static str) -> Reply {
+    Reply::build(250, Some("2.0.0"), text)
+}
+pub fn sender_ok(sender: &str) -> Reply {
+    Reply::build(250, Some("2.1.0"), format!("<{sender}>... Sender ok"))
+}
+pub fn recipient_ok(rcpt: &str) -> Reply {
+    Reply::build(250, Some("2.1.5"), format!("<{rcpt}>... Recipient ok"))
+}
+pub fn delivered(id: &str) -> Reply {
+    Reply::build(250, Some("2.0.0"), format!("{id} Message accepted for delivery"))
+}
+pub fn reset() -> Reply {
+    Reply::build(250, Some("2.0.0"), "Reset state")
+}
+pub fn noop() -> Reply {
+    Reply::build(250, Some("2.0.0"), "OK")
+}
+pub fn help() -> Reply {
+    let mut r = Reply::build(214, Some("2.0.0"), "postie: commands are");
+    r.lines.push("HELO EHLO MAIL RCPT DATA".into());
+    r.lines.push("RSET NOOP QUIT HELP VRFY EXPN".into());
+    r.lines.push("see postie(8) and RFC 5321".into());
+    r
+}
+/// RFC 5321 3.5.3: a server that will not verify says 252.
+pub fn vrfy() -> Reply {
+    Reply::build(252, Some("2.5.2"), "Cannot VRFY user, but will accept message and attempt delivery")
+}
+pub fn start_data() -> Reply {
+    let mut r = Reply::build(354, None, "Enter mail, end with \".\" on a line by itself");
+    r.action = Action::ReadData;
+    r
+}
+pub fn expn_disabled() -> Reply {
+    Reply::build(502, Some("5.5.1"), "EXPN not available")
+}
+pub fn shutting_down(host: &str) -> Reply {
+    Reply::build(421, Some("4.3.2"), format!("{host} Service shutting down, closing connection")).close()
+}
+pub fn too_many_connections(host: &str) -> Reply {
+    Reply::build(421, Some("4.7.0"), format!("{host} Too many connections, try again later")).close()
+}
+pub fn too_many_errors(host: &str) -> Reply {
+    Reply::build(421, Some("4.7.0"), format!("{host} Too many errors, closing connection")).close()
+}
+pub fn timeout(host: &str) -> Reply {
+    Reply::build(421, Some("4.4.2"), format!("{host} Timeout waiting for input, closing connection")).close()
+}
+pub fn lookup_failed() -> Reply {
+    Reply::build(451, Some("4.3.0"), "Temporary failure looking up recipient, try again later")
+}
+pub fn local_error(detail: &'static str) -> Reply {
+    Reply::build(451, Some("4.3.0"), format!("Local error: {detail}; try again later"))
+}
+pub fn lock_timeout() -> Reply {
+    Reply::build(451, Some("4.2.0"), "Mailbox busy, try again later")
+}
+pub fn too_many_recipients() -> Reply {
+    Reply::build(452, Some("4.5.3"), "Too many recipients")
+}
+pub fn disk_full() -> Reply {
+    Reply::build(452, Some("4.3.1"), "Insufficient system storage, try again later")
+}
+pub fn over_quota() -> Reply {
+    Reply::build(452, Some("4.2.2"), "Mailbox full, try again later")
+}
+pub fn unknown_command() -> Reply {
+    Reply::build(500, Some("5.5.2"), "Command unrecognized")
+}
+pub fn line_too_long() -> Reply {
+    Reply::build(500, Some("5.5.2"), "Line too long")
+}
+pub fn syntax(detail: &'static str) -> Reply {
+    Reply::build(501, Some("5.5.4"), format!("Syntax error: {detail}"))
+}
+pub fn bad_address(detail: &'static str) -> Reply {
+    Reply::build(501, Some("5.1.3"), format!("Bad address syntax: {detail}"))
+}
+pub fn bad_sequence(detail: &'static str) -> Reply {
+    Reply::build(503, Some("5.5.1"), detail)
+}
+pub fn unknown_user(rcpt: &str) -> Reply {
+    Reply::build(550, Some("5.1.1"), format!("<{rcpt}>... User unknown"))
+}
+pub fn relay_denied(rcpt: &str) -> Reply {
+    Reply::build(550, Some("5.7.1"), format!("<{rcpt}>... Relaying denied"))
+}
+pub fn bare_lf() -> Reply {
+    Reply::build(550, Some("5.6.0"), "Message contains a bare LF line ending; use CRLF")
+}
+pub fn message_too_big(max: u64) -> Reply {
+    Reply::build(552, Some("5.3.4"), format!("Message size exceeds fixed limit of {max} octets"))
+}
+pub fn no_valid_recipients() -> Reply {
+    Reply::build(554, Some("5.5.1"), "No valid recipients")
+}
+pub fn unknown_parameter(param: &str) -> Reply {
+    Reply::build(555, Some("5.5.4"), format!("Unsupported parameter {param}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_line_carries_enhanced_code() {
+        assert_eq!(noop().to_wire(), "250 2.0.0 OK\r\n");
+    }
+
+    #[test]
+    fn multi_line_uses_dashes_until_the_last() {
+        let w = ehlo("h.example", "c", 1000).to_wire();
+        let lines: Vec<&str> = w.split_terminator("\r\n").collect();
+        assert_eq!(lines.len(), 6);
+        assert!(lines[..5].iter().all(|l| l.starts_with("250-")));
+        assert_eq!(lines[5], "250 HELP");
+        assert!(lines.contains(&"250-SIZE 1000"));
+    }
+
+    #[test]
+    fn close_action_only_where_asked() {
+        assert_eq!(closing("h").action, Action::Close);
+        assert_eq!(too_many_errors("h").code, 421);
+        assert_eq!(start_data().action, Action::ReadData);
+        assert_eq!(noop().action, Action::Continue);
+    }
+}

@@ -1,0 +1,1 @@
+//! The SMTP transaction state machine (RFC 5321 4.1.4, 4.3.2). Pure.
