@@ -5,8 +5,12 @@
 //! (`451 4.3.0`: an NSS hiccup must never bounce mail).
 
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
+
+use nix::errno::Errno;
 
 use crate::smtp::Mailbox;
 
@@ -23,10 +27,31 @@ pub struct User {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LookupError(pub String);
 
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for LookupError {}
+
 /// A source of users: the system's passwd database, or a file for tests.
 pub trait UserDb: Send + Sync {
     /// Looks up `name` exactly as given (the caller lower-cases).
     fn lookup(&self, name: &str) -> Result<Option<User>, LookupError>;
+}
+
+/// True if `name` could be a user name at all: not empty, at most 255
+/// bytes, no `/` (it names a file in the spool), no NUL or other control
+/// character, and no leading `-` (it would read as an option to tools).
+///
+/// Names failing this are answered "no such user" without asking NSS, so
+/// a hostile local part never reaches an NSS module.
+pub fn plausible_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('-')
+        && !name.chars().any(|c| c == '/' || c.is_control())
 }
 
 /// The system passwd database through NSS (`getpwnam_r`).
@@ -34,8 +59,26 @@ pub trait UserDb: Send + Sync {
 pub struct Nss;
 
 impl UserDb for Nss {
+    /// `getpwnam_r` says "not found" by returning 0 with a null result; any
+    /// other return is an error. getpwnam(3) notes that some implementations
+    /// also report "not found" as `ENOENT` or `ESRCH`, so those two are read
+    /// as "no such user". It lists `EBADF` and `EPERM` too, but those are
+    /// just as likely a real failure (a broken nscd socket, a database we may
+    /// not read), and mistaking a failure for "no such user" would bounce
+    /// mail, so they, like every other errno, are a [`LookupError`].
     fn lookup(&self, name: &str) -> Result<Option<User>, LookupError> {
-        todo!()
+        if !plausible_user_name(name) {
+            return Ok(None);
+        }
+        match nix::unistd::User::from_name(name) {
+            Ok(Some(u)) => Ok(Some(User {
+                name: u.name,
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+            })),
+            Ok(None) | Err(Errno::ENOENT) | Err(Errno::ESRCH) => Ok(None),
+            Err(e) => Err(LookupError(format!("getpwnam_r({name}): {}", e.desc()))),
+        }
     }
 }
 
@@ -46,14 +89,59 @@ pub struct PasswdFile {
 }
 
 impl PasswdFile {
-    pub fn load(path: &Path) -> std::io::Result<Self> {
-        todo!()
+    /// Reads `path`: lines `name:password:uid:gid:gecos:dir:shell`; blank
+    /// lines and lines starting with `#` are skipped. A malformed line is an
+    /// error of kind [`io::ErrorKind::InvalidData`] reading `FILE:LINE: why`.
+    pub fn load(path: &Path) -> io::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Self::parse(&text).map_err(|(line, why)| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{}:{line}: {why}", path.display()),
+            )
+        })
+    }
+
+    /// Parses passwd(5) text; an error gives the 1-based line number.
+    fn parse(text: &str) -> Result<Self, (usize, String)> {
+        let mut users = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line_no = i + 1;
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let fields: Vec<&str> = line.split(':').collect();
+            if fields.len() != 7 {
+                return Err((
+                    line_no,
+                    format!("expected 7 ':'-separated fields, found {}", fields.len()),
+                ));
+            }
+            let name = fields[0];
+            if !plausible_user_name(name) {
+                return Err((line_no, format!("invalid user name {name:?}")));
+            }
+            let uid = fields[2]
+                .parse::<u32>()
+                .map_err(|_| (line_no, format!("invalid uid {:?}", fields[2])))?;
+            let gid = fields[3]
+                .parse::<u32>()
+                .map_err(|_| (line_no, format!("invalid gid {:?}", fields[3])))?;
+            users.push(User {
+                name: name.to_owned(),
+                uid,
+                gid,
+            });
+        }
+        Ok(PasswdFile { users })
     }
 }
 
 impl UserDb for PasswdFile {
+    /// Exact match on the name; the first entry wins, as with getpwnam(3).
     fn lookup(&self, name: &str) -> Result<Option<User>, LookupError> {
-        todo!()
+        Ok(self.users.iter().find(|u| u.name == name).cloned())
     }
 }
 
@@ -64,24 +152,179 @@ pub struct LocalDomains {
     addrs: Vec<IpAddr>,
 }
 
+/// Lower-cases a domain name and strips one trailing dot (the root label).
+fn normalize_name(name: &str) -> String {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    name.to_lowercase()
+}
+
+/// Parses an address literal with its brackets: `[192.0.2.1]` or
+/// `[IPv6:2001:db8::1]` (the tag in any case), per RFC 5321 4.1.3.
+/// Anything else, including general address literals with other tags,
+/// is `None`.
+pub fn parse_address_literal(literal: &str) -> Option<IpAddr> {
+    let inner = literal.strip_prefix('[')?.strip_suffix(']')?;
+    match inner.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
+            inner[5..].parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+        }
+        _ => inner.parse::<Ipv4Addr>().ok().map(IpAddr::V4),
+    }
+}
+
 impl LocalDomains {
     /// Exactly the given names and addresses (for tests).
+    ///
+    /// Names are stored lower-cased without a trailing dot; empty names are
+    /// dropped. A name that is an address literal (`[192.0.2.1]`) is added
+    /// to the addresses instead.
     pub fn new(names: impl IntoIterator<Item = String>, addrs: Vec<IpAddr>) -> Self {
-        todo!()
+        let mut domains = LocalDomains {
+            names: HashSet::new(),
+            addrs: Vec::new(),
+        };
+        for addr in addrs {
+            domains.add_addr(addr);
+        }
+        for name in names {
+            let name = name.trim();
+            if let Some(addr) = parse_address_literal(name) {
+                domains.add_addr(addr);
+                continue;
+            }
+            let name = normalize_name(name);
+            if !name.is_empty() {
+                domains.names.insert(name);
+            }
+        }
+        domains
+    }
+
+    fn add_addr(&mut self, addr: IpAddr) {
+        let addr = addr.to_canonical();
+        if !self.addrs.contains(&addr) {
+            self.addrs.push(addr);
+        }
     }
 
     /// The host's: `hostname`, the short host name and FQDN, the contents of
     /// `/etc/mailname`, `localhost`, the host's interface addresses (as
     /// address literals) and `extra`.
+    ///
+    /// A source that fails (no host name, no `/etc/mailname`, no interface
+    /// list) is skipped; this never fails.
     pub fn detect(hostname: &str, extra: &[String]) -> Self {
-        todo!()
+        let mut names = vec![hostname.to_owned()];
+        if let Some(host) = system_hostname() {
+            if let Some((short, _)) = host.split_once('.') {
+                names.push(short.to_owned());
+            }
+            names.push(host);
+        }
+        names.extend(host_fqdn());
+        names.extend(read_mailname(Path::new("/etc/mailname")));
+        names.push("localhost".to_owned());
+        names.extend(extra.iter().cloned());
+
+        let mut addrs = interface_addrs();
+        addrs.push(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        addrs.push(IpAddr::V6(Ipv6Addr::LOCALHOST));
+
+        let domains = Self::new(names, addrs);
+        log::debug!(
+            "local domains: {:?}, addresses: {:?}",
+            domains.names,
+            domains.addrs
+        );
+        domains
     }
 
     /// True if `domain` (a name, or an address literal with its brackets)
     /// is local.
+    ///
+    /// Names compare case-insensitively, with a trailing dot ignored.
+    /// Address literals match one of the local addresses, an IPv4-mapped
+    /// IPv6 address (`[IPv6:::ffff:127.0.0.1]`) counting as its IPv4
+    /// address. A malformed literal is never local.
     pub fn is_local(&self, domain: &str) -> bool {
-        todo!()
+        if domain.starts_with('[') {
+            return match parse_address_literal(domain) {
+                Some(addr) => self.addrs.contains(&addr.to_canonical()),
+                None => false,
+            };
+        }
+        let name = normalize_name(domain);
+        !name.is_empty() && self.names.contains(&name)
     }
+}
+
+/// The host name as gethostname(2) gives it, or `None` if it fails or is
+/// empty or not UTF-8.
+fn system_hostname() -> Option<String> {
+    match nix::unistd::gethostname() {
+        Ok(name) => match name.into_string() {
+            Ok(name) if !name.is_empty() => Some(name),
+            Ok(_) => None,
+            Err(name) => {
+                log::warn!("host name {name:?} is not UTF-8; ignored");
+                None
+            }
+        },
+        Err(e) => {
+            log::warn!("gethostname: {}", e.desc());
+            None
+        }
+    }
+}
+
+/// The host's FQDN: the canonical name getaddrinfo(3) gives for the host
+/// name, from [`crate::sys::fqdn`]; failing that, the host name itself if
+/// it already contains a dot.
+fn host_fqdn() -> Option<String> {
+    crate::sys::fqdn()
+        .filter(|name| !name.is_empty())
+        .or_else(|| system_hostname().filter(|name| name.contains('.')))
+}
+
+/// The mail name in `path` (Debian's `/etc/mailname`): the first line that
+/// is neither blank nor a `#` comment, trimmed. `None` if the file cannot
+/// be read or has no such line.
+fn read_mailname(path: &Path) -> Option<String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => {
+            if e.kind() != io::ErrorKind::NotFound {
+                log::warn!("{}: {e}", path.display());
+            }
+            return None;
+        }
+    };
+    text.lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned)
+}
+
+/// Every IPv4 and IPv6 address of the host's interfaces, from
+/// getifaddrs(3); empty if that fails.
+fn interface_addrs() -> Vec<IpAddr> {
+    let ifaddrs = match nix::ifaddrs::getifaddrs() {
+        Ok(ifaddrs) => ifaddrs,
+        Err(e) => {
+            log::warn!("getifaddrs: {}", e.desc());
+            return Vec::new();
+        }
+    };
+    ifaddrs
+        .filter_map(|ifa| ifa.address)
+        .filter_map(|sa| {
+            if let Some(sin) = sa.as_sockaddr_in() {
+                Some(IpAddr::V4(sin.ip()))
+            } else {
+                sa.as_sockaddr_in6().map(|sin6| IpAddr::V6(sin6.ip()))
+            }
+        })
+        .collect()
 }
 
 /// What a recipient address resolves to.
@@ -106,17 +349,456 @@ pub struct Recipients {
 
 impl Recipients {
     pub fn new(domains: LocalDomains, db: Box<dyn UserDb>, delimiter: Option<char>) -> Self {
-        Recipients { domains, db, delimiter }
+        Recipients {
+            domains,
+            db,
+            delimiter,
+        }
     }
 
     /// Resolves one address: domain check, lower-casing, extension
     /// (`user+tag` → `user`), `postmaster` → `root`, passwd lookup.
+    ///
+    /// - An address without a domain is local (RFC 5321 4.5.1 allows a bare
+    ///   `postmaster`).
+    /// - The local part is lower-cased in ASCII only: Unix user names are
+    ///   ASCII, and mail to `Jon` must reach `jon`.
+    /// - The extension is cut at the first delimiter, unless nothing would
+    ///   be left before it (`+foo` is looked up as `+foo`).
+    /// - `postmaster` (after removing any extension) must always be accepted
+    ///   (RFC 5321 4.5.1); until aliases exist it goes to `root`. If the
+    ///   database has no `root` (a test passwd file), it is uid 0 and gid 0,
+    ///   which every Unix host has; a failed lookup of `root` is still a
+    ///   temporary failure.
     pub fn resolve(&self, to: &Mailbox) -> Resolution {
-        todo!()
+        if let Some(domain) = &to.domain {
+            if !self.domains.is_local(domain) {
+                return Resolution::NotLocal;
+            }
+        }
+        let local = to.local.to_ascii_lowercase();
+        let name = self.strip_extension(&local);
+        if name == "postmaster" {
+            return match self.db.lookup("root") {
+                Ok(Some(user)) => Resolution::Local(user),
+                Ok(None) => Resolution::Local(User {
+                    name: "root".to_owned(),
+                    uid: 0,
+                    gid: 0,
+                }),
+                Err(e) => Resolution::TempFail(e.0),
+            };
+        }
+        match self.db.lookup(name) {
+            Ok(Some(user)) => Resolution::Local(user),
+            Ok(None) => Resolution::Unknown,
+            Err(e) => Resolution::TempFail(e.0),
+        }
+    }
+
+    /// `local` without its extension: the part before the first delimiter,
+    /// if there is a delimiter and that part is not empty.
+    fn strip_extension<'a>(&self, local: &'a str) -> &'a str {
+        match self.delimiter.and_then(|c| local.split_once(c)) {
+            Some((base, _)) if !base.is_empty() => base,
+            _ => local,
+        }
     }
 
     /// Looks up a user by the name [`Resolution::Local`] gave.
     pub fn user(&self, name: &str) -> Result<Option<User>, LookupError> {
         self.db.lookup(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::io::Write;
+
+    /// An in-memory user database.
+    struct FakeDb(HashMap<String, User>);
+
+    impl FakeDb {
+        fn with(names: &[(&str, u32)]) -> Self {
+            FakeDb(
+                names
+                    .iter()
+                    .map(|&(name, uid)| (name.to_owned(), user(name, uid)))
+                    .collect(),
+            )
+        }
+    }
+
+    impl UserDb for FakeDb {
+        fn lookup(&self, name: &str) -> Result<Option<User>, LookupError> {
+            Ok(self.0.get(name).cloned())
+        }
+    }
+
+    /// A database whose every lookup fails.
+    struct FailingDb;
+
+    impl UserDb for FailingDb {
+        fn lookup(&self, _name: &str) -> Result<Option<User>, LookupError> {
+            Err(LookupError("NSS unreachable".to_owned()))
+        }
+    }
+
+    fn user(name: &str, uid: u32) -> User {
+        User {
+            name: name.to_owned(),
+            uid,
+            gid: uid,
+        }
+    }
+
+    fn mailbox(local: &str, domain: Option<&str>) -> Mailbox {
+        Mailbox {
+            local: local.to_owned(),
+            domain: domain.map(str::to_owned),
+        }
+    }
+
+    fn domains() -> LocalDomains {
+        LocalDomains::new(
+            ["Example.ORG.".to_owned(), "localhost".to_owned()],
+            vec![
+                "127.0.0.1".parse().unwrap(),
+                "192.0.2.7".parse().unwrap(),
+                "::1".parse().unwrap(),
+                "2001:db8::25".parse().unwrap(),
+            ],
+        )
+    }
+
+    fn recipients(db: impl UserDb + 'static, delimiter: Option<char>) -> Recipients {
+        Recipients::new(domains(), Box::new(db), delimiter)
+    }
+
+    fn standard() -> Recipients {
+        recipients(FakeDb::with(&[("root", 0), ("jon", 1000)]), Some('+'))
+    }
+
+    fn resolve(r: &Recipients, local: &str, domain: Option<&str>) -> Resolution {
+        r.resolve(&mailbox(local, domain))
+    }
+
+    #[test]
+    fn names_match_case_insensitively_and_ignore_trailing_dot() {
+        let d = domains();
+        assert!(d.is_local("example.org"));
+        assert!(d.is_local("EXAMPLE.org"));
+        assert!(d.is_local("example.org."));
+        assert!(d.is_local("LocalHost"));
+        assert!(!d.is_local("example.com"));
+        assert!(!d.is_local("sub.example.org"));
+        assert!(!d.is_local(""));
+        assert!(!d.is_local("."));
+        assert!(!d.is_local("example.org.."));
+    }
+
+    #[test]
+    fn ipv4_literals() {
+        let d = domains();
+        assert!(d.is_local("[127.0.0.1]"));
+        assert!(d.is_local("[192.0.2.7]"));
+        assert!(!d.is_local("[192.0.2.8]"));
+        assert!(!d.is_local("[192.0.2.7"));
+        assert!(!d.is_local("[192.0.2]"));
+        assert!(!d.is_local("[]"));
+        assert!(!d.is_local("[ 127.0.0.1]"));
+        assert!(!d.is_local("127.0.0.1"));
+    }
+
+    #[test]
+    fn ipv6_literals_with_tag_in_any_case() {
+        let d = domains();
+        assert!(d.is_local("[IPv6:::1]"));
+        assert!(d.is_local("[ipv6:::1]"));
+        assert!(d.is_local("[IPV6:2001:DB8::25]"));
+        assert!(d.is_local("[IPv6:2001:db8:0:0:0:0:0:25]"));
+        assert!(!d.is_local("[IPv6:2001:db8::26]"));
+        assert!(!d.is_local("[::1]"), "IPv6 literal needs its tag");
+        assert!(!d.is_local("[IPv6:127.0.0.1]"));
+        assert!(!d.is_local("[IPv6:]"));
+        assert!(!d.is_local("[x-tag:foo]"));
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_match_their_ipv4_address() {
+        let d = domains();
+        assert!(d.is_local("[IPv6:::ffff:127.0.0.1]"));
+        assert!(d.is_local("[IPv6:::ffff:192.0.2.7]"));
+        assert!(!d.is_local("[IPv6:::ffff:192.0.2.8]"));
+
+        let mapped = LocalDomains::new([], vec!["::ffff:198.51.100.1".parse().unwrap()]);
+        assert!(mapped.is_local("[198.51.100.1]"));
+        assert!(mapped.is_local("[IPv6:::ffff:198.51.100.1]"));
+    }
+
+    #[test]
+    fn new_takes_literals_among_names_and_drops_empty_names() {
+        let d = LocalDomains::new(
+            ["[192.0.2.1]".to_owned(), "".to_owned(), ".".to_owned()],
+            vec![],
+        );
+        assert!(d.is_local("[192.0.2.1]"));
+        assert!(d.names.is_empty());
+    }
+
+    #[test]
+    fn domain_checks_in_resolve() {
+        let r = standard();
+        let jon = Resolution::Local(user("jon", 1000));
+        assert_eq!(resolve(&r, "jon", Some("example.org")), jon);
+        assert_eq!(resolve(&r, "jon", Some("EXAMPLE.ORG.")), jon);
+        assert_eq!(resolve(&r, "jon", Some("[192.0.2.7]")), jon);
+        assert_eq!(resolve(&r, "jon", Some("[IPv6:::1]")), jon);
+        assert_eq!(resolve(&r, "jon", None), jon);
+        assert_eq!(
+            resolve(&r, "jon", Some("example.com")),
+            Resolution::NotLocal
+        );
+        assert_eq!(resolve(&r, "jon", Some("[10.0.0.1]")), Resolution::NotLocal);
+        assert_eq!(
+            resolve(&r, "nobody-here", Some("example.com")),
+            Resolution::NotLocal,
+            "the domain is checked before the user"
+        );
+    }
+
+    #[test]
+    fn local_part_is_lower_cased() {
+        let r = standard();
+        assert_eq!(
+            resolve(&r, "JON", Some("Example.org")),
+            Resolution::Local(user("jon", 1000))
+        );
+        assert_eq!(
+            resolve(&r, "Jon+Lists", None),
+            Resolution::Local(user("jon", 1000))
+        );
+    }
+
+    #[test]
+    fn extension_is_stripped_at_the_first_delimiter() {
+        let r = standard();
+        let jon = Resolution::Local(user("jon", 1000));
+        assert_eq!(resolve(&r, "jon+lists", None), jon);
+        assert_eq!(resolve(&r, "jon+a+b", None), jon);
+        assert_eq!(resolve(&r, "jon+", None), jon);
+        assert_eq!(resolve(&r, "jon-lists", None), Resolution::Unknown);
+    }
+
+    #[test]
+    fn other_delimiter() {
+        let r = recipients(FakeDb::with(&[("jon", 1000)]), Some('-'));
+        assert_eq!(
+            resolve(&r, "jon-lists", None),
+            Resolution::Local(user("jon", 1000))
+        );
+        assert_eq!(resolve(&r, "jon+lists", None), Resolution::Unknown);
+    }
+
+    #[test]
+    fn no_delimiter_looks_up_the_whole_local_part() {
+        let r = recipients(FakeDb::with(&[("jon", 1000), ("jon+x", 1001)]), None);
+        assert_eq!(
+            resolve(&r, "jon+x", None),
+            Resolution::Local(user("jon+x", 1001))
+        );
+        assert_eq!(resolve(&r, "jon+lists", None), Resolution::Unknown);
+    }
+
+    #[test]
+    fn empty_base_keeps_the_whole_local_part() {
+        let r = recipients(FakeDb::with(&[("jon", 1000), ("+foo", 1002)]), Some('+'));
+        assert_eq!(
+            resolve(&r, "+foo", None),
+            Resolution::Local(user("+foo", 1002))
+        );
+        let r = standard();
+        assert_eq!(resolve(&r, "+jon", None), Resolution::Unknown);
+    }
+
+    #[test]
+    fn postmaster_goes_to_root() {
+        let r = standard();
+        let root = Resolution::Local(user("root", 0));
+        assert_eq!(resolve(&r, "postmaster", None), root);
+        assert_eq!(resolve(&r, "POSTMASTER", None), root);
+        assert_eq!(resolve(&r, "Postmaster", Some("localhost")), root);
+        assert_eq!(resolve(&r, "PostMaster", Some("[127.0.0.1]")), root);
+        assert_eq!(resolve(&r, "postmaster+abuse", None), root);
+        assert_eq!(
+            resolve(&r, "postmaster", Some("example.com")),
+            Resolution::NotLocal
+        );
+    }
+
+    #[test]
+    fn postmaster_is_accepted_when_the_db_lacks_root() {
+        let r = recipients(FakeDb::with(&[("jon", 1000)]), Some('+'));
+        assert_eq!(
+            resolve(&r, "postmaster", None),
+            Resolution::Local(user("root", 0))
+        );
+        assert_eq!(resolve(&r, "root", None), Resolution::Unknown);
+    }
+
+    #[test]
+    fn unknown_versus_tempfail() {
+        let r = standard();
+        assert_eq!(resolve(&r, "alice", None), Resolution::Unknown);
+
+        let r = recipients(FailingDb, Some('+'));
+        let fail = Resolution::TempFail("NSS unreachable".to_owned());
+        assert_eq!(resolve(&r, "alice", None), fail);
+        assert_eq!(resolve(&r, "jon+x", Some("example.org")), fail);
+        assert_eq!(resolve(&r, "postmaster", None), fail);
+        assert_eq!(
+            resolve(&r, "alice", Some("example.net")),
+            Resolution::NotLocal
+        );
+    }
+
+    #[test]
+    fn user_looks_up_by_name() {
+        let r = standard();
+        assert_eq!(r.user("jon"), Ok(Some(user("jon", 1000))));
+        assert_eq!(r.user("alice"), Ok(None));
+    }
+
+    fn passwd_file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f.flush().unwrap();
+        f
+    }
+
+    #[test]
+    fn passwd_file_loads_and_looks_up_exactly() {
+        let f = passwd_file(
+            "# users\n\
+             root:x:0:0:root:/root:/bin/sh\n\
+             \n\
+             jon:x:1000:100:Jon Doe,,,:/home/jon:/bin/bash\n\
+             jon:x:2000:200::/home/jon2:/bin/sh\n\
+             svc:*:998:998:::\n",
+        );
+        let db = PasswdFile::load(f.path()).unwrap();
+        assert_eq!(db.lookup("root"), Ok(Some(user("root", 0))));
+        assert_eq!(
+            db.lookup("jon"),
+            Ok(Some(User {
+                name: "jon".to_owned(),
+                uid: 1000,
+                gid: 100
+            }))
+        );
+        assert_eq!(db.lookup("svc"), Ok(Some(user("svc", 998))));
+        assert_eq!(db.lookup("JON"), Ok(None));
+        assert_eq!(db.lookup("jo"), Ok(None));
+        assert_eq!(db.lookup(""), Ok(None));
+    }
+
+    #[test]
+    fn passwd_file_works_through_recipients() {
+        let f = passwd_file("jon:x:1000:1000::/home/jon:/bin/sh\n");
+        let db = PasswdFile::load(f.path()).unwrap();
+        let r = Recipients::new(domains(), Box::new(db), Some('+'));
+        assert_eq!(
+            resolve(&r, "Jon+x", Some("example.org")),
+            Resolution::Local(user("jon", 1000))
+        );
+        assert_eq!(
+            resolve(&r, "postmaster", None),
+            Resolution::Local(user("root", 0))
+        );
+    }
+
+    fn load_error(text: &str) -> (tempfile::NamedTempFile, io::Error) {
+        let f = passwd_file(text);
+        let e = PasswdFile::load(f.path()).unwrap_err();
+        (f, e)
+    }
+
+    #[test]
+    fn passwd_file_errors_name_the_line() {
+        let cases = [
+            ("root:x:0:0:root:/root:/bin/sh\njon:x:1000\n", 2, "7"),
+            ("# c\n\njon:x:abc:1000::/home/jon:/bin/sh\n", 3, "uid"),
+            ("jon:x:1000:-1::/home/jon:/bin/sh\n", 1, "gid"),
+            ("jon:x:1000:1000::/home/jon:/bin/sh:extra\n", 1, "8"),
+            ("root:x:0:0::/:/bin/sh\n:x:1:1::/:/bin/sh\n", 2, "name"),
+        ];
+        for (text, line, what) in cases {
+            let (f, e) = load_error(text);
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{text:?}");
+            let msg = e.to_string();
+            let prefix = format!("{}:{line}: ", f.path().display());
+            assert!(msg.starts_with(&prefix), "{msg:?} should start {prefix:?}");
+            assert!(msg.contains(what), "{msg:?} should mention {what:?}");
+        }
+    }
+
+    #[test]
+    fn passwd_file_missing_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("passwd");
+        let e = PasswdFile::load(&path).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(e.to_string().contains(&path.display().to_string()));
+    }
+
+    #[test]
+    fn mailname_is_the_first_meaningful_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mailname");
+        assert_eq!(read_mailname(&path), None);
+        std::fs::write(&path, "# comment\n\n  mail.example.org  \nother\n").unwrap();
+        assert_eq!(read_mailname(&path), Some("mail.example.org".to_owned()));
+        std::fs::write(&path, "# only a comment\n").unwrap();
+        assert_eq!(read_mailname(&path), None);
+    }
+
+    #[test]
+    fn implausible_user_names() {
+        for name in [
+            "",
+            "a/b",
+            "a\0b",
+            "a\nb",
+            "-rf",
+            "\u{7f}x",
+            &"a".repeat(256),
+        ] {
+            assert!(!plausible_user_name(name), "{name:?}");
+            assert_eq!(Nss.lookup(name), Ok(None), "{name:?}");
+        }
+        for name in ["jon", "jon-doe", "a_b.c", "+foo", &"a".repeat(255)] {
+            assert!(plausible_user_name(name), "{name:?}");
+        }
+    }
+
+    #[test]
+    fn nss_finds_root() {
+        let root = Nss.lookup("root").unwrap().expect("root exists");
+        assert_eq!(root.name, "root");
+        assert_eq!(root.uid, 0);
+    }
+
+    #[test]
+    fn nss_does_not_find_a_nonexistent_user() {
+        assert_eq!(Nss.lookup("no-such-user-xyzzy"), Ok(None));
+    }
+
+    #[test]
+    fn interface_addrs_does_not_fail() {
+        // Whatever the host has; only checks the call works and does not panic.
+        let _ = interface_addrs();
+        let _ = system_hostname();
     }
 }
