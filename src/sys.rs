@@ -3,7 +3,9 @@
 //!
 //! Every function here is small and safe to call from any thread.
 
-use std::time::SystemTime;
+use std::ffi::{CStr, CString};
+use std::sync::Once;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A broken-down local time with its offset from UTC, from `localtime_r`
 /// (the `time` crate refuses local offsets in threaded programs).
@@ -23,44 +25,357 @@ pub struct LocalTime {
     pub utc_offset: i32,
 }
 
-/// The local time at `t`.
+const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// The Unix epoch itself, in UTC: the answer when the C library cannot
+/// represent a time.
+const EPOCH: LocalTime = LocalTime {
+    year: 1970,
+    month: 1,
+    day: 1,
+    hour: 0,
+    minute: 0,
+    second: 0,
+    weekday: 4,
+    utc_offset: 0,
+};
+
+static TZSET: Once = Once::new();
+
+unsafe extern "C" {
+    /// tzset(3) from the C library (POSIX); the `libc` crate does not
+    /// declare it for Unix targets.
+    fn tzset();
+}
+
+/// The local time at `t`. Times before the epoch are taken as the epoch.
 pub fn localtime(t: SystemTime) -> LocalTime {
-    todo!()
+    // POSIX does not require localtime_r to read TZ (tzset); localtime and
+    // tzset itself must. Do it once, before the first conversion.
+    TZSET.call_once(|| {
+        // SAFETY: tzset takes no arguments; it reads TZ and the zone files.
+        // Nothing in postie changes the environment while threads run.
+        unsafe { tzset() };
+    });
+
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let Ok(clock) = libc::time_t::try_from(secs) else {
+        return EPOCH;
+    };
+
+    // SAFETY: `libc::tm` is a plain C struct of integers and (on glibc) one
+    // `const char *`; all-zero bytes are a valid value for every field.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers come from live references to properly typed
+    // values; localtime_r writes only into `tm` and is thread-safe.
+    let res = unsafe { libc::localtime_r(&clock, &mut tm) };
+    if res.is_null() {
+        return EPOCH;
+    }
+
+    let field = |v: libc::c_int| u32::try_from(v).unwrap_or(0);
+    LocalTime {
+        year: tm.tm_year.saturating_add(1900),
+        month: field(tm.tm_mon) + 1,
+        day: field(tm.tm_mday),
+        hour: field(tm.tm_hour),
+        minute: field(tm.tm_min),
+        second: field(tm.tm_sec),
+        weekday: field(tm.tm_wday),
+        utc_offset: i32::try_from(tm.tm_gmtoff).unwrap_or(0),
+    }
 }
 
 impl LocalTime {
+    fn weekday_name(&self) -> &'static str {
+        WEEKDAYS
+            .get(self.weekday as usize)
+            .copied()
+            .unwrap_or("???")
+    }
+
+    fn month_name(&self) -> &'static str {
+        (self.month as usize)
+            .checked_sub(1)
+            .and_then(|i| MONTHS.get(i))
+            .copied()
+            .unwrap_or("???")
+    }
+
     /// `Sat Nov 28 16:59:45 2026`, as asctime(3) without its newline: the
     /// date of an mbox `From ` line.
     pub fn asctime(&self) -> String {
-        todo!()
+        format!(
+            "{} {} {:>2} {:02}:{:02}:{:02} {}",
+            self.weekday_name(),
+            self.month_name(),
+            self.day,
+            self.hour,
+            self.minute,
+            self.second,
+            self.year
+        )
     }
 
     /// `Sat, 28 Nov 2026 16:59:45 +0100`: an RFC 5322 date with a numeric
     /// offset, for `Received:` (RFC 5321 4.4).
     pub fn rfc5322(&self) -> String {
-        todo!()
+        let sign = if self.utc_offset < 0 { '-' } else { '+' };
+        let off = self.utc_offset.unsigned_abs();
+        format!(
+            "{}, {} {} {:04} {:02}:{:02}:{:02} {}{:02}{:02}",
+            self.weekday_name(),
+            self.day,
+            self.month_name(),
+            self.year,
+            self.hour,
+            self.minute,
+            self.second,
+            sign,
+            off / 3600,
+            off % 3600 / 60
+        )
     }
 }
 
-/// The host's name as gethostname(2) gives it.
+/// The host's name as gethostname(2) gives it (`localhost` if it has none).
 pub fn hostname() -> String {
-    todo!()
+    nix::unistd::gethostname()
+        .ok()
+        .map(|name| name.to_string_lossy().into_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Frees a getaddrinfo(3) result list when dropped.
+struct AddrInfoList(*mut libc::addrinfo);
+
+impl Drop for AddrInfoList {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: the pointer came from a successful getaddrinfo and is
+            // freed exactly once, here.
+            unsafe { libc::freeaddrinfo(self.0) };
+        }
+    }
 }
 
 /// The host's fully qualified name: the canonical name getaddrinfo(3) gives
-/// for the host name, or `None` if it cannot be resolved.
+/// for the host name, or `None` if it cannot be resolved or has no dot.
+/// May block on the resolver.
 pub fn fqdn() -> Option<String> {
-    todo!()
+    let host = CString::new(hostname()).ok()?;
+
+    // SAFETY: `libc::addrinfo` is a plain C struct of integers and pointers;
+    // all-zero bytes (null pointers) are valid and what getaddrinfo expects
+    // for the unused fields of `hints`.
+    let mut hints: libc::addrinfo = unsafe { std::mem::zeroed() };
+    hints.ai_flags = libc::AI_CANONNAME;
+    hints.ai_family = libc::AF_UNSPEC;
+
+    let mut res: *mut libc::addrinfo = std::ptr::null_mut();
+    // SAFETY: `host` is a NUL-terminated string, the service may be null,
+    // `hints` and `res` are live; on success `res` owns a list we free below.
+    let rc = unsafe { libc::getaddrinfo(host.as_ptr(), std::ptr::null(), &hints, &mut res) };
+    let list = AddrInfoList(res);
+    if rc != 0 || list.0.is_null() {
+        return None;
+    }
+
+    // SAFETY: `list.0` is non-null and points to the first entry of the
+    // list, alive until `list` is dropped at the end of this function.
+    let canon = unsafe { (*list.0).ai_canonname };
+    if canon.is_null() {
+        return None;
+    }
+    // SAFETY: a non-null `ai_canonname` is a NUL-terminated string owned by
+    // the list, which outlives this borrow (copied out before the drop).
+    let name = unsafe { CStr::from_ptr(canon) }
+        .to_string_lossy()
+        .into_owned();
+    let name = name.trim_end_matches('.').to_owned();
+    name.contains('.').then_some(name)
 }
 
 /// Opens the connection to syslog(3): facility mail, `LOG_PID`, never the
 /// console or stderr.
 pub fn openlog(ident: &'static std::ffi::CStr) {
-    todo!()
+    // No LOG_CONS or LOG_PERROR: in inetd mode stderr is the client's socket.
+    // SAFETY: openlog keeps the `ident` pointer; it is 'static, so it stays
+    // valid for every later syslog call.
+    unsafe {
+        libc::openlog(
+            ident.as_ptr(),
+            libc::LOG_PID | libc::LOG_NDELAY,
+            libc::LOG_MAIL,
+        )
+    };
+}
+
+/// `msg` as a C string for syslog, interior NUL bytes replaced by `?`.
+fn syslog_message(msg: &str) -> CString {
+    let bytes: Vec<u8> = msg.bytes().map(|b| if b == 0 { b'?' } else { b }).collect();
+    CString::new(bytes).unwrap_or_default()
 }
 
 /// Sends one message to syslog at `priority` (a `libc::LOG_*` level).
 /// Interior NUL bytes are replaced.
 pub fn syslog(priority: libc::c_int, msg: &str) {
-    todo!()
+    let cmsg = syslog_message(msg);
+    // SAFETY: the format is the literal "%s" with exactly one matching
+    // NUL-terminated string argument, so `%` in the message is inert.
+    unsafe { libc::syslog(priority, c"%s".as_ptr(), cmsg.as_ptr()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn lt(
+        (year, month, day): (i32, u32, u32),
+        (hour, minute, second): (u32, u32, u32),
+        weekday: u32,
+        utc_offset: i32,
+    ) -> LocalTime {
+        LocalTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            weekday,
+            utc_offset,
+        }
+    }
+
+    #[test]
+    fn asctime_format() {
+        let t = lt((2026, 11, 28), (16, 59, 45), 6, 3600);
+        assert_eq!(t.asctime(), "Sat Nov 28 16:59:45 2026");
+        let t = lt((2026, 11, 1), (6, 5, 4), 0, 0);
+        assert_eq!(t.asctime(), "Sun Nov  1 06:05:04 2026");
+        let t = lt((1999, 1, 9), (0, 0, 0), 6, -18000);
+        assert_eq!(t.asctime(), "Sat Jan  9 00:00:00 1999");
+        let t = lt((2000, 12, 31), (23, 59, 60), 0, 0);
+        assert_eq!(t.asctime(), "Sun Dec 31 23:59:60 2000");
+    }
+
+    #[test]
+    fn rfc5322_format() {
+        let t = lt((2026, 11, 28), (16, 59, 45), 6, 3600);
+        assert_eq!(t.rfc5322(), "Sat, 28 Nov 2026 16:59:45 +0100");
+        let t = lt((2026, 11, 1), (6, 5, 4), 0, 0);
+        assert_eq!(t.rfc5322(), "Sun, 1 Nov 2026 06:05:04 +0000");
+        let t = lt((2026, 3, 2), (1, 2, 3), 1, -(3 * 3600 + 30 * 60));
+        assert_eq!(t.rfc5322(), "Mon, 2 Mar 2026 01:02:03 -0330");
+        let t = lt((2026, 7, 15), (12, 0, 0), 3, 5 * 3600 + 45 * 60);
+        assert_eq!(t.rfc5322(), "Wed, 15 Jul 2026 12:00:00 +0545");
+        let t = lt((2026, 7, 15), (12, 0, 0), 3, -12 * 3600);
+        assert_eq!(t.rfc5322(), "Wed, 15 Jul 2026 12:00:00 -1200");
+    }
+
+    #[test]
+    fn formatters_do_not_panic_on_bad_fields() {
+        let t = lt((2026, 13, 40), (25, 61, 61), 9, 0);
+        assert!(t.asctime().starts_with("??? ???"));
+        let t = lt((2026, 0, 1), (0, 0, 0), 0, 0);
+        assert!(t.rfc5322().contains("???"));
+    }
+
+    /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
+    fn civil_from_days(days: i64) -> (i64, u32, u32) {
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        (y, m, d)
+    }
+
+    fn check_consistent(secs: u64) {
+        let t = UNIX_EPOCH + Duration::from_secs(secs);
+        let l = localtime(t);
+        assert!((1..=12).contains(&l.month), "{l:?}");
+        assert!((1..=31).contains(&l.day), "{l:?}");
+        assert!(l.hour < 24 && l.minute < 60 && l.second <= 60, "{l:?}");
+        assert!(l.weekday < 7, "{l:?}");
+        assert!(l.utc_offset.abs() <= 26 * 3600, "{l:?}");
+
+        // The wall clock minus the offset is the UTC time of day.
+        let local_sod = i64::from(l.hour * 3600 + l.minute * 60 + l.second);
+        let utc_sod = (secs % 86_400) as i64;
+        assert_eq!(
+            (local_sod - i64::from(l.utc_offset)).rem_euclid(86_400),
+            utc_sod,
+            "{l:?}"
+        );
+
+        // And the date and weekday are those of UTC shifted by the offset.
+        let local_secs = secs as i64 + i64::from(l.utc_offset);
+        let days = local_secs.div_euclid(86_400);
+        let (y, m, d) = civil_from_days(days);
+        assert_eq!((i64::from(l.year), l.month, l.day), (y, m, d), "{l:?}");
+        assert_eq!(i64::from(l.weekday), (days + 4).rem_euclid(7), "{l:?}");
+    }
+
+    #[test]
+    fn localtime_is_consistent() {
+        for secs in [
+            0,
+            86_400 * 365 + 12_345,
+            86_400 * 365 * 56 + 4_321,
+            1_795_885_185, // 2026-11-28
+            951_782_400,   // 2000-02-29
+            4_102_444_799, // 2099-12-31 23:59:59 UTC
+        ] {
+            check_consistent(secs);
+        }
+        let l = localtime(UNIX_EPOCH + Duration::from_secs(86_400 * 365 * 56 + 4_321));
+        assert!((2025..=2026).contains(&l.year), "{l:?}");
+    }
+
+    #[test]
+    fn localtime_clamps_before_epoch() {
+        let before = UNIX_EPOCH - Duration::from_secs(1_000_000);
+        assert_eq!(localtime(before), localtime(UNIX_EPOCH));
+    }
+
+    #[test]
+    fn localtime_now_is_sane() {
+        let l = localtime(SystemTime::now());
+        assert!(l.year >= 2024, "{l:?}");
+    }
+
+    #[test]
+    fn hostname_is_not_empty() {
+        let h = hostname();
+        assert!(!h.is_empty());
+        assert!(!h.contains('\0'));
+    }
+
+    #[test]
+    fn fqdn_has_a_dot_if_any() {
+        if let Some(name) = fqdn() {
+            assert!(name.contains('.'), "{name}");
+            assert!(!name.ends_with('.'), "{name}");
+        }
+    }
+
+    #[test]
+    fn syslog_message_replaces_nul() {
+        assert_eq!(syslog_message("a\0b%s").as_bytes(), b"a?b%s");
+        assert_eq!(syslog_message("").as_bytes(), b"");
+    }
 }

@@ -1,6 +1,7 @@
 //! Mailbox addresses and SMTP paths (RFC 5321 4.1.2).
 
 use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A mailbox as the client named it: `local@domain`, or a bare local part
 /// (Sendmail and RFC 5321 4.5.1 accept `postmaster` without a domain).
@@ -32,14 +33,258 @@ impl fmt::Display for Mailbox {
     /// Renders the mailbox in SMTP form, quoting the local part when it is
     /// not a dot-atom (RFC 5321 4.1.2).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        todo!()
+        if is_dot_atom(&self.local) {
+            f.write_str(&self.local)?;
+        } else {
+            f.write_str("\"")?;
+            for c in self.local.chars() {
+                if c == '"' || c == '\\' {
+                    f.write_str("\\")?;
+                }
+                write!(f, "{c}")?;
+            }
+            f.write_str("\"")?;
+        }
+        if let Some(domain) = &self.domain {
+            write!(f, "@{domain}")?;
+        }
+        Ok(())
     }
 }
 
 impl fmt::Display for ReversePath {
     /// `<>` for the null path, else the mailbox without angle brackets.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        todo!()
+        match self {
+            ReversePath::Null => f.write_str("<>"),
+            ReversePath::Mailbox(m) => m.fmt(f),
+        }
+    }
+}
+
+/// Longest local part, in octets as sent (RFC 5321 4.5.3.1.1).
+const MAX_LOCAL: usize = 64;
+/// Longest domain, in octets (RFC 5321 4.5.3.1.2).
+const MAX_DOMAIN: usize = 255;
+/// Longest path, brackets included (RFC 5321 4.5.3.1.3).
+const MAX_PATH: usize = 256;
+/// Longest DNS label (RFC 1035 2.3.4).
+const MAX_LABEL: usize = 63;
+
+/// `atext` of RFC 5322 3.2.3.
+fn is_atext(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&c)
+}
+
+/// Whether `s` is a Dot-string of RFC 5321: atoms separated by single dots.
+pub fn is_dot_atom(s: &str) -> bool {
+    !s.is_empty()
+        && s.split('.')
+            .all(|atom| !atom.is_empty() && atom.bytes().all(is_atext))
+}
+
+fn is_wsp(c: u8) -> bool {
+    c == b' ' || c == b'\t'
+}
+
+/// The error for a byte that may not appear where it was found.
+fn unexpected(c: u8) -> AddrError {
+    match c {
+        0..=0x1f | 0x7f => AddrError("control character in address"),
+        0x80..=0xff => AddrError("non-ASCII character in address"),
+        b'<' | b'>' => AddrError("unbalanced angle brackets"),
+        _ => AddrError("invalid character in address"),
+    }
+}
+
+/// The error for a byte that may not appear in a domain.
+fn bad_domain_char(c: Option<u8>) -> AddrError {
+    match c {
+        Some(c @ (0..=0x1f | 0x7f..=0xff)) => unexpected(c),
+        _ => AddrError("bad domain"),
+    }
+}
+
+struct Parser<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+
+    fn text(&self, from: usize) -> String {
+        // Every byte accepted by the grammar is ASCII.
+        String::from_utf8_lossy(&self.b[from..self.pos]).into_owned()
+    }
+
+    /// `Mailbox = Local-part ["@" ( Domain / address-literal )]`, the domain
+    /// being optional as in Sendmail's `postmaster`.
+    fn mailbox(&mut self) -> Result<Mailbox, AddrError> {
+        let start = self.pos;
+        let local = self.local_part()?;
+        if self.pos - start > MAX_LOCAL {
+            return Err(AddrError("local part too long"));
+        }
+        if self.peek() != Some(b'@') {
+            return Ok(Mailbox {
+                local,
+                domain: None,
+            });
+        }
+        self.pos += 1;
+        let start = self.pos;
+        if self.peek() == Some(b'[') {
+            self.address_literal()?;
+        } else {
+            self.domain()?;
+        }
+        if self.pos - start > MAX_DOMAIN {
+            return Err(AddrError("domain too long"));
+        }
+        Ok(Mailbox {
+            local,
+            domain: Some(self.text(start)),
+        })
+    }
+
+    /// `Local-part = Dot-string / Quoted-string`, decoded.
+    fn local_part(&mut self) -> Result<String, AddrError> {
+        if self.peek() == Some(b'"') {
+            return self.quoted_string();
+        }
+        let start = self.pos;
+        loop {
+            let atom = self.pos;
+            while self.peek().is_some_and(is_atext) {
+                self.pos += 1;
+            }
+            if self.pos == atom {
+                return Err(match self.peek() {
+                    Some(c @ (0..=0x1f | 0x7f..=0xff)) => unexpected(c),
+                    None | Some(b'@' | b'>') if atom == start => AddrError("empty local part"),
+                    Some(b'.' | b'@' | b'>' | b' ') | None => AddrError("bad local part"),
+                    Some(c) => unexpected(c),
+                });
+            }
+            if self.peek() != Some(b'.') {
+                return Ok(self.text(start));
+            }
+            self.pos += 1;
+        }
+    }
+
+    /// `Quoted-string = DQUOTE *QcontentSMTP DQUOTE`, returned unquoted.
+    fn quoted_string(&mut self) -> Result<String, AddrError> {
+        self.pos += 1;
+        let mut out = String::new();
+        loop {
+            match self.peek() {
+                None => return Err(AddrError("unterminated quoted string")),
+                Some(b'"') => {
+                    self.pos += 1;
+                    break;
+                }
+                Some(b'\\') => {
+                    self.pos += 1;
+                    match self.peek() {
+                        Some(c @ 0x20..=0x7e) => out.push(char::from(c)),
+                        Some(c) => return Err(unexpected(c)),
+                        None => return Err(AddrError("unterminated quoted string")),
+                    }
+                }
+                Some(c @ 0x20..=0x7e) => out.push(char::from(c)),
+                Some(c) => return Err(unexpected(c)),
+            }
+            self.pos += 1;
+        }
+        if out.is_empty() {
+            return Err(AddrError("empty local part"));
+        }
+        Ok(out)
+    }
+
+    /// `Domain = sub-domain *("." sub-domain)`, with
+    /// `sub-domain = Let-dig [Ldh-str]`.
+    fn domain(&mut self) -> Result<(), AddrError> {
+        loop {
+            let label = self.pos;
+            if !self.peek().is_some_and(|c| c.is_ascii_alphanumeric()) {
+                return Err(bad_domain_char(self.peek()));
+            }
+            while self
+                .peek()
+                .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'-')
+            {
+                self.pos += 1;
+            }
+            if self.b[self.pos - 1] == b'-' {
+                return Err(AddrError("bad domain"));
+            }
+            if self.pos - label > MAX_LABEL {
+                return Err(AddrError("domain label too long"));
+            }
+            match self.peek() {
+                Some(b'.') => self.pos += 1,
+                None | Some(b'>' | b' ' | b'\t' | b',' | b':') => return Ok(()),
+                c => return Err(bad_domain_char(c)),
+            }
+        }
+    }
+
+    /// `address-literal = "[" ( IPv4 / "IPv6:" IPv6 ) "]"`; general
+    /// (tagged) literals are refused.
+    fn address_literal(&mut self) -> Result<(), AddrError> {
+        self.pos += 1;
+        let start = self.pos;
+        loop {
+            match self.peek() {
+                Some(b']') => break,
+                // dcontent = %d33-90 / %d94-126
+                Some(33..=90 | 94..=126) => self.pos += 1,
+                Some(c @ (0..=0x1f | 0x7f..=0xff)) => return Err(unexpected(c)),
+                _ => return Err(AddrError("bad address literal")),
+            }
+        }
+        let content = std::str::from_utf8(&self.b[start..self.pos])
+            .map_err(|_| AddrError("bad address literal"))?;
+        self.pos += 1;
+        let ok = match content.get(..5) {
+            Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => {
+                content[5..].parse::<Ipv6Addr>().is_ok()
+            }
+            _ if content.contains(':') => {
+                return Err(AddrError("unsupported address literal"));
+            }
+            _ => content.parse::<Ipv4Addr>().is_ok(),
+        };
+        if !ok {
+            return Err(AddrError("bad address literal"));
+        }
+        Ok(())
+    }
+
+    /// `A-d-l = At-domain *( "," At-domain ) ":"`, checked and dropped.
+    fn source_route(&mut self) -> Result<(), AddrError> {
+        loop {
+            if self.peek() != Some(b'@') {
+                return Err(AddrError("bad source route"));
+            }
+            self.pos += 1;
+            self.domain()?;
+            match self.peek() {
+                Some(b',') => self.pos += 1,
+                Some(b':') => {
+                    self.pos += 1;
+                    return Ok(());
+                }
+                // `<@b>`: most likely an address with its local part missing.
+                Some(b'>') => return Err(AddrError("empty local part")),
+                _ => return Err(AddrError("bad source route")),
+            }
+        }
     }
 }
 
@@ -49,5 +294,326 @@ impl fmt::Display for ReversePath {
 /// a reverse path may use; the caller decides) and the rest of the line after
 /// the path (the ESMTP parameters, leading spaces not stripped).
 pub fn parse_path(s: &str) -> Result<(Option<Mailbox>, &str), AddrError> {
-    todo!()
+    let b = s.as_bytes();
+    let start = b.iter().position(|&c| !is_wsp(c)).unwrap_or(b.len());
+    let mut p = Parser { b, pos: start };
+    let (mailbox, len) = match p.peek() {
+        None => return Err(AddrError("empty address")),
+        Some(b'>') => return Err(AddrError("unbalanced angle brackets")),
+        Some(b'<') => {
+            p.pos += 1;
+            let mailbox = if p.peek() == Some(b'>') {
+                None
+            } else if p.peek().is_none() {
+                return Err(AddrError("unbalanced angle brackets"));
+            } else {
+                if p.peek() == Some(b'@') {
+                    p.source_route()?;
+                }
+                Some(p.mailbox()?)
+            };
+            match p.peek() {
+                Some(b'>') => p.pos += 1,
+                None => return Err(AddrError("unbalanced angle brackets")),
+                Some(c) => return Err(unexpected(c)),
+            }
+            (mailbox, p.pos - start)
+        }
+        // Sendmail: `MAIL FROM: a@b`, ended by a space or the line's end.
+        Some(_) => (Some(p.mailbox()?), p.pos - start + 2),
+    };
+    match p.peek() {
+        None | Some(b' ' | b'\t') => {}
+        Some(c @ (b'<' | b'>' | 0..=0x1f | 0x7f..=0xff)) => return Err(unexpected(c)),
+        Some(_) => return Err(AddrError("junk after address")),
+    }
+    if len > MAX_PATH {
+        return Err(AddrError("path too long"));
+    }
+    Ok((mailbox, &s[p.pos..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn mb(local: &str, domain: Option<&str>) -> Mailbox {
+        Mailbox {
+            local: local.to_owned(),
+            domain: domain.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn good_paths() {
+        let long_local = "a".repeat(64);
+        let long_label = "d".repeat(63);
+        let max_local = format!("<{long_local}@b>");
+        let max_label = format!("<a@{long_label}>");
+        let cases: Vec<(&str, Option<Mailbox>, &str)> = vec![
+            ("<a@b>", Some(mb("a", Some("b"))), ""),
+            ("<>", None, ""),
+            ("<> SIZE=10", None, " SIZE=10"),
+            ("  \t<a@b>", Some(mb("a", Some("b"))), ""),
+            (
+                "<a@b> SIZE=100 BODY=8BITMIME",
+                Some(mb("a", Some("b"))),
+                " SIZE=100 BODY=8BITMIME",
+            ),
+            ("<a@b>\tX", Some(mb("a", Some("b"))), "\tX"),
+            (
+                "<Jon.Smith@Example.COM>",
+                Some(mb("Jon.Smith", Some("Example.COM"))),
+                "",
+            ),
+            (
+                "<user+tag@mail.example.org>",
+                Some(mb("user+tag", Some("mail.example.org"))),
+                "",
+            ),
+            (
+                "<!#$%&'*+-/=?^_`{|}~@x>",
+                Some(mb("!#$%&'*+-/=?^_`{|}~", Some("x"))),
+                "",
+            ),
+            ("<a@b-c.d1>", Some(mb("a", Some("b-c.d1"))), ""),
+            ("<a@123.example>", Some(mb("a", Some("123.example"))), ""),
+            ("<a@x--y.example>", Some(mb("a", Some("x--y.example"))), ""),
+            // Source routes are checked and dropped.
+            (
+                "<@x.example,@y.example:a@b.example>",
+                Some(mb("a", Some("b.example"))),
+                "",
+            ),
+            ("<@x:a@b>", Some(mb("a", Some("b"))), ""),
+            // Quoted local parts are decoded.
+            ("<\"john doe\"@b>", Some(mb("john doe", Some("b"))), ""),
+            ("<\"a\\\"b\"@c>", Some(mb("a\"b", Some("c"))), ""),
+            ("<\"a\\\\b\"@c>", Some(mb("a\\b", Some("c"))), ""),
+            ("<\"\\x\"@c>", Some(mb("x", Some("c"))), ""),
+            ("<\"a..b\"@c>", Some(mb("a..b", Some("c"))), ""),
+            ("<\"a@b\"@c>", Some(mb("a@b", Some("c"))), ""),
+            ("<\"a>b\"@c>", Some(mb("a>b", Some("c"))), ""),
+            ("<\"postmaster\">", Some(mb("postmaster", None)), ""),
+            // Address literals keep their brackets and tag.
+            ("<a@[127.0.0.1]>", Some(mb("a", Some("[127.0.0.1]"))), ""),
+            ("<a@[IPv6:::1]>", Some(mb("a", Some("[IPv6:::1]"))), ""),
+            (
+                "<a@[ipv6:2001:db8::1]>",
+                Some(mb("a", Some("[ipv6:2001:db8::1]"))),
+                "",
+            ),
+            (
+                "<a@[IPv6:::ffff:192.0.2.1]>",
+                Some(mb("a", Some("[IPv6:::ffff:192.0.2.1]"))),
+                "",
+            ),
+            // A bare local part: RFC 5321 4.5.1 postmaster, and Sendmail.
+            ("<postmaster>", Some(mb("postmaster", None)), ""),
+            ("<Postmaster>", Some(mb("Postmaster", None)), ""),
+            ("<jon>", Some(mb("jon", None)), ""),
+            // Sendmail: no brackets, ended by a space.
+            ("jon@frogbog", Some(mb("jon", Some("frogbog"))), ""),
+            (" jon@frogbog", Some(mb("jon", Some("frogbog"))), ""),
+            (
+                "jon@razorback SIZE=1",
+                Some(mb("jon", Some("razorback"))),
+                " SIZE=1",
+            ),
+            ("postmaster", Some(mb("postmaster", None)), ""),
+            ("postmaster ", Some(mb("postmaster", None)), " "),
+            ("a@[10.0.0.1]", Some(mb("a", Some("[10.0.0.1]"))), ""),
+            // Limits, just inside.
+            (&max_local, Some(mb(&long_local, Some("b"))), ""),
+            (&max_label, Some(mb("a", Some(&long_label))), ""),
+        ];
+        for (input, want, rest) in cases {
+            assert_eq!(parse_path(input), Ok((want, rest)), "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn bad_paths() {
+        let long_local = "a".repeat(65);
+        let long_label = "d".repeat(64);
+        // 4 labels of 63 plus 3 dots: 255 octets, one more is too long.
+        let label = "d".repeat(63);
+        let domain_255 = [&label[..], &label, &label, &label].join(".");
+        let domain_256 = format!("{}.x", &domain_255[1..]);
+        assert_eq!((domain_255.len(), domain_256.len()), (255, 256));
+        // A path of 257 octets: within the local and domain limits, over the whole.
+        let path_257 = format!(
+            "<@{}:{}@{}>",
+            "r".repeat(61),
+            "l".repeat(64),
+            &domain_255[..127]
+        );
+        assert_eq!(path_257.len(), 257);
+        let path_256 = format!(
+            "<@{}:{}@{}>",
+            "r".repeat(60),
+            "l".repeat(64),
+            &domain_255[..127]
+        );
+        assert!(parse_path(&path_256).is_ok());
+        let local_65 = format!("<{long_local}@b>");
+        let quoted_65 = format!("<\"{}\"@b>", "a".repeat(63));
+        let label_64 = format!("<a@{long_label}>");
+        let with_domain_255 = format!("<a@{domain_255}>");
+        let with_domain_256 = format!("<a@{domain_256}>");
+        let cases: Vec<(&str, &str)> = vec![
+            ("", "empty address"),
+            ("   ", "empty address"),
+            ("\t", "empty address"),
+            ("<", "unbalanced angle brackets"),
+            ("<@x:>", "empty local part"),
+            ("<@x:", "empty local part"),
+            ("<a@b", "unbalanced angle brackets"),
+            ("<a", "unbalanced angle brackets"),
+            ("a@b>", "unbalanced angle brackets"),
+            ("<<a@b>>", "unbalanced angle brackets"),
+            ("<a@b>>", "unbalanced angle brackets"),
+            (">", "unbalanced angle brackets"),
+            ("<a<b@c>", "unbalanced angle brackets"),
+            ("<a@b>x", "junk after address"),
+            ("<@b>", "empty local part"),
+            ("<@b", "bad source route"),
+            ("@b", "empty local part"),
+            ("<\"\"@b>", "empty local part"),
+            ("<.a@b>", "bad local part"),
+            ("<a.@b>", "bad local part"),
+            ("<a..b@c>", "bad local part"),
+            ("<a b@c>", "invalid character in address"),
+            ("<a(b)@c>", "invalid character in address"),
+            ("<a,b@c>", "invalid character in address"),
+            ("<\"a@b>", "unterminated quoted string"),
+            ("<\"a\\", "unterminated quoted string"),
+            ("<a@>", "bad domain"),
+            ("<a@b.>", "bad domain"),
+            ("a@b.", "bad domain"),
+            ("<a@.b>", "bad domain"),
+            ("<a@b..c>", "bad domain"),
+            ("<a@-b>", "bad domain"),
+            ("<a@b->", "bad domain"),
+            ("<a@b-.c>", "bad domain"),
+            ("<a@b_c>", "bad domain"),
+            ("<a@b@c>", "bad domain"),
+            ("<a@b c>", "invalid character in address"),
+            (&label_64, "domain label too long"),
+            ("<a@[127.0.0.256]>", "bad address literal"),
+            ("<a@[127.0.0]>", "bad address literal"),
+            ("<a@[127.0.0.1>", "bad address literal"),
+            ("<a@[]>", "bad address literal"),
+            ("<a@[IPv6:1.2.3.4]>", "bad address literal"),
+            ("<a@[IPv6:::g]>", "bad address literal"),
+            ("<a@[IPv6:fe80::1%eth0]>", "bad address literal"),
+            ("<a@[x-tag:foo]>", "unsupported address literal"),
+            ("<a@[::1]>", "unsupported address literal"),
+            ("<@x,b:a@c>", "bad source route"),
+            ("<@x;a@c>", "bad domain"),
+            ("<@x a@c>", "bad source route"),
+            ("<@-x:a@c>", "bad domain"),
+            ("<a\x01@b>", "control character in address"),
+            ("<a@b\x7f>", "control character in address"),
+            ("<a@b\r>", "control character in address"),
+            ("<\"a\x00\"@b>", "control character in address"),
+            ("<a@b\t>", "control character in address"),
+            ("<jön@b>", "non-ASCII character in address"),
+            ("<a@bü>", "non-ASCII character in address"),
+            ("<a@ü>", "non-ASCII character in address"),
+            ("<\"ü\"@b>", "non-ASCII character in address"),
+            ("<a@b>ü", "non-ASCII character in address"),
+            (&local_65, "local part too long"),
+            (&quoted_65, "local part too long"),
+            (&with_domain_255, "path too long"),
+            (&with_domain_256, "domain too long"),
+            (&path_257, "path too long"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_path(input), Err(AddrError(want)), "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn display() {
+        let cases = [
+            (mb("a", Some("b")), "a@b"),
+            (
+                mb("Jon.Smith", Some("Example.COM")),
+                "Jon.Smith@Example.COM",
+            ),
+            (mb("postmaster", None), "postmaster"),
+            (mb("john doe", Some("b")), "\"john doe\"@b"),
+            (mb("a\"b", Some("c")), "\"a\\\"b\"@c"),
+            (mb("a\\b", Some("c")), "\"a\\\\b\"@c"),
+            (mb("a..b", Some("c")), "\"a..b\"@c"),
+            (mb(".a", Some("c")), "\".a\"@c"),
+            (mb("a.", None), "\"a.\""),
+            (mb("a@b", Some("c")), "\"a@b\"@c"),
+            (mb("a", Some("[127.0.0.1]")), "a@[127.0.0.1]"),
+            (mb("a", Some("[IPv6:::1]")), "a@[IPv6:::1]"),
+        ];
+        for (m, want) in cases {
+            assert_eq!(m.to_string(), want);
+        }
+        assert_eq!(ReversePath::Null.to_string(), "<>");
+        assert_eq!(ReversePath::Mailbox(mb("a", Some("b"))).to_string(), "a@b");
+        assert_eq!(ReversePath::Mailbox(mb("x y", None)).to_string(), "\"x y\"");
+    }
+
+    #[test]
+    fn dot_atom() {
+        for s in ["a", "a.b", "a.b.c", "!#$%&'*+-/=?^_`{|}~"] {
+            assert!(is_dot_atom(s), "{s:?}");
+        }
+        for s in [
+            "", ".", ".a", "a.", "a..b", "a b", "a\"b", "a@b", "a(b", "a\\b", "ü",
+        ] {
+            assert!(!is_dot_atom(s), "{s:?}");
+        }
+    }
+
+    const ATEXT: &str = "[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]";
+
+    fn dot_atom_local() -> impl Strategy<Value = String> {
+        proptest::string::string_regex(&format!("{ATEXT}{{1,12}}(\\.{ATEXT}{{1,12}}){{0,3}}"))
+            .expect("valid regex")
+    }
+
+    fn domain() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?(\\.[a-zA-Z0-9]([a-zA-Z0-9-]{0,10}[a-zA-Z0-9])?){0,4}"
+    }
+
+    proptest! {
+        #[test]
+        fn dot_atom_round_trip(local in dot_atom_local(), domain in proptest::option::of(domain())) {
+            let m = Mailbox { local, domain };
+            let text = m.to_string();
+            prop_assert!(!text.contains('"'));
+            let bracketed = format!("<{m}>");
+            prop_assert_eq!(parse_path(&bracketed), Ok((Some(m.clone()), "")));
+            // Sendmail's bracketless form gives the same mailbox.
+            prop_assert_eq!(parse_path(&text), Ok((Some(m), "")));
+        }
+
+        #[test]
+        fn quoted_round_trip(local in "[ -~]{1,30}", domain in proptest::option::of(domain())) {
+            let m = Mailbox { local, domain };
+            let text = format!("<{m}> X");
+            prop_assert_eq!(parse_path(&text), Ok((Some(m), " X")));
+        }
+
+        #[test]
+        fn never_panics(s in "\\PC{0,80}") {
+            let _ = parse_path(&s);
+        }
+
+        #[test]
+        fn never_panics_pathlike(s in "[<>@\\[\\]\":,.\\\\ a-z0-9IPv\u{1}\u{e9}]{0,40}") {
+            if let Ok((_, rest)) = parse_path(&s) {
+                prop_assert!(s.ends_with(rest));
+            }
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! Parsing one SMTP command line into a typed [`Command`] (RFC 5321 4.1.1).
 
-use super::address::{Mailbox, ReversePath};
+use super::address::{Mailbox, ReversePath, parse_path};
 
 /// `BODY=` of RFC 6152.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,8 +22,13 @@ pub struct MailParams {
 pub enum Command {
     Helo(String),
     Ehlo(String),
-    Mail { from: ReversePath, params: MailParams },
-    Rcpt { to: Mailbox },
+    Mail {
+        from: ReversePath,
+        params: MailParams,
+    },
+    Rcpt {
+        to: Mailbox,
+    },
     Data,
     Rset,
     Noop,
@@ -48,5 +53,608 @@ pub enum ParseError {
 
 /// Parses one command line, without its line ending (`CRLF` or `LF`).
 pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
-    todo!()
+    let verb_len = line
+        .iter()
+        .position(|c| !c.is_ascii_alphabetic())
+        .unwrap_or(line.len());
+    let verb = Verb::from_bytes(&line[..verb_len]).ok_or(ParseError::Unknown)?;
+    let rest = &line[verb_len..];
+    // The verb ends at a space or the end of the line (`NOOPX`, `MAIL:` are
+    // not commands); a control character there is a known verb's syntax error.
+    if rest
+        .first()
+        .is_some_and(|&c| !is_wsp(c) && !c.is_ascii_control())
+    {
+        return Err(ParseError::Unknown);
+    }
+    if rest.iter().any(|&c| c.is_ascii_control() && c != b'\t') {
+        return Err(ParseError::Syntax("control character in command"));
+    }
+    let rest = std::str::from_utf8(rest)
+        .ok()
+        .filter(|r| r.is_ascii())
+        .ok_or(ParseError::Syntax("non-ASCII character in command"))?;
+    let arg = rest.trim_matches(WSP);
+    match verb {
+        Verb::Helo => first_token(arg)
+            .map(Command::Helo)
+            .ok_or(ParseError::Syntax("HELO requires domain address")),
+        Verb::Ehlo => first_token(arg)
+            .map(Command::Ehlo)
+            .ok_or(ParseError::Syntax("EHLO requires domain address")),
+        Verb::Mail => parse_mail(rest),
+        Verb::Rcpt => parse_rcpt(rest),
+        Verb::Data => no_argument(arg, Command::Data, "DATA takes no arguments"),
+        Verb::Rset => no_argument(arg, Command::Rset, "RSET takes no arguments"),
+        Verb::Quit => no_argument(arg, Command::Quit, "QUIT takes no arguments"),
+        Verb::Noop => Ok(Command::Noop),
+        Verb::Vrfy => required(arg, "VRFY requires an argument").map(Command::Vrfy),
+        Verb::Expn => required(arg, "EXPN requires an argument").map(Command::Expn),
+        Verb::Help => Ok(Command::Help((!arg.is_empty()).then(|| arg.to_owned()))),
+    }
+}
+
+/// Spaces and tabs separate words on a command line.
+const WSP: [char; 2] = [' ', '\t'];
+
+fn is_wsp(c: u8) -> bool {
+    c == b' ' || c == b'\t'
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Verb {
+    Helo,
+    Ehlo,
+    Mail,
+    Rcpt,
+    Data,
+    Rset,
+    Noop,
+    Quit,
+    Vrfy,
+    Expn,
+    Help,
+}
+
+impl Verb {
+    const ALL: [(&'static [u8], Verb); 11] = [
+        (b"HELO", Verb::Helo),
+        (b"EHLO", Verb::Ehlo),
+        (b"MAIL", Verb::Mail),
+        (b"RCPT", Verb::Rcpt),
+        (b"DATA", Verb::Data),
+        (b"RSET", Verb::Rset),
+        (b"NOOP", Verb::Noop),
+        (b"QUIT", Verb::Quit),
+        (b"VRFY", Verb::Vrfy),
+        (b"EXPN", Verb::Expn),
+        (b"HELP", Verb::Help),
+    ];
+
+    fn from_bytes(word: &[u8]) -> Option<Verb> {
+        Self::ALL
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(word))
+            .map(|&(_, verb)| verb)
+    }
+}
+
+fn first_token(arg: &str) -> Option<String> {
+    arg.split(WSP)
+        .next()
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+}
+
+fn no_argument(arg: &str, cmd: Command, msg: &'static str) -> Result<Command, ParseError> {
+    if arg.is_empty() {
+        Ok(cmd)
+    } else {
+        Err(ParseError::Syntax(msg))
+    }
+}
+
+fn required(arg: &str, msg: &'static str) -> Result<String, ParseError> {
+    if arg.is_empty() {
+        Err(ParseError::Syntax(msg))
+    } else {
+        Ok(arg.to_owned())
+    }
+}
+
+/// Strips the leading spaces and `keyword` (`FROM:` / `TO:`, any case),
+/// returning what follows the colon.
+fn after_keyword<'a>(rest: &'a str, keyword: &str) -> Option<&'a str> {
+    let rest = rest.trim_start_matches(WSP);
+    let head = rest.get(..keyword.len())?;
+    head.eq_ignore_ascii_case(keyword)
+        .then(|| &rest[keyword.len()..])
+}
+
+/// `MAIL FROM:<reverse-path> [SP Mail-parameters]`.
+fn parse_mail(rest: &str) -> Result<Command, ParseError> {
+    let path =
+        after_keyword(rest, "FROM:").ok_or(ParseError::Syntax("syntax: MAIL FROM:<address>"))?;
+    let (mailbox, params_text) = parse_path(path).map_err(|e| ParseError::BadAddress(e.0))?;
+    let from = mailbox.map_or(ReversePath::Null, ReversePath::Mailbox);
+    let mut params = MailParams::default();
+    for param in params_text.split(WSP).filter(|p| !p.is_empty()) {
+        let (keyword, value) = split_param(param)?;
+        if keyword.eq_ignore_ascii_case("SIZE") {
+            if params.size.is_some() {
+                return Err(ParseError::Syntax("duplicate SIZE parameter"));
+            }
+            params.size = Some(parse_size(value)?);
+        } else if keyword.eq_ignore_ascii_case("BODY") {
+            if params.body.is_some() {
+                return Err(ParseError::Syntax("duplicate BODY parameter"));
+            }
+            params.body = Some(match value {
+                Some(v) if v.eq_ignore_ascii_case("7BIT") => Body::SevenBit,
+                Some(v) if v.eq_ignore_ascii_case("8BITMIME") => Body::EightBitMime,
+                _ => return Err(ParseError::Syntax("BODY must be 7BIT or 8BITMIME")),
+            });
+        } else {
+            return Err(ParseError::UnknownParam(keyword.to_owned()));
+        }
+    }
+    Ok(Command::Mail { from, params })
+}
+
+/// `RCPT TO:<forward-path>`; postie knows no RCPT parameters.
+fn parse_rcpt(rest: &str) -> Result<Command, ParseError> {
+    let path = after_keyword(rest, "TO:").ok_or(ParseError::Syntax("syntax: RCPT TO:<address>"))?;
+    let (mailbox, params_text) = parse_path(path).map_err(|e| ParseError::BadAddress(e.0))?;
+    let to = mailbox.ok_or(ParseError::BadAddress("null path not allowed as recipient"))?;
+    if let Some(param) = params_text.split(WSP).find(|p| !p.is_empty()) {
+        let (keyword, _) = split_param(param)?;
+        return Err(ParseError::UnknownParam(keyword.to_owned()));
+    }
+    Ok(Command::Rcpt { to })
+}
+
+/// Splits `esmtp-param = esmtp-keyword ["=" esmtp-value]` (RFC 5321 4.1.2).
+fn split_param(param: &str) -> Result<(&str, Option<&str>), ParseError> {
+    let (keyword, value) = match param.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (param, None),
+    };
+    let keyword_ok = keyword.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && keyword
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !keyword_ok {
+        return Err(ParseError::Syntax("bad parameter keyword"));
+    }
+    // esmtp-value = 1*(%d33-60 / %d62-126): not empty, no "=".
+    if value.is_some_and(|v| v.is_empty() || v.contains('=')) {
+        return Err(ParseError::Syntax("bad parameter value"));
+    }
+    Ok((keyword, value))
+}
+
+/// `SIZE=n` of RFC 1870: decimal digits only.
+fn parse_size(value: Option<&str>) -> Result<u64, ParseError> {
+    match value {
+        Some(v) if !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()) => v
+            .parse()
+            .map_err(|_| ParseError::Syntax("SIZE value too large")),
+        _ => Err(ParseError::Syntax("SIZE requires a number")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Command::*;
+    use ParseError::{BadAddress, Syntax, Unknown, UnknownParam};
+    use proptest::prelude::*;
+
+    fn mb(local: &str, domain: Option<&str>) -> Mailbox {
+        Mailbox {
+            local: local.to_owned(),
+            domain: domain.map(str::to_owned),
+        }
+    }
+
+    fn from(local: &str, domain: &str) -> ReversePath {
+        ReversePath::Mailbox(mb(local, Some(domain)))
+    }
+
+    fn mail(from: ReversePath, size: Option<u64>, body: Option<Body>) -> Command {
+        Mail {
+            from,
+            params: MailParams { size, body },
+        }
+    }
+
+    fn rcpt(local: &str, domain: Option<&str>) -> Command {
+        Rcpt {
+            to: mb(local, domain),
+        }
+    }
+
+    fn unknown(p: &str) -> ParseError {
+        UnknownParam(p.to_owned())
+    }
+
+    #[test]
+    fn sendmail_telnet_session() {
+        let cases = [
+            (
+                "HELO frogbog.localdomain",
+                Ok(Helo("frogbog.localdomain".into())),
+            ),
+            (
+                "mail from: jon@frogbog",
+                Ok(mail(from("jon", "frogbog"), None, None)),
+            ),
+            ("rcpt to: jon@razorback", Ok(rcpt("jon", Some("razorback")))),
+            ("data", Ok(Data)),
+            ("quit", Ok(Quit)),
+            (
+                "rcpt to: elvis@razorback",
+                Ok(rcpt("elvis", Some("razorback"))),
+            ),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line.as_bytes()), want, "line {line:?}");
+        }
+    }
+
+    #[test]
+    fn table() {
+        let eight = Some(Body::EightBitMime);
+        let seven = Some(Body::SevenBit);
+        let ab = || from("a", "b");
+        let cases: Vec<(&[u8], Result<Command, ParseError>)> = vec![
+            // Verbs, any case.
+            (b"HELO client.example", Ok(Helo("client.example".into()))),
+            (b"helo client.example", Ok(Helo("client.example".into()))),
+            (b"HeLo client.example  ", Ok(Helo("client.example".into()))),
+            (b"HELO\tclient.example", Ok(Helo("client.example".into()))),
+            (b"HELO [192.0.2.1]", Ok(Helo("[192.0.2.1]".into()))),
+            (b"HELO a b", Ok(Helo("a".into()))),
+            (b"HELO", Err(Syntax("HELO requires domain address"))),
+            (b"HELO   ", Err(Syntax("HELO requires domain address"))),
+            (b"EHLO client.example", Ok(Ehlo("client.example".into()))),
+            (b"ehlo Client_Host", Ok(Ehlo("Client_Host".into()))),
+            (b"EHLO", Err(Syntax("EHLO requires domain address"))),
+            (b"DATA", Ok(Data)),
+            (b"DATA ", Ok(Data)),
+            (b"DATA x", Err(Syntax("DATA takes no arguments"))),
+            (b"RSET", Ok(Rset)),
+            (b"rset", Ok(Rset)),
+            (b"RSET now", Err(Syntax("RSET takes no arguments"))),
+            (b"NOOP", Ok(Noop)),
+            (b"noop anything at all", Ok(Noop)),
+            (b"QUIT", Ok(Quit)),
+            (b"QUIT now", Err(Syntax("QUIT takes no arguments"))),
+            (b"VRFY jon", Ok(Vrfy("jon".into()))),
+            (b"vrfy  Jon Smith  ", Ok(Vrfy("Jon Smith".into()))),
+            (b"VRFY", Err(Syntax("VRFY requires an argument"))),
+            (b"VRFY  ", Err(Syntax("VRFY requires an argument"))),
+            (b"EXPN staff", Ok(Expn("staff".into()))),
+            (b"EXPN", Err(Syntax("EXPN requires an argument"))),
+            (b"HELP", Ok(Help(None))),
+            (b"HELP ", Ok(Help(None))),
+            (b"help MAIL", Ok(Help(Some("MAIL".into())))),
+            // Not commands.
+            (b"", Err(Unknown)),
+            (b" ", Err(Unknown)),
+            (b" HELO x", Err(Unknown)),
+            (b"FOO bar", Err(Unknown)),
+            (b"TURN", Err(Unknown)),
+            (b"STARTTLS", Err(Unknown)),
+            (b"MAILFROM:<a@b>", Err(Unknown)),
+            (b"MAIL:<a@b>", Err(Unknown)),
+            (b"NOOPX", Err(Unknown)),
+            (b"HEL", Err(Unknown)),
+            (b"QUIT2", Err(Unknown)),
+            (b"Q\xc3\x9cIT", Err(Unknown)),
+            (b"\xff\xfe", Err(Unknown)),
+            (b"\x00QUIT", Err(Unknown)),
+            (b"\r", Err(Unknown)),
+            // Control characters and 8-bit bytes after a known verb.
+            (b"QUIT\r", Err(Syntax("control character in command"))),
+            (b"DATA\x00", Err(Syntax("control character in command"))),
+            (b"NOOP a\rb", Err(Syntax("control character in command"))),
+            (b"HELO a\x7f", Err(Syntax("control character in command"))),
+            (
+                b"HELO a\x1b[0m",
+                Err(Syntax("control character in command")),
+            ),
+            (
+                b"MAIL FROM:<a@b>\r",
+                Err(Syntax("control character in command")),
+            ),
+            (
+                b"RCPT TO:<a\x00@b>",
+                Err(Syntax("control character in command")),
+            ),
+            (
+                b"HELO h\xc3\xa9",
+                Err(Syntax("non-ASCII character in command")),
+            ),
+            (b"HELO \xff", Err(Syntax("non-ASCII character in command"))),
+            (
+                b"MAIL FROM:<j\xc3\xb6n@b>",
+                Err(Syntax("non-ASCII character in command")),
+            ),
+            (
+                b"RCPT TO:<a@b\x80>",
+                Err(Syntax("non-ASCII character in command")),
+            ),
+            // MAIL.
+            (b"MAIL FROM:<a@b>", Ok(mail(ab(), None, None))),
+            (b"mail from:<a@b>", Ok(mail(ab(), None, None))),
+            (b"MAIL FROM: <a@b>", Ok(mail(ab(), None, None))),
+            (b"MAIL   FROM:   <a@b>  ", Ok(mail(ab(), None, None))),
+            (b"MAIL\tFROM:\t<a@b>", Ok(mail(ab(), None, None))),
+            (b"MAIL FROM:<>", Ok(mail(ReversePath::Null, None, None))),
+            (b"MAIL FROM: <>", Ok(mail(ReversePath::Null, None, None))),
+            (
+                b"MAIL FROM:<> BODY=7BIT",
+                Ok(mail(ReversePath::Null, None, seven)),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=1000 BODY=8BITMIME",
+                Ok(mail(ab(), Some(1000), eight)),
+            ),
+            (
+                b"MAIL FROM:<a@b> body=8bitmime size=0",
+                Ok(mail(ab(), Some(0), eight)),
+            ),
+            (
+                b"MAIL FROM:<a@b>  SIZE=5\t BODY=7Bit ",
+                Ok(mail(ab(), Some(5), seven)),
+            ),
+            (b"MAIL FROM:a@b SIZE=7", Ok(mail(ab(), Some(7), None))),
+            (
+                b"MAIL FROM:<a@b> SIZE=18446744073709551615",
+                Ok(mail(ab(), Some(u64::MAX), None)),
+            ),
+            (b"MAIL FROM:<a@b> SIZE=007", Ok(mail(ab(), Some(7), None))),
+            (
+                b"MAIL FROM:<postmaster>",
+                Ok(mail(
+                    ReversePath::Mailbox(mb("postmaster", None)),
+                    None,
+                    None,
+                )),
+            ),
+            (b"MAIL FROM:<@x.example:a@b>", Ok(mail(ab(), None, None))),
+            (
+                b"MAIL FROM:<\"a b\"@c>",
+                Ok(mail(from("a b", "c"), None, None)),
+            ),
+            (
+                b"MAIL FROM:<a@[127.0.0.1]>",
+                Ok(mail(from("a", "[127.0.0.1]"), None, None)),
+            ),
+            (b"MAIL", Err(Syntax("syntax: MAIL FROM:<address>"))),
+            (b"MAIL <a@b>", Err(Syntax("syntax: MAIL FROM:<address>"))),
+            (
+                b"MAIL FROM <a@b>",
+                Err(Syntax("syntax: MAIL FROM:<address>")),
+            ),
+            (b"MAIL FROM", Err(Syntax("syntax: MAIL FROM:<address>"))),
+            (b"MAIL TO:<a@b>", Err(Syntax("syntax: MAIL FROM:<address>"))),
+            (
+                b"MAIL FRM:<a@b>",
+                Err(Syntax("syntax: MAIL FROM:<address>")),
+            ),
+            (b"MAIL FROM:", Err(BadAddress("empty address"))),
+            (b"MAIL FROM:  ", Err(BadAddress("empty address"))),
+            (
+                b"MAIL FROM:<a@b",
+                Err(BadAddress("unbalanced angle brackets")),
+            ),
+            (b"MAIL FROM:<a@b.>", Err(BadAddress("bad domain"))),
+            (b"MAIL FROM:<@b>", Err(BadAddress("empty local part"))),
+            (
+                b"MAIL FROM:<a@b>SIZE=1",
+                Err(BadAddress("junk after address")),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE",
+                Err(Syntax("SIZE requires a number")),
+            ),
+            (b"MAIL FROM:<a@b> SIZE=", Err(Syntax("bad parameter value"))),
+            (
+                b"MAIL FROM:<a@b> SIZE=12k",
+                Err(Syntax("SIZE requires a number")),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=+12",
+                Err(Syntax("SIZE requires a number")),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=-1",
+                Err(Syntax("SIZE requires a number")),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=18446744073709551616",
+                Err(Syntax("SIZE value too large")),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE=1 SIZE=1",
+                Err(Syntax("duplicate SIZE parameter")),
+            ),
+            (
+                b"MAIL FROM:<a@b> BODY=7BIT body=7bit",
+                Err(Syntax("duplicate BODY parameter")),
+            ),
+            (
+                b"MAIL FROM:<a@b> BODY",
+                Err(Syntax("BODY must be 7BIT or 8BITMIME")),
+            ),
+            (
+                b"MAIL FROM:<a@b> BODY=BINARYMIME",
+                Err(Syntax("BODY must be 7BIT or 8BITMIME")),
+            ),
+            (
+                b"MAIL FROM:<a@b> BODY=8BIT",
+                Err(Syntax("BODY must be 7BIT or 8BITMIME")),
+            ),
+            (b"MAIL FROM:<a@b> SMTPUTF8", Err(unknown("SMTPUTF8"))),
+            (b"MAIL FROM:<a@b> Ret=HDRS", Err(unknown("Ret"))),
+            (b"MAIL FROM:<a@b> SIZE=1 AUTH=<>", Err(unknown("AUTH"))),
+            (b"MAIL FROM:<a@b> X-FOO", Err(unknown("X-FOO"))),
+            (b"MAIL FROM:<a@b> =1", Err(Syntax("bad parameter keyword"))),
+            (
+                b"MAIL FROM:<a@b> -X=1",
+                Err(Syntax("bad parameter keyword")),
+            ),
+            (
+                b"MAIL FROM:<a@b> SIZE==1",
+                Err(Syntax("bad parameter value")),
+            ),
+            // RCPT.
+            (b"RCPT TO:<a@b>", Ok(rcpt("a", Some("b")))),
+            (b"rcpt to:<a@b>", Ok(rcpt("a", Some("b")))),
+            (b"RCPT  TO:  <a@b> ", Ok(rcpt("a", Some("b")))),
+            (b"RCPT TO:<Postmaster>", Ok(rcpt("Postmaster", None))),
+            (b"RCPT TO:postmaster", Ok(rcpt("postmaster", None))),
+            (
+                b"RCPT TO:<@x.example,@y.example:a@b.example>",
+                Ok(rcpt("a", Some("b.example"))),
+            ),
+            (b"RCPT TO:<\"john doe\"@b>", Ok(rcpt("john doe", Some("b")))),
+            (b"RCPT TO:<\"a\\\"q\"@b>", Ok(rcpt("a\"q", Some("b")))),
+            (b"RCPT TO:<a@[IPv6:::1]>", Ok(rcpt("a", Some("[IPv6:::1]")))),
+            (
+                b"RCPT TO:<a@[IPv6:2001:db8::1]>",
+                Ok(rcpt("a", Some("[IPv6:2001:db8::1]"))),
+            ),
+            (
+                b"RCPT TO:<Jon.Smith@Example.COM>",
+                Ok(rcpt("Jon.Smith", Some("Example.COM"))),
+            ),
+            (
+                b"RCPT TO:<>",
+                Err(BadAddress("null path not allowed as recipient")),
+            ),
+            (b"RCPT TO:", Err(BadAddress("empty address"))),
+            (b"RCPT", Err(Syntax("syntax: RCPT TO:<address>"))),
+            (b"RCPT <a@b>", Err(Syntax("syntax: RCPT TO:<address>"))),
+            (b"RCPT FROM:<a@b>", Err(Syntax("syntax: RCPT TO:<address>"))),
+            (b"RCPT TO <a@b>", Err(Syntax("syntax: RCPT TO:<address>"))),
+            (b"RCPTTO:<a@b>", Err(Unknown)),
+            (b"RCPT TO:<a@b> NOTIFY=NEVER", Err(unknown("NOTIFY"))),
+            (b"RCPT TO:<a@b> ORCPT=rfc822;a@b", Err(unknown("ORCPT"))),
+            (b"RCPT TO:<a@b> SIZE=1", Err(unknown("SIZE"))),
+            (b"RCPT TO:<a@b> =x", Err(Syntax("bad parameter keyword"))),
+            (
+                b"RCPT TO:<a@[1.2.3]>",
+                Err(BadAddress("bad address literal")),
+            ),
+            (
+                b"RCPT TO:<a@[x:y]>",
+                Err(BadAddress("unsupported address literal")),
+            ),
+            (b"RCPT TO:<a..b@c>", Err(BadAddress("bad local part"))),
+            (b"RCPT TO:<a@b_c>", Err(BadAddress("bad domain"))),
+            (b"RCPT TO:<a@-b>", Err(BadAddress("bad domain"))),
+            (
+                b"RCPT TO:<<a@b>>",
+                Err(BadAddress("unbalanced angle brackets")),
+            ),
+            (
+                b"RCPT TO:a@b>",
+                Err(BadAddress("unbalanced angle brackets")),
+            ),
+            (
+                b"RCPT TO:<\"a@b>",
+                Err(BadAddress("unterminated quoted string")),
+            ),
+            (
+                b"RCPT TO:<a b@c>",
+                Err(BadAddress("invalid character in address")),
+            ),
+        ];
+        let mut failures = Vec::new();
+        for (line, want) in &cases {
+            let got = parse(line);
+            if &got != want {
+                failures.push(format!(
+                    "{:?}: got {got:?}, want {want:?}",
+                    String::from_utf8_lossy(line)
+                ));
+            }
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of {} failed:\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n")
+        );
+    }
+
+    #[test]
+    fn long_paths() {
+        let local = "l".repeat(65);
+        assert_eq!(
+            parse(format!("RCPT TO:<{local}@b>").as_bytes()),
+            Err(BadAddress("local part too long"))
+        );
+        let domain = [
+            "d".repeat(63),
+            "d".repeat(63),
+            "d".repeat(63),
+            "d".repeat(63),
+        ]
+        .join(".");
+        assert_eq!(
+            parse(format!("MAIL FROM:<a@{domain}>").as_bytes()),
+            Err(BadAddress("path too long"))
+        );
+        let ok = format!("MAIL FROM:<{}@{}> SIZE=1", "l".repeat(64), &domain[..189]);
+        assert_eq!(
+            parse(ok.as_bytes()),
+            Ok(mail(
+                ReversePath::Mailbox(mb(&"l".repeat(64), Some(&domain[..189]))),
+                Some(1),
+                None
+            ))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(line in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = parse(&line);
+        }
+
+        #[test]
+        fn never_panics_on_commandlike(
+            verb in "(?i)(HELO|EHLO|MAIL|RCPT|DATA|RSET|NOOP|QUIT|VRFY|EXPN|HELP)",
+            rest in proptest::collection::vec(
+                prop_oneof![
+                    Just(b' '), Just(b'<'), Just(b'>'), Just(b'@'), Just(b':'), Just(b'='),
+                    Just(b'"'), Just(b'\\'), Just(b'['), Just(b']'), Just(b'.'), Just(b','),
+                    any::<u8>(), 0x61u8..0x7b,
+                ],
+                0..80,
+            ),
+        ) {
+            let mut line = verb.into_bytes();
+            line.extend(&rest);
+            let _ = parse(&line);
+            let mut line = b"MAIL FROM:".to_vec();
+            line.extend(&rest);
+            let _ = parse(&line);
+        }
+
+        #[test]
+        fn rcpt_of_displayed_mailbox(
+            local in "[a-zA-Z0-9!#$%&'*+/=?^_`{|}~-]{1,10}(\\.[a-zA-Z0-9_-]{1,10}){0,2}|[ -~]{1,20}",
+            domain in proptest::option::of("[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?(\\.[a-z]{2,6}){0,3}"),
+        ) {
+            let to = Mailbox { local, domain };
+            let line = format!("RCPT TO:<{to}>");
+            prop_assert_eq!(parse(line.as_bytes()), Ok(Rcpt { to }));
+        }
+    }
 }
