@@ -1,1 +1,209 @@
-//! TODO
+//! The command line: argv → validated [`Cli`]. Resolving it against the
+//! system (host name, local domains, users) is [`crate::config`]'s job.
+//!
+//! Sendmail's `-bs` (SMTP on stdin/stdout) and `-bd` (daemon) are accepted
+//! as the first argument, for inetd.conf lines and scripts written for
+//! sendmail; the whole sendmail command line comes with issue 3/4.
+
+use std::ffi::OsString;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "postie",
+    version,
+    about = "A small MTA: SMTP in, local mbox delivery",
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub opts: Options,
+    #[command(subcommand)]
+    pub mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Mode {
+    /// Listen for SMTP connections (the daemon; also under systemd socket
+    /// activation, where the sockets come from LISTEN_FDS).
+    Serve {
+        /// Address to listen on; repeatable. Default 127.0.0.1:2525 when
+        /// systemd passes no sockets.
+        #[arg(long = "listen", value_name = "ADDR")]
+        listen: Vec<SocketAddr>,
+    },
+    /// One SMTP session on stdin/stdout (inetd, systemd Accept=yes; `-bs`).
+    Inetd,
+}
+
+/// Where log lines go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogTo {
+    /// syslog(3), facility mail.
+    Syslog,
+    /// Standard error (a foreground daemon only; never in inetd mode).
+    Stderr,
+    /// stderr when it is a terminal and the mode is `serve`, else syslog.
+    Auto,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BareLfPolicy {
+    /// A bare LF inside a message is taken as a line end.
+    Accept,
+    /// A message with a bare LF is refused with 550 5.6.0.
+    Reject,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QuotingArg {
+    Mboxrd,
+    Mboxo,
+}
+
+/// Options shared by every mode.
+#[derive(Debug, Args)]
+pub struct Options {
+    /// Mail spool directory; a user's mailbox is SPOOL/USER.
+    #[arg(long, global = true, value_name = "DIR", default_value = "/var/mail")]
+    pub spool: PathBuf,
+    /// Our name in the greeting, EHLO and Received:, and a local domain.
+    /// Default: /etc/mailname, else the host's FQDN.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Another local domain; repeatable.
+    #[arg(long = "domain", global = true, value_name = "NAME")]
+    pub domains: Vec<String>,
+    /// Largest message accepted, in octets.
+    #[arg(long, global = true, value_name = "BYTES", default_value_t = 10 * 1024 * 1024)]
+    pub max_size: u64,
+    /// Recipients per message.
+    #[arg(long, global = true, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_recipients: u32,
+    /// Longest command line in octets, CRLF included (at least 512).
+    #[arg(long, global = true, value_name = "N", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(512..=65536))]
+    pub max_line: u32,
+    /// Errors tolerated in a session before 421 and close.
+    #[arg(long, global = true, value_name = "N", default_value_t = 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_errors: u32,
+    /// Concurrent connections in total.
+    #[arg(long, global = true, value_name = "N", default_value_t = 100,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Concurrent connections from one client address.
+    #[arg(long, global = true, value_name = "N", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_per_client: u32,
+    /// Seconds to wait for a command (RFC 5321 4.5.3.2.7).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 300)]
+    pub timeout_command: u64,
+    /// Seconds to wait for each block of message data (4.5.3.2.5).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 180)]
+    pub timeout_data: u64,
+    /// Longest time between the final dot and the reply; lock waits are cut
+    /// to fit it (4.5.3.2.6).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 600)]
+    pub timeout_data_end: u64,
+    /// Seconds to try for a mailbox lock before answering 451 4.2.0.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 60)]
+    pub lock_timeout: u64,
+    /// Seconds running sessions may go on after SIGTERM.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
+    pub shutdown_grace: u64,
+    /// What to do with a bare LF line ending inside a message.
+    #[arg(long, global = true, value_enum, default_value_t = BareLfPolicy::Accept)]
+    pub bare_lf: BareLfPolicy,
+    /// How `From ` lines inside messages are quoted in the mailbox.
+    #[arg(long, global = true, value_enum, default_value_t = QuotingArg::Mboxrd)]
+    pub quoting: QuotingArg,
+    /// Separator of address extensions (user+tag); empty to disable.
+    #[arg(long, global = true, value_name = "CHAR", default_value = "+")]
+    pub extension_delimiter: String,
+    /// Mode of newly created mailboxes, in octal.
+    #[arg(long, global = true, value_name = "OCTAL", default_value = "600")]
+    pub mailbox_mode: String,
+    /// Look users up in FILE (passwd(5) format) instead of the system's
+    /// passwd database; for tests and chroots.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passwd: Option<PathBuf>,
+    /// Where log lines go.
+    #[arg(long = "log", global = true, value_enum, default_value_t = LogTo::Auto)]
+    pub log_to: LogTo,
+    /// Least severe log level written (error, warn, info, debug, trace).
+    #[arg(long, global = true, value_name = "LEVEL", default_value = "info")]
+    pub log_level: log::LevelFilter,
+}
+
+/// Parses `args` (the program name first). Sendmail's `-bs` and `-bd` are
+/// rewritten to the `inetd` and `serve` modes.
+pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, clap::Error> {
+    let args: Vec<OsString> = args
+        .into_iter()
+        .map(|a| match a.to_str() {
+            Some("-bs") => OsString::from("inetd"),
+            Some("-bd") => OsString::from("serve"),
+            _ => a,
+        })
+        .collect();
+    Cli::try_parse_from(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(args: &[&str]) -> Result<Cli, clap::Error> {
+        parse(args.iter().map(OsString::from))
+    }
+
+    #[test]
+    fn serve_with_listen_addresses() {
+        let c = p(&[
+            "postie",
+            "serve",
+            "--listen",
+            "127.0.0.1:2525",
+            "--listen",
+            "[::1]:2525",
+        ])
+        .unwrap();
+        match c.mode {
+            Mode::Serve { listen } => assert_eq!(listen.len(), 2),
+            _ => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn global_options_before_or_after_the_mode() {
+        let a = p(&["postie", "--spool", "/tmp/s", "inetd"]).unwrap();
+        let b = p(&["postie", "inetd", "--spool", "/tmp/s"]).unwrap();
+        assert_eq!(a.opts.spool, b.opts.spool);
+    }
+
+    #[test]
+    fn sendmail_bs_is_inetd() {
+        assert!(matches!(p(&["postie", "-bs"]).unwrap().mode, Mode::Inetd));
+    }
+
+    #[test]
+    fn line_limit_below_512_is_refused() {
+        assert!(p(&["postie", "--max-line", "100", "inetd"]).is_err());
+        assert!(p(&["postie", "--max-line", "1000", "inetd"]).is_ok());
+    }
+
+    #[test]
+    fn defaults() {
+        let c = p(&["postie", "inetd"]).unwrap();
+        assert_eq!(c.opts.spool, PathBuf::from("/var/mail"));
+        assert_eq!(c.opts.max_size, 10 * 1024 * 1024);
+        assert_eq!(c.opts.timeout_command, 300);
+        assert_eq!(c.opts.timeout_data, 180);
+        assert_eq!(c.opts.timeout_data_end, 600);
+    }
+}

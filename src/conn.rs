@@ -1,1 +1,306 @@
-//! TODO
+//! The one loop that moves bytes between a client stream and a session.
+//!
+//! Every read is bounded: a command line longer than the limit is read past
+//! to its LF, answered `500 5.5.2`, and the session stays in step. Replies
+//! to a pipelined group (RFC 2920) are written to a buffer and flushed
+//! together, just before the loop would block waiting for the client.
+//! Timeouts follow RFC 5321 4.5.3.2: one for a command, one for each read
+//! of the message.
+
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::deliver::Deliverer;
+use crate::smtp::data::{self, DataLimits};
+use crate::smtp::session::{Outcome, Policy, Session, printable};
+use crate::smtp::{Action, Reply};
+
+/// A readable client stream whose read timeout can be changed between
+/// phases (command, data).
+pub trait TimedRead: Read + Send {
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()>;
+}
+
+impl<T: TimedRead + ?Sized> TimedRead for Box<T> {
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        (**self).set_read_timeout(timeout)
+    }
+}
+
+/// The per-connection limits of RFC 5321 4.5.3.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Longest command line in octets, CRLF included (RFC 5321 4.5.3.1.4).
+    pub max_line: usize,
+    pub data: DataLimits,
+    /// Waiting for a command (4.5.3.2.7: 5 minutes).
+    pub command_timeout: Duration,
+    /// Waiting for each block of the message (4.5.3.2.5: 3 minutes).
+    pub data_timeout: Duration,
+}
+
+/// Size of the read buffer. Large enough that a message arrives in few
+/// reads, small enough that a thousand idle clients cost little.
+const READ_BUFFER: usize = 16 * 1024;
+const WRITE_BUFFER: usize = 2 * 1024;
+
+/// How a connection ended, for the log line.
+#[derive(Debug)]
+pub enum End {
+    Quit,
+    Eof,
+    Timeout,
+    TooManyErrors,
+    Shutdown,
+    Error(io::Error),
+}
+
+/// Everything a connection needs besides its stream.
+pub struct Context<'a> {
+    pub limits: &'a Limits,
+    pub policy: &'a dyn Policy,
+    pub deliverer: &'a Deliverer,
+    /// Set when the server is stopping: the next command gets `421`.
+    pub stopping: &'a AtomicBool,
+}
+
+/// Runs one SMTP session on `reader`/`writer` until QUIT, EOF, a timeout or
+/// an error, and says how it ended.
+pub fn run<R: TimedRead, W: Write>(
+    reader: R,
+    writer: W,
+    mut session: Session,
+    cx: &Context<'_>,
+) -> End {
+    let mut r = BufReader::with_capacity(READ_BUFFER, reader);
+    let mut w = BufWriter::with_capacity(WRITE_BUFFER, writer);
+    match serve(&mut r, &mut w, &mut session, cx) {
+        Ok(end) => end,
+        Err(e) if is_timeout(&e) => {
+            log::info!("{}: timeout", session.id());
+            let _ = send(&mut w, &session.timeout()).and_then(|_| w.flush());
+            End::Timeout
+        }
+        Err(e) => End::Error(e),
+    }
+}
+
+fn serve<R: TimedRead, W: Write>(
+    r: &mut BufReader<R>,
+    w: &mut BufWriter<W>,
+    session: &mut Session,
+    cx: &Context<'_>,
+) -> io::Result<End> {
+    let mut line = Vec::with_capacity(128);
+    send(w, &session.greeting())?;
+    loop {
+        r.get_mut().set_read_timeout(cx.limits.command_timeout)?;
+        let got = read_line(r, w, &mut line, cx.limits.max_line)?;
+        // Stopping: a session may finish the transaction it is in, but
+        // starts no new one.
+        if cx.stopping.load(Ordering::Relaxed) && !session.in_transaction() {
+            send(w, &session.shutting_down())?;
+            w.flush()?;
+            return Ok(End::Shutdown);
+        }
+        let reply = match got {
+            Line::Eof => {
+                w.flush()?;
+                return Ok(End::Eof);
+            }
+            Line::TooLong => session.line_too_long(),
+            Line::Complete => {
+                log::trace!(
+                    "{}: <<< {}",
+                    session.id(),
+                    printable(&String::from_utf8_lossy(&line), 200)
+                );
+                session.command(&line, cx.policy)
+            }
+        };
+        send(w, &reply)?;
+        match reply.action {
+            Action::Continue => {}
+            Action::Close => {
+                w.flush()?;
+                return Ok(if reply.code == 221 {
+                    End::Quit
+                } else {
+                    End::TooManyErrors
+                });
+            }
+            Action::ReadData => {
+                // The client waits for 354 before sending the message.
+                w.flush()?;
+                let reply = receive_message(r, session, cx)?;
+                send(w, &reply)?;
+                if reply.action == Action::Close {
+                    w.flush()?;
+                    return Ok(End::TooManyErrors);
+                }
+            }
+        }
+    }
+}
+
+/// Reads the message, delivers it, and returns the final reply.
+fn receive_message<R: TimedRead>(
+    r: &mut BufReader<R>,
+    session: &mut Session,
+    cx: &Context<'_>,
+) -> io::Result<Reply> {
+    r.get_mut().set_read_timeout(cx.limits.data_timeout)?;
+    let mut message = Vec::new();
+    let outcome = data::read_data(r, &mut message, &cx.limits.data)?;
+    let env = match session.data_done(outcome) {
+        Ok(env) => env,
+        Err(reply) => {
+            log::info!(
+                "{}: message refused: {:?}: {}",
+                session.id(),
+                outcome,
+                reply.to_wire().trim_end()
+            );
+            return Ok(reply);
+        }
+    };
+    let result: Outcome = cx.deliverer.deliver(&env, &message);
+    Ok(session.delivered(&env, result))
+}
+
+enum Line {
+    Complete,
+    TooLong,
+    Eof,
+}
+
+/// Reads one command line into `line` (without CRLF or LF). At most `max`
+/// octets, the line ending included, are kept; a longer line is read to its
+/// end and dropped. Flushes pending replies before blocking.
+fn read_line<R: Read, W: Write>(
+    r: &mut BufReader<R>,
+    w: &mut BufWriter<W>,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> io::Result<Line> {
+    line.clear();
+    let mut too_long = false;
+    loop {
+        if r.buffer().is_empty() {
+            // About to block: the client may be waiting for our replies.
+            w.flush()?;
+        }
+        let buf = match r.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buf.is_empty() {
+            return Ok(Line::Eof);
+        }
+        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let n = chunk.len();
+        if !too_long {
+            if line.len() + n > max {
+                too_long = true;
+                line.clear();
+            } else {
+                line.extend_from_slice(chunk);
+            }
+        }
+        r.consume(n);
+        if done {
+            if too_long {
+                return Ok(Line::TooLong);
+            }
+            line.pop(); // LF
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            return Ok(Line::Complete);
+        }
+    }
+}
+
+fn send<W: Write>(w: &mut W, reply: &Reply) -> io::Result<()> {
+    w.write_all(reply.to_wire().as_bytes())
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Sends one reply on a stream outside any session (the `421` for a client
+/// over the connection caps), without waiting on a slow client.
+pub fn refuse<W: Write>(mut w: W, reply: &Reply) {
+    let _ = w.write_all(reply.to_wire().as_bytes());
+}
+
+/// The address to show for a client in logs.
+pub fn peer_name(peer: Option<IpAddr>) -> String {
+    match peer {
+        Some(ip) => format!("[{ip}]"),
+        None => "local".to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_line_bounds_and_stays_in_step() {
+        let input = format!("NOOP\r\n{}\r\nQUIT\n", "X".repeat(600));
+        let mut r = BufReader::with_capacity(7, input.as_bytes());
+        let mut w = BufWriter::new(Vec::new());
+        let mut line = Vec::new();
+        assert!(matches!(
+            read_line(&mut r, &mut w, &mut line, 512).unwrap(),
+            Line::Complete
+        ));
+        assert_eq!(line, b"NOOP");
+        assert!(matches!(
+            read_line(&mut r, &mut w, &mut line, 512).unwrap(),
+            Line::TooLong
+        ));
+        assert!(matches!(
+            read_line(&mut r, &mut w, &mut line, 512).unwrap(),
+            Line::Complete
+        ));
+        assert_eq!(line, b"QUIT");
+        assert!(matches!(
+            read_line(&mut r, &mut w, &mut line, 512).unwrap(),
+            Line::Eof
+        ));
+    }
+
+    #[test]
+    fn read_line_limit_counts_the_line_ending() {
+        let exact = format!("{}\r\n", "A".repeat(510));
+        let over = format!("{}\r\n", "A".repeat(511));
+        for (input, ok) in [(exact, true), (over, false)] {
+            let mut r = BufReader::new(input.as_bytes());
+            let mut w = BufWriter::new(Vec::new());
+            let mut line = Vec::new();
+            let got = read_line(&mut r, &mut w, &mut line, 512).unwrap();
+            assert_eq!(matches!(got, Line::Complete), ok);
+        }
+    }
+
+    #[test]
+    fn bare_cr_does_not_end_a_command_line() {
+        let mut r = BufReader::new(&b"NOOP\rQUIT\r\n"[..]);
+        let mut w = BufWriter::new(Vec::new());
+        let mut line = Vec::new();
+        read_line(&mut r, &mut w, &mut line, 512).unwrap();
+        assert_eq!(line, b"NOOP\rQUIT");
+    }
+}

@@ -1,1 +1,181 @@
-//! TODO
+//! Where connections come from: sockets we bind (`--listen`), listening
+//! sockets passed by systemd (`LISTEN_FDS`, Accept=no), or one connection on
+//! stdin/stdout (inetd, systemd Accept=yes, `-bs`).
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{
+    self, AddressFamily, Backlog, SockFlag, SockType, SockaddrLike, SockaddrStorage, sockopt,
+};
+
+use crate::conn::TimedRead;
+use crate::sys;
+
+/// Binds a listening socket on each address. An IPv6 address listens on
+/// IPv6 only, so that `[::]:25` and `0.0.0.0:25` can both be given.
+pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<TcpListener>> {
+    addrs
+        .iter()
+        .map(|a| {
+            bind_one(*a).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {a}: {e}")))
+        })
+        .collect()
+}
+
+fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+    let SocketAddr::V6(v6) = addr else {
+        return TcpListener::bind(addr);
+    };
+    let fd = socket::socket(
+        AddressFamily::Inet6,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    socket::bind(fd.as_raw_fd(), &socket::SockaddrIn6::from(v6))?;
+    socket::listen(&fd, Backlog::new(128).unwrap_or(Backlog::MAXCONN))?;
+    Ok(TcpListener::from(fd))
+}
+
+/// The listening sockets systemd passed (`LISTEN_FDS`, only when
+/// `LISTEN_PID` is our pid). Empty when not socket-activated. Every socket
+/// must be a listening TCP socket.
+pub fn systemd() -> io::Result<Vec<TcpListener>> {
+    let fds = sd_notify::listen_fds()?;
+    let mut out = Vec::with_capacity(fds.len());
+    for raw in fds {
+        let fd = sys::inherited_fd(raw);
+        if !socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("LISTEN_FDS: fd {raw} is not a listening socket"),
+            ));
+        }
+        match socket::getsockname::<SockaddrStorage>(fd.as_raw_fd())?.family() {
+            Some(AddressFamily::Inet | AddressFamily::Inet6) => out.push(TcpListener::from(fd)),
+            _ => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("LISTEN_FDS: fd {raw} is not a TCP socket"),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Tells systemd we are serving (`READY=1`); nothing when not under systemd.
+pub fn notify_ready() {
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        log::warn!("sd_notify READY=1: {e}");
+    }
+}
+
+/// The read half of a TCP connection.
+pub struct TcpReader(pub Arc<TcpStream>);
+/// The write half of a TCP connection.
+pub struct TcpWriter(pub Arc<TcpStream>);
+
+impl Read for TcpReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl TimedRead for TcpReader {
+    fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.0.set_read_timeout(Some(t))
+    }
+}
+
+impl Write for TcpWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads a pipe (or any fd) with a timeout, by polling before each read.
+pub struct PollReader {
+    fd: std::fs::File,
+    timeout: Duration,
+}
+
+impl Read for PollReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let ms = u32::try_from(self.timeout.as_millis()).unwrap_or(u32::MAX);
+        let timeout = PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX);
+        loop {
+            let mut fds = [PollFd::new(self.fd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(0) => return Err(io::ErrorKind::TimedOut.into()),
+                Ok(_) => return self.fd.read(buf),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl TimedRead for PollReader {
+    fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.timeout = t;
+        Ok(())
+    }
+}
+
+/// The connection on stdin/stdout, as inetd and systemd (Accept=yes) hand
+/// it over, or as a local `-bs` client's pipes.
+pub struct Stdio {
+    pub reader: Box<dyn TimedRead>,
+    pub writer: Box<dyn Write + Send>,
+    /// The client's address, from `getpeername(0)` when stdin is a socket.
+    pub peer: Option<IpAddr>,
+}
+
+/// Takes over stdin and stdout for one session. When stdin is a TCP socket
+/// it is used for both directions, with socket timeouts.
+pub fn stdio() -> io::Result<Stdio> {
+    if let Ok(addr) = socket::getpeername::<SockaddrStorage>(0) {
+        let peer = sockaddr_ip(&addr);
+        let fd: OwnedFd = sys::inherited_fd(0);
+        let stream = Arc::new(TcpStream::from(fd));
+        return Ok(Stdio {
+            reader: Box::new(TcpReader(stream.clone())),
+            writer: Box::new(TcpWriter(stream)),
+            peer,
+        });
+    }
+    let input = std::fs::File::from(sys::inherited_fd(0));
+    let output = std::fs::File::from(sys::inherited_fd(1));
+    Ok(Stdio {
+        reader: Box::new(PollReader {
+            fd: input,
+            timeout: Duration::from_secs(300),
+        }),
+        writer: Box::new(output),
+        peer: None,
+    })
+}
+
+fn sockaddr_ip(a: &SockaddrStorage) -> Option<IpAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(IpAddr::V4(v4.ip()));
+    }
+    a.as_sockaddr_in6().map(|v6| {
+        let ip = v6.ip();
+        match ip.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(ip),
+        }
+    })
+}

@@ -1,1 +1,326 @@
-//! TODO
+//! The accept loop: one thread per connection, connection caps, signals.
+//!
+//! All listeners and a signalfd are polled by the main thread. A client over
+//! the total or per-address cap gets `421 4.7.0` from the main thread and
+//! no thread is spawned for it. SIGTERM and SIGINT stop accepting; running
+//! sessions may finish their transaction for up to `shutdown_grace`, then
+//! their streams are shut for reading so that they end at once.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::conn::{self, Context, End, TimedRead};
+use crate::deliver::Deliverer;
+use crate::listen::{TcpReader, TcpWriter};
+use crate::smtp::session::{self, Policy, RcptVerdict};
+use crate::smtp::{Mailbox, Session, reply};
+use crate::users::{Recipients, Resolution};
+
+/// Caps and bounds of the accept loop.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Concurrent connections in total.
+    pub max_connections: usize,
+    /// Concurrent connections from one client address.
+    pub max_per_client: usize,
+    /// How long running sessions may go on after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// Stack of a connection thread; small, so idle clients cost little.
+    pub thread_stack: usize,
+}
+
+/// What every session of this process shares: the policy, the delivery
+/// agent, the limits.
+pub struct Service {
+    pub session: session::Config,
+    pub conn: conn::Limits,
+    pub server: ServerLimits,
+    pub recipients: Arc<Recipients>,
+    pub deliverer: Deliverer,
+    pub stopping: AtomicBool,
+    next_id: AtomicU64,
+    started: u64,
+}
+
+impl Service {
+    pub fn new(
+        session: session::Config,
+        conn: conn::Limits,
+        server: ServerLimits,
+        recipients: Arc<Recipients>,
+        deliverer: Deliverer,
+    ) -> Self {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        Service {
+            session,
+            conn,
+            server,
+            recipients,
+            deliverer,
+            stopping: AtomicBool::new(false),
+            next_id: AtomicU64::new(0),
+            started,
+        }
+    }
+
+    /// A session id unique on this host: start time, pid, and a counter.
+    fn new_id(&self) -> String {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "{:X}{:X}{:X}",
+            self.started & 0xFF_FFFF,
+            std::process::id(),
+            n
+        )
+    }
+
+    /// Runs one session on an established connection and logs its end.
+    pub fn run_session<R: TimedRead, W: io::Write>(
+        &self,
+        reader: R,
+        writer: W,
+        peer: Option<IpAddr>,
+    ) {
+        let id = self.new_id();
+        let who = conn::peer_name(peer);
+        log::info!("{id}: connect from {who}");
+        let session = Session::new(self.session.clone(), id.clone(), peer);
+        let cx = Context {
+            limits: &self.conn,
+            policy: self,
+            deliverer: &self.deliverer,
+            stopping: &self.stopping,
+        };
+        let end = conn::run(reader, writer, session, &cx);
+        match end {
+            End::Error(e) => log::info!("{id}: disconnect from {who}: {e}"),
+            other => log::info!("{id}: disconnect from {who} ({other:?})"),
+        }
+    }
+}
+
+impl Policy for Service {
+    fn check_rcpt(&self, to: &Mailbox) -> RcptVerdict {
+        match self.recipients.resolve(to) {
+            Resolution::Local(u) => RcptVerdict::Accept { user: u.name },
+            Resolution::Unknown => RcptVerdict::Unknown,
+            Resolution::NotLocal => RcptVerdict::NotLocal,
+            Resolution::TempFail(why) => {
+                log::warn!("lookup for <{to}> failed: {why}");
+                RcptVerdict::TempFail
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Connections {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    streams: HashMap<u64, Arc<TcpStream>>,
+    next: u64,
+}
+
+/// Removes a connection from the counts when its thread ends, however it
+/// ends.
+struct Slot {
+    conns: Arc<Mutex<Connections>>,
+    ip: IpAddr,
+    key: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = lock(&self.conns);
+        c.total -= 1;
+        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_ip.remove(&self.ip);
+            }
+        }
+        c.streams.remove(&self.key);
+    }
+}
+
+fn lock(m: &Mutex<Connections>) -> MutexGuard<'_, Connections> {
+    // A panicking connection thread cannot leave the counts half-updated
+    // (every update is a few integer operations), so a poisoned lock is
+    // still consistent.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread and every thread it
+/// starts from now on, and returns a signalfd that reports them. Call
+/// before starting any thread.
+pub fn signals() -> io::Result<SignalFd> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.add(Signal::SIGHUP);
+    set.thread_block()?;
+    Ok(SignalFd::with_flags(
+        &set,
+        SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK,
+    )?)
+}
+
+/// Accepts connections on `listeners` until SIGTERM or SIGINT arrives on
+/// `sigfd`, then stops as described in the module documentation.
+pub fn serve(
+    listeners: Vec<TcpListener>,
+    service: Arc<Service>,
+    sigfd: SignalFd,
+    on_ready: impl FnOnce(),
+) -> io::Result<()> {
+    for l in &listeners {
+        l.set_nonblocking(true)?;
+        if let Ok(a) = l.local_addr() {
+            log::info!("listening on {a}");
+        }
+    }
+    let conns = Arc::new(Mutex::new(Connections::default()));
+    on_ready();
+    'outer: loop {
+        let mut fds: Vec<PollFd<'_>> = listeners
+            .iter()
+            .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
+            .collect();
+        fds.push(PollFd::new(sigfd.as_fd(), PollFlags::POLLIN));
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        let ready: Vec<bool> = fds.iter().map(|f| f.any().unwrap_or(false)).collect();
+        drop(fds);
+        if ready[listeners.len()] {
+            while let Ok(Some(info)) = sigfd.read_signal() {
+                match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGHUP) => log::info!("SIGHUP: nothing to reload"),
+                    Ok(s) => {
+                        log::info!("{s}: no longer accepting connections");
+                        break 'outer;
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        for (l, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
+            // Take every pending connection on this listener.
+            loop {
+                match l.accept() {
+                    Ok((stream, addr)) => admit(stream, addr.ip(), &service, &conns),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // EMFILE, ENOBUFS, ECONNABORTED...: log, back off a
+                        // little so a full fd table does not spin the loop.
+                        log::warn!("accept: {e}");
+                        thread::sleep(Duration::from_millis(10));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    drop(listeners);
+    service.stopping.store(true, Ordering::SeqCst);
+    drain(&conns, service.server.shutdown_grace);
+    Ok(())
+}
+
+/// Waits for the sessions to end, for up to `grace`; then shuts their
+/// streams for reading (a blocked read returns end-of-file, a delivery in
+/// progress completes) and waits a little more.
+fn drain(conns: &Mutex<Connections>, grace: Duration) {
+    let wait = |bound: Duration| {
+        let until = Instant::now() + bound;
+        while lock(conns).total > 0 && Instant::now() < until {
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait(grace);
+    let open: Vec<Arc<TcpStream>> = lock(conns).streams.values().cloned().collect();
+    if !open.is_empty() {
+        log::info!("closing {} remaining sessions", open.len());
+        for s in open {
+            let _ = s.shutdown(Shutdown::Read);
+        }
+        wait(Duration::from_secs(10));
+    }
+}
+
+fn admit(
+    stream: TcpStream,
+    raw_ip: IpAddr,
+    service: &Arc<Service>,
+    conns: &Arc<Mutex<Connections>>,
+) {
+    let ip = raw_ip.to_canonical();
+    let host = &service.session.hostname;
+    // The socket inherits nothing from the non-blocking listener on Linux,
+    // but say so: the session relies on blocking reads with timeouts.
+    if stream.set_nonblocking(false).is_err() {
+        return;
+    }
+    let stream = Arc::new(stream);
+    let key = {
+        let mut c = lock(conns);
+        let per = c.per_ip.get(&ip).copied().unwrap_or(0);
+        if c.total >= service.server.max_connections || per >= service.server.max_per_client {
+            drop(c);
+            log::warn!("refusing connection from [{ip}]: too many connections");
+            refuse(&stream, &reply::too_many_connections(host));
+            return;
+        }
+        c.total += 1;
+        *c.per_ip.entry(ip).or_insert(0) += 1;
+        c.next += 1;
+        let key = c.next;
+        c.streams.insert(key, stream.clone());
+        key
+    };
+    let slot = Slot {
+        conns: conns.clone(),
+        ip,
+        key,
+    };
+    let svc = service.clone();
+    let s2 = stream.clone();
+    let spawned = thread::Builder::new()
+        .name("smtp".into())
+        .stack_size(service.server.thread_stack)
+        .spawn(move || {
+            let _slot = slot;
+            let timeout = svc.conn.command_timeout;
+            let _ = s2.set_write_timeout(Some(timeout));
+            svc.run_session(TcpReader(s2.clone()), TcpWriter(s2), Some(ip));
+        });
+    if let Err(e) = spawned {
+        // The closure (and its slot) was dropped: the counts are right.
+        log::error!("cannot start a thread for [{ip}]: {e}");
+        refuse(&stream, &reply::too_many_connections(host));
+    }
+}
+
+/// Answers `421` without waiting: the socket buffer of a fresh connection
+/// has room for one line, and a client that does not read gets nothing.
+fn refuse(stream: &TcpStream, r: &reply::Reply) {
+    let _ = stream.set_nonblocking(true);
+    conn::refuse(stream, r);
+    let _ = stream.shutdown(Shutdown::Both);
+}

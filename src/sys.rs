@@ -233,6 +233,31 @@ pub fn syslog(priority: libc::c_int, msg: &str) {
     unsafe { libc::syslog(priority, c"%s".as_ptr(), cmsg.as_ptr()) };
 }
 
+/// Takes ownership of a descriptor the process inherited: a socket passed by
+/// systemd (`LISTEN_FDS`) or inetd (fd 0), or stdin/stdout. The caller must
+/// name an fd that nothing else in the process owns, and call this once per
+/// fd: `main` does so for 0 and 1 in inetd mode only, and for the
+/// `LISTEN_FDS` range that systemd gave us.
+pub fn inherited_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: the fd is open (inherited from our parent, checked by the
+    // caller through getpeername/getsockopt or by being stdin/stdout) and
+    // has no other owner in this process, per this function's contract.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// Points stderr at `/dev/null`. Under inetd stderr is the client's socket:
+/// nothing, not even a panic message from a library, may be written there.
+pub fn silence_stderr() {
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        // SAFETY: libc::dup2 on two valid descriptors; fd 2 is never
+        // owned by a Rust object (std's Stderr only borrows it).
+        unsafe {
+            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 2);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

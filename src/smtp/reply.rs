@@ -30,8 +30,17 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn build(code: u16, enhanced: Option<&'static str>, text: impl Into<Cow<'static, str>>) -> Self {
-        Reply { code, enhanced, lines: vec![text.into()], action: Action::Continue }
+    pub fn build(
+        code: u16,
+        enhanced: Option<&'static str>,
+        text: impl Into<Cow<'static, str>>,
+    ) -> Self {
+        Reply {
+            code,
+            enhanced,
+            lines: vec![text.into()],
+            action: Action::Continue,
+        }
     }
 
     /// The same reply, closing the connection after it is sent.
@@ -79,7 +88,11 @@ pub fn closing(host: &str) -> Reply {
     Reply::build(221, Some("2.0.0"), format!("{host} closing connection")).close()
 }
 pub fn helo(host: &str, client: &str) -> Reply {
-    Reply::build(250, None, format!("{host} Hello {client}, pleased to meet you"))
+    Reply::build(
+        250,
+        None,
+        format!("{host} Hello {client}, pleased to meet you"),
+    )
 }
 /// The EHLO reply with its extensions (RFC 5321 4.1.1.1).
 pub fn ehlo(host: &str, client: &str, max_size: u64) -> Reply {
@@ -101,7 +114,11 @@ pub fn recipient_ok(rcpt: &str) -> Reply {
     Reply::build(250, Some("2.1.5"), format!("<{rcpt}>... Recipient ok"))
 }
 pub fn delivered(id: &str) -> Reply {
-    Reply::build(250, Some("2.0.0"), format!("{id} Message accepted for delivery"))
+    Reply::build(
+        250,
+        Some("2.0.0"),
+        format!("{id} Message accepted for delivery"),
+    )
 }
 pub fn reset() -> Reply {
     Reply::build(250, Some("2.0.0"), "Reset state")
@@ -118,7 +135,11 @@ pub fn help() -> Reply {
 }
 /// RFC 5321 3.5.3: a server that will not verify says 252.
 pub fn vrfy() -> Reply {
-    Reply::build(252, Some("2.5.2"), "Cannot VRFY user, but will accept message and attempt delivery")
+    Reply::build(
+        252,
+        Some("2.5.2"),
+        "Cannot VRFY user, but will accept message and attempt delivery",
+    )
 }
 pub fn start_data() -> Reply {
     let mut r = Reply::build(354, None, "Enter mail, end with \".\" on a line by itself");
@@ -129,22 +150,50 @@ pub fn expn_disabled() -> Reply {
     Reply::build(502, Some("5.5.1"), "EXPN not available")
 }
 pub fn shutting_down(host: &str) -> Reply {
-    Reply::build(421, Some("4.3.2"), format!("{host} Service shutting down, closing connection")).close()
+    Reply::build(
+        421,
+        Some("4.3.2"),
+        format!("{host} Service shutting down, closing connection"),
+    )
+    .close()
 }
 pub fn too_many_connections(host: &str) -> Reply {
-    Reply::build(421, Some("4.7.0"), format!("{host} Too many connections, try again later")).close()
+    Reply::build(
+        421,
+        Some("4.7.0"),
+        format!("{host} Too many connections, try again later"),
+    )
+    .close()
 }
 pub fn too_many_errors(host: &str) -> Reply {
-    Reply::build(421, Some("4.7.0"), format!("{host} Too many errors, closing connection")).close()
+    Reply::build(
+        421,
+        Some("4.7.0"),
+        format!("{host} Too many errors, closing connection"),
+    )
+    .close()
 }
 pub fn timeout(host: &str) -> Reply {
-    Reply::build(421, Some("4.4.2"), format!("{host} Timeout waiting for input, closing connection")).close()
+    Reply::build(
+        421,
+        Some("4.4.2"),
+        format!("{host} Timeout waiting for input, closing connection"),
+    )
+    .close()
 }
 pub fn lookup_failed() -> Reply {
-    Reply::build(451, Some("4.3.0"), "Temporary failure looking up recipient, try again later")
+    Reply::build(
+        451,
+        Some("4.3.0"),
+        "Temporary failure looking up recipient, try again later",
+    )
 }
 pub fn local_error(detail: &'static str) -> Reply {
-    Reply::build(451, Some("4.3.0"), format!("Local error: {detail}; try again later"))
+    Reply::build(
+        451,
+        Some("4.3.0"),
+        format!("Local error: {detail}; try again later"),
+    )
 }
 pub fn lock_timeout() -> Reply {
     Reply::build(451, Some("4.2.0"), "Mailbox busy, try again later")
@@ -153,7 +202,11 @@ pub fn too_many_recipients() -> Reply {
     Reply::build(452, Some("4.5.3"), "Too many recipients")
 }
 pub fn disk_full() -> Reply {
-    Reply::build(452, Some("4.3.1"), "Insufficient system storage, try again later")
+    Reply::build(
+        452,
+        Some("4.3.1"),
+        "Insufficient system storage, try again later",
+    )
 }
 pub fn over_quota() -> Reply {
     Reply::build(452, Some("4.2.2"), "Mailbox full, try again later")
@@ -180,10 +233,18 @@ pub fn relay_denied(rcpt: &str) -> Reply {
     Reply::build(550, Some("5.7.1"), format!("<{rcpt}>... Relaying denied"))
 }
 pub fn bare_lf() -> Reply {
-    Reply::build(550, Some("5.6.0"), "Message contains a bare LF line ending; use CRLF")
+    Reply::build(
+        550,
+        Some("5.6.0"),
+        "Message contains a bare LF line ending; use CRLF",
+    )
 }
 pub fn message_too_big(max: u64) -> Reply {
-    Reply::build(552, Some("5.3.4"), format!("Message size exceeds fixed limit of {max} octets"))
+    Reply::build(
+        552,
+        Some("5.3.4"),
+        format!("Message size exceeds fixed limit of {max} octets"),
+    )
 }
 pub fn no_valid_recipients() -> Reply {
     Reply::build(554, Some("5.5.1"), "No valid recipients")

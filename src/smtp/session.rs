@@ -1,3 +1,640 @@
 //! The SMTP transaction state machine (RFC 5321 4.1.4, 4.3.2). Pure.
-pub struct Session;
-pub struct Envelope;
+//!
+//! A [`Session`] is fed command lines and answers each with a typed
+//! [`Reply`]; it never reads or writes a socket. Who a recipient is comes
+//! from a [`Policy`] passed in, and the message itself is read by
+//! [`super::data::read_data`] and delivered by the caller: the session only
+//! hands out the finished [`Envelope`] ([`Session::data_done`]) and turns the
+//! delivery [`Outcome`] into the final reply ([`Session::delivered`]).
+//!
+//! States: greeted → (HELO/EHLO) ready → (MAIL) mail → (RCPT) rcpt →
+//! (DATA, 354) data → back to ready. RSET and a new HELO/EHLO return to
+//! ready; commands out of order get `503 5.5.1`.
+
+use std::net::IpAddr;
+
+use super::address::{Mailbox, ReversePath};
+use super::command::{self, Body, Command, ParseError};
+use super::data::DataOutcome;
+use super::reply::{self, Reply};
+
+/// The limits and names a session needs; everything else is passed in.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Our name, in the greeting, HELO/EHLO replies and `Received:`.
+    pub hostname: String,
+    /// Largest message accepted, in octets (advertised as `SIZE`).
+    pub max_size: u64,
+    /// Recipients per message; more get `452 4.5.3` (RFC 5321 4.5.3.1.8).
+    pub max_recipients: usize,
+    /// Errors (5xx replies) tolerated before `421 4.7.0` and close.
+    pub max_errors: u32,
+}
+
+/// What the recipient policy says about one `RCPT TO`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RcptVerdict {
+    /// Deliver to the mailbox of this local user.
+    Accept { user: String },
+    /// Local domain, no such user: `550 5.1.1`.
+    Unknown,
+    /// Not a local domain: `550 5.7.1`.
+    NotLocal,
+    /// The lookup failed: `451 4.3.0`, the client retries.
+    TempFail,
+}
+
+/// Decides about recipients; implemented over the passwd database outside
+/// this module, and by fakes in tests.
+pub trait Policy {
+    fn check_rcpt(&self, to: &Mailbox) -> RcptVerdict;
+}
+
+/// Why a delivery must be retried later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TempReason {
+    /// A mailbox lock was not obtained in time: `451 4.2.0`.
+    LockTimeout,
+    /// The disk is full: `452 4.3.1`.
+    NoSpace,
+    /// A mailbox is over quota: `452 4.2.2`.
+    Quota,
+    /// A recipient lookup failed: `451 4.3.0`.
+    LookupFailed,
+    /// Any other local problem: `451 4.3.0`.
+    Local,
+}
+
+/// Why a delivery can never succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PermReason {
+    /// A recipient vanished between RCPT and DATA: `550 5.1.1`.
+    UnknownUser,
+}
+
+/// The result of delivering one message to all of its recipients: all or
+/// nothing, so one outcome for the whole transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    Temporary(TempReason),
+    Permanent(PermReason),
+}
+
+/// One accepted recipient: the address as the client gave it, and the local
+/// user whose mailbox receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub path: Mailbox,
+    pub user: String,
+}
+
+/// Everything known about a message except its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// `SESSION.N`: unique per message, in the reply and the mail log.
+    pub id: String,
+    /// The HELO/EHLO argument as sent (printable ASCII only).
+    pub helo: String,
+    /// True after EHLO: `Received: ... with ESMTP`.
+    pub esmtp: bool,
+    pub peer: Option<IpAddr>,
+    pub sender: ReversePath,
+    pub recipients: Vec<Recipient>,
+    pub body: Option<Body>,
+    /// The message size in octets as received.
+    pub size: u64,
+}
+
+#[derive(Debug)]
+struct Transaction {
+    sender: ReversePath,
+    body: Option<Body>,
+    recipients: Vec<Recipient>,
+    /// RCPT commands tried, accepted or not (RFC 2920: DATA after only
+    /// failed RCPTs is `554`, not `503`).
+    rcpt_tried: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Command,
+    Data,
+}
+
+/// One SMTP session, from the greeting to QUIT.
+#[derive(Debug)]
+pub struct Session {
+    cfg: Config,
+    id: String,
+    peer: Option<IpAddr>,
+    helo: Option<String>,
+    esmtp: bool,
+    tx: Option<Transaction>,
+    phase: Phase,
+    errors: u32,
+    messages: u32,
+}
+
+impl Session {
+    /// A new session with the id `id` (used in message ids and logs) for a
+    /// client at `peer` (none for a local pipe).
+    pub fn new(cfg: Config, id: impl Into<String>, peer: Option<IpAddr>) -> Self {
+        Session {
+            cfg,
+            id: id.into(),
+            peer,
+            helo: None,
+            esmtp: false,
+            tx: None,
+            phase: Phase::Command,
+            errors: 0,
+            messages: 0,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// True between MAIL and the end of DATA.
+    pub fn in_transaction(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Messages accepted so far.
+    pub fn messages(&self) -> u32 {
+        self.messages
+    }
+
+    pub fn greeting(&self) -> Reply {
+        reply::greeting(&self.cfg.hostname)
+    }
+
+    /// Answers one command line (without its line ending).
+    pub fn command(&mut self, line: &[u8], policy: &dyn Policy) -> Reply {
+        debug_assert_eq!(self.phase, Phase::Command, "command() during DATA");
+        let r = match command::parse(line) {
+            Ok(cmd) => self.execute(cmd, policy),
+            Err(ParseError::Unknown) => reply::unknown_command(),
+            Err(ParseError::Syntax(why)) => reply::syntax(why),
+            Err(ParseError::BadAddress(why)) => reply::bad_address(why),
+            Err(ParseError::UnknownParam(p)) => reply::unknown_parameter(&printable(&p, 64)),
+        };
+        self.count(r)
+    }
+
+    /// Answers a command line longer than the limit, which the caller has
+    /// read past and dropped (`500 5.5.2`, RFC 5321 4.5.3.1.4).
+    pub fn line_too_long(&mut self) -> Reply {
+        self.count(reply::line_too_long())
+    }
+
+    /// The client said nothing for too long (RFC 5321 4.5.3.2.7).
+    pub fn timeout(&self) -> Reply {
+        reply::timeout(&self.cfg.hostname)
+    }
+
+    /// The server is stopping; the next command gets this.
+    pub fn shutting_down(&self) -> Reply {
+        reply::shutting_down(&self.cfg.hostname)
+    }
+
+    /// After the DATA reader is done: the envelope to deliver, or the reply
+    /// to give when the message cannot be accepted. Either way the
+    /// transaction is over.
+    pub fn data_done(&mut self, outcome: DataOutcome) -> Result<Envelope, Reply> {
+        debug_assert_eq!(self.phase, Phase::Data, "data_done() without DATA");
+        self.phase = Phase::Command;
+        let Some(tx) = self.tx.take() else {
+            return Err(reply::local_error("no transaction"));
+        };
+        match outcome {
+            DataOutcome::Complete { size } => {
+                self.messages += 1;
+                Ok(Envelope {
+                    id: format!("{}.{}", self.id, self.messages),
+                    helo: self.helo.clone().unwrap_or_default(),
+                    esmtp: self.esmtp,
+                    peer: self.peer,
+                    sender: tx.sender,
+                    recipients: tx.recipients,
+                    body: tx.body,
+                    size,
+                })
+            }
+            DataOutcome::TooBig { .. } => {
+                Err(self.count(reply::message_too_big(self.cfg.max_size)))
+            }
+            DataOutcome::BareLf { .. } => Err(self.count(reply::bare_lf())),
+        }
+    }
+
+    /// The final reply for a message, from what delivery made of it. This is
+    /// the one place where delivery outcomes become reply codes.
+    pub fn delivered(&mut self, env: &Envelope, outcome: Outcome) -> Reply {
+        match outcome {
+            Outcome::Delivered => reply::delivered(&env.id),
+            Outcome::Temporary(TempReason::LockTimeout) => reply::lock_timeout(),
+            Outcome::Temporary(TempReason::NoSpace) => reply::disk_full(),
+            Outcome::Temporary(TempReason::Quota) => reply::over_quota(),
+            Outcome::Temporary(TempReason::LookupFailed) => reply::lookup_failed(),
+            Outcome::Temporary(TempReason::Local) => reply::local_error("delivery failed"),
+            Outcome::Permanent(PermReason::UnknownUser) => {
+                let rcpt = env
+                    .recipients
+                    .first()
+                    .map(|r| r.path.to_string())
+                    .unwrap_or_default();
+                self.count(reply::unknown_user(&rcpt))
+            }
+        }
+    }
+
+    /// Counts permanent failures; past the limit the reply becomes
+    /// `421 4.7.0` and the connection closes (a client that keeps sending
+    /// garbage, or harvests addresses, is cut off).
+    fn count(&mut self, r: Reply) -> Reply {
+        if r.is_permanent() {
+            self.errors += 1;
+            if self.errors >= self.cfg.max_errors {
+                return reply::too_many_errors(&self.cfg.hostname);
+            }
+        }
+        r
+    }
+
+    fn execute(&mut self, cmd: Command, policy: &dyn Policy) -> Reply {
+        match cmd {
+            Command::Helo(name) | Command::Ehlo(name) if !is_printable(&name) => {
+                reply::syntax("bad HELO/EHLO argument")
+            }
+            Command::Helo(name) => {
+                let r = reply::helo(&self.cfg.hostname, &name);
+                self.hello(name, false);
+                r
+            }
+            Command::Ehlo(name) => {
+                let r = reply::ehlo(&self.cfg.hostname, &name, self.cfg.max_size);
+                self.hello(name, true);
+                r
+            }
+            Command::Mail { from, params } => {
+                if self.helo.is_none() {
+                    return reply::bad_sequence("Send HELO or EHLO first");
+                }
+                if self.tx.is_some() {
+                    return reply::bad_sequence("Sender already specified");
+                }
+                // RFC 1870 6.1: a declared size over the limit is refused
+                // before any data is sent.
+                if params.size.is_some_and(|n| n > self.cfg.max_size) {
+                    return reply::message_too_big(self.cfg.max_size);
+                }
+                let r = reply::sender_ok(&from.to_string());
+                self.tx = Some(Transaction {
+                    sender: from,
+                    body: params.body,
+                    recipients: Vec::new(),
+                    rcpt_tried: false,
+                });
+                r
+            }
+            Command::Rcpt { to } => {
+                let max = self.cfg.max_recipients;
+                let Some(tx) = self.tx.as_mut() else {
+                    return reply::bad_sequence("Need MAIL before RCPT");
+                };
+                tx.rcpt_tried = true;
+                if tx.recipients.len() >= max {
+                    return reply::too_many_recipients();
+                }
+                let shown = to.to_string();
+                match policy.check_rcpt(&to) {
+                    RcptVerdict::Accept { user } => {
+                        tx.recipients.push(Recipient { path: to, user });
+                        reply::recipient_ok(&shown)
+                    }
+                    RcptVerdict::Unknown => reply::unknown_user(&shown),
+                    RcptVerdict::NotLocal => reply::relay_denied(&shown),
+                    RcptVerdict::TempFail => reply::lookup_failed(),
+                }
+            }
+            Command::Data => match &self.tx {
+                None => reply::bad_sequence("Need MAIL command"),
+                Some(tx) if tx.recipients.is_empty() && tx.rcpt_tried => {
+                    reply::no_valid_recipients()
+                }
+                Some(tx) if tx.recipients.is_empty() => reply::bad_sequence("Need RCPT command"),
+                Some(_) => {
+                    self.phase = Phase::Data;
+                    reply::start_data()
+                }
+            },
+            Command::Rset => {
+                self.tx = None;
+                reply::reset()
+            }
+            Command::Noop => reply::noop(),
+            Command::Quit => reply::closing(&self.cfg.hostname),
+            Command::Vrfy(_) => reply::vrfy(),
+            Command::Expn(_) => reply::expn_disabled(),
+            Command::Help(_) => reply::help(),
+        }
+    }
+
+    /// HELO/EHLO: a new greeting resets any transaction (RFC 5321 4.1.4).
+    fn hello(&mut self, name: String, esmtp: bool) {
+        self.helo = Some(name);
+        self.esmtp = esmtp;
+        self.tx = None;
+    }
+}
+
+fn is_printable(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// `s` cut to `max` characters with anything but printable ASCII replaced,
+/// for echoing client input in a reply or a log line.
+pub fn printable(s: &str, max: usize) -> String {
+    s.chars()
+        .take(max)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::reply::Action;
+
+    /// Users `jon` and `root`; domain `razorback` and none; `tmpfail` fails
+    /// the lookup.
+    struct Fake;
+    impl Policy for Fake {
+        fn check_rcpt(&self, to: &Mailbox) -> RcptVerdict {
+            if let Some(d) = &to.domain {
+                if !d.eq_ignore_ascii_case("razorback") {
+                    return RcptVerdict::NotLocal;
+                }
+            }
+            match to.local.to_ascii_lowercase().as_str() {
+                "jon" => RcptVerdict::Accept { user: "jon".into() },
+                "postmaster" => RcptVerdict::Accept {
+                    user: "root".into(),
+                },
+                "tmpfail" => RcptVerdict::TempFail,
+                _ => RcptVerdict::Unknown,
+            }
+        }
+    }
+
+    fn session() -> Session {
+        Session::new(
+            Config {
+                hostname: "razorback".into(),
+                max_size: 1000,
+                max_recipients: 3,
+                max_errors: 10,
+            },
+            "S1",
+            None,
+        )
+    }
+
+    /// Runs a dialog: each entry is a command line and the expected code.
+    /// `DATA!` stands for the DATA command followed by a complete message.
+    fn dialog(s: &mut Session, steps: &[(&str, u16)]) {
+        for (i, (line, want)) in steps.iter().enumerate() {
+            let r = if let Some(rest) = line.strip_prefix("DATAEND ") {
+                let outcome = match rest {
+                    "big" => DataOutcome::TooBig { size: 5000 },
+                    "barelf" => DataOutcome::BareLf { size: 10 },
+                    _ => DataOutcome::Complete { size: 10 },
+                };
+                match s.data_done(outcome) {
+                    Ok(env) => s.delivered(&env, Outcome::Delivered),
+                    Err(r) => r,
+                }
+            } else {
+                s.command(line.as_bytes(), &Fake)
+            };
+            assert_eq!(r.code, *want, "step {i}: {line:?} got {}", r.to_wire());
+        }
+    }
+
+    #[test]
+    fn the_article_session() {
+        let mut s = session();
+        assert_eq!(s.greeting().code, 220);
+        dialog(
+            &mut s,
+            &[
+                ("HELO frogbog.localdomain", 250),
+                ("mail from: jon@frogbog", 250),
+                ("rcpt to: jon@razorback", 250),
+                ("data", 354),
+                ("DATAEND ok", 250),
+                ("mail from: jon@frogbog", 250),
+                ("rcpt to: elvis@razorback", 550),
+                ("quit", 221),
+            ],
+        );
+    }
+
+    #[test]
+    fn sequence_errors() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[
+                ("MAIL FROM:<a@b>", 503),
+                ("RCPT TO:<jon>", 503),
+                ("DATA", 503),
+                ("EHLO c", 250),
+                ("RCPT TO:<jon>", 503),
+                ("MAIL FROM:<a@b>", 250),
+                ("MAIL FROM:<a@b>", 503),
+                ("DATA", 503),
+            ],
+        );
+    }
+
+    #[test]
+    fn data_after_only_failed_recipients_is_554() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[
+                ("EHLO c", 250),
+                ("MAIL FROM:<>", 250),
+                ("RCPT TO:<elvis@razorback>", 550),
+                ("DATA", 554),
+            ],
+        );
+    }
+
+    #[test]
+    fn recipients_verdicts() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[
+                ("EHLO c", 250),
+                ("MAIL FROM:<a@b>", 250),
+                ("RCPT TO:<jon@elsewhere.example>", 550),
+                ("RCPT TO:<tmpfail@razorback>", 451),
+                ("RCPT TO:<Postmaster>", 250),
+                ("RCPT TO:<JON@RAZORBACK>", 250),
+            ],
+        );
+        let r = s.command(b"RCPT TO:<jon@elsewhere.example>", &Fake);
+        assert_eq!(r.enhanced, Some("5.7.1"));
+        let r = s.command(b"RCPT TO:<nobody@razorback>", &Fake);
+        assert_eq!(r.enhanced, Some("5.1.1"));
+    }
+
+    #[test]
+    fn recipient_limit_is_452() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[
+                ("EHLO c", 250),
+                ("MAIL FROM:<a@b>", 250),
+                ("RCPT TO:<jon>", 250),
+                ("RCPT TO:<jon>", 250),
+                ("RCPT TO:<jon>", 250),
+                ("RCPT TO:<jon>", 452),
+                ("DATA", 354),
+            ],
+        );
+    }
+
+    #[test]
+    fn declared_size_over_limit_is_552() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[("EHLO c", 250), ("MAIL FROM:<a@b> SIZE=1001", 552)],
+        );
+        let r = s.command(b"MAIL FROM:<a@b> SIZE=1000", &Fake);
+        assert_eq!(r.code, 250);
+    }
+
+    #[test]
+    fn data_outcomes_map_to_codes_and_end_the_transaction() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[
+                ("EHLO c", 250),
+                ("MAIL FROM:<a@b>", 250),
+                ("RCPT TO:<jon>", 250),
+                ("DATA", 354),
+                ("DATAEND big", 552),
+                ("RCPT TO:<jon>", 503),
+                ("MAIL FROM:<a@b>", 250),
+                ("RCPT TO:<jon>", 250),
+                ("DATA", 354),
+                ("DATAEND barelf", 550),
+            ],
+        );
+    }
+
+    #[test]
+    fn envelope_carries_the_transaction() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[
+                ("EHLO client.example", 250),
+                ("MAIL FROM:<a@b> BODY=8BITMIME", 250),
+                ("RCPT TO:<jon@razorback>", 250),
+                ("DATA", 354),
+            ],
+        );
+        let env = s.data_done(DataOutcome::Complete { size: 42 }).unwrap();
+        assert_eq!(env.id, "S1.1");
+        assert_eq!(env.helo, "client.example");
+        assert!(env.esmtp);
+        assert_eq!(env.body, Some(Body::EightBitMime));
+        assert_eq!(env.size, 42);
+        assert_eq!(env.recipients.len(), 1);
+        assert_eq!(env.recipients[0].user, "jon");
+        for (o, code, enh) in [
+            (Outcome::Temporary(TempReason::LockTimeout), 451, "4.2.0"),
+            (Outcome::Temporary(TempReason::NoSpace), 452, "4.3.1"),
+            (Outcome::Temporary(TempReason::Quota), 452, "4.2.2"),
+            (Outcome::Temporary(TempReason::Local), 451, "4.3.0"),
+            (Outcome::Delivered, 250, "2.0.0"),
+        ] {
+            let r = s.delivered(&env, o);
+            assert_eq!((r.code, r.enhanced), (code, Some(enh)));
+        }
+    }
+
+    #[test]
+    fn rset_and_ehlo_reset_the_transaction() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[
+                ("EHLO c", 250),
+                ("MAIL FROM:<a@b>", 250),
+                ("RSET", 250),
+                ("RCPT TO:<jon>", 503),
+                ("MAIL FROM:<a@b>", 250),
+                ("EHLO c", 250),
+                ("RCPT TO:<jon>", 503),
+            ],
+        );
+    }
+
+    #[test]
+    fn other_commands() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[
+                ("NOOP", 250),
+                ("HELP", 214),
+                ("VRFY jon", 252),
+                ("EXPN staff", 502),
+                ("FOO", 500),
+                ("RSET", 250),
+            ],
+        );
+        assert_eq!(s.command(b"QUIT", &Fake).action, Action::Close);
+    }
+
+    #[test]
+    fn too_many_errors_closes() {
+        let mut s = session();
+        for _ in 0..9 {
+            assert_eq!(s.command(b"BOGUS", &Fake).code, 500);
+        }
+        let r = s.command(b"BOGUS", &Fake);
+        assert_eq!((r.code, r.action), (421, Action::Close));
+    }
+
+    #[test]
+    fn line_too_long_counts_as_error() {
+        let mut s = session();
+        assert_eq!(s.line_too_long().code, 500);
+        assert_eq!(s.command(b"NOOP", &Fake).code, 250);
+    }
+
+    #[test]
+    fn printable_cuts_and_masks() {
+        assert_eq!(printable("a\r\nb\u{7f}é", 10), "a??b??");
+        assert_eq!(printable("abcdef", 3), "abc");
+    }
+}

@@ -1,0 +1,599 @@
+//! Integration tests: the real `postie` binary on a loopback port or on
+//! pipes, a temporary spool, and real clients and mailbox readers.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use util::*;
+
+/// The article's telnet session, byte for byte, over TCP: the codes of
+/// Sendmail 8.9.3, and the message read back by Python's mailbox module.
+#[test]
+fn article_session_over_tcp() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    run_article(&mut c);
+    assert!(c.closed());
+    check_article_mailbox(&fx, Some("127.0.0.1"));
+}
+
+fn check_article_mailbox(fx: &Fixture, peer: Option<&str>) {
+    let msgs = python_mbox(&fx.mailbox(USER));
+    assert_eq!(msgs.len(), 1, "one message in the mailbox");
+    let m = &msgs[0];
+    assert_eq!(m.subject, "Demonstration of email");
+    assert!(
+        m.from.starts_with(&format!("{USER}@{HOST} ")),
+        "From_ line: {}",
+        m.from
+    );
+    assert_eq!(m.return_path, format!("<{USER}@{HOST}>"));
+    assert!(
+        m.received.contains("from frogbog.localdomain"),
+        "{}",
+        m.received
+    );
+    if let Some(ip) = peer {
+        assert!(m.received.contains(&format!("[{ip}]")), "{}", m.received);
+    }
+    let body: String = article_message_lines()[4..]
+        .iter()
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(String::from_utf8_lossy(&m.body), body);
+    let mode = std::fs::metadata(fx.mailbox(USER))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+/// Runs `postie ARGS` with the article's dialog on stdin and returns what it
+/// wrote to stdout and stderr.
+fn article_over_pipes(fx: &Fixture, mode: &[&str]) -> (Vec<Reply>, Vec<u8>) {
+    let mut input = String::new();
+    for (line, _) in article_dialog() {
+        if let Some(l) = line {
+            input.push_str(&l);
+            input.push_str("\r\n");
+        }
+    }
+    let mut child = Command::new(bin())
+        .args(mode)
+        .args(fx.args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit status {:?}", out.status);
+    let mut r = &out.stdout[..];
+    let mut replies = Vec::new();
+    while let Some(rep) = read_reply(&mut r) {
+        replies.push(rep);
+    }
+    (replies, out.stderr)
+}
+
+/// The same session over stdin/stdout (`-bs`, as sendmail), and nothing at
+/// all on stderr: under inetd stderr is the client's socket.
+#[test]
+fn article_session_over_bs() {
+    for mode in [&["-bs"][..], &["inetd"][..]] {
+        let fx = Fixture::new();
+        let (replies, stderr) = article_over_pipes(&fx, mode);
+        let codes: Vec<u16> = replies.iter().map(|r| r.code).collect();
+        assert_eq!(
+            codes,
+            [220, 250, 250, 250, 354, 250, 250, 550, 221],
+            "{mode:?}"
+        );
+        assert!(
+            stderr.is_empty(),
+            "stderr must stay silent: {}",
+            String::from_utf8_lossy(&stderr)
+        );
+        check_article_mailbox(&fx, None);
+    }
+}
+
+/// Accept=no socket activation: the listening socket comes from systemd's
+/// LISTEN_FDS, checked against LISTEN_PID.
+#[test]
+fn systemd_socket_activation() {
+    if !have("systemd-socket-activate", "systemd_socket_activation") {
+        return;
+    }
+    let fx = Fixture::new();
+    let port = free_port();
+    let mut cmd = Command::new("systemd-socket-activate");
+    cmd.arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(bin())
+        .arg("serve")
+        .args(fx.args());
+    // systemd-socket-activate listens, and starts postie on the first
+    // connection with the socket as fd 3.
+    let srv = Server::spawn_at(cmd, format!("127.0.0.1:{port}").parse().unwrap());
+    let mut c = srv.connect();
+    run_article(&mut c);
+    check_article_mailbox(&fx, Some("127.0.0.1"));
+    // The same postie process serves the next connection on the inherited
+    // socket, and says where it listens.
+    let mut c2 = srv.connect();
+    c2.expect_reply(220);
+    c2.expect("QUIT", 221);
+    let log = srv.log();
+    assert!(
+        log.contains(&format!("listening on 127.0.0.1:{port}")),
+        "{log}"
+    );
+    assert!(log.matches(" connect from ").count() >= 2, "{log}");
+}
+
+/// Accept=yes, as inetd: one postie per connection on stdin/stdout, the
+/// client's address from getpeername(0).
+#[test]
+fn systemd_accept_inetd() {
+    if !have("systemd-socket-activate", "systemd_accept_inetd") {
+        return;
+    }
+    let fx = Fixture::new();
+    let port = free_port();
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("--accept")
+        .arg("--inetd")
+        .arg("-l")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(bin())
+        .arg("inetd")
+        .args(fx.args())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || std::net::TcpStream::connect(
+            addr
+        )
+        .is_ok()),
+        "systemd-socket-activate did not listen"
+    );
+    let mut c = Client::connect(addr);
+    run_article(&mut c);
+    // A second connection gets its own process.
+    let mut c2 = Client::connect(addr);
+    assert_eq!(c2.reply().code, 220);
+    c2.expect("QUIT", 221);
+    let _ = child.kill();
+    let _ = child.wait();
+    check_article_mailbox(&fx, Some("127.0.0.1"));
+}
+
+/// Python's smtplib: EHLO, pipelined MAIL/RCPT/DATA, several messages on one
+/// connection with 8-bit text, dot-leading lines and `From ` lines; each
+/// reads back intact with mailbox.mbox.
+#[test]
+fn smtplib_pipelining_and_tricky_bodies() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &[]);
+    let script = r#"
+import smtplib, sys
+host, port = sys.argv[1], int(sys.argv[2])
+bodies = [
+    "Plain line\n",
+    "From the start\n>From quoted\n>>From twice\n",
+    ".leading dot\n..two dots\n.\nend\n",
+    "Gr\u00fc\u00dfe aus K\u00f6ln \u2013 8-bit\n",
+]
+with smtplib.SMTP(host, port) as s:
+    code, caps = s.ehlo("client.example")
+    assert code == 250
+    assert s.has_extn("pipelining") and s.has_extn("8bitmime") and s.has_extn("size"), caps
+    for i, b in enumerate(bodies):
+        msg = ("Subject: test %d\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n" % i) + b.replace("\n", "\r\n")
+        s.sendmail("sender@example.org", ["jon@razorback.test", "Alice+list@RAZORBACK.TEST"],
+                   msg.encode("utf-8"), mail_options=["BODY=8BITMIME"])
+print("sent", len(bodies))
+"#;
+    let out = python(script, &["127.0.0.1", &srv.addr.port().to_string()]);
+    assert_eq!(out.trim(), "sent 4");
+    let expected = [
+        "Plain line\n",
+        "From the start\n>From quoted\n>>From twice\n",
+        ".leading dot\n..two dots\n.\nend\n",
+        "Grüße aus Köln – 8-bit\n",
+    ];
+    for user in ["jon", "alice"] {
+        let msgs = python_mbox(&fx.mailbox(user));
+        assert_eq!(msgs.len(), expected.len(), "{user}");
+        for (i, (m, want)) in msgs.iter().zip(expected).enumerate() {
+            assert_eq!(m.subject, format!("test {i}"));
+            assert!(m.from.starts_with("sender@example.org "));
+            // mailbox.mbox unquotes nothing (it is mboxo-agnostic): compare
+            // after undoing mboxrd quoting ourselves.
+            let body = unquote_mboxrd(&m.body);
+            assert_eq!(String::from_utf8_lossy(&body), want, "{user} message {i}");
+        }
+    }
+}
+
+/// Undoes mboxrd quoting: a line `>+From ` loses one `>`.
+fn unquote_mboxrd(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in b.split_inclusive(|&c| c == b'\n') {
+        let n = line.iter().take_while(|&&c| c == b'>').count();
+        if n > 0 && line[n..].starts_with(b"From ") {
+            out.extend_from_slice(&line[1..]);
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    out
+}
+
+/// The exact bytes of a mailbox entry: From_ line, trace headers, LF line
+/// ends, mboxrd quoting, the blank line after the message.
+#[test]
+fn mailbox_bytes_are_exact() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("EHLO client.example", 250);
+    c.expect("MAIL FROM:<>", 250);
+    c.expect("RCPT TO:<jon@razorback.test>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: x\r\n\r\nFrom me\r\n>From you\r\n..\r\nbare\rcr\r\n.\r\n");
+    c.expect_reply(250);
+    c.expect("QUIT", 221);
+    let mb = String::from_utf8(fx.read_mailbox("jon")).unwrap();
+    let (first, rest) = mb.split_once('\n').unwrap();
+    assert!(first.starts_with("From MAILER-DAEMON "), "{first}");
+    // asctime date: "Sat Nov 28 16:59:45 2026"
+    let date = &first["From MAILER-DAEMON ".len()..];
+    assert_eq!(date.len(), 24, "{date:?}");
+    assert!(rest.starts_with("Return-Path: <>\nReceived: from client.example ([127.0.0.1])\n\tby razorback.test (postie) with ESMTP id "));
+    // Received date with a numeric offset (RFC 5321 4.4).
+    let recv_end = rest.find("\nSubject: x\n").unwrap();
+    let date_line = &rest[..recv_end];
+    let off = &date_line[date_line.len() - 5..];
+    assert!(off.starts_with('+') || off.starts_with('-'), "{date_line}");
+    assert!(
+        rest.ends_with("\nSubject: x\n\n>From me\n>>From you\n.\nbare\rcr\n\n"),
+        "{rest:?}"
+    );
+}
+
+/// Lines over the limit get 500 5.5.2 and the session stays in step;
+/// unknown commands 500; sequence 503; syntax 501.
+#[test]
+fn bad_input_gets_rfc_replies_and_stays_in_step() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.reply();
+    let r = c.expect(&format!("NOOP {}", "x".repeat(600)), 500);
+    assert!(r.lines[0].starts_with("500 5.5.2"));
+    c.expect("NOOP", 250);
+    c.expect("XYZZY", 500);
+    c.expect("MAIL FROM:<a@b>", 503);
+    c.expect("HELO", 501);
+    c.expect("EHLO c", 250);
+    c.expect("MAIL FROM:<a@b> FOO=BAR", 555);
+    c.expect("MAIL FROM:<a@b", 501);
+    c.expect("MAIL FROM:<a@b> SIZE=99999999999", 552);
+    c.expect("MAIL FROM:<a@b>", 250);
+    c.expect("RCPT TO:<postmaster>", 250);
+    c.expect("RCPT TO:<someone@elsewhere.example>", 550);
+    c.send_raw(b"NOOP\0\r\n");
+    assert_eq!(c.reply().code, 501);
+    c.expect("RSET", 250);
+    c.expect("VRFY jon", 252);
+    c.expect("EXPN jon", 502);
+    assert_eq!(c.expect("HELP", 214).lines.len(), 4);
+    c.expect("QUIT", 221);
+    assert!(c.closed());
+}
+
+/// Past the error limit: 421 4.7.0 and the connection closes.
+#[test]
+fn too_many_errors_closes_the_connection() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &["--max-errors", "3"]);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("BAD1", 500);
+    c.expect("BAD2", 500);
+    let r = c.expect("BAD3", 421);
+    assert!(r.lines[0].starts_with("421 4.7.0"));
+    assert!(c.closed());
+}
+
+/// A message over the size limit is read to its end, then 552 5.3.4; the
+/// next transaction works and nothing was written.
+#[test]
+fn oversize_message_is_drained_then_refused() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &["--max-size", "1000"]);
+    let mut c = srv.connect();
+    c.reply();
+    let ehlo = c.expect("EHLO c", 250);
+    assert!(
+        ehlo.lines.iter().any(|l| l == "250-SIZE 1000"),
+        "{:?}",
+        ehlo.lines
+    );
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<jon>", 250);
+    c.expect("DATA", 354);
+    for _ in 0..100 {
+        c.send_raw(b"0123456789012345678901234567890123456789\r\n");
+    }
+    c.send_raw(b".\r\n");
+    let r = c.reply();
+    assert_eq!(r.code, 552);
+    assert!(r.lines[0].starts_with("552 5.3.4"));
+    assert!(fx.read_mailbox("jon").is_empty());
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<jon>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"small\r\n.\r\n");
+    c.expect_reply(250);
+}
+
+/// SMTP smuggling (CVE-2023-51764 family): `<LF>.<CR><LF>` and
+/// `<CR><LF>.<LF>` do not end the message, and the "command" after them is
+/// message text. With `--bare-lf reject` such a message is refused.
+#[test]
+fn smuggling_attempts_stay_inside_the_message() {
+    for (policy, code) in [("accept", 250), ("reject", 550)] {
+        let fx = Fixture::new();
+        let srv = Server::start(&fx, &["--bare-lf", policy]);
+        let mut c = srv.connect();
+        c.reply();
+        c.expect("EHLO c", 250);
+        c.expect("MAIL FROM:<a@b.example>", 250);
+        c.expect("RCPT TO:<jon>", 250);
+        c.expect("DATA", 354);
+        c.send_raw(b"Subject: outer\r\n\r\nhello\n.\r\nMAIL FROM:<evil@x>\r\nRCPT TO:<alice>\r\nDATA\r\n\r\n.\nsmuggled\r\n.\r\n");
+        let r = c.reply();
+        assert_eq!(r.code, code, "{policy}: {}", r.text());
+        c.expect("QUIT", 221);
+        assert!(
+            fx.read_mailbox("alice").is_empty(),
+            "{policy}: nothing may reach alice"
+        );
+        let jon = fx.read_mailbox("jon");
+        if policy == "accept" {
+            let msgs = python_mbox(&fx.mailbox("jon"));
+            assert_eq!(msgs.len(), 1);
+            let body = String::from_utf8_lossy(&msgs[0].body).into_owned();
+            assert!(
+                body.contains("MAIL FROM:<evil@x>\nRCPT TO:<alice>\n"),
+                "{body:?}"
+            );
+        } else {
+            assert!(jon.is_empty());
+            let r = srv.log();
+            assert!(r.contains("refused"), "log: {r}");
+        }
+    }
+}
+
+/// Connections over the per-client cap get 421 4.7.0 at once, and the
+/// server keeps serving the others.
+#[test]
+fn connection_caps() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &["--max-per-client", "2"]);
+    let mut a = srv.connect();
+    let mut b = srv.connect();
+    assert_eq!(a.reply().code, 220);
+    assert_eq!(b.reply().code, 220);
+    let mut c = srv.connect();
+    let r = c.reply();
+    assert_eq!(r.code, 421);
+    assert!(r.lines[0].starts_with("421 4.7.0"));
+    assert!(c.closed());
+    a.expect("QUIT", 221);
+    assert!(a.closed());
+    // The slot is free again once a's thread has ended.
+    assert!(wait_for(Duration::from_secs(5), || {
+        let mut d = srv.connect();
+        d.reply().code == 220
+    }));
+    b.expect("NOOP", 250);
+}
+
+/// An idle client is closed with 421 4.4.2 after the command timeout.
+#[test]
+fn idle_client_times_out() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &["--timeout-command", "1"]);
+    let mut c = srv.connect();
+    c.reply();
+    let r = c.reply();
+    assert_eq!(r.code, 421);
+    assert!(r.lines[0].starts_with("421 4.4.2"));
+    assert!(c.closed());
+}
+
+/// A client stalling in the middle of DATA is cut off after the data
+/// timeout; nothing is delivered.
+#[test]
+fn stalled_data_times_out_and_delivers_nothing() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &["--timeout-data", "1"]);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("HELO c", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<jon>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: half\r\n\r\nhalf a mess");
+    assert_eq!(c.reply().code, 421);
+    assert!(fx.read_mailbox("jon").is_empty());
+}
+
+/// Garbage from one client (binary noise, no line ends, a flood of
+/// pipelined commands) neither crashes the server nor stops it answering
+/// another client.
+#[test]
+fn garbage_does_not_disturb_other_clients() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &[]);
+    let mut noise = Vec::new();
+    let mut x: u32 = 12345;
+    for _ in 0..200_000 {
+        x = x.wrapping_mul(1103515245).wrapping_add(12345);
+        noise.push((x >> 16) as u8);
+    }
+    let mut g = std::net::TcpStream::connect(srv.addr).unwrap();
+    let _ = g.write_all(&noise);
+    let mut g2 = std::net::TcpStream::connect(srv.addr).unwrap();
+    let flood = "NOOP\r\n".repeat(50_000);
+    let _ = g2.write_all(flood.as_bytes());
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("HELO ok", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<jon>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: fine\r\n\r\nstill here\r\n.\r\n");
+    c.expect_reply(250);
+    c.expect("QUIT", 221);
+    drop(g);
+    let mut buf = Vec::new();
+    g2.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = g2.read_to_end(&mut buf);
+    assert!(buf.starts_with(b"220 "));
+    assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 1);
+}
+
+/// SIGTERM: the server stops accepting, lets a session finish its
+/// transaction, and exits 0.
+#[test]
+fn sigterm_lets_a_transaction_finish_then_exits() {
+    let fx = Fixture::new();
+    let mut srv = Server::start(&fx, &["--shutdown-grace", "5"]);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("HELO c", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<jon>", 250);
+    let pid = nix::unistd::Pid::from_raw(srv.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        std::net::TcpStream::connect(srv.addr).is_err(),
+        "still accepting after SIGTERM"
+    );
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: last\r\n\r\nlast one\r\n.\r\n");
+    c.expect_reply(250);
+    let r = c.cmd("MAIL FROM:<a@b.example>");
+    assert_eq!(r.code, 421, "{}", r.text());
+    let st = srv.terminate(Duration::from_secs(10)).expect("exited");
+    assert!(st.success(), "{st:?}");
+    assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 1);
+}
+
+/// An unknown or non-local recipient never creates a mailbox; postmaster
+/// always goes to root.
+#[test]
+fn recipients_and_postmaster() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &["--domain", "other.test"]);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("EHLO c", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    let r = c.expect("RCPT TO:<elvis@razorback.test>", 550);
+    assert!(r.lines[0].starts_with("550 5.1.1"));
+    let r = c.expect("RCPT TO:<jon@relay.example>", 550);
+    assert!(r.lines[0].starts_with("550 5.7.1"));
+    c.expect("RCPT TO:<PostMaster>", 250);
+    c.expect("RCPT TO:<JON+Tag@Other.Test>", 250);
+    c.expect("RCPT TO:<jon@[127.0.0.1]>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: to postmaster\r\n\r\nhi\r\n.\r\n");
+    c.expect_reply(250);
+    assert_eq!(python_mbox(&fx.mailbox("root")).len(), 1);
+    // jon named three ways gets the message once.
+    assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 1);
+    assert!(!fx.mailbox("elvis").exists());
+}
+
+/// swaks, a real SMTP test client, where installed.
+#[test]
+fn swaks_delivers() {
+    if !have("swaks", "swaks_delivers") {
+        return;
+    }
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &[]);
+    let out = Command::new("swaks")
+        .args([
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &srv.addr.port().to_string(),
+        ])
+        .args(["--to", "jon@razorback.test", "--from", "cron@example.org"])
+        .args([
+            "--header",
+            "Subject: via swaks",
+            "--body",
+            "Hello from swaks",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let msgs = python_mbox(&fx.mailbox("jon"));
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].subject, "via swaks");
+}
+
+/// `--version` and `--help` work and a bad option is a usage error (64).
+#[test]
+fn command_line_basics() {
+    let v = Command::new(bin()).arg("--version").output().unwrap();
+    assert!(v.status.success());
+    assert!(String::from_utf8_lossy(&v.stdout).starts_with("postie "));
+    let h = Command::new(bin()).arg("--help").output().unwrap();
+    assert!(h.status.success());
+    assert!(String::from_utf8_lossy(&h.stdout).contains("serve"));
+    let bad = Command::new(bin())
+        .arg("--no-such-option")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    let fx = Fixture::new();
+    let missing = Command::new(bin())
+        .args(["inetd", "--spool", "/nonexistent/spool"])
+        .args(["--log", "stderr"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(78));
+    drop(fx);
+}

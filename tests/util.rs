@@ -1,0 +1,419 @@
+//! Helpers for the integration tests: a postie server on a loopback port
+//! with a temporary spool and users file, an SMTP client that checks reply
+//! codes, and readers for the resulting mailboxes.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const HOST: &str = "razorback.test";
+pub const USER: &str = "jon";
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_postie")
+}
+
+/// A spool directory and a passwd file with `jon` and `alice`, both mapped
+/// to the uid running the tests (so the tests pass as root and not).
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+}
+
+impl Default for Fixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fixture {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("spool")).unwrap();
+        let uid = nix::unistd::geteuid().as_raw();
+        let gid = nix::unistd::getegid().as_raw();
+        let passwd = format!(
+            "# test users\nroot:x:{uid}:{gid}:root:/root:/bin/sh\n\
+             jon:x:{uid}:{gid}:Jon:/home/jon:/bin/sh\n\
+             alice:x:{uid}:{gid}:Alice:/home/alice:/bin/sh\n"
+        );
+        std::fs::write(dir.path().join("passwd"), passwd).unwrap();
+        Fixture { dir }
+    }
+
+    pub fn spool(&self) -> PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    pub fn mailbox(&self, user: &str) -> PathBuf {
+        self.spool().join(user)
+    }
+
+    pub fn read_mailbox(&self, user: &str) -> Vec<u8> {
+        std::fs::read(self.mailbox(user)).unwrap_or_default()
+    }
+
+    /// The common options: spool, users, host name, logging to stderr.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--spool".into(),
+            self.spool().display().to_string(),
+            "--passwd".into(),
+            self.dir.path().join("passwd").display().to_string(),
+            "--hostname".into(),
+            HOST.into(),
+            "--log".into(),
+            "stderr".into(),
+            "--log-level".into(),
+            "debug".into(),
+        ]
+    }
+}
+
+/// A running `postie serve`; killed when dropped.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// Starts `postie serve --listen 127.0.0.1:0` with the fixture's
+    /// options and `extra`, and waits until it listens.
+    pub fn start(fx: &Fixture, extra: &[&str]) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .args(fx.args())
+            .args(extra);
+        Server::spawn(cmd)
+    }
+
+    /// Spawns `cmd` (which must log to stderr) and waits for its
+    /// "listening on ADDR" line.
+    pub fn spawn(cmd: Command) -> Server {
+        Server::spawn_inner(cmd, None)
+    }
+
+    /// Spawns `cmd`, which listens on `addr` itself or through a parent
+    /// (systemd-socket-activate), and waits until `addr` accepts.
+    pub fn spawn_at(cmd: Command, addr: SocketAddr) -> Server {
+        Server::spawn_inner(cmd, Some(addr))
+    }
+
+    fn spawn_inner(mut cmd: Command, at: Option<SocketAddr>) -> Server {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start postie");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(i) = line.find("listening on ") {
+                    if let Some(tx) = tx.take() {
+                        let a: SocketAddr = line[i + 13..].trim().parse().unwrap();
+                        let _ = tx.send(a);
+                    }
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        if let Some(addr) = at {
+            if !wait_for(Duration::from_secs(20), || TcpStream::connect(addr).is_ok()) {
+                let _ = child.kill();
+                panic!("nothing listens on {addr}");
+            }
+            return Server { child, addr, log };
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "postie did not start listening; log:\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        Server { child, addr, log }
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits (at most `within`) for the exit status.
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One reply: its code and its lines as received.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        self.lines.join("\n")
+    }
+}
+
+/// Reads one (possibly multi-line) reply.
+pub fn read_reply<R: BufRead>(r: &mut R) -> Option<Reply> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        assert!(
+            line.ends_with("\r\n"),
+            "reply line not CRLF-terminated: {line:?}"
+        );
+        let line = line.trim_end().to_string();
+        let code: u16 = line.get(..3)?.parse().ok()?;
+        let more = line.as_bytes().get(3) == Some(&b'-');
+        lines.push(line);
+        if !more {
+            return Some(Reply { code, lines });
+        }
+    }
+}
+
+/// A blocking SMTP client for tests.
+pub struct Client {
+    pub r: BufReader<TcpStream>,
+    pub w: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Client {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+        }
+    }
+
+    pub fn reply(&mut self) -> Reply {
+        read_reply(&mut self.r).expect("a reply")
+    }
+
+    /// Reads a reply, or `None` at end of stream.
+    pub fn try_reply(&mut self) -> Option<Reply> {
+        read_reply(&mut self.r)
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.w.write_all(bytes).unwrap();
+    }
+
+    /// Sends `line` with CRLF and returns the reply.
+    pub fn cmd(&mut self, line: &str) -> Reply {
+        self.send_raw(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    /// Sends `line` and checks the reply code.
+    pub fn expect(&mut self, line: &str, code: u16) -> Reply {
+        let r = self.cmd(line);
+        assert_eq!(r.code, code, "after {line:?}: {}", r.text());
+        r
+    }
+
+    /// Reads a reply and checks its code.
+    pub fn expect_reply(&mut self, code: u16) -> Reply {
+        let r = self.reply();
+        assert_eq!(r.code, code, "{}", r.text());
+        r
+    }
+
+    /// True once the server has closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.r.read(&mut b), Ok(0))
+    }
+}
+
+/// The article's dialog, as (line sent, expected code) pairs; a `None` line
+/// is the greeting. Every line is sent with CRLF.
+pub fn article_dialog() -> Vec<(Option<String>, Option<u16>)> {
+    let u = USER;
+    let h = HOST;
+    let mut d: Vec<(Option<String>, Option<u16>)> = vec![
+        (None, Some(220)),
+        (Some("HELO frogbog.localdomain".into()), Some(250)),
+        (Some(format!("mail from: {u}@{h}")), Some(250)),
+        (Some(format!("rcpt to: {u}@{h}")), Some(250)),
+        (Some("data".into()), Some(354)),
+    ];
+    for l in article_message_lines() {
+        d.push((Some(l), None));
+    }
+    d.extend([
+        (Some(".".into()), Some(250)),
+        (Some(format!("mail from: {u}@{h}")), Some(250)),
+        (Some(format!("rcpt to: elvis@{h}")), Some(550)),
+        (Some("quit".into()), Some(221)),
+    ]);
+    d
+}
+
+pub fn article_message_lines() -> Vec<String> {
+    vec![
+        "From: Jon <jon@frogbog>".into(),
+        format!("To: Myself <{USER}@{HOST}>"),
+        "Subject: Demonstration of email".into(),
+        "".into(),
+        "I'm just typing this message in entirely by myself, just over telnet. If".into(),
+        "you're curious, the name for the service on port 25 is 'smtp' (no".into(),
+        "quotes), and other than that, this message is entirely content-free.".into(),
+    ]
+}
+
+/// Runs the article's dialog step by step on a connected client.
+pub fn run_article(c: &mut Client) {
+    for (line, code) in article_dialog() {
+        match (line, code) {
+            (None, Some(code)) => assert_eq!(c.reply().code, code, "greeting"),
+            (Some(l), Some(code)) => {
+                c.expect(&l, code);
+            }
+            (Some(l), None) => c.send_raw(format!("{l}\r\n").as_bytes()),
+            (None, None) => unreachable!(),
+        }
+    }
+}
+
+/// One message as Python's `mailbox.mbox` reads it back.
+#[derive(Debug, Clone, Default)]
+pub struct Msg {
+    /// The `From ` line without `From `.
+    pub from: String,
+    pub subject: String,
+    pub return_path: String,
+    pub received: String,
+    /// The body (after the header's blank line), as bytes.
+    pub body: Vec<u8>,
+}
+
+/// Parses the mailbox at `path` with Python's `mailbox.mbox`, a reader we
+/// did not write. Fields travel hex-encoded, one message per line.
+pub fn python_mbox(path: &Path) -> Vec<Msg> {
+    let script = r#"
+import mailbox, sys
+for m in mailbox.mbox(sys.argv[1], create=False):
+    raw = m.as_bytes(unixfrom=False)
+    body = raw.split(b"\n\n", 1)[1] if b"\n\n" in raw else b""
+    f = [m.get_from(), m.get("Subject", ""), m.get("Return-Path", ""), str(m.get("Received", ""))]
+    print("\t".join([x.encode("utf-8", "surrogateescape").hex() for x in f] + [body.hex()]))
+"#;
+    let out = python(script, &[path.to_str().unwrap()]);
+    out.lines()
+        .map(|l| {
+            let f: Vec<Vec<u8>> = l.split('\t').map(unhex).collect();
+            let s = |i: usize| String::from_utf8_lossy(&f[i]).into_owned();
+            Msg {
+                from: s(0),
+                subject: s(1),
+                return_path: s(2),
+                received: s(3),
+                body: f[4].clone(),
+            }
+        })
+        .collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Runs a Python snippet with `args`; returns stdout, panics with stderr
+/// on failure.
+pub fn python(script: &str, args: &[&str]) -> String {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A free port on 127.0.0.1 (bound and released: a race is possible but
+/// harmless in tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Looks for `tool` on PATH; prints why a test is skipped when missing.
+pub fn have(tool: &str, test: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    if !found {
+        eprintln!("SKIP {test}: {tool} is not installed (.ci/run installs it)");
+    }
+    found
+}
+
+/// Waits until `f` is true, for at most `within`.
+pub fn wait_for(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
