@@ -885,7 +885,9 @@ mod tests {
     #[test]
     fn append_refuses_wrong_owner_as_root() {
         if !geteuid().is_root() {
-            return; // only root can make a file someone else's
+            // Only root can make a file someone else's.
+            eprintln!("SKIP append_refuses_wrong_owner_as_root: not running as root");
+            return;
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("me");

@@ -163,6 +163,21 @@ fn lock(m: &Mutex<Connections>) -> MutexGuard<'_, Connections> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Raises the soft limit on open files to the hard limit: every client
+/// holds a descriptor, and the default soft limit (1024) is below what a
+/// busy host may need. Returns the limit in force.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(_) => soft,
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
+
 /// Blocks SIGTERM, SIGINT and SIGHUP in this thread and every thread it
 /// starts from now on, and returns a signalfd that reports them. Call
 /// before starting any thread.
@@ -193,6 +208,13 @@ pub fn serve(
         }
     }
     let conns = Arc::new(Mutex::new(Connections::default()));
+    let files = raise_fd_limit();
+    if files < service.server.max_connections as u64 + 16 {
+        log::warn!(
+            "open file limit {files} is below max-connections {} (+16): clients may be refused",
+            service.server.max_connections
+        );
+    }
     on_ready();
     'outer: loop {
         let mut fds: Vec<PollFd<'_>> = listeners

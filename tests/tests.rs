@@ -143,6 +143,32 @@ fn systemd_socket_activation() {
     assert!(log.matches(" connect from ").count() >= 2, "{log}");
 }
 
+/// `Type=notify`: postie tells systemd `READY=1` once it listens.
+#[test]
+fn notifies_readiness() {
+    let fx = Fixture::new();
+    let sock_path = fx.dir.path().join("notify");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .args(fx.args());
+    cmd.env("NOTIFY_SOCKET", &sock_path);
+    let srv = Server::spawn(cmd);
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).expect("a notification");
+    assert!(
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "READY=1")
+    );
+    // Ready means serving.
+    srv.connect().expect_reply(220);
+}
+
 /// Accept=yes, as inetd: one postie per connection on stdin/stdout, the
 /// client's address from getpeername(0).
 #[test]
