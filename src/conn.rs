@@ -111,15 +111,24 @@ fn serve<R: TimedRead, W: Write>(
                 return Ok(End::Eof);
             }
             Line::TooLong => session.line_too_long(),
-            Line::Complete => {
-                log::trace!(
-                    "{}: <<< {}",
-                    session.id(),
-                    printable(&String::from_utf8_lossy(&line), 200)
-                );
-                session.command(&line, cx.policy)
-            }
+            Line::Complete => session.command(&line, cx.policy),
         };
+        // Every refusal gets a log line an admin can grep: the command (cut
+        // short, control characters masked) and the reply.
+        let shown = || match got {
+            Line::TooLong => format!("line over {} octets", cx.limits.max_line),
+            _ => printable(&String::from_utf8_lossy(&line), 100),
+        };
+        if reply.code >= 400 {
+            log::info!(
+                "{}: reject: {:?}: {}",
+                session.id(),
+                shown(),
+                reply.to_wire().trim_end()
+            );
+        } else {
+            log::debug!("{}: {:?}: {}", session.id(), shown(), reply.code);
+        }
         send(w, &reply)?;
         match reply.action {
             Action::Continue => {}

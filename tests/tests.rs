@@ -334,6 +334,14 @@ fn bad_input_gets_rfc_replies_and_stays_in_step() {
     assert_eq!(c.expect("HELP", 214).lines.len(), 4);
     c.expect("QUIT", 221);
     assert!(c.closed());
+    // Each refusal is logged with the command, cut short and masked.
+    let log = srv.log();
+    assert!(log.contains(r#"reject: "XYZZY": 500 5.5.2"#), "{log}");
+    assert!(log.contains(r#"reject: "NOOP?": 501 5.5.4"#), "{log}");
+    assert!(
+        log.contains("reject: \"line over 512 octets\": 500 5.5.2"),
+        "{log}"
+    );
 }
 
 /// Past the error limit: 421 4.7.0 and the connection closes.
@@ -622,4 +630,84 @@ fn command_line_basics() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(78));
     drop(fx);
+}
+
+/// The golden dialogs of `tests/dialogs/`, against the real binary over
+/// TCP, step by step; and the mailboxes they leave, dates masked.
+#[test]
+fn golden_dialogs_over_tcp() {
+    for d in dialogs() {
+        let fx = Fixture::new();
+        let srv = Server::start(&fx, &[]);
+        let mut c = srv.connect();
+        for (i, step) in d.steps.iter().enumerate() {
+            match step {
+                Step::Send(b) => c.send_raw(b),
+                Step::Expect { code, enhanced } => {
+                    check_step(&d.name, i, &c.reply(), *code, enhanced)
+                }
+            }
+        }
+        for (user, want) in &d.mailboxes {
+            assert_eq!(
+                masked_mailbox(&fx.read_mailbox(user)),
+                *want,
+                "{}: mailbox of {user}",
+                d.name
+            );
+        }
+    }
+}
+
+/// The same dialogs in-process: the library's session loop on an in-memory
+/// stream, the whole client side sent at once (the most pipelined client).
+#[test]
+fn golden_dialogs_in_process() {
+    struct Input(std::io::Cursor<Vec<u8>>);
+    impl Read for Input {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+    impl postie::conn::TimedRead for Input {
+        fn set_read_timeout(&mut self, _: Duration) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    for d in dialogs() {
+        let fx = Fixture::new();
+        let mut argv = vec!["postie".to_string(), "inetd".to_string()];
+        argv.extend(fx.args());
+        let cli = postie::cli::parse(argv.iter().map(std::ffi::OsString::from)).unwrap();
+        let service = postie::config::service(&cli.opts).unwrap();
+        let input: Vec<u8> = d
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Send(b) => Some(b.clone()),
+                Step::Expect { .. } => None,
+            })
+            .flatten()
+            .collect();
+        let mut output = Vec::new();
+        service.run_session(Input(std::io::Cursor::new(input)), &mut output, None);
+        let mut r = &output[..];
+        let expected = d.steps.iter().filter_map(|s| match s {
+            Step::Expect { code, enhanced } => Some((*code, enhanced)),
+            Step::Send(_) => None,
+        });
+        for (i, (code, enhanced)) in expected.enumerate() {
+            let got = read_reply(&mut r).unwrap_or_else(|| panic!("{}: reply {i} missing", d.name));
+            check_step(&d.name, i, &got, code, enhanced);
+        }
+        assert!(read_reply(&mut r).is_none(), "{}: extra replies", d.name);
+        for (user, want) in &d.mailboxes {
+            assert_eq!(
+                masked_mailbox(&fx.read_mailbox(user)),
+                *want,
+                "{}: mailbox of {user}",
+                d.name
+            );
+        }
+    }
 }
