@@ -106,8 +106,8 @@ pub struct Options {
     /// Seconds to wait for each block of message data (4.5.3.2.5).
     #[arg(long, global = true, value_name = "SECS", default_value_t = 180)]
     pub timeout_data: u64,
-    /// Longest time between the final dot and the reply; lock waits are cut
-    /// to fit it (4.5.3.2.6).
+    /// Longest time between the final dot and the reply: the bound on a
+    /// whole delivery, lock waits included (4.5.3.2.6).
     #[arg(long, global = true, value_name = "SECS", default_value_t = 600)]
     pub timeout_data_end: u64,
     /// Seconds to try for a mailbox lock before answering 451 4.2.0.

@@ -96,7 +96,7 @@ pub fn service(o: &Options) -> Result<Service, ConfigError> {
         db,
         parse_delimiter(&o.extension_delimiter)?,
     ));
-    let lock_timeout = Duration::from_secs(o.lock_timeout.min(o.timeout_data_end));
+    let lock_timeout = Duration::from_secs(o.lock_timeout);
     let deliverer = Deliverer {
         spool: o.spool.clone(),
         hostname: hostname.clone(),
@@ -109,6 +109,7 @@ pub fn service(o: &Options) -> Result<Service, ConfigError> {
             lock_timeout,
         },
         recipients: recipients.clone(),
+        deadline: secs(o.timeout_data_end, "--timeout-data-end")?,
     };
     let session = session::Config {
         hostname,

@@ -15,7 +15,9 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
 use crate::mbox::{self, MboxError, MboxOptions};
 use crate::smtp::session::{Outcome, PermReason, TempReason};
@@ -29,6 +31,34 @@ pub struct Deliverer {
     pub hostname: String,
     pub mbox: MboxOptions,
     pub recipients: Arc<Recipients>,
+    /// The longest a whole delivery may take, lock waits included (RFC
+    /// 5321 4.5.3.2.6: the client waits 10 minutes for the final reply).
+    pub deadline: Duration,
+}
+
+/// Holds SIGTERM, SIGINT and SIGHUP off the delivering thread while a
+/// delivery runs, so that a signal cannot end the process between a write
+/// and its rollback. In the daemon they are blocked already (the accept
+/// loop reads them from a signalfd); under inetd this is what protects the
+/// append. A signal that arrives meanwhile is delivered when this drops.
+struct HoldSignals(Option<SigSet>);
+
+impl HoldSignals {
+    fn new() -> Self {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGTERM);
+        set.add(Signal::SIGINT);
+        set.add(Signal::SIGHUP);
+        HoldSignals(set.thread_swap_mask(SigmaskHow::SIG_BLOCK).ok())
+    }
+}
+
+impl Drop for HoldSignals {
+    fn drop(&mut self) {
+        if let Some(old) = self.0 {
+            let _ = old.thread_set_mask();
+        }
+    }
 }
 
 impl Deliverer {
@@ -36,6 +66,8 @@ impl Deliverer {
     /// the mailbox of every recipient of `env`, and logs one line per
     /// recipient.
     pub fn deliver(&self, env: &Envelope, message: &[u8]) -> Outcome {
+        let _held = HoldSignals::new();
+        let deadline = Instant::now() + self.deadline;
         let now = sys::localtime(SystemTime::now());
         let from_line = mbox::from_line(&env.sender, &now);
         let mut users: Vec<&str> = env.recipients.iter().map(|r| r.user.as_str()).collect();
@@ -57,7 +89,7 @@ impl Deliverer {
         );
         let mut outcome = Outcome::Delivered;
         for name in users {
-            let result = self.deliver_one(name, &from_line, headers.as_bytes(), message);
+            let result = self.deliver_one(name, deadline, &from_line, headers.as_bytes(), message);
             let status = match &result {
                 Ok(()) => "delivered".to_string(),
                 Err(o) => format!("deferred ({})", describe(o)),
@@ -83,10 +115,17 @@ impl Deliverer {
     fn deliver_one(
         &self,
         name: &str,
+        deadline: Instant,
         from_line: &str,
         headers: &[u8],
         message: &[u8],
     ) -> Result<(), Outcome> {
+        // Lock waits are cut to what is left of the whole delivery's time.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let opts = MboxOptions {
+            lock_timeout: self.mbox.lock_timeout.min(left),
+            ..self.mbox.clone()
+        };
         let user = match self.recipients.user(name) {
             Ok(Some(u)) => u,
             Ok(None) => return Err(Outcome::Permanent(PermReason::UnknownUser)),
@@ -96,7 +135,7 @@ impl Deliverer {
             }
         };
         let path = self.spool.join(&user.name);
-        match mbox::append(&path, &user, &self.mbox, from_line, headers, message) {
+        match mbox::append(&path, &user, &opts, from_line, headers, message) {
             Ok(_) => Ok(()),
             Err(e) => {
                 log::warn!("{}: {}", path.display(), mbox_error_text(&e));

@@ -711,3 +711,54 @@ fn golden_dialogs_in_process() {
         }
     }
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+    /// Arbitrary bytes from a client, through the whole connection loop
+    /// in-process: no panic, every reply well formed, nothing half-written.
+    #[test]
+    fn any_bytes_through_the_connection_loop(chunks in proptest::collection::vec(
+        proptest::prop_oneof![
+            proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            proptest::sample::select(vec![
+                b"EHLO x\r\n".to_vec(), b"MAIL FROM:<a@b.example>\r\n".to_vec(),
+                b"RCPT TO:<jon>\r\n".to_vec(), b"DATA\r\n".to_vec(), b"\r\n.\r\n".to_vec(),
+                b".\r\n".to_vec(), b"\n.\n".to_vec(), b"From x\r\n".to_vec(), b"\r".to_vec(),
+            ]),
+        ],
+        0..30,
+    )) {
+        struct Input(std::io::Cursor<Vec<u8>>);
+        impl Read for Input {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.0.read(buf)
+            }
+        }
+        impl postie::conn::TimedRead for Input {
+            fn set_read_timeout(&mut self, _: Duration) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let fx = Fixture::new();
+        let mut argv = vec!["postie".to_string(), "inetd".to_string()];
+        argv.extend(fx.args());
+        let cli = postie::cli::parse(argv.iter().map(std::ffi::OsString::from)).unwrap();
+        let service = postie::config::service(&cli.opts).unwrap();
+        let input: Vec<u8> = chunks.concat();
+        let mut output = Vec::new();
+        service.run_session(Input(std::io::Cursor::new(input)), &mut output, None);
+        let mut r = &output[..];
+        let first = read_reply(&mut r).expect("greeting");
+        proptest::prop_assert_eq!(first.code, 220);
+        while let Some(rep) = read_reply(&mut r) {
+            proptest::prop_assert!((200..600).contains(&rep.code));
+        }
+        proptest::prop_assert!(r.is_empty(), "trailing bytes: {:?}", r);
+        // Whatever was delivered parses as whole messages.
+        let mb = fx.read_mailbox("jon");
+        if !mb.is_empty() {
+            proptest::prop_assert!(mb.starts_with(b"From a@b.example "));
+            proptest::prop_assert!(mb.ends_with(b"\n\n"));
+        }
+    }
+}

@@ -107,8 +107,9 @@ pub fn ehlo(host: &str, client: &str, max_size: u64) -> Reply {
 pub fn ok(text: &'static str) -> Reply {
     Reply::build(250, Some("2.0.0"), text)
 }
-pub fn sender_ok(sender: &str) -> Reply {
-    Reply::build(250, Some("2.1.0"), format!("<{sender}>... Sender ok"))
+/// `path` as the client would write it: `<a@b>`, or `<>`.
+pub fn sender_ok(path: &str) -> Reply {
+    Reply::build(250, Some("2.1.0"), format!("{path}... Sender ok"))
 }
 pub fn recipient_ok(rcpt: &str) -> Reply {
     Reply::build(250, Some("2.1.5"), format!("<{rcpt}>... Recipient ok"))

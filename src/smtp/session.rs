@@ -291,7 +291,11 @@ impl Session {
                 if params.size.is_some_and(|n| n > self.cfg.max_size) {
                     return reply::message_too_big(self.cfg.max_size);
                 }
-                let r = reply::sender_ok(&from.to_string());
+                let shown = match &from {
+                    ReversePath::Null => "<>".to_string(),
+                    ReversePath::Mailbox(m) => format!("<{m}>"),
+                };
+                let r = reply::sender_ok(&shown);
                 self.tx = Some(Transaction {
                     sender: from,
                     body: params.body,
@@ -582,6 +586,21 @@ mod tests {
     }
 
     #[test]
+    fn sender_shown_in_brackets_once() {
+        let mut s = session();
+        s.command(b"EHLO c", &Fake);
+        assert_eq!(
+            s.command(b"MAIL FROM:<>", &Fake).lines[0],
+            "<>... Sender ok"
+        );
+        s.command(b"RSET", &Fake);
+        assert_eq!(
+            s.command(b"mail from: jon@frogbog", &Fake).lines[0],
+            "<jon@frogbog>... Sender ok"
+        );
+    }
+
+    #[test]
     fn rset_and_ehlo_reset_the_transaction() {
         let mut s = session();
         dialog(
@@ -630,6 +649,42 @@ mod tests {
         let mut s = session();
         assert_eq!(s.line_too_long().code, 500);
         assert_eq!(s.command(b"NOOP", &Fake).code, 250);
+    }
+
+    proptest::proptest! {
+        /// Whatever the client sends, the session answers every line with a
+        /// well-formed reply and never panics; after a Close it is over.
+        #[test]
+        fn any_lines_get_well_formed_replies(lines in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::collection::vec(proptest::num::u8::ANY, 0..80),
+                proptest::sample::select(vec![
+                    b"EHLO x".to_vec(), b"MAIL FROM:<a@b>".to_vec(), b"RCPT TO:<jon>".to_vec(),
+                    b"DATA".to_vec(), b"RSET".to_vec(), b"mail from: <>".to_vec(),
+                    b"RCPT TO:<@a,@b:jon@razorback>".to_vec(), b"HELO".to_vec(),
+                ]),
+            ],
+            0..40,
+        )) {
+            let mut s = session();
+            for line in &lines {
+                let r = if s.phase == Phase::Data {
+                    match s.data_done(DataOutcome::Complete { size: 1 }) {
+                        Ok(env) => s.delivered(&env, Outcome::Delivered),
+                        Err(r) => r,
+                    }
+                } else {
+                    s.command(line, &Fake)
+                };
+                proptest::prop_assert!((200..600).contains(&r.code));
+                let wire = r.to_wire();
+                proptest::prop_assert!(wire.ends_with("\r\n"));
+                proptest::prop_assert!(wire.lines().all(|l| l.is_ascii() && !l.contains('\r')));
+                if r.action == Action::Close {
+                    break;
+                }
+            }
+        }
     }
 
     #[test]
