@@ -762,3 +762,106 @@ proptest::proptest! {
         }
     }
 }
+
+/// `--listen` may be given several times, IPv4 and IPv6; each address is
+/// served, and the IPv6 client's address is recorded as an IPv6 literal.
+#[test]
+fn listens_on_ipv4_and_ipv6() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIP listens_on_ipv4_and_ipv6: no IPv6 loopback on this machine");
+        return;
+    }
+    let fx = Fixture::new();
+    let (p4, p6) = (free_port(), free_port());
+    let mut cmd = Command::new(bin());
+    cmd.arg("serve")
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{p4}"),
+            "--listen",
+            &format!("[::1]:{p6}"),
+        ])
+        .args(fx.args());
+    let srv = Server::spawn(cmd);
+    let log = srv.log();
+    for addr in [format!("127.0.0.1:{p4}"), format!("[::1]:{p6}")] {
+        let a: std::net::SocketAddr = addr.parse().unwrap();
+        assert!(
+            wait_for(Duration::from_secs(5), || srv
+                .log()
+                .contains(&format!("listening on {a}"))),
+            "{log}"
+        );
+        let mut c = Client::connect(a);
+        c.expect_reply(220);
+        c.expect("HELO v6test", 250);
+        c.expect("MAIL FROM:<a@b.example>", 250);
+        c.expect("RCPT TO:<jon>", 250);
+        c.expect("DATA", 354);
+        c.send_raw(b"Subject: over IP\r\n\r\nx\r\n.\r\n");
+        c.expect_reply(250);
+        c.expect("QUIT", 221);
+    }
+    let msgs = python_mbox(&fx.mailbox("jon"));
+    assert_eq!(msgs.len(), 2);
+    assert!(
+        msgs[0].received.contains("[127.0.0.1]"),
+        "{}",
+        msgs[0].received
+    );
+    assert!(
+        msgs[1].received.contains("[IPv6:::1]"),
+        "{}",
+        msgs[1].received
+    );
+}
+
+/// SIGINT stops an idle daemon cleanly, like SIGTERM.
+#[test]
+fn sigint_stops_the_daemon() {
+    let fx = Fixture::new();
+    let mut srv = Server::start(&fx, &[]);
+    srv.connect().expect_reply(220);
+    let pid = nix::unistd::Pid::from_raw(srv.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        if let Some(st) = srv.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "still running after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(st.success(), "{st:?}");
+}
+
+/// On pipes (`-bs`), the command timeout still holds: a silent client gets
+/// 421 4.4.2 on stdout and postie exits.
+#[test]
+fn bs_on_pipes_times_out() {
+    let fx = Fixture::new();
+    let mut child = Command::new(bin())
+        .args(["-bs", "--timeout-command", "1"])
+        .args(fx.args())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _stdin = child.stdin.take(); // held open, never written
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st:?}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("220 "), "{out}");
+    assert!(lines[1].starts_with("421 4.4.2 "), "{out}");
+}
