@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
 use crate::mbox::{self, MboxError, MboxOptions};
-use crate::smtp::session::{Outcome, PermReason, TempReason};
+use crate::smtp::session::{Outcome, PermReason, TempReason, printable};
 use crate::smtp::{Envelope, ReversePath};
 use crate::sys;
 use crate::users::Recipients;
@@ -223,16 +223,7 @@ pub fn trace_headers(
 
 /// Printable ASCII only (space allowed), at most 200 characters.
 fn clean(s: &str) -> String {
-    s.chars()
-        .take(200)
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect()
+    printable(s, 200)
 }
 
 #[cfg(test)]

@@ -502,14 +502,10 @@ fn garbage_does_not_disturb_other_clients() {
     let mut g2 = std::net::TcpStream::connect(srv.addr).unwrap();
     let flood = "NOOP\r\n".repeat(50_000);
     let _ = g2.write_all(flood.as_bytes());
+    let _ = g2.shutdown(std::net::Shutdown::Write);
     let mut c = srv.connect();
     c.reply();
-    c.expect("HELO ok", 250);
-    c.expect("MAIL FROM:<a@b.example>", 250);
-    c.expect("RCPT TO:<jon>", 250);
-    c.expect("DATA", 354);
-    c.send_raw(b"Subject: fine\r\n\r\nstill here\r\n.\r\n");
-    c.expect_reply(250);
+    c.send_message("a@b.example", "jon", b"Subject: fine\r\n\r\nstill here\r\n");
     c.expect("QUIT", 221);
     drop(g);
     let mut buf = Vec::new();
@@ -663,23 +659,8 @@ fn golden_dialogs_over_tcp() {
 /// stream, the whole client side sent at once (the most pipelined client).
 #[test]
 fn golden_dialogs_in_process() {
-    struct Input(std::io::Cursor<Vec<u8>>);
-    impl Read for Input {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            self.0.read(buf)
-        }
-    }
-    impl postie::conn::TimedRead for Input {
-        fn set_read_timeout(&mut self, _: Duration) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
     for d in dialogs() {
         let fx = Fixture::new();
-        let mut argv = vec!["postie".to_string(), "inetd".to_string()];
-        argv.extend(fx.args());
-        let cli = postie::cli::parse(argv.iter().map(std::ffi::OsString::from)).unwrap();
-        let service = postie::config::service(&cli.opts).unwrap();
         let input: Vec<u8> = d
             .steps
             .iter()
@@ -689,8 +670,7 @@ fn golden_dialogs_in_process() {
             })
             .flatten()
             .collect();
-        let mut output = Vec::new();
-        service.run_session(Input(std::io::Cursor::new(input)), &mut output, None);
+        let output = run_in_process(&fx, input);
         let mut r = &output[..];
         let expected = d.steps.iter().filter_map(|s| match s {
             Step::Expect { code, enhanced } => Some((*code, enhanced)),
@@ -728,25 +708,8 @@ proptest::proptest! {
         ],
         0..30,
     )) {
-        struct Input(std::io::Cursor<Vec<u8>>);
-        impl Read for Input {
-            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-                self.0.read(buf)
-            }
-        }
-        impl postie::conn::TimedRead for Input {
-            fn set_read_timeout(&mut self, _: Duration) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let fx = Fixture::new();
-        let mut argv = vec!["postie".to_string(), "inetd".to_string()];
-        argv.extend(fx.args());
-        let cli = postie::cli::parse(argv.iter().map(std::ffi::OsString::from)).unwrap();
-        let service = postie::config::service(&cli.opts).unwrap();
-        let input: Vec<u8> = chunks.concat();
-        let mut output = Vec::new();
-        service.run_session(Input(std::io::Cursor::new(input)), &mut output, None);
+        let output = run_in_process(&fx, chunks.concat());
         let mut r = &output[..];
         let first = read_reply(&mut r).expect("greeting");
         proptest::prop_assert_eq!(first.code, 220);
@@ -794,12 +757,7 @@ fn listens_on_ipv4_and_ipv6() {
         );
         let mut c = Client::connect(a);
         c.expect_reply(220);
-        c.expect("HELO v6test", 250);
-        c.expect("MAIL FROM:<a@b.example>", 250);
-        c.expect("RCPT TO:<jon>", 250);
-        c.expect("DATA", 354);
-        c.send_raw(b"Subject: over IP\r\n\r\nx\r\n.\r\n");
-        c.expect_reply(250);
+        c.send_message("a@b.example", "jon", b"Subject: over IP\r\n\r\nx\r\n");
         c.expect("QUIT", 221);
     }
     let msgs = python_mbox(&fx.mailbox("jon"));

@@ -257,6 +257,18 @@ impl Client {
         r
     }
 
+    /// One whole transaction after the greeting: HELO, MAIL, RCPT, DATA,
+    /// the message (CRLF lines, already dot-stuffed), and the final 250.
+    pub fn send_message(&mut self, from: &str, to: &str, message: &[u8]) {
+        self.expect("HELO client.example", 250);
+        self.expect(&format!("MAIL FROM:<{from}>"), 250);
+        self.expect(&format!("RCPT TO:<{to}>"), 250);
+        self.expect("DATA", 354);
+        self.send_raw(message);
+        self.send_raw(b".\r\n");
+        self.expect_reply(250);
+    }
+
     /// Reads a reply and checks its code.
     pub fn expect_reply(&mut self, code: u16) -> Reply {
         let r = self.reply();
@@ -521,4 +533,32 @@ pub fn masked_mailbox(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// A client stream in memory, for running the session loop in-process.
+pub struct InMemory(pub std::io::Cursor<Vec<u8>>);
+
+impl Read for InMemory {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl postie::conn::TimedRead for InMemory {
+    fn set_read_timeout(&mut self, _: Duration) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs one session in-process, configured as `postie inetd` with the
+/// fixture's options, on `input` (everything the client sends, at once),
+/// and returns what the server wrote.
+pub fn run_in_process(fx: &Fixture, input: Vec<u8>) -> Vec<u8> {
+    let mut argv = vec!["postie".to_string(), "inetd".to_string()];
+    argv.extend(fx.args());
+    let cli = postie::cli::parse(argv.iter().map(std::ffi::OsString::from)).unwrap();
+    let service = postie::config::service(&cli.opts).unwrap();
+    let mut output = Vec::new();
+    service.run_session(InMemory(std::io::Cursor::new(input)), &mut output, None);
+    output
 }
