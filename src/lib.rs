@@ -26,6 +26,7 @@ pub mod deliver;
 pub mod listen;
 pub mod maillog;
 pub mod mbox;
+pub mod message;
 pub mod server;
 pub mod smtp;
 pub mod sys;
