@@ -95,6 +95,8 @@ pub fn service(o: &Options) -> Result<Service, ConfigError> {
         domains,
         db,
         parse_delimiter(&o.extension_delimiter)?,
+        // TODO(lead): an --aliases option; aliases are disabled until then.
+        crate::aliases::AliasFile::empty(),
     ));
     let lock_timeout = Duration::from_secs(o.lock_timeout);
     let deliverer = Deliverer {

@@ -19,6 +19,7 @@
 //! in. [`users`] answers who a recipient is; [`sys`] is the only module with
 //! `unsafe` code.
 
+pub mod aliases;
 pub mod cli;
 pub mod config;
 pub mod conn;

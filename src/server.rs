@@ -115,7 +115,11 @@ impl Service {
 impl Policy for Service {
     fn check_rcpt(&self, to: &Mailbox) -> RcptVerdict {
         match self.recipients.resolve(to) {
-            Resolution::Local(u) => RcptVerdict::Accept { user: u.name },
+            // TODO(lead): an alias can resolve to several users; only the
+            // first is delivered to until the caller handles them all.
+            Resolution::Local(users) => RcptVerdict::Accept {
+                user: users[0].name.clone(),
+            },
             Resolution::Unknown => RcptVerdict::Unknown,
             Resolution::NotLocal => RcptVerdict::NotLocal,
             Resolution::TempFail(why) => {

@@ -1,4 +1,5 @@
-//! Who a recipient is: local domains, the passwd database, address extensions.
+//! Who a recipient is: local domains, the passwd database, address
+//! extensions, aliases ([`crate::aliases`]).
 //!
 //! A lookup has three outcomes, kept apart all the way to the reply: the user
 //! exists, the user does not exist (`550 5.1.1`), or the lookup itself failed
@@ -12,6 +13,7 @@ use std::path::Path;
 
 use nix::errno::Errno;
 
+use crate::aliases::AliasFile;
 use crate::smtp::Mailbox;
 
 /// A local user who can own a mailbox.
@@ -330,9 +332,11 @@ fn interface_addrs() -> Vec<IpAddr> {
 /// What a recipient address resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
-    /// A local user, whose mailbox is `SPOOL/<name>`.
-    Local(User),
-    /// A local domain, but no such user: `550 5.1.1`.
+    /// Local users, whose mailboxes are `SPOOL/<name>`: one for a user,
+    /// one or more for an alias. Never empty; sorted by name, no name twice.
+    Local(Vec<User>),
+    /// A local domain, but no such user (or an alias with no user left):
+    /// `550 5.1.1`.
     Unknown,
     /// Not one of our domains: `550 5.7.1` relaying denied.
     NotLocal,
@@ -345,19 +349,26 @@ pub struct Recipients {
     domains: LocalDomains,
     db: Box<dyn UserDb>,
     delimiter: Option<char>,
+    aliases: AliasFile,
 }
 
 impl Recipients {
-    pub fn new(domains: LocalDomains, db: Box<dyn UserDb>, delimiter: Option<char>) -> Self {
+    pub fn new(
+        domains: LocalDomains,
+        db: Box<dyn UserDb>,
+        delimiter: Option<char>,
+        aliases: AliasFile,
+    ) -> Self {
         Recipients {
             domains,
             db,
             delimiter,
+            aliases,
         }
     }
 
     /// Resolves one address: domain check, lower-casing, extension
-    /// (`user+tag` → `user`), `postmaster` → `root`, passwd lookup.
+    /// (`user+tag` → `user`), aliases, passwd lookup.
     ///
     /// - An address without a domain is local (RFC 5321 4.5.1 allows a bare
     ///   `postmaster`).
@@ -365,8 +376,15 @@ impl Recipients {
     ///   ASCII, and mail to `Jon` must reach `jon`.
     /// - The extension is cut at the first delimiter, unless nothing would
     ///   be left before it (`+foo` is looked up as `+foo`).
+    /// - The rest is expanded through the aliases ([`crate::aliases::Aliases::expand`];
+    ///   addresses in the aliases are local if [`LocalDomains::is_local`]
+    ///   says so), and each leaf is looked up in the user database. A
+    ///   failed lookup of any leaf, or an aliases file that cannot be read,
+    ///   is a temporary failure. An alias's leaves that are no users are
+    ///   dropped and logged; if none is left, the address is unknown.
     /// - `postmaster` (after removing any extension) must always be accepted
-    ///   (RFC 5321 4.5.1); until aliases exist it goes to `root`. If the
+    ///   (RFC 5321 4.5.1): if the aliases define it, it goes where they say,
+    ///   and otherwise (or if none of its users exists) to `root`. If the
     ///   database has no `root` (a test passwd file), it is uid 0 and gid 0,
     ///   which every Unix host has; a failed lookup of `root` is still a
     ///   temporary failure.
@@ -378,22 +396,65 @@ impl Recipients {
         }
         let local = to.local.to_ascii_lowercase();
         let name = self.strip_extension(&local);
-        if name == "postmaster" {
-            return match self.db.lookup("root") {
-                Ok(Some(user)) => Resolution::Local(user),
-                Ok(None) => Resolution::Local(User {
-                    name: "root".to_owned(),
-                    uid: 0,
-                    gid: 0,
-                }),
+        let aliases = match self.aliases.get() {
+            Ok(aliases) => aliases,
+            Err(e) => return Resolution::TempFail(e.0),
+        };
+        let postmaster = name == "postmaster";
+        if postmaster && !aliases.contains(name) {
+            return match self.lookup_root() {
+                Ok(root) => Resolution::Local(vec![root]),
                 Err(e) => Resolution::TempFail(e.0),
             };
         }
-        match self.db.lookup(name) {
-            Ok(Some(user)) => Resolution::Local(user),
-            Ok(None) => Resolution::Unknown,
-            Err(e) => Resolution::TempFail(e.0),
+        let is_alias = aliases.contains(name);
+        let expansion = aliases.expand(name, &|domain| self.domains.is_local(domain));
+        let mut users = Vec::with_capacity(expansion.users.len());
+        for leaf in &expansion.users {
+            let found = if postmaster && leaf == "root" {
+                self.lookup_root().map(Some)
+            } else {
+                self.db.lookup(leaf)
+            };
+            match found {
+                Ok(Some(user)) => users.push(user),
+                Ok(None) if is_alias => log::warn!("alias {name}: unknown user {leaf}"),
+                Ok(None) => {}
+                Err(e) => return Resolution::TempFail(e.0),
+            }
         }
+        if users.is_empty() {
+            if !is_alias {
+                return Resolution::Unknown;
+            }
+            if postmaster {
+                log::warn!("alias postmaster: no user exists; delivering to root");
+                return match self.lookup_root() {
+                    Ok(root) => Resolution::Local(vec![root]),
+                    Err(e) => Resolution::TempFail(e.0),
+                };
+            }
+            log::warn!("alias {name}: no user exists; recipient refused");
+            return Resolution::Unknown;
+        }
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        users.dedup_by(|a, b| a.name == b.name);
+        Resolution::Local(users)
+    }
+
+    /// `root` from the database, or uid 0 and gid 0 if the database has
+    /// none (a test passwd file).
+    fn lookup_root(&self) -> Result<User, LookupError> {
+        Ok(self.db.lookup("root")?.unwrap_or_else(|| User {
+            name: "root".to_owned(),
+            uid: 0,
+            gid: 0,
+        }))
+    }
+
+    /// Re-reads the aliases file now (SIGHUP).
+    pub fn reload_aliases(&self) {
+        self.aliases.reload();
     }
 
     /// `local` without its extension: the part before the first delimiter,
@@ -474,7 +535,7 @@ mod tests {
     }
 
     fn recipients(db: impl UserDb + 'static, delimiter: Option<char>) -> Recipients {
-        Recipients::new(domains(), Box::new(db), delimiter)
+        Recipients::new(domains(), Box::new(db), delimiter, AliasFile::empty())
     }
 
     fn standard() -> Recipients {
@@ -551,7 +612,7 @@ mod tests {
     #[test]
     fn domain_checks_in_resolve() {
         let r = standard();
-        let jon = Resolution::Local(user("jon", 1000));
+        let jon = Resolution::Local(vec![user("jon", 1000)]);
         assert_eq!(resolve(&r, "jon", Some("example.org")), jon);
         assert_eq!(resolve(&r, "jon", Some("EXAMPLE.ORG.")), jon);
         assert_eq!(resolve(&r, "jon", Some("[192.0.2.7]")), jon);
@@ -574,18 +635,18 @@ mod tests {
         let r = standard();
         assert_eq!(
             resolve(&r, "JON", Some("Example.org")),
-            Resolution::Local(user("jon", 1000))
+            Resolution::Local(vec![user("jon", 1000)])
         );
         assert_eq!(
             resolve(&r, "Jon+Lists", None),
-            Resolution::Local(user("jon", 1000))
+            Resolution::Local(vec![user("jon", 1000)])
         );
     }
 
     #[test]
     fn extension_is_stripped_at_the_first_delimiter() {
         let r = standard();
-        let jon = Resolution::Local(user("jon", 1000));
+        let jon = Resolution::Local(vec![user("jon", 1000)]);
         assert_eq!(resolve(&r, "jon+lists", None), jon);
         assert_eq!(resolve(&r, "jon+a+b", None), jon);
         assert_eq!(resolve(&r, "jon+", None), jon);
@@ -597,7 +658,7 @@ mod tests {
         let r = recipients(FakeDb::with(&[("jon", 1000)]), Some('-'));
         assert_eq!(
             resolve(&r, "jon-lists", None),
-            Resolution::Local(user("jon", 1000))
+            Resolution::Local(vec![user("jon", 1000)])
         );
         assert_eq!(resolve(&r, "jon+lists", None), Resolution::Unknown);
     }
@@ -607,7 +668,7 @@ mod tests {
         let r = recipients(FakeDb::with(&[("jon", 1000), ("jon+x", 1001)]), None);
         assert_eq!(
             resolve(&r, "jon+x", None),
-            Resolution::Local(user("jon+x", 1001))
+            Resolution::Local(vec![user("jon+x", 1001)])
         );
         assert_eq!(resolve(&r, "jon+lists", None), Resolution::Unknown);
     }
@@ -617,7 +678,7 @@ mod tests {
         let r = recipients(FakeDb::with(&[("jon", 1000), ("+foo", 1002)]), Some('+'));
         assert_eq!(
             resolve(&r, "+foo", None),
-            Resolution::Local(user("+foo", 1002))
+            Resolution::Local(vec![user("+foo", 1002)])
         );
         let r = standard();
         assert_eq!(resolve(&r, "+jon", None), Resolution::Unknown);
@@ -626,7 +687,7 @@ mod tests {
     #[test]
     fn postmaster_goes_to_root() {
         let r = standard();
-        let root = Resolution::Local(user("root", 0));
+        let root = Resolution::Local(vec![user("root", 0)]);
         assert_eq!(resolve(&r, "postmaster", None), root);
         assert_eq!(resolve(&r, "POSTMASTER", None), root);
         assert_eq!(resolve(&r, "Postmaster", Some("localhost")), root);
@@ -643,7 +704,7 @@ mod tests {
         let r = recipients(FakeDb::with(&[("jon", 1000)]), Some('+'));
         assert_eq!(
             resolve(&r, "postmaster", None),
-            Resolution::Local(user("root", 0))
+            Resolution::Local(vec![user("root", 0)])
         );
         assert_eq!(resolve(&r, "root", None), Resolution::Unknown);
     }
@@ -669,6 +730,166 @@ mod tests {
         let r = standard();
         assert_eq!(r.user("jon"), Ok(Some(user("jon", 1000))));
         assert_eq!(r.user("alice"), Ok(None));
+    }
+
+    /// Recipients with jon, alice and root, `+` as delimiter, and the
+    /// aliases in `text` (the directory must outlive the test).
+    fn with_aliases(text: &str) -> (tempfile::TempDir, Recipients) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aliases");
+        std::fs::write(&path, text).unwrap();
+        let r = Recipients::new(
+            domains(),
+            Box::new(FakeDb::with(&[("root", 0), ("jon", 1000), ("alice", 1001)])),
+            Some('+'),
+            AliasFile::open(&path),
+        );
+        (dir, r)
+    }
+
+    fn local(users: &[(&str, u32)]) -> Resolution {
+        Resolution::Local(users.iter().map(|&(n, uid)| user(n, uid)).collect())
+    }
+
+    #[test]
+    fn aliases_resolve_through_recipients() {
+        let (_dir, r) = with_aliases(
+            "\
+staff: jon, alice
+Both: alice, jon@localhost, Jon, jon@example.org
+sub: staff, jon
+remote: jon@example.com, alice
+partly: jon, nosuchuser
+ghost: nosuchuser
+pipe: \"|/usr/bin/vacation jon\"
+pipes: \"|/bin/a\", /tmp/mbox, :include:/etc/list, bob@example.com
+self: self, jon
+",
+        );
+        let jon_alice = local(&[("alice", 1001), ("jon", 1000)]);
+        let cases: &[(&str, Option<&str>, Resolution)] = &[
+            ("staff", None, jon_alice.clone()),
+            ("STAFF", Some("Example.ORG"), jon_alice.clone()),
+            ("staff+tag", Some("localhost"), jon_alice.clone()),
+            ("staff", Some("example.com"), Resolution::NotLocal),
+            ("both", None, jon_alice.clone()),
+            ("sub", None, jon_alice.clone()),
+            ("remote", None, local(&[("alice", 1001)])),
+            ("partly", None, local(&[("jon", 1000)])),
+            ("ghost", None, Resolution::Unknown),
+            ("pipe", None, Resolution::Unknown),
+            ("pipes", None, Resolution::Unknown),
+            ("self", None, local(&[("jon", 1000)])),
+            ("jon", None, local(&[("jon", 1000)])),
+            ("nosuchuser", None, Resolution::Unknown),
+        ];
+        for (name, domain, want) in cases {
+            assert_eq!(&resolve(&r, name, *domain), want, "{name}@{domain:?}");
+        }
+    }
+
+    #[test]
+    fn postmaster_through_aliases() {
+        let cases: &[(&str, Resolution)] = &[
+            // Defined: where the aliases say.
+            (
+                "postmaster: jon, alice\n",
+                local(&[("alice", 1001), ("jon", 1000)]),
+            ),
+            ("PostMaster: jon\n", local(&[("jon", 1000)])),
+            ("postmaster: root, nosuchuser\n", local(&[("root", 0)])),
+            // Nothing deliverable: root all the same.
+            ("postmaster: nosuchuser\n", local(&[("root", 0)])),
+            ("postmaster: \"|/bin/true\"\n", local(&[("root", 0)])),
+            // Not defined: root.
+            ("staff: jon\n", local(&[("root", 0)])),
+        ];
+        for (text, want) in cases {
+            let (_dir, r) = with_aliases(text);
+            assert_eq!(&resolve(&r, "postmaster", None), want, "{text:?}");
+            assert_eq!(
+                &resolve(&r, "Postmaster+x", Some("localhost")),
+                want,
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn postmaster_alias_to_root_without_root_in_the_db() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aliases");
+        std::fs::write(&path, "postmaster: root, jon\nadmins: root\n").unwrap();
+        let r = Recipients::new(
+            domains(),
+            Box::new(FakeDb::with(&[("jon", 1000)])),
+            Some('+'),
+            AliasFile::open(&path),
+        );
+        assert_eq!(
+            resolve(&r, "postmaster", None),
+            local(&[("jon", 1000), ("root", 0)])
+        );
+        // Only postmaster gets the stand-in root.
+        assert_eq!(resolve(&r, "admins", None), Resolution::Unknown);
+    }
+
+    #[test]
+    fn alias_leaf_lookup_failure_is_tempfail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aliases");
+        std::fs::write(&path, "staff: jon\npostmaster: jon\n").unwrap();
+        let r = Recipients::new(domains(), Box::new(FailingDb), None, AliasFile::open(&path));
+        let fail = Resolution::TempFail("NSS unreachable".to_owned());
+        assert_eq!(resolve(&r, "staff", None), fail);
+        assert_eq!(resolve(&r, "postmaster", None), fail);
+    }
+
+    #[test]
+    fn unreadable_aliases_file_is_tempfail() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aliases");
+        if nix::unistd::geteuid().is_root() {
+            // Permission bits do not stop root: a directory cannot be read
+            // as a file by anyone.
+            eprintln!(
+                "SKIP unreadable_aliases_file_is_tempfail (mode 000): running as root; \
+                 using a directory instead"
+            );
+            std::fs::create_dir(&path).unwrap();
+        } else {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(&path, "staff: jon\n").unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+        }
+        let r = Recipients::new(
+            domains(),
+            Box::new(FakeDb::with(&[("root", 0), ("jon", 1000)])),
+            Some('+'),
+            AliasFile::open(&path),
+        );
+        for name in ["staff", "jon", "nosuchuser", "postmaster"] {
+            match resolve(&r, name, None) {
+                Resolution::TempFail(why) => {
+                    assert!(why.contains(&path.display().to_string()), "{why}")
+                }
+                other => panic!("{name}: {other:?}, expected TempFail"),
+            }
+        }
+        // Relaying is still denied: the domain is checked first.
+        assert_eq!(
+            resolve(&r, "jon", Some("example.com")),
+            Resolution::NotLocal
+        );
+    }
+
+    #[test]
+    fn reload_aliases_picks_up_a_change() {
+        let (dir, r) = with_aliases("staff: jon\n");
+        assert_eq!(resolve(&r, "staff", None), local(&[("jon", 1000)]));
+        std::fs::write(dir.path().join("aliases"), "staff: alice\n").unwrap();
+        r.reload_aliases();
+        assert_eq!(resolve(&r, "staff", None), local(&[("alice", 1001)]));
     }
 
     fn passwd_file(text: &str) -> tempfile::NamedTempFile {
@@ -708,14 +929,14 @@ mod tests {
     fn passwd_file_works_through_recipients() {
         let f = passwd_file("jon:x:1000:1000::/home/jon:/bin/sh\n");
         let db = PasswdFile::load(f.path()).unwrap();
-        let r = Recipients::new(domains(), Box::new(db), Some('+'));
+        let r = Recipients::new(domains(), Box::new(db), Some('+'), AliasFile::empty());
         assert_eq!(
             resolve(&r, "Jon+x", Some("example.org")),
-            Resolution::Local(user("jon", 1000))
+            Resolution::Local(vec![user("jon", 1000)])
         );
         assert_eq!(
             resolve(&r, "postmaster", None),
-            Resolution::Local(user("root", 0))
+            Resolution::Local(vec![user("root", 0)])
         );
     }
 
