@@ -113,6 +113,26 @@ pub struct Options {
     /// Seconds to try for a mailbox lock before answering 451 4.2.0.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 60)]
     pub lock_timeout: u64,
+    /// Seconds after which another program's mailbox dotlock (USER.lock)
+    /// is stale and removed.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 300)]
+    pub stale_lock: u64,
+    /// Message bytes held in memory; a larger message is spooled to an
+    /// unnamed temporary file in --temp-dir.
+    #[arg(long, global = true, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    pub spill_threshold: u64,
+    /// Directory for spooled messages. Default: $TMPDIR, else /tmp.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub temp_dir: Option<PathBuf>,
+    /// The aliases file, in aliases(5) syntax; an empty value disables
+    /// aliases.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "/etc/aliases"
+    )]
+    pub aliases: PathBuf,
     /// Seconds running sessions may go on after SIGTERM.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
     pub shutdown_grace: u64,

@@ -5,10 +5,13 @@
 //! issue 3/4; its errors will name `file:line`.)
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::Group;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::aliases::AliasFile;
 use crate::cli::{BareLfPolicy, Options, QuotingArg};
 use crate::conn;
 use crate::deliver::Deliverer;
@@ -91,12 +94,16 @@ pub fn service(o: &Options) -> Result<Service, ConfigError> {
         None => Box::new(Nss),
     };
     let domains = LocalDomains::detect(&hostname, &o.domains);
+    let aliases = if o.aliases.as_os_str().is_empty() {
+        AliasFile::empty()
+    } else {
+        AliasFile::open(&o.aliases)
+    };
     let recipients = Arc::new(Recipients::new(
         domains,
         db,
         parse_delimiter(&o.extension_delimiter)?,
-        // TODO(lead): an --aliases option; aliases are disabled until then.
-        crate::aliases::AliasFile::empty(),
+        aliases,
     ));
     let lock_timeout = Duration::from_secs(o.lock_timeout);
     let deliverer = Deliverer {
@@ -109,9 +116,14 @@ pub fn service(o: &Options) -> Result<Service, ConfigError> {
                 QuotingArg::Mboxo => Quoting::Mboxo,
             },
             lock_timeout,
+            stale_lock: secs(o.stale_lock, "--stale-lock")?,
         },
         recipients: recipients.clone(),
         deadline: secs(o.timeout_data_end, "--timeout-data-end")?,
+        mail_gid: Group::from_name("mail")
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw()),
     };
     let session = session::Config {
         hostname,
@@ -130,6 +142,8 @@ pub fn service(o: &Options) -> Result<Service, ConfigError> {
         },
         command_timeout: secs(o.timeout_command, "--timeout-command")?,
         data_timeout: secs(o.timeout_data, "--timeout-data")?,
+        spill_threshold: usize::try_from(o.spill_threshold).unwrap_or(usize::MAX),
+        temp_dir: temp_dir(o.temp_dir.as_deref())?,
     };
     let server = ServerLimits {
         max_connections: o.max_connections as usize,
@@ -147,6 +161,20 @@ fn secs(n: u64, what: &str) -> Result<Duration, ConfigError> {
         )));
     }
     Ok(Duration::from_secs(n))
+}
+
+fn temp_dir(given: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    let dir = given
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.is_dir() => Ok(dir),
+        Ok(_) => Err(ConfigError(format!(
+            "--temp-dir {}: not a directory",
+            dir.display()
+        ))),
+        Err(e) => Err(ConfigError(format!("--temp-dir {}: {e}", dir.display()))),
+    }
 }
 
 fn check_spool(dir: &Path) -> Result<(), ConfigError> {

@@ -9,11 +9,14 @@
 
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::deliver::Deliverer;
+use crate::message::MessageBuf;
 use crate::smtp::data::{self, DataLimits};
+use crate::smtp::session::TempReason;
 use crate::smtp::session::{Outcome, Policy, Session, printable};
 use crate::smtp::{Action, Reply};
 
@@ -39,6 +42,10 @@ pub struct Limits {
     pub command_timeout: Duration,
     /// Waiting for each block of the message (4.5.3.2.5: 3 minutes).
     pub data_timeout: Duration,
+    /// Message bytes held in memory before spilling to a temporary file.
+    pub spill_threshold: usize,
+    /// Where spilled messages go (an unnamed file: nothing is left behind).
+    pub temp_dir: PathBuf,
 }
 
 /// Size of the read buffer. Large enough that a message arrives in few
@@ -94,6 +101,8 @@ fn serve<R: TimedRead, W: Write>(
     cx: &Context<'_>,
 ) -> io::Result<End> {
     let mut line = Vec::with_capacity(128);
+    // One buffer per connection, reused (and shrunk) between messages.
+    let mut message = MessageBuf::new(cx.limits.spill_threshold, cx.limits.temp_dir.clone());
     send(w, &session.greeting())?;
     loop {
         r.get_mut().set_read_timeout(cx.limits.command_timeout)?;
@@ -143,7 +152,9 @@ fn serve<R: TimedRead, W: Write>(
             Action::ReadData => {
                 // The client waits for 354 before sending the message.
                 w.flush()?;
-                let reply = receive_message(r, session, cx)?;
+                let reply = receive_message(r, session, cx, &mut message);
+                message.clear();
+                let reply = reply?;
                 send(w, &reply)?;
                 if reply.action == Action::Close {
                     w.flush()?;
@@ -159,10 +170,15 @@ fn receive_message<R: TimedRead>(
     r: &mut BufReader<R>,
     session: &mut Session,
     cx: &Context<'_>,
+    message: &mut MessageBuf,
 ) -> io::Result<Reply> {
     r.get_mut().set_read_timeout(cx.limits.data_timeout)?;
-    let mut message = Vec::new();
-    let outcome = data::read_data(r, &mut message, &cx.limits.data)?;
+    let mut sink = Sink {
+        buf: message,
+        error: None,
+    };
+    let outcome = data::read_data(r, &mut sink, &cx.limits.data)?;
+    let spill_error = sink.error.take();
     let env = match session.data_done(outcome) {
         Ok(env) => env,
         Err(reply) => {
@@ -175,8 +191,47 @@ fn receive_message<R: TimedRead>(
             return Ok(reply);
         }
     };
-    let result: Outcome = cx.deliverer.deliver(&env, &message);
+    if let Some(e) = spill_error {
+        // The message was read to its end, so the session is in step; it
+        // just could not be kept.
+        log::warn!(
+            "{}: cannot hold the message in {}: {e}",
+            env.id,
+            cx.limits.temp_dir.display()
+        );
+        let reason = if e.raw_os_error() == Some(libc::EDQUOT) {
+            TempReason::Quota
+        } else {
+            TempReason::NoSpace
+        };
+        return Ok(session.delivered(&env, Outcome::Temporary(reason)));
+    }
+    let result: Outcome = cx.deliverer.deliver(&env, message);
     Ok(session.delivered(&env, result))
+}
+
+/// Where the DATA reader writes: the message buffer, until a write fails
+/// (a full temporary directory); then the rest is discarded so that the
+/// reader still drains the message to its end, and the error is kept for
+/// the reply.
+struct Sink<'a> {
+    buf: &'a mut MessageBuf,
+    error: Option<io::Error>,
+}
+
+impl Write for Sink<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        if self.error.is_none() {
+            if let Err(e) = self.buf.write_all(data) {
+                self.error = Some(e);
+            }
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 enum Line {

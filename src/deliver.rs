@@ -6,10 +6,24 @@
 //! touching the protocol code. The outcome is temporary or permanent, and
 //! [`crate::smtp::Session::delivered`] alone turns it into a reply code.
 //!
-//! Each mailbox append is all-or-nothing ([`crate::mbox::append`]). Several
-//! recipients are written one after the other in a fixed order (sorted by
-//! user name, duplicates removed); making the whole set all-or-nothing is
-//! the next step (issue 2/4).
+//! A message with several recipients is one transaction, all or nothing:
+//!
+//! 1. every mailbox is opened and locked, in one fixed order (sorted by
+//!    path), so that two sessions delivering to the same mailboxes never
+//!    deadlock;
+//! 2. the message is appended to each and each is fsynced;
+//! 3. only then are the locks released and `250` given.
+//!
+//! If any step fails for any mailbox, every mailbox already written is
+//! truncated back to its size before the transaction, the locks are
+//! released, and the client gets a 4xx and retries: no recipient has half a
+//! message, and none has it while the client is told to try again. The cost
+//! is one fsync per mailbox (and one of the spool directory when a mailbox
+//! is created).
+//!
+//! Started as root, every file operation on a mailbox runs with the
+//! recipient's filesystem identity (fsuid = the user, fsgid = group `mail`),
+//! on the delivering thread only ([`crate::sys::become_fs`]).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -19,11 +33,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
-use crate::mbox::{self, MboxError, MboxOptions};
-use crate::smtp::session::{Outcome, PermReason, TempReason, printable};
+use crate::mbox::{self, LockedMailbox, MboxError, MboxOptions};
+use crate::message::MessageBuf;
+use crate::smtp::session::{Outcome, TempReason, printable};
 use crate::smtp::{Envelope, ReversePath};
 use crate::sys;
-use crate::users::Recipients;
+use crate::users::{Recipients, User};
 
 /// Delivers messages into mbox files under one spool directory.
 pub struct Deliverer {
@@ -34,6 +49,9 @@ pub struct Deliverer {
     /// The longest a whole delivery may take, lock waits included (RFC
     /// 5321 4.5.3.2.6: the client waits 10 minutes for the final reply).
     pub deadline: Duration,
+    /// Group `mail`, the fsgid of a delivery when running as root (the
+    /// spool is group-writable by it on Debian).
+    pub mail_gid: Option<u32>,
 }
 
 /// Holds SIGTERM, SIGINT and SIGHUP off the delivering thread while a
@@ -63,16 +81,13 @@ impl Drop for HoldSignals {
 
 impl Deliverer {
     /// Appends `message` (LF line ends, as the DATA reader produced it) to
-    /// the mailbox of every recipient of `env`, and logs one line per
-    /// recipient.
-    pub fn deliver(&self, env: &Envelope, message: &[u8]) -> Outcome {
+    /// the mailbox of every recipient of `env` as one transaction, and logs
+    /// one line per mailbox.
+    pub fn deliver(&self, env: &Envelope, message: &MessageBuf) -> Outcome {
         let _held = HoldSignals::new();
         let deadline = Instant::now() + self.deadline;
         let now = sys::localtime(SystemTime::now());
         let from_line = mbox::from_line(&env.sender, &now);
-        let mut users: Vec<&str> = env.recipients.iter().map(|r| r.user.as_str()).collect();
-        users.sort_unstable();
-        users.dedup();
         let single = match env.recipients.as_slice() {
             [one] => Some(one.path.to_string()),
             _ => None,
@@ -87,13 +102,19 @@ impl Deliverer {
             single.as_deref(),
             &now.rfc5322(),
         );
-        let mut outcome = Outcome::Delivered;
-        for name in users {
-            let result = self.deliver_one(name, deadline, &from_line, headers.as_bytes(), message);
-            let status = match &result {
-                Ok(()) => "delivered".to_string(),
-                Err(o) => format!("deferred ({})", describe(o)),
-            };
+        let mut names: Vec<&str> = env
+            .recipients
+            .iter()
+            .flat_map(|r| r.users.iter().map(String::as_str))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let result = self.transaction(&names, deadline, &from_line, headers.as_bytes(), message);
+        let status = match &result {
+            Ok(()) => "delivered".to_string(),
+            Err(f) => format!("deferred ({})", f.why),
+        };
+        for name in &names {
             log::info!(
                 target: "postie::maillog",
                 "{}: from=<{}> to=<{}> size={} status={}",
@@ -103,50 +124,168 @@ impl Deliverer {
                 env.size,
                 status
             );
-            if let Err(o) = result {
-                if outcome == Outcome::Delivered {
-                    outcome = o;
-                }
-            }
         }
-        outcome
+        match result {
+            Ok(()) => Outcome::Delivered,
+            Err(f) => f.outcome,
+        }
     }
 
-    fn deliver_one(
+    /// Locks every mailbox, appends to each, and commits or rolls back all.
+    fn transaction(
         &self,
-        name: &str,
+        names: &[&str],
         deadline: Instant,
         from_line: &str,
         headers: &[u8],
-        message: &[u8],
-    ) -> Result<(), Outcome> {
-        // Lock waits are cut to what is left of the whole delivery's time.
-        let left = deadline.saturating_duration_since(Instant::now());
-        let opts = MboxOptions {
-            lock_timeout: self.mbox.lock_timeout.min(left),
-            ..self.mbox.clone()
-        };
-        let user = match self.recipients.user(name) {
-            Ok(Some(u)) => u,
-            Ok(None) => return Err(Outcome::Permanent(PermReason::UnknownUser)),
-            Err(e) => {
-                log::warn!("lookup of {name} failed: {}", e.0);
-                return Err(Outcome::Temporary(TempReason::LookupFailed));
-            }
-        };
-        let path = self.spool.join(&user.name);
-        match mbox::append(&path, &user, &opts, from_line, headers, message) {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                log::warn!("{}: {}", path.display(), mbox_error_text(&e));
-                Err(Outcome::Temporary(match e {
-                    MboxError::LockTimeout => TempReason::LockTimeout,
-                    MboxError::NoSpace => TempReason::NoSpace,
-                    MboxError::Quota => TempReason::Quota,
-                    MboxError::Unsafe(_) | MboxError::Io(_) => TempReason::Local,
-                }))
+        message: &MessageBuf,
+    ) -> Result<(), Failure> {
+        let mut targets = Vec::with_capacity(names.len());
+        for name in names {
+            let user = match self.recipients.user(name) {
+                Ok(Some(u)) => u,
+                // The user vanished between RCPT and DATA: let the client
+                // retry rather than bounce every recipient for one.
+                Ok(None) => {
+                    return Err(Failure::temp(
+                        TempReason::Local,
+                        format!("user {name} vanished"),
+                    ));
+                }
+                Err(e) => {
+                    return Err(Failure::temp(
+                        TempReason::LookupFailed,
+                        format!("lookup of {name}: {}", e.0),
+                    ));
+                }
+            };
+            targets.push((self.spool.join(&user.name), user));
+        }
+        // One fixed order for every transaction: no two sessions deadlock.
+        targets.sort_by(|a, b| a.0.cmp(&b.0));
+
+        let mut locked: Vec<(LockedMailbox, &User)> = Vec::with_capacity(targets.len());
+        let result =
+            self.lock_and_append(&targets, &mut locked, deadline, from_line, headers, message);
+        if result.is_err() {
+            for (mb, user) in locked.iter_mut().rev() {
+                let _id = self.identity(user);
+                if let Err(e) = mb.rollback() {
+                    // The message stays in this mailbox while the client is
+                    // told to retry: say so loudly.
+                    log::error!(
+                        "{}: rollback failed, the message may be delivered twice: {e}",
+                        mb.path().display()
+                    );
+                }
             }
         }
+        for (mb, user) in locked.into_iter().rev() {
+            let _id = self.identity(user);
+            mb.unlock();
+        }
+        result
+    }
+
+    fn lock_and_append<'u>(
+        &self,
+        targets: &'u [(PathBuf, User)],
+        locked: &mut Vec<(LockedMailbox, &'u User)>,
+        deadline: Instant,
+        from_line: &str,
+        headers: &[u8],
+        message: &MessageBuf,
+    ) -> Result<(), Failure> {
+        for (path, user) in targets {
+            let _id = self
+                .identity(user)
+                .map_err(|e| Failure::mbox(path, MboxError::Io(e)))?;
+            if !self.may_create(user) && !path.exists() {
+                return Err(Failure::mbox(path, MboxError::Unsafe(cannot_create(user))));
+            }
+            let mb = mbox::open_locked(path, user, &self.mbox, deadline)
+                .map_err(|e| Failure::mbox(path, e))?;
+            locked.push((mb, user));
+        }
+        for (mb, user) in locked.iter_mut() {
+            let _id = self
+                .identity(user)
+                .map_err(|e| Failure::mbox(mb.path(), MboxError::Io(e)))?;
+            let mut body = message
+                .reader()
+                .map_err(|e| Failure::mbox(mb.path(), MboxError::Io(e)))?;
+            mb.append(from_line, headers, &mut body)
+                .map_err(|e| Failure::mbox(mb.path(), e))?;
+        }
+        Ok(())
+    }
+
+    /// Runs the caller's file operations as `user` when we are root.
+    fn identity(&self, user: &User) -> std::io::Result<Option<sys::FsIdentity>> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(None);
+        }
+        let gid = self.mail_gid.unwrap_or(user.gid);
+        sys::become_fs(user.uid, gid).map(Some)
+    }
+
+    /// Root can give a new mailbox to its owner; anyone else only to
+    /// themselves.
+    fn may_create(&self, user: &User) -> bool {
+        let me = nix::unistd::geteuid();
+        me.is_root() || me.as_raw() == user.uid
+    }
+
+    /// The RCPT-time check of a user's mailbox: it must be missing (and
+    /// creatable by us for its owner) or a regular file with one link owned
+    /// by the user. Returns why not.
+    pub fn check_mailbox(&self, user: &User) -> Result<(), String> {
+        let path = self.spool.join(&user.name);
+        let _id = self
+            .identity(user)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if !self.may_create(user) && std::fs::symlink_metadata(&path).is_err() {
+            return Err(format!("{}: {}", path.display(), cannot_create(user)));
+        }
+        mbox::check(&path, user).map_err(|e| format!("{}: {}", path.display(), mbox_error_text(&e)))
+    }
+}
+
+fn cannot_create(user: &User) -> String {
+    format!(
+        "no mailbox, and postie (uid {}) cannot create one owned by {} (uid {}) unless run as root",
+        nix::unistd::geteuid(),
+        user.name,
+        user.uid
+    )
+}
+
+/// Why a transaction failed: the outcome for the client and the reason for
+/// the log.
+#[derive(Debug)]
+struct Failure {
+    outcome: Outcome,
+    why: String,
+}
+
+impl Failure {
+    fn temp(reason: TempReason, why: String) -> Self {
+        Failure {
+            outcome: Outcome::Temporary(reason),
+            why,
+        }
+    }
+
+    fn mbox(path: &std::path::Path, e: MboxError) -> Self {
+        let why = format!("{}: {}", path.display(), mbox_error_text(&e));
+        log::warn!("{why}");
+        let reason = match e {
+            MboxError::LockTimeout => TempReason::LockTimeout,
+            MboxError::NoSpace => TempReason::NoSpace,
+            MboxError::Quota => TempReason::Quota,
+            MboxError::Unsafe(_) | MboxError::Io(_) => TempReason::Local,
+        };
+        Failure::temp(reason, why)
     }
 }
 
@@ -157,18 +296,6 @@ fn mbox_error_text(e: &MboxError) -> String {
         MboxError::Quota => "quota exceeded".into(),
         MboxError::Unsafe(why) => format!("refusing to write: {why}"),
         MboxError::Io(e) => e.to_string(),
-    }
-}
-
-fn describe(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Delivered => "delivered",
-        Outcome::Temporary(TempReason::LockTimeout) => "mailbox lock timeout",
-        Outcome::Temporary(TempReason::NoSpace) => "disk full",
-        Outcome::Temporary(TempReason::Quota) => "over quota",
-        Outcome::Temporary(TempReason::LookupFailed) => "user lookup failed",
-        Outcome::Temporary(TempReason::Local) => "local error",
-        Outcome::Permanent(PermReason::UnknownUser) => "user unknown",
     }
 }
 

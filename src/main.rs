@@ -32,6 +32,10 @@ fn main() -> ExitCode {
         args.opts.log_level,
     );
     std::panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
+    if let Err(e) = sys::drop_supplementary_groups() {
+        log::error!("cannot drop supplementary groups: {e}");
+        return ExitCode::from(EX_OSERR);
+    }
 
     let service = match config::service(&args.opts) {
         Ok(s) => Arc::new(s),

@@ -115,11 +115,19 @@ impl Service {
 impl Policy for Service {
     fn check_rcpt(&self, to: &Mailbox) -> RcptVerdict {
         match self.recipients.resolve(to) {
-            // TODO(lead): an alias can resolve to several users; only the
-            // first is delivered to until the caller handles them all.
-            Resolution::Local(users) => RcptVerdict::Accept {
-                user: users[0].name.clone(),
-            },
+            Resolution::Local(users) => {
+                // A mailbox postie will not write to is reported now, not
+                // after the message has been sent.
+                for u in &users {
+                    if let Err(why) = self.deliverer.check_mailbox(u) {
+                        log::warn!("<{to}>: mailbox unavailable: {why}");
+                        return RcptVerdict::MailboxUnavailable;
+                    }
+                }
+                RcptVerdict::Accept {
+                    users: users.into_iter().map(|u| u.name).collect(),
+                }
+            }
             Resolution::Unknown => RcptVerdict::Unknown,
             Resolution::NotLocal => RcptVerdict::NotLocal,
             Resolution::TempFail(why) => {
@@ -236,7 +244,10 @@ pub fn serve(
         if ready[listeners.len()] {
             while let Ok(Some(info)) = sigfd.read_signal() {
                 match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGHUP) => log::info!("SIGHUP: nothing to reload"),
+                    Ok(Signal::SIGHUP) => {
+                        log::info!("SIGHUP: reloading the aliases");
+                        service.recipients.reload_aliases();
+                    }
                     Ok(s) => {
                         log::info!("{s}: no longer accepting connections");
                         break 'outer;

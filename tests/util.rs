@@ -42,11 +42,25 @@ impl Fixture {
              alice:x:{uid}:{gid}:Alice:/home/alice:/bin/sh\n"
         );
         std::fs::write(dir.path().join("passwd"), passwd).unwrap();
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
         Fixture { dir }
     }
 
     pub fn spool(&self) -> PathBuf {
         self.dir.path().join("spool")
+    }
+
+    /// The aliases file the server reads (missing until a test writes it).
+    pub fn aliases(&self) -> PathBuf {
+        self.dir.path().join("aliases")
+    }
+
+    /// Entries left in the temporary directory (spooled messages must
+    /// leave none).
+    pub fn temp_entries(&self) -> usize {
+        std::fs::read_dir(self.dir.path().join("tmp"))
+            .unwrap()
+            .count()
     }
 
     pub fn mailbox(&self, user: &str) -> PathBuf {
@@ -70,6 +84,10 @@ impl Fixture {
             "stderr".into(),
             "--log-level".into(),
             "debug".into(),
+            "--aliases".into(),
+            self.aliases().display().to_string(),
+            "--temp-dir".into(),
+            self.dir.path().join("tmp").display().to_string(),
         ]
     }
 }
@@ -561,4 +579,60 @@ pub fn run_in_process(fx: &Fixture, input: Vec<u8>) -> Vec<u8> {
     let mut output = Vec::new();
     service.run_session(InMemory(std::io::Cursor::new(input)), &mut output, None);
     output
+}
+
+/// Subjects of the messages in `path` as s-nail, a real mail reader, lists
+/// them in batch mode; `None` (with a printed reason) when s-nail is not
+/// installed.
+pub fn snail_subjects(path: &Path, test: &str) -> Option<Vec<String>> {
+    if !have("s-nail", test) {
+        return None;
+    }
+    let mut child = Command::new("s-nail")
+        .args(["-#", "-R", "-S", "headline=SUBJ %s", "-f"])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("s-nail");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"headers\nquit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "s-nail: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once("SUBJ ").map(|(_, s)| s.trim().to_string()))
+            .collect(),
+    )
+}
+
+/// Every message of `path` as raw bytes, split on the `From ` lines of
+/// mboxrd (each message without its From_ line and final blank line).
+pub fn raw_messages(path: &Path) -> Vec<Vec<u8>> {
+    let data = std::fs::read(path).unwrap_or_default();
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for line in data.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b"From ") {
+            out.push(Vec::new());
+        } else if let Some(m) = out.last_mut() {
+            m.extend_from_slice(line);
+        } else {
+            panic!("{}: does not start with a From_ line", path.display());
+        }
+    }
+    for m in &mut out {
+        assert!(m.ends_with(b"\n\n"), "message without its blank line");
+        m.pop();
+    }
+    out
 }

@@ -182,6 +182,15 @@ pub fn timeout(host: &str) -> Reply {
     )
     .close()
 }
+/// RFC 5321 4.2.2: 450, mailbox unavailable (busy or blocked for policy
+/// reasons); RFC 3463 X.2.0, other mailbox status.
+pub fn mailbox_unavailable(rcpt: &str) -> Reply {
+    Reply::build(
+        450,
+        Some("4.2.0"),
+        format!("<{rcpt}>... Mailbox unavailable, try again later"),
+    )
+}
 pub fn lookup_failed() -> Reply {
     Reply::build(
         451,

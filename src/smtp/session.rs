@@ -34,14 +34,19 @@ pub struct Config {
 /// What the recipient policy says about one `RCPT TO`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RcptVerdict {
-    /// Deliver to the mailbox of this local user.
-    Accept { user: String },
+    /// Deliver to the mailboxes of these local users (an alias may name
+    /// several).
+    Accept { users: Vec<String> },
     /// Local domain, no such user: `550 5.1.1`.
     Unknown,
     /// Not a local domain: `550 5.7.1`.
     NotLocal,
     /// The lookup failed: `451 4.3.0`, the client retries.
     TempFail,
+    /// A mailbox is in a state postie will not write to (a symlink, not a
+    /// regular file, the wrong owner): `450 4.2.0`, and a log line naming
+    /// the problem, so that an admin sees it before any message waits.
+    MailboxUnavailable,
 }
 
 /// Decides about recipients; implemented over the passwd database outside
@@ -82,11 +87,11 @@ pub enum Outcome {
 }
 
 /// One accepted recipient: the address as the client gave it, and the local
-/// user whose mailbox receives it.
+/// users whose mailboxes receive it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
     pub path: Mailbox,
-    pub user: String,
+    pub users: Vec<String>,
 }
 
 /// Everything known about a message except its content.
@@ -315,13 +320,14 @@ impl Session {
                 }
                 let shown = to.to_string();
                 match policy.check_rcpt(&to) {
-                    RcptVerdict::Accept { user } => {
-                        tx.recipients.push(Recipient { path: to, user });
+                    RcptVerdict::Accept { users } => {
+                        tx.recipients.push(Recipient { path: to, users });
                         reply::recipient_ok(&shown)
                     }
                     RcptVerdict::Unknown => reply::unknown_user(&shown),
                     RcptVerdict::NotLocal => reply::relay_denied(&shown),
                     RcptVerdict::TempFail => reply::lookup_failed(),
+                    RcptVerdict::MailboxUnavailable => reply::mailbox_unavailable(&shown),
                 }
             }
             Command::Data => match &self.tx {
@@ -390,10 +396,13 @@ mod tests {
                 }
             }
             match to.local.to_ascii_lowercase().as_str() {
-                "jon" => RcptVerdict::Accept { user: "jon".into() },
-                "postmaster" => RcptVerdict::Accept {
-                    user: "root".into(),
+                "jon" => RcptVerdict::Accept {
+                    users: vec!["jon".into()],
                 },
+                "postmaster" => RcptVerdict::Accept {
+                    users: vec!["root".into()],
+                },
+                "broken" => RcptVerdict::MailboxUnavailable,
                 "tmpfail" => RcptVerdict::TempFail,
                 _ => RcptVerdict::Unknown,
             }
@@ -503,6 +512,8 @@ mod tests {
         assert_eq!(r.enhanced, Some("5.7.1"));
         let r = s.command(b"RCPT TO:<nobody@razorback>", &Fake);
         assert_eq!(r.enhanced, Some("5.1.1"));
+        let r = s.command(b"RCPT TO:<broken@razorback>", &Fake);
+        assert_eq!((r.code, r.enhanced), (450, Some("4.2.0")));
     }
 
     #[test]
@@ -572,7 +583,7 @@ mod tests {
         assert_eq!(env.body, Some(Body::EightBitMime));
         assert_eq!(env.size, 42);
         assert_eq!(env.recipients.len(), 1);
-        assert_eq!(env.recipients[0].user, "jon");
+        assert_eq!(env.recipients[0].users, ["jon"]);
         for (o, code, enh) in [
             (Outcome::Temporary(TempReason::LockTimeout), 451, "4.2.0"),
             (Outcome::Temporary(TempReason::NoSpace), 452, "4.3.1"),

@@ -1,0 +1,567 @@
+//! Delivery that never loses, mangles or leaks mail (issue 2/4): locks
+//! shared with other mail programs, all-or-nothing transactions, safe
+//! opens, aliases, large messages, privileges.
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+/// Sends one message from a thread and reports the final reply code and
+/// when it came.
+fn send_in_background(
+    srv: &Server,
+    to: &'static str,
+    subject: &'static str,
+) -> mpsc::Receiver<(u16, Instant)> {
+    let (tx, rx) = mpsc::channel();
+    let addr = srv.addr;
+    thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        c.reply();
+        c.expect("HELO c", 250);
+        c.expect("MAIL FROM:<a@b.example>", 250);
+        c.expect(&format!("RCPT TO:<{to}>"), 250);
+        c.expect("DATA", 354);
+        c.send_raw(format!("Subject: {subject}\r\n\r\nbody\r\n.\r\n").as_bytes());
+        let r = c.reply();
+        let _ = tx.send((r.code, Instant::now()));
+    });
+    rx
+}
+
+/// A program holding a lock of one kind on jon's mailbox (started by
+/// `hold`, released by `release`) delays delivery: no 250 and no byte
+/// written while it holds the lock, delivery right after.
+fn lock_delays_delivery(name: &'static str, hold: &str, release: Option<&str>) {
+    let fx = Fixture::new();
+    std::fs::write(fx.mailbox("jon"), b"").unwrap();
+    let mbox = fx.mailbox("jon").display().to_string();
+    let srv = Server::start(&fx, &[]);
+    let mut holder = Command::new("sh")
+        .arg("-c")
+        .arg(hold.replace("MBOX", &mbox))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the holder says it has the lock.
+    let mut ready = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(holder.stdout.as_mut().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert_eq!(ready.trim(), "locked", "{name}: holder did not lock");
+    let rx = send_in_background(&srv, "jon", name);
+    thread::sleep(Duration::from_millis(1500));
+    assert!(
+        rx.try_recv().is_err(),
+        "{name}: delivered while the lock was held"
+    );
+    assert_eq!(
+        fx.read_mailbox("jon"),
+        b"",
+        "{name}: written while the lock was held"
+    );
+    let released = Instant::now();
+    match release {
+        Some(cmd) => assert!(
+            Command::new("sh")
+                .arg("-c")
+                .arg(cmd.replace("MBOX", &mbox))
+                .status()
+                .unwrap()
+                .success()
+        ),
+        None => drop(holder.stdin.take()), // the holder exits at EOF
+    }
+    drop(holder.stdin.take());
+    let (code, at) = rx.recv_timeout(Duration::from_secs(30)).expect("a reply");
+    assert_eq!(code, 250, "{name}");
+    assert!(at >= released, "{name}: 250 before the lock was released");
+    let _ = holder.wait();
+    assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 1, "{name}");
+    assert!(
+        !std::path::Path::new(&format!("{mbox}.lock")).exists(),
+        "{name}: dotlock left behind"
+    );
+}
+
+/// mutt, procmail, Dovecot and Postfix take fcntl locks: Python's lockf.
+#[test]
+fn fcntl_lock_of_another_program_delays_delivery() {
+    lock_delays_delivery(
+        "fcntl",
+        r#"exec python3 -c 'import fcntl,sys; f=open(sys.argv[1],"r+"); fcntl.lockf(f, fcntl.LOCK_EX); print("locked", flush=True); sys.stdin.read()' MBOX"#,
+        None,
+    );
+}
+
+/// flock-only programs: Python's flock.
+#[test]
+fn flock_of_another_program_delays_delivery() {
+    lock_delays_delivery(
+        "flock",
+        r#"exec python3 -c 'import fcntl,sys; f=open(sys.argv[1],"r+"); fcntl.flock(f, fcntl.LOCK_EX); print("locked", flush=True); sys.stdin.read()' MBOX"#,
+        None,
+    );
+}
+
+/// The dotlock of liblockfile's dotlockfile, as mail readers take it.
+#[test]
+fn dotlock_of_another_program_delays_delivery() {
+    if !have("dotlockfile", "dotlock_of_another_program_delays_delivery") {
+        return;
+    }
+    lock_delays_delivery(
+        "dotlock",
+        "dotlockfile -l -r 0 MBOX.lock && echo locked && cat >/dev/null",
+        Some("dotlockfile -u MBOX.lock"),
+    );
+}
+
+/// A dotlock older than --stale-lock is removed (and logged); delivery
+/// proceeds.
+#[test]
+fn stale_dotlock_is_removed() {
+    let fx = Fixture::new();
+    let lock = fx.spool().join("jon.lock");
+    let f = std::fs::File::create(&lock).unwrap();
+    f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    drop(f);
+    let srv = Server::start(&fx, &["--stale-lock", "60"]);
+    let mut c = srv.connect();
+    c.reply();
+    c.send_message("a@b.example", "jon", b"Subject: stale\r\n\r\nx\r\n");
+    assert!(!lock.exists());
+    assert!(srv.log().contains("stale"), "{}", srv.log());
+}
+
+/// A lock held past --lock-timeout: 451 4.2.0, mailbox unchanged, and the
+/// next attempt after release works.
+#[test]
+fn lock_timeout_is_451() {
+    let fx = Fixture::new();
+    std::fs::write(fx.mailbox("jon"), b"").unwrap();
+    std::fs::write(fx.spool().join("jon.lock"), b"").unwrap();
+    let srv = Server::start(&fx, &["--lock-timeout", "1"]);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("HELO c", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<jon>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: t\r\n\r\nx\r\n.\r\n");
+    let r = c.expect_reply(451);
+    assert!(r.lines[0].starts_with("451 4.2.0"), "{}", r.text());
+    assert_eq!(fx.read_mailbox("jon"), b"");
+    assert!(
+        fx.spool().join("jon.lock").exists(),
+        "a fresh foreign lock is not ours to remove"
+    );
+    std::fs::remove_file(fx.spool().join("jon.lock")).unwrap();
+    c.send_message("a@b.example", "jon", b"Subject: t\r\n\r\nx\r\n");
+}
+
+/// 8 concurrent clients x 25 messages to one mailbox: exactly 200 intact,
+/// unmixed messages.
+#[test]
+fn concurrent_clients_to_one_mailbox() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &[]);
+    let addr = srv.addr;
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                c.reply();
+                c.expect("EHLO c", 250);
+                for m in 0..25 {
+                    c.expect("MAIL FROM:<a@b.example>", 250);
+                    c.expect("RCPT TO:<jon>", 250);
+                    c.expect("DATA", 354);
+                    let mut body = format!("Subject: w{w} m{m}\r\n\r\n");
+                    for l in 0..50 {
+                        body.push_str(&format!(
+                            "worker {w} message {m} line {l} {}\r\n",
+                            "x".repeat(w * 7)
+                        ));
+                    }
+                    c.send_raw(body.as_bytes());
+                    c.send_raw(b".\r\n");
+                    c.expect_reply(250);
+                }
+                c.expect("QUIT", 221);
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let msgs = raw_messages(&fx.mailbox("jon"));
+    assert_eq!(msgs.len(), 200);
+    let mut seen = std::collections::HashSet::new();
+    for m in &msgs {
+        let text = String::from_utf8(m.clone()).unwrap();
+        let subj = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Subject: "))
+            .unwrap()
+            .to_string();
+        let (w, n) = subj.split_once(' ').unwrap();
+        let (w, n): (usize, usize) = (w[1..].parse().unwrap(), n[1..].parse().unwrap());
+        let body = text.split_once("\n\n").unwrap().1;
+        let want: String = (0..50)
+            .map(|l| format!("worker {w} message {n} line {l} {}\n", "x".repeat(w * 7)))
+            .collect();
+        assert_eq!(body, want, "{subj} mixed or cut");
+        assert!(seen.insert(subj), "duplicate");
+    }
+    assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 200);
+}
+
+/// Several recipients, one transaction: when one mailbox cannot be
+/// written, none keeps the message, and the client gets a 4xx.
+#[test]
+fn one_failing_mailbox_fails_the_whole_transaction() {
+    let fx = Fixture::new();
+    std::fs::write(fx.mailbox("alice"), b"").unwrap();
+    std::fs::write(fx.mailbox("jon"), b"").unwrap();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.reply();
+    c.send_message("a@b.example", "alice", b"Subject: first\r\n\r\nx\r\n");
+    let alice_before = fx.read_mailbox("alice");
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<alice>", 250);
+    c.expect("RCPT TO:<jon>", 250);
+    // jon's mailbox turns into a symlink between RCPT and DATA ("jon" sorts
+    // after "alice": alice is written first and must be rolled back).
+    std::fs::remove_file(fx.mailbox("jon")).unwrap();
+    std::os::unix::fs::symlink(fx.dir.path().join("elsewhere"), fx.mailbox("jon")).unwrap();
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: second\r\n\r\nall or nothing\r\n.\r\n");
+    let r = c.reply();
+    assert_eq!(r.code / 100, 4, "{}", r.text());
+    assert_eq!(
+        fx.read_mailbox("alice"),
+        alice_before,
+        "alice keeps nothing of a failed transaction"
+    );
+    assert!(
+        !fx.dir.path().join("elsewhere").exists(),
+        "nothing followed the symlink"
+    );
+    assert!(srv.log().contains("symbolic link"), "{}", srv.log());
+}
+
+/// A mailbox postie will not write to is reported at RCPT (450 4.2.0 and a
+/// log line naming the problem), not after the message.
+#[test]
+fn broken_mailbox_is_refused_at_rcpt() {
+    let fx = Fixture::new();
+    let target = fx.dir.path().join("target");
+    std::fs::write(&target, b"").unwrap();
+    std::os::unix::fs::symlink(&target, fx.mailbox("jon")).unwrap();
+    std::fs::create_dir(fx.mailbox("alice")).unwrap();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("HELO c", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    for who in ["jon", "alice"] {
+        let r = c.expect(&format!("RCPT TO:<{who}>"), 450);
+        assert!(r.lines[0].starts_with("450 4.2.0"), "{}", r.text());
+    }
+    let log = srv.log();
+    assert!(log.contains("symbolic link"), "{log}");
+    assert!(log.contains("not a regular file"), "{log}");
+    assert_eq!(std::fs::read(&target).unwrap(), b"");
+}
+
+/// A new mailbox: mode 0600 by default (or --mailbox-mode), owned by the
+/// user; with a group `mail` on the host and postie running as root, group
+/// mail.
+#[test]
+fn new_mailbox_mode_and_owner() {
+    for (args, mode) in [(&[][..], 0o600), (&["--mailbox-mode", "660"][..], 0o660)] {
+        let fx = Fixture::new();
+        let srv = Server::start(&fx, args);
+        let mut c = srv.connect();
+        c.reply();
+        c.send_message("a@b.example", "jon", b"Subject: m\r\n\r\nx\r\n");
+        let md = std::fs::metadata(fx.mailbox("jon")).unwrap();
+        assert_eq!(md.permissions().mode() & 0o7777, mode);
+        assert_eq!(md.uid(), nix::unistd::geteuid().as_raw());
+        assert_eq!(md.nlink(), 1);
+    }
+}
+
+/// Started as root, delivery runs with the recipient's filesystem identity:
+/// in a spool only root may write, a new mailbox for uid 54321 cannot be
+/// created (451); in a spool group-writable by `mail`, it is created owned
+/// by 54321, group mail.
+#[test]
+fn root_delivers_with_the_recipients_identity() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP root_delivers_with_the_recipients_identity: not running as root");
+        return;
+    }
+    let Some(mail) = nix::unistd::Group::from_name("mail").unwrap() else {
+        eprintln!("SKIP root_delivers_with_the_recipients_identity: no group mail on this host");
+        return;
+    };
+    let fx = Fixture::new();
+    let mut passwd = std::fs::read_to_string(fx.dir.path().join("passwd")).unwrap();
+    passwd.push_str("carol:x:54321:54321:Carol:/home/carol:/bin/sh\n");
+    std::fs::write(fx.dir.path().join("passwd"), passwd).unwrap();
+    // The fixture dir is 0700 root: let carol through to the spool.
+    std::fs::set_permissions(fx.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(fx.spool(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("HELO c", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<carol>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: as carol\r\n\r\nx\r\n.\r\n");
+    let r = c.reply();
+    assert_eq!(
+        r.code,
+        451,
+        "root must not create carol's mailbox as root: {}",
+        r.text()
+    );
+    assert!(!fx.mailbox("carol").exists());
+    // Debian's spool: root:mail 2775.
+    nix::unistd::chown(&fx.spool(), None, Some(mail.gid)).unwrap();
+    std::fs::set_permissions(fx.spool(), std::fs::Permissions::from_mode(0o2775)).unwrap();
+    c.send_message("a@b.example", "carol", b"Subject: as carol\r\n\r\nx\r\n");
+    let md = std::fs::metadata(fx.mailbox("carol")).unwrap();
+    assert_eq!((md.uid(), md.gid()), (54321, mail.gid.as_raw()));
+    assert_eq!(md.permissions().mode() & 0o7777, 0o600);
+}
+
+/// A message over --spill-threshold goes through an unnamed temporary
+/// file and arrives intact; nothing is left in the temporary directory.
+#[test]
+fn large_message_spills_and_arrives_intact() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &["--spill-threshold", "4096"]);
+    let mut c = srv.connect();
+    c.reply();
+    let mut body = String::from("Subject: big\r\n\r\n");
+    let mut want = String::new();
+    for i in 0..20_000 {
+        let line = match i % 4 {
+            0 => format!("From line {i}"),
+            1 => format!(">From quoted {i}"),
+            2 => format!("..dot {i}"),
+            _ => format!("plain {i} {}", "y".repeat(i % 90)),
+        };
+        let unstuffed = line.strip_prefix('.').unwrap_or(&line).to_string();
+        body.push_str(&line);
+        body.push_str("\r\n");
+        want.push_str(&unstuffed);
+        want.push('\n');
+    }
+    c.send_message("a@b.example", "jon", body.as_bytes());
+    c.expect("QUIT", 221);
+    assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 1);
+    let raw = raw_messages(&fx.mailbox("jon"));
+    let start = raw[0].windows(2).position(|w| w == b"\n\n").unwrap() + 2;
+    let body = unquote_mboxrd(&raw[0][start..]);
+    if let Some(at) = body.iter().zip(want.as_bytes()).position(|(a, b)| a != b) {
+        panic!(
+            "differs at byte {at}: got {:?}, want {:?}",
+            String::from_utf8_lossy(&body[at.saturating_sub(40)..(at + 40).min(body.len())]),
+            &want[at.saturating_sub(40)..(at + 40).min(want.len())]
+        );
+    }
+    assert_eq!(body.len(), want.len());
+    assert_eq!(fx.temp_entries(), 0);
+}
+
+fn unquote_mboxrd(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in b.split_inclusive(|&c| c == b'\n') {
+        let n = line.iter().take_while(|&&c| c == b'>').count();
+        if n > 0 && line[n..].starts_with(b"From ") {
+            out.extend_from_slice(&line[1..]);
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    out
+}
+
+/// Aliases: an alias to two users, nested aliases, postmaster through the
+/// aliases, a pipe refused and logged, and a change to the file picked up
+/// without a restart.
+#[test]
+fn aliases_expand_and_reload() {
+    let fx = Fixture::new();
+    std::fs::write(
+        fx.aliases(),
+        "# aliases(5)\npostmaster: alice\nstaff: jon,\n  alice, staff-extra\nstaff-extra: jon\nbuild: \"|/usr/bin/make\", jon\n",
+    )
+    .unwrap();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("HELO c", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<Staff@razorback.test>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: to staff\r\n\r\nx\r\n.\r\n");
+    c.expect_reply(250);
+    assert_eq!(
+        python_mbox(&fx.mailbox("jon")).len(),
+        1,
+        "jon once, though named twice"
+    );
+    assert_eq!(python_mbox(&fx.mailbox("alice")).len(), 1);
+    c.send_message(
+        "a@b.example",
+        "postmaster",
+        b"Subject: to postmaster\r\n\r\nx\r\n",
+    );
+    assert_eq!(python_mbox(&fx.mailbox("alice")).len(), 2);
+    assert!(!fx.mailbox("root").exists());
+    c.send_message("a@b.example", "build", b"Subject: to build\r\n\r\nx\r\n");
+    assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 2);
+    assert!(
+        srv.log().contains("/usr/bin/make"),
+        "refused pipe is logged: {}",
+        srv.log()
+    );
+    // Change the file: postmaster now goes to jon.
+    thread::sleep(Duration::from_millis(1100));
+    std::fs::write(fx.aliases(), "postmaster: jon\n").unwrap();
+    let f = std::fs::File::options()
+        .write(true)
+        .open(fx.aliases())
+        .unwrap();
+    f.set_modified(std::time::SystemTime::now() + Duration::from_secs(5))
+        .unwrap();
+    drop(f);
+    thread::sleep(Duration::from_millis(1100));
+    c.send_message(
+        "a@b.example",
+        "postmaster",
+        b"Subject: after reload\r\n\r\nx\r\n",
+    );
+    assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 3);
+    c.expect("QUIT", 221);
+}
+
+/// SIGHUP reloads the aliases at once.
+#[test]
+fn sighup_reloads_aliases() {
+    let fx = Fixture::new();
+    std::fs::write(fx.aliases(), "team: alice\n").unwrap();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.reply();
+    c.send_message("a@b.example", "team", b"Subject: one\r\n\r\nx\r\n");
+    std::fs::write(fx.aliases(), "team: jon\n").unwrap();
+    let pid = nix::unistd::Pid::from_raw(srv.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || srv.log().contains("reloaded")),
+        "{}",
+        srv.log()
+    );
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<team>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: two\r\n\r\nx\r\n.\r\n");
+    c.expect_reply(250);
+    assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 1);
+    assert_eq!(python_mbox(&fx.mailbox("alice")).len(), 1);
+}
+
+/// A real full filesystem: the spool on a tiny tmpfs. The message does not
+/// fit in the second mailbox: 452 4.3.1, and both mailboxes are exactly as
+/// before. Needs root (mount); skipped with a reason otherwise.
+#[test]
+fn full_disk_is_452_and_changes_nothing() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP full_disk_is_452_and_changes_nothing: mounting a tmpfs needs root");
+        return;
+    }
+    let fx = Fixture::new();
+    let spool = fx.spool();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k,mode=0755", "tmpfs"])
+        .arg(&spool)
+        .status();
+    if !matches!(mounted, Ok(s) if s.success()) {
+        eprintln!("SKIP full_disk_is_452_and_changes_nothing: cannot mount a tmpfs here");
+        return;
+    }
+    struct Umount(std::path::PathBuf);
+    impl Drop for Umount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _umount = Umount(spool.clone());
+    std::fs::write(fx.mailbox("alice"), b"old alice\n").unwrap();
+    std::fs::write(fx.mailbox("jon"), b"old jon\n").unwrap();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("HELO c", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<alice>", 250);
+    c.expect("RCPT TO:<jon>", 250);
+    c.expect("DATA", 354);
+    // ~40 KB: fits once in 64 KB, not twice.
+    let line = format!("{}\r\n", "z".repeat(78));
+    let mut w = c.w.try_clone().unwrap();
+    w.write_all(b"Subject: big\r\n\r\n").unwrap();
+    for _ in 0..500 {
+        w.write_all(line.as_bytes()).unwrap();
+    }
+    w.write_all(b".\r\n").unwrap();
+    let r = c.reply();
+    assert_eq!(r.code, 452, "{}", r.text());
+    assert!(r.lines[0].starts_with("452 4.3.1"), "{}", r.text());
+    assert_eq!(fx.read_mailbox("alice"), b"old alice\n");
+    assert_eq!(fx.read_mailbox("jon"), b"old jon\n");
+    // A small message still goes through.
+    c.send_message("a@b.example", "jon", b"Subject: small\r\n\r\nx\r\n");
+}
+
+/// Every mailbox the delivery tests produce reads back in s-nail, a real
+/// mail reader, with the subjects sent.
+#[test]
+fn snail_reads_what_postie_writes() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.reply();
+    let subjects = ["plain", "From-heavy", "dots", "8bit"];
+    let bodies: [&[u8]; 4] = [
+        b"hello\r\n",
+        b"From me\r\n>From you\r\nFrom\r\n",
+        b"..\r\n...\r\n.x\r\n",
+        "Gr\u{fc}\u{df}e\r\n".as_bytes(),
+    ];
+    for (s, b) in subjects.iter().zip(bodies) {
+        let mut m = format!("Subject: {s}\r\n\r\n").into_bytes();
+        m.extend_from_slice(b);
+        c.send_message("a@b.example", "jon", &m);
+    }
+    if let Some(got) = snail_subjects(&fx.mailbox("jon"), "snail_reads_what_postie_writes") {
+        assert_eq!(got, subjects);
+    }
+    assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 4);
+}
