@@ -214,6 +214,16 @@ impl Deliverer {
             let mut body = message
                 .reader()
                 .map_err(|e| Failure::mbox(mb.path(), MboxError::Io(e)))?;
+            #[cfg(test)]
+            if let Some(errno) = tests::fault_for(&user.name) {
+                // The test seam: this mailbox's writes fail with `errno`
+                // after a few bytes, as a full disk would.
+                let r = mb.append_with(from_line, headers, &mut body, |f| {
+                    Box::new(tests::FailAfter(f, 10, errno))
+                });
+                r.map_err(|e| Failure::mbox(mb.path(), e))?;
+                continue;
+            }
             mb.append(from_line, headers, &mut body)
                 .map_err(|e| Failure::mbox(mb.path(), e))?;
         }
@@ -357,6 +367,128 @@ fn clean(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::smtp::Mailbox;
+
+    use std::cell::RefCell;
+    use std::io::Write;
+
+    thread_local! {
+        static FAULT: RefCell<Option<(String, i32)>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn fault_for(user: &str) -> Option<i32> {
+        FAULT.with(|f| {
+            f.borrow()
+                .as_ref()
+                .filter(|(u, _)| u == user)
+                .map(|(_, e)| *e)
+        })
+    }
+
+    /// Writes `.1` bytes to the file, then fails with errno `.2`.
+    pub(super) struct FailAfter<'f>(pub &'f std::fs::File, pub usize, pub i32);
+
+    impl Write for FailAfter<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.1 == 0 {
+                return Err(std::io::Error::from_raw_os_error(self.2));
+            }
+            let n = buf.len().min(self.1);
+            let n = self.0.write(&buf[..n])?;
+            self.1 -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn deliverer(spool: &std::path::Path) -> Deliverer {
+        use crate::users::{LocalDomains, PasswdFile};
+        let uid = nix::unistd::geteuid().as_raw();
+        let gid = nix::unistd::getegid().as_raw();
+        let passwd = spool.join("passwd");
+        let users = format!("alice:x:{uid}:{gid}::/:/bin/sh\njon:x:{uid}:{gid}::/:/bin/sh\n");
+        std::fs::write(&passwd, users).unwrap();
+        let db = PasswdFile::load(&passwd).unwrap();
+        let recipients = Recipients::new(
+            LocalDomains::new(["h".to_string()], vec![]),
+            Box::new(db),
+            Some('+'),
+            crate::aliases::AliasFile::empty(),
+        );
+        Deliverer {
+            spool: spool.to_path_buf(),
+            hostname: "h".into(),
+            mbox: MboxOptions {
+                mode: 0o600,
+                quoting: crate::mbox::Quoting::Mboxrd,
+                lock_timeout: Duration::from_secs(5),
+                stale_lock: Duration::from_secs(300),
+            },
+            recipients: Arc::new(recipients),
+            deadline: Duration::from_secs(10),
+            mail_gid: None,
+        }
+    }
+
+    fn envelope(users: &[&str]) -> Envelope {
+        Envelope {
+            id: "T.1".into(),
+            helo: "c".into(),
+            esmtp: true,
+            peer: None,
+            sender: ReversePath::Null,
+            recipients: users
+                .iter()
+                .map(|u| crate::smtp::session::Recipient {
+                    path: Mailbox {
+                        local: u.to_string(),
+                        domain: None,
+                    },
+                    users: vec![u.to_string()],
+                })
+                .collect(),
+            body: None,
+            size: 10,
+        }
+    }
+
+    /// A write failure in the second mailbox of a transaction (ENOSPC,
+    /// EDQUOT) leaves both mailboxes exactly as before, and maps to the
+    /// reason the client is told.
+    #[test]
+    fn failure_in_one_mailbox_rolls_back_all() {
+        let cases = [
+            (libc::ENOSPC, TempReason::NoSpace),
+            (libc::EDQUOT, TempReason::Quota),
+        ];
+        for (errno, reason) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            let d = deliverer(dir.path());
+            std::fs::write(dir.path().join("alice"), b"old alice\n").unwrap();
+            std::fs::write(dir.path().join("jon"), b"old jon\n").unwrap();
+            let mut msg = MessageBuf::new(1024, dir.path().to_path_buf());
+            msg.write_all(b"Subject: x\n\nbody\n").unwrap();
+            FAULT.with(|f| *f.borrow_mut() = Some(("jon".into(), errno)));
+            let out = d.deliver(&envelope(&["jon", "alice"]), &msg);
+            FAULT.with(|f| *f.borrow_mut() = None);
+            assert_eq!(out, Outcome::Temporary(reason));
+            assert_eq!(
+                std::fs::read(dir.path().join("alice")).unwrap(),
+                b"old alice\n"
+            );
+            assert_eq!(std::fs::read(dir.path().join("jon")).unwrap(), b"old jon\n");
+            assert!(!dir.path().join("alice.lock").exists());
+            assert!(!dir.path().join("jon.lock").exists());
+            // Without the fault, both get the message once.
+            let out = d.deliver(&envelope(&["jon", "alice", "jon"]), &msg);
+            assert_eq!(out, Outcome::Delivered);
+            for u in ["alice", "jon"] {
+                let got = std::fs::read_to_string(dir.path().join(u)).unwrap();
+                assert_eq!(got.matches("\nbody\n").count(), 1, "{u}: {got}");
+            }
+        }
+    }
 
     #[test]
     fn trace_headers_shape() {

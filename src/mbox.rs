@@ -534,7 +534,7 @@ impl LockedMailbox {
     /// [`append`](Self::append) writing through the writer `make_writer`
     /// builds on the open, locked mailbox: the seam where tests inject
     /// failing writes.
-    fn append_with(
+    pub(crate) fn append_with(
         &mut self,
         from_line: &str,
         headers: &[u8],

@@ -257,7 +257,18 @@ fn one_failing_mailbox_fails_the_whole_transaction() {
         !fx.dir.path().join("elsewhere").exists(),
         "nothing followed the symlink"
     );
-    assert!(srv.log().contains("symbolic link"), "{}", srv.log());
+    let log = srv.log();
+    assert!(log.contains("symbolic link"), "{log}");
+    // One mail-log line per mailbox, both deferred.
+    for who in ["alice", "jon"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("to=<{who}>")) && l.contains("status=deferred ("));
+        assert!(
+            line.is_some_and(|l| l.contains("from=<a@b.example>") && l.contains(" size=")),
+            "{log}"
+        );
+    }
 }
 
 /// A mailbox postie will not write to is reported at RCPT (450 4.2.0 and a
@@ -564,4 +575,56 @@ fn snail_reads_what_postie_writes() {
         assert_eq!(got, subjects);
     }
     assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 4);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    /// Any body (lines starting with `From `, `>From `, `.`, bare CRs, 8-bit
+    /// bytes), sent dot-stuffed over SMTP, comes back out of the mailbox as
+    /// the same bytes once the mboxrd quoting is undone.
+    #[test]
+    fn any_body_round_trips_through_the_mailbox(lines in proptest::collection::vec(
+        proptest::prop_oneof![
+            proptest::collection::vec(proptest::num::u8::ANY, 0..40),
+            proptest::sample::select(vec![
+                b"From x".to_vec(), b">From x".to_vec(), b">>From ".to_vec(), b".".to_vec(),
+                b"..".to_vec(), b".From ".to_vec(), b"a\rb".to_vec(), b"\xff\xfe".to_vec(),
+            ]),
+        ],
+        0..30,
+    )) {
+        // A body in LF form: no LF inside a line, no CR before a line end.
+        let lines: Vec<Vec<u8>> = lines
+            .into_iter()
+            .map(|mut l| {
+                l.retain(|&b| b != b'\n');
+                while l.last() == Some(&b'\r') {
+                    l.pop();
+                }
+                l
+            })
+            .collect();
+        let mut want = b"Subject: p\n\n".to_vec();
+        let mut wire = b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<jon>\r\nDATA\r\nSubject: p\r\n\r\n".to_vec();
+        for l in &lines {
+            want.extend_from_slice(l);
+            want.push(b'\n');
+            if l.first() == Some(&b'.') {
+                wire.push(b'.');
+            }
+            wire.extend_from_slice(l);
+            wire.extend_from_slice(b"\r\n");
+        }
+        wire.extend_from_slice(b".\r\nQUIT\r\n");
+        let fx = Fixture::new();
+        let out = run_in_process(&fx, wire);
+        let text = String::from_utf8_lossy(&out).into_owned();
+        proptest::prop_assert!(text.contains("\r\n250 2.0.0 "), "{}", text);
+        let raw = raw_messages(&fx.mailbox("jon"));
+        proptest::prop_assert_eq!(raw.len(), 1);
+        // Drop the two trace headers postie adds (Return-Path, Received).
+        let msg = &raw[0];
+        let start = msg.windows(10).position(|w| w == b"Subject: p").unwrap();
+        proptest::prop_assert_eq!(unquote_mboxrd(&msg[start..]), want);
+    }
 }
