@@ -628,3 +628,67 @@ proptest::proptest! {
         proptest::prop_assert_eq!(unquote_mboxrd(&msg[start..]), want);
     }
 }
+
+/// Not root, postie delivers as itself and refuses (450 at RCPT, with a
+/// log line saying why) to create a mailbox it could not give to its owner.
+/// Run as root, the test starts the server as `nobody` with setpriv.
+#[test]
+fn unprivileged_server_will_not_create_others_mailboxes() {
+    let fx = Fixture::new();
+    let me_root = nix::unistd::geteuid().is_root();
+    let (uid, gid) = if me_root {
+        (65534, 65534)
+    } else {
+        (
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        )
+    };
+    std::fs::write(
+        fx.dir.path().join("passwd"),
+        format!("jon:x:{uid}:{gid}::/:/bin/sh\ncarol:x:54321:54321::/:/bin/sh\n"),
+    )
+    .unwrap();
+    let mut cmd;
+    if me_root {
+        if !have(
+            "setpriv",
+            "unprivileged_server_will_not_create_others_mailboxes",
+        ) {
+            return;
+        }
+        for d in [fx.dir.path(), &fx.spool(), &fx.dir.path().join("tmp")] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
+        std::fs::set_permissions(
+            fx.dir.path().join("passwd"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        cmd = Command::new("setpriv");
+        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(bin());
+    } else {
+        cmd = Command::new(bin());
+    }
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .args(fx.args());
+    let srv = Server::spawn(cmd);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("HELO c", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    let r = c.expect("RCPT TO:<carol>", 450);
+    assert!(r.lines[0].starts_with("450 4.2.0"), "{}", r.text());
+    assert!(
+        srv.log().contains("cannot create one owned by carol"),
+        "{}",
+        srv.log()
+    );
+    c.expect("RSET", 250);
+    c.send_message("a@b.example", "jon", b"Subject: self\r\n\r\nx\r\n");
+    assert!(!fx.mailbox("carol").exists());
+    assert_eq!(std::fs::metadata(fx.mailbox("jon")).unwrap().uid(), uid);
+}
