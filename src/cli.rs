@@ -133,6 +133,15 @@ pub struct Options {
         default_value = "/etc/aliases"
     )]
     pub aliases: PathBuf,
+    /// The Unix socket where local programs (postie as sendmail) submit
+    /// mail over SMTP; the daemon listens there when its directory exists.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = "/run/postie/submit.sock"
+    )]
+    pub submit_socket: PathBuf,
     /// Seconds running sessions may go on after SIGTERM.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
     pub shutdown_grace: u64,

@@ -93,14 +93,11 @@ impl Deliverer {
             _ => None,
         };
         let headers = trace_headers(
-            &env.sender,
-            &env.helo,
-            env.esmtp,
-            env.peer,
+            env,
             &self.hostname,
-            &env.id,
             single.as_deref(),
             &now.rfc5322(),
+            self.forged_sender(env),
         );
         let mut names: Vec<&str> = env
             .recipients
@@ -230,6 +227,27 @@ impl Deliverer {
         Ok(())
     }
 
+    /// True when a local, non-root submitter named a sender other than
+    /// themselves (sendmail's `-f`): the message gets an
+    /// `X-Authentication-Warning:`, as sendmail gives it.
+    fn forged_sender(&self, env: &Envelope) -> bool {
+        let Some(s) = &env.submitter else {
+            return false;
+        };
+        if s.uid == 0 {
+            return false;
+        }
+        match &env.sender {
+            ReversePath::Null => true,
+            ReversePath::Mailbox(m) => {
+                !m.local.eq_ignore_ascii_case(&s.user)
+                    || m.domain
+                        .as_deref()
+                        .is_some_and(|d| !self.recipients.is_local_domain(d))
+            }
+        }
+    }
+
     /// Runs the caller's file operations as `user` when we are root.
     fn identity(&self, user: &User) -> std::io::Result<Option<sys::FsIdentity>> {
         if !nix::unistd::geteuid().is_root() {
@@ -317,35 +335,36 @@ fn sender_for_log(s: &ReversePath) -> String {
 }
 
 /// The `Return-Path:` and `Received:` header lines (RFC 5321 4.4), LF
-/// ended. Everything that came from the client is reduced to printable
-/// ASCII first, so no CR, LF or control character can reach a header.
-#[allow(clippy::too_many_arguments)]
+/// ended, and for a local submitter who set another sender, sendmail's
+/// `X-Authentication-Warning:`. Everything that came from the client is
+/// reduced to printable ASCII first, so no CR, LF or control character can
+/// reach a header.
 pub fn trace_headers(
-    sender: &ReversePath,
-    helo: &str,
-    esmtp: bool,
-    peer: Option<IpAddr>,
+    env: &Envelope,
     hostname: &str,
-    id: &str,
     for_rcpt: Option<&str>,
     date: &str,
+    forged: bool,
 ) -> String {
     let mut h = String::with_capacity(256);
-    let rp = match sender {
+    let rp = match &env.sender {
         ReversePath::Null => String::new(),
         ReversePath::Mailbox(m) => clean(&m.to_string()),
     };
     let _ = writeln!(h, "Return-Path: <{rp}>");
-    let from = match peer {
-        Some(IpAddr::V6(ip)) => format!("{} ([IPv6:{ip}])", clean(helo)),
-        Some(ip) => format!("{} ([{ip}])", clean(helo)),
-        None => format!("{} (local)", clean(helo)),
+    let helo = clean(&env.helo);
+    let from = match (&env.submitter, env.peer) {
+        (Some(s), _) => format!("{helo} (user {}, uid {})", clean(&s.user), s.uid),
+        (None, Some(IpAddr::V6(ip))) => format!("{helo} ([IPv6:{ip}])"),
+        (None, Some(ip)) => format!("{helo} ([{ip}])"),
+        (None, None) => format!("{helo} (local)"),
     };
-    let with = if esmtp { "ESMTP" } else { "SMTP" };
+    let with = if env.esmtp { "ESMTP" } else { "SMTP" };
     let _ = write!(
         h,
-        "Received: from {from}\n\tby {} (postie) with {with} id {id}",
-        clean(hostname)
+        "Received: from {from}\n\tby {} (postie) with {with} id {}",
+        clean(hostname),
+        env.id
     );
     match for_rcpt {
         Some(r) => {
@@ -354,6 +373,19 @@ pub fn trace_headers(
         None => {
             let _ = writeln!(h, ";\n\t{date}");
         }
+    }
+    if let (true, Some(s)) = (forged, &env.submitter) {
+        let _ = writeln!(
+            h,
+            "X-Authentication-Warning: {}: {} set sender to {} using -f",
+            clean(hostname),
+            clean(&s.user),
+            if rp.is_empty() {
+                "<>".to_string()
+            } else {
+                rp.clone()
+            }
+        );
     }
     h
 }
@@ -450,6 +482,7 @@ mod tests {
                 .collect(),
             body: None,
             size: 10,
+            submitter: None,
         }
     }
 
@@ -492,19 +525,21 @@ mod tests {
 
     #[test]
     fn trace_headers_shape() {
-        let s = ReversePath::Mailbox(Mailbox {
+        let mut env = envelope(&["jon"]);
+        env.id = "A1.1".into();
+        env.helo = "frogbog.localdomain".into();
+        env.esmtp = false;
+        env.peer = Some("127.0.0.1".parse().unwrap());
+        env.sender = ReversePath::Mailbox(Mailbox {
             local: "jon".into(),
             domain: Some("frogbog".into()),
         });
         let h = trace_headers(
-            &s,
-            "frogbog.localdomain",
-            false,
-            Some("127.0.0.1".parse().unwrap()),
+            &env,
             "razorback",
-            "A1.1",
             Some("jon@razorback"),
             "Sat, 28 Nov 2026 16:59:45 +0000",
+            false,
         );
         assert_eq!(
             h,
@@ -517,16 +552,10 @@ mod tests {
 
     #[test]
     fn nothing_from_the_client_breaks_a_header() {
-        let h = trace_headers(
-            &ReversePath::Null,
-            "evil\r\nX-Injected: yes",
-            true,
-            Some("::1".parse().unwrap()),
-            "h",
-            "A1.2",
-            None,
-            "date",
-        );
+        let mut env = envelope(&["jon", "alice"]);
+        env.helo = "evil\r\nX-Injected: yes".into();
+        env.peer = Some("::1".parse().unwrap());
+        let h = trace_headers(&env, "h", None, "date", false);
         assert!(h.starts_with("Return-Path: <>\n"));
         assert!(h.contains("[IPv6:::1]"));
         assert!(!h.contains("\nX-Injected"));
@@ -536,6 +565,55 @@ mod tests {
                 line.starts_with("Return-Path:")
                     || line.starts_with("Received:")
                     || line.starts_with('\t')
+            );
+        }
+    }
+
+    /// A local user who sets another sender gets sendmail's warning; one
+    /// who sends as themselves, or root, does not.
+    #[test]
+    fn local_submitter_setting_another_sender_is_flagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = deliverer(dir.path());
+        let mut env = envelope(&["jon"]);
+        env.helo = "localhost".into();
+        let as_user = |local: &str, domain: Option<&str>| {
+            ReversePath::Mailbox(Mailbox {
+                local: local.into(),
+                domain: domain.map(String::from),
+            })
+        };
+        let cases = [
+            (1000, as_user("jon", Some("h")), false),
+            (1000, as_user("JON", None), false),
+            (1000, as_user("alice", Some("h")), true),
+            (1000, as_user("jon", Some("elsewhere.example")), true),
+            (1000, ReversePath::Null, true),
+            (0, as_user("anyone", Some("elsewhere.example")), false),
+        ];
+        for (uid, sender, want) in cases {
+            env.submitter = Some(crate::smtp::session::Submitter {
+                uid,
+                user: if uid == 0 {
+                    "root".into()
+                } else {
+                    "jon".into()
+                },
+            });
+            env.sender = sender.clone();
+            assert_eq!(d.forged_sender(&env), want, "{sender:?} by uid {uid}");
+            let h = trace_headers(&env, "h", None, "date", d.forged_sender(&env));
+            assert_eq!(
+                h.contains("X-Authentication-Warning: h: jon set sender to "),
+                want,
+                "{h}"
+            );
+            assert!(
+                h.contains(&format!(
+                    "Received: from localhost (user {}, uid {uid})",
+                    if uid == 0 { "root" } else { "jon" }
+                )),
+                "{h}"
             );
         }
     }

@@ -1,10 +1,14 @@
 //! Where connections come from: sockets we bind (`--listen`), listening
-//! sockets passed by systemd (`LISTEN_FDS`, Accept=no), or one connection on
-//! stdin/stdout (inetd, systemd Accept=yes, `-bs`).
+//! sockets passed by systemd (`LISTEN_FDS`, Accept=no), the local
+//! submission socket (`--submit-socket`), or one connection on stdin/stdout
+//! (inetd, systemd Accept=yes, `-bs`).
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,11 +49,12 @@ fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
 }
 
 /// The listening sockets systemd passed (`LISTEN_FDS`, only when
-/// `LISTEN_PID` is our pid). Empty when not socket-activated. Every socket
-/// must be a listening TCP socket.
-pub fn systemd() -> io::Result<Vec<TcpListener>> {
+/// `LISTEN_PID` is our pid): TCP sockets for SMTP, and at most one Unix
+/// stream socket for local submission. Empty when not socket-activated.
+pub fn systemd() -> io::Result<(Vec<TcpListener>, Option<UnixListener>)> {
     let fds = sd_notify::listen_fds()?;
     let mut out = Vec::with_capacity(fds.len());
+    let mut unix = None;
     for raw in fds {
         let fd = sys::inherited_fd(raw);
         if !socket::getsockopt(&fd, sockopt::AcceptConn).unwrap_or(false) {
@@ -60,15 +65,75 @@ pub fn systemd() -> io::Result<Vec<TcpListener>> {
         }
         match socket::getsockname::<SockaddrStorage>(fd.as_raw_fd())?.family() {
             Some(AddressFamily::Inet | AddressFamily::Inet6) => out.push(TcpListener::from(fd)),
+            Some(AddressFamily::Unix) if unix.is_none() => unix = Some(UnixListener::from(fd)),
             _ => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
-                    format!("LISTEN_FDS: fd {raw} is not a TCP socket"),
+                    format!("LISTEN_FDS: fd {raw} is neither TCP nor the one Unix socket"),
                 ));
             }
         }
     }
-    Ok(out)
+    Ok((out, unix))
+}
+
+/// Listens on the local submission socket at `path`, mode 0666 (any local
+/// user may submit; the kernel tells the daemon who they are). A stale
+/// socket file left by a previous run is replaced; a live one (another
+/// daemon answers) or any other file is an error.
+pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(path).is_ok() {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{}: another daemon is listening", path.display()),
+                ));
+            }
+            std::fs::remove_file(path)?;
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{}: exists and is not a socket", path.display()),
+            ));
+        }
+        Err(_) => {}
+    }
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(l)
+}
+
+/// The kernel's word on who is at the other end of a Unix socket.
+pub fn peer_uid(s: &UnixStream) -> io::Result<u32> {
+    Ok(socket::getsockopt(s, sockopt::PeerCredentials)?.uid())
+}
+
+/// The read half of a Unix stream connection.
+pub struct UnixReader(pub Arc<UnixStream>);
+/// The write half of a Unix stream connection.
+pub struct UnixWriter(pub Arc<UnixStream>);
+
+impl Read for UnixReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (&*self.0).read(buf)
+    }
+}
+
+impl TimedRead for UnixReader {
+    fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
+        self.0.set_read_timeout(Some(t))
+    }
+}
+
+impl Write for UnixWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&*self.0).write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Tells systemd we are serving (`READY=1`); nothing when not under systemd.

@@ -49,7 +49,7 @@ fn main() -> ExitCode {
     };
     let result = match args.mode {
         Mode::Inetd => listen::stdio().map(|io| service.run_session(io.reader, io.writer, io.peer)),
-        Mode::Serve { listen } => serve(service, &listen),
+        Mode::Serve { listen } => serve(service, &listen, &args.opts.submit_socket),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,10 +63,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(service: Arc<server::Service>, addrs: &[std::net::SocketAddr]) -> std::io::Result<()> {
+fn serve(
+    service: Arc<server::Service>,
+    addrs: &[std::net::SocketAddr],
+    submit: &std::path::Path,
+) -> std::io::Result<()> {
     // Before any thread starts, so that every thread blocks these signals.
     let sigfd = server::signals()?;
-    let mut listeners = listen::systemd()?;
+    let (mut listeners, mut local) = listen::systemd()?;
+    if local.is_none() {
+        // The submission socket is optional: without it, local programs
+        // cannot submit through this daemon, but SMTP works.
+        match submit.parent() {
+            Some(dir) if dir.is_dir() => match listen::bind_unix(submit) {
+                Ok(l) => local = Some(l),
+                Err(e) => log::warn!("no local submission socket: {}: {e}", submit.display()),
+            },
+            _ => log::info!(
+                "no local submission socket: {} has no directory",
+                submit.display()
+            ),
+        }
+    }
     if !addrs.is_empty() || listeners.is_empty() {
         let default = ["127.0.0.1:2525".parse().expect("valid address")];
         let addrs = if addrs.is_empty() && listeners.is_empty() {
@@ -76,5 +94,5 @@ fn serve(service: Arc<server::Service>, addrs: &[std::net::SocketAddr]) -> std::
         };
         listeners.extend(listen::bind(addrs)?);
     }
-    server::serve(listeners, service, sigfd, listen::notify_ready)
+    server::serve(listeners, local, service, sigfd, listen::notify_ready)
 }

@@ -5,11 +5,16 @@
 //! no thread is spawned for it. SIGTERM and SIGINT stop accepting; running
 //! sessions may finish their transaction for up to `shutdown_grace`, then
 //! their streams are shut for reading so that they end at once.
+//!
+//! Clients come over TCP, or over the local submission socket, where the
+//! kernel tells us the submitting user (SO_PEERCRED) and the session is
+//! marked with it ([`Submitter`]); the per-client cap then counts per uid.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsFd;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -21,8 +26,8 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::conn::{self, Context, End, TimedRead};
 use crate::deliver::Deliverer;
-use crate::listen::{TcpReader, TcpWriter};
-use crate::smtp::session::{self, Policy, RcptVerdict};
+use crate::listen::{self, TcpReader, TcpWriter, UnixReader, UnixWriter};
+use crate::smtp::session::{self, Policy, RcptVerdict, Submitter};
 use crate::smtp::{Mailbox, Session, reply};
 use crate::users::{Recipients, Resolution};
 
@@ -94,10 +99,36 @@ impl Service {
         writer: W,
         peer: Option<IpAddr>,
     ) {
+        self.run(reader, writer, peer, None)
+    }
+
+    /// Runs a local submission session for `submitter`.
+    pub fn run_local_session<R: TimedRead, W: io::Write>(
+        &self,
+        reader: R,
+        writer: W,
+        submitter: Submitter,
+    ) {
+        self.run(reader, writer, None, Some(submitter))
+    }
+
+    fn run<R: TimedRead, W: io::Write>(
+        &self,
+        reader: R,
+        writer: W,
+        peer: Option<IpAddr>,
+        submitter: Option<Submitter>,
+    ) {
         let id = self.new_id();
-        let who = conn::peer_name(peer);
+        let who = match &submitter {
+            Some(s) => format!("local user {} (uid {})", s.user, s.uid),
+            None => conn::peer_name(peer),
+        };
         log::info!("{id}: connect from {who}");
-        let session = Session::new(self.session.clone(), id.clone(), peer);
+        let mut session = Session::new(self.session.clone(), id.clone(), peer);
+        if let Some(s) = submitter {
+            session = session.with_submitter(s);
+        }
         let cx = Context {
             limits: &self.conn,
             policy: self,
@@ -138,30 +169,80 @@ impl Policy for Service {
     }
 }
 
+/// Whom the per-client cap counts: an address, or a local user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Client {
+    Ip(IpAddr),
+    Uid(u32),
+}
+
+/// An open client stream, kept so that it can be shut down at the end of
+/// the shutdown grace.
+enum Stream {
+    Tcp(Arc<TcpStream>),
+    Unix(Arc<UnixStream>),
+}
+
+impl Stream {
+    fn shutdown_read(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(Shutdown::Read),
+            Stream::Unix(s) => s.shutdown(Shutdown::Read),
+        };
+    }
+}
+
 #[derive(Default)]
 struct Connections {
     total: usize,
-    per_ip: HashMap<IpAddr, usize>,
-    streams: HashMap<u64, Arc<TcpStream>>,
+    per_client: HashMap<Client, usize>,
+    streams: HashMap<u64, Stream>,
     next: u64,
 }
 
-/// Removes a connection from the counts when its thread ends, however it
-/// ends.
+/// One counted connection; removes itself from the counts when its thread
+/// ends, however it ends.
 struct Slot {
     conns: Arc<Mutex<Connections>>,
-    ip: IpAddr,
+    client: Client,
     key: u64,
+}
+
+impl Slot {
+    /// Counts a new connection from `client`, or says no when a cap is
+    /// reached.
+    fn take(
+        conns: &Arc<Mutex<Connections>>,
+        client: Client,
+        stream: Stream,
+        limits: &ServerLimits,
+    ) -> Option<Slot> {
+        let mut c = lock(conns);
+        let per = c.per_client.get(&client).copied().unwrap_or(0);
+        if c.total >= limits.max_connections || per >= limits.max_per_client {
+            return None;
+        }
+        c.total += 1;
+        *c.per_client.entry(client).or_insert(0) += 1;
+        c.next += 1;
+        let key = c.next;
+        c.streams.insert(key, stream);
+        Some(Slot {
+            conns: conns.clone(),
+            client,
+            key,
+        })
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut c = lock(&self.conns);
         c.total -= 1;
-        if let Some(n) = c.per_ip.get_mut(&self.ip) {
+        if let Some(n) = c.per_client.get_mut(&self.client) {
             *n -= 1;
             if *n == 0 {
-                c.per_ip.remove(&self.ip);
+                c.per_client.remove(&self.client);
             }
         }
         c.streams.remove(&self.key);
@@ -209,6 +290,7 @@ pub fn signals() -> io::Result<SignalFd> {
 /// `sigfd`, then stops as described in the module documentation.
 pub fn serve(
     listeners: Vec<TcpListener>,
+    local: Option<UnixListener>,
     service: Arc<Service>,
     sigfd: SignalFd,
     on_ready: impl FnOnce(),
@@ -217,6 +299,14 @@ pub fn serve(
         l.set_nonblocking(true)?;
         if let Ok(a) = l.local_addr() {
             log::info!("listening on {a}");
+        }
+    }
+    if let Some(l) = &local {
+        l.set_nonblocking(true)?;
+        let addr = l.local_addr().ok();
+        let path = addr.as_ref().and_then(|a| a.as_pathname());
+        if let Some(p) = path {
+            log::info!("accepting local submissions on {}", p.display());
         }
     }
     let conns = Arc::new(Mutex::new(Connections::default()));
@@ -234,6 +324,9 @@ pub fn serve(
             .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
             .collect();
         fds.push(PollFd::new(sigfd.as_fd(), PollFlags::POLLIN));
+        if let Some(l) = &local {
+            fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+        }
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::errno::Errno::EINTR) => continue,
@@ -256,6 +349,20 @@ pub fn serve(
                 }
             }
         }
+        if let (Some(l), Some(true)) = (&local, ready.get(listeners.len() + 1)) {
+            loop {
+                match l.accept() {
+                    Ok((stream, _)) => admit_local(stream, &service, &conns),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        log::warn!("accept (local): {e}");
+                        thread::sleep(Duration::from_millis(10));
+                        break;
+                    }
+                }
+            }
+        }
         for (l, _) in listeners.iter().zip(&ready).filter(|(_, r)| **r) {
             // Take every pending connection on this listener.
             loop {
@@ -275,6 +382,7 @@ pub fn serve(
         }
     }
     drop(listeners);
+    drop(local);
     service.stopping.store(true, Ordering::SeqCst);
     drain(&conns, service.server.shutdown_grace);
     Ok(())
@@ -291,12 +399,15 @@ fn drain(conns: &Mutex<Connections>, grace: Duration) {
         }
     };
     wait(grace);
-    let open: Vec<Arc<TcpStream>> = lock(conns).streams.values().cloned().collect();
-    if !open.is_empty() {
-        log::info!("closing {} remaining sessions", open.len());
-        for s in open {
-            let _ = s.shutdown(Shutdown::Read);
+    let n = {
+        let c = lock(conns);
+        for s in c.streams.values() {
+            s.shutdown_read();
         }
+        c.streams.len()
+    };
+    if n > 0 {
+        log::info!("closed {n} remaining sessions");
         wait(Duration::from_secs(10));
     }
 }
@@ -315,26 +426,12 @@ fn admit(
         return;
     }
     let stream = Arc::new(stream);
-    let key = {
-        let mut c = lock(conns);
-        let per = c.per_ip.get(&ip).copied().unwrap_or(0);
-        if c.total >= service.server.max_connections || per >= service.server.max_per_client {
-            drop(c);
-            log::warn!("refusing connection from [{ip}]: too many connections");
-            refuse(&stream, &reply::too_many_connections(host));
-            return;
-        }
-        c.total += 1;
-        *c.per_ip.entry(ip).or_insert(0) += 1;
-        c.next += 1;
-        let key = c.next;
-        c.streams.insert(key, stream.clone());
-        key
-    };
-    let slot = Slot {
-        conns: conns.clone(),
-        ip,
-        key,
+    let counted = Stream::Tcp(stream.clone());
+    let Some(slot) = Slot::take(conns, Client::Ip(ip), counted, &service.server) else {
+        log::warn!("refusing connection from [{ip}]: too many connections");
+        refuse(&*stream, &reply::too_many_connections(host));
+        let _ = stream.shutdown(Shutdown::Both);
+        return;
     };
     let svc = service.clone();
     let s2 = stream.clone();
@@ -343,21 +440,69 @@ fn admit(
         .stack_size(service.server.thread_stack)
         .spawn(move || {
             let _slot = slot;
-            let timeout = svc.conn.command_timeout;
-            let _ = s2.set_write_timeout(Some(timeout));
+            let _ = s2.set_write_timeout(Some(svc.conn.command_timeout));
             svc.run_session(TcpReader(s2.clone()), TcpWriter(s2), Some(ip));
         });
     if let Err(e) = spawned {
         // The closure (and its slot) was dropped: the counts are right.
         log::error!("cannot start a thread for [{ip}]: {e}");
-        refuse(&stream, &reply::too_many_connections(host));
+        refuse(&*stream, &reply::too_many_connections(host));
+        let _ = stream.shutdown(Shutdown::Both);
     }
 }
 
-/// Answers `421` without waiting: the socket buffer of a fresh connection
-/// has room for one line, and a client that does not read gets nothing.
-fn refuse(stream: &TcpStream, r: &reply::Reply) {
-    let _ = stream.set_nonblocking(true);
+/// A local submission: the kernel names the user (SO_PEERCRED).
+fn admit_local(stream: UnixStream, service: &Arc<Service>, conns: &Arc<Mutex<Connections>>) {
+    let host = &service.session.hostname;
+    if stream.set_nonblocking(false).is_err() {
+        return;
+    }
+    let uid = match listen::peer_uid(&stream) {
+        Ok(uid) => uid,
+        Err(e) => {
+            log::warn!("local submission without peer credentials: {e}");
+            return;
+        }
+    };
+    let user = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => u.name,
+        // A uid without a passwd entry (a container's, say) still submits,
+        // under its number.
+        Ok(None) => format!("uid{uid}"),
+        Err(e) => {
+            log::warn!("local submission by uid {uid}: user lookup failed: {e}");
+            refuse(&stream, &reply::lookup_failed());
+            return;
+        }
+    };
+    let stream = Arc::new(stream);
+    let counted = Stream::Unix(stream.clone());
+    let Some(slot) = Slot::take(conns, Client::Uid(uid), counted, &service.server) else {
+        log::warn!("refusing local submission by {user}: too many connections");
+        refuse(&*stream, &reply::too_many_connections(host));
+        return;
+    };
+    let svc = service.clone();
+    let s2 = stream.clone();
+    let spawned = thread::Builder::new()
+        .name("submit".into())
+        .stack_size(service.server.thread_stack)
+        .spawn(move || {
+            let _slot = slot;
+            let _ = s2.set_write_timeout(Some(svc.conn.command_timeout));
+            let who = Submitter { uid, user };
+            svc.run_local_session(UnixReader(s2.clone()), UnixWriter(s2), who);
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start a thread for a local submission: {e}");
+        refuse(&*stream, &reply::too_many_connections(host));
+    }
+}
+
+/// Answers without waiting: the socket buffer of a fresh connection has
+/// room for one line, and a client that does not read gets nothing.
+fn refuse<S: io::Write + AsFd>(stream: S, r: &reply::Reply) {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let _ = fcntl(&stream, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
     conn::refuse(stream, r);
-    let _ = stream.shutdown(Shutdown::Both);
 }

@@ -466,6 +466,11 @@ impl Recipients {
         }
     }
 
+    /// True if `domain` is one of ours.
+    pub fn is_local_domain(&self, domain: &str) -> bool {
+        self.domains.is_local(domain)
+    }
+
     /// Looks up a user by the name [`Resolution::Local`] gave.
     pub fn user(&self, name: &str) -> Result<Option<User>, LookupError> {
         self.db.lookup(name)

@@ -692,3 +692,94 @@ fn unprivileged_server_will_not_create_others_mailboxes() {
     assert!(!fx.mailbox("carol").exists());
     assert_eq!(std::fs::metadata(fx.mailbox("jon")).unwrap().uid(), uid);
 }
+
+/// Local submission over the Unix socket: the kernel names the submitter
+/// (SO_PEERCRED), `Received:` records it, and a user who sets a sender
+/// other than themselves gets sendmail's `X-Authentication-Warning:`.
+#[test]
+fn local_submission_records_the_submitter() {
+    let fx = Fixture::new();
+    let sock = fx.dir.path().join("submit.sock");
+    let srv = Server::start(&fx, &["--submit-socket", sock.to_str().unwrap()]);
+    assert!(
+        wait_for(Duration::from_secs(5), || sock.exists()),
+        "{}",
+        srv.log()
+    );
+    assert_eq!(
+        std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+        0o666
+    );
+    let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
+        .unwrap()
+        .unwrap();
+    // As ourselves, sending as ourselves: no warning.
+    let dialog = |from: &str| {
+        format!(
+            "EHLO localhost\r\nMAIL FROM:<{from}>\r\nRCPT TO:<jon>\r\nDATA\r\nSubject: local\r\n\r\nhi\r\n.\r\nQUIT\r\n"
+        )
+    };
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.write_all(dialog(&format!("{}@razorback.test", me.name)).as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap();
+    assert!(out.contains("\r\n250 2.0.0 "), "{out}");
+    let msgs = python_mbox(&fx.mailbox("jon"));
+    assert_eq!(msgs.len(), 1);
+    let uid = me.uid.as_raw();
+    assert!(
+        msgs[0]
+            .received
+            .contains(&format!("(user {}, uid {uid})", me.name)),
+        "{}",
+        msgs[0].received
+    );
+    let raw = String::from_utf8_lossy(&fx.read_mailbox("jon")).into_owned();
+    assert!(!raw.contains("X-Authentication-Warning"), "{raw}");
+    // Another user (nobody, when we are root) claiming another sender.
+    let script = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+s.sendall(sys.argv[2].encode()); s.shutdown(socket.SHUT_WR)
+print(s.makefile("rb").read().decode())
+"#;
+    let mut cmd = if nix::unistd::geteuid().is_root() {
+        // nobody must reach the socket, and use the system's python.
+        let public = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(fx.dir.path(), public).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        c.arg("/usr/bin/python3");
+        c
+    } else {
+        Command::new("python3")
+    };
+    let out = cmd
+        .arg("-c")
+        .arg(script)
+        .arg(&sock)
+        .arg(dialog("boss@example.org"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\r\n250 2.0.0 "),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let who = if nix::unistd::geteuid().is_root() {
+        nix::unistd::User::from_uid(65534.into())
+            .unwrap()
+            .map(|u| u.name)
+            .unwrap_or("uid65534".into())
+    } else {
+        me.name.clone()
+    };
+    let raw = String::from_utf8_lossy(&fx.read_mailbox("jon")).into_owned();
+    let want = format!(
+        "X-Authentication-Warning: razorback.test: {who} set sender to boss@example.org using -f"
+    );
+    assert!(raw.contains(&want), "{raw}");
+    assert_eq!(raw.matches("X-Authentication-Warning").count(), 1);
+}

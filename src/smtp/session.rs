@@ -86,6 +86,14 @@ pub enum Outcome {
     Permanent(PermReason),
 }
 
+/// The local user who submitted a message over postie's Unix socket, as
+/// the kernel reported it (SO_PEERCRED), not as the client claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitter {
+    pub uid: u32,
+    pub user: String,
+}
+
 /// One accepted recipient: the address as the client gave it, and the local
 /// users whose mailboxes receive it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,6 +117,8 @@ pub struct Envelope {
     pub body: Option<Body>,
     /// The message size in octets as received.
     pub size: u64,
+    /// Who submitted it, for a local submission.
+    pub submitter: Option<Submitter>,
 }
 
 #[derive(Debug)]
@@ -133,6 +143,7 @@ pub struct Session {
     cfg: Config,
     id: String,
     peer: Option<IpAddr>,
+    submitter: Option<Submitter>,
     helo: Option<String>,
     esmtp: bool,
     tx: Option<Transaction>,
@@ -149,6 +160,7 @@ impl Session {
             cfg,
             id: id.into(),
             peer,
+            submitter: None,
             helo: None,
             esmtp: false,
             tx: None,
@@ -156,6 +168,12 @@ impl Session {
             errors: 0,
             messages: 0,
         }
+    }
+
+    /// The same session for a local submitter.
+    pub fn with_submitter(mut self, s: Submitter) -> Self {
+        self.submitter = Some(s);
+        self
     }
 
     pub fn id(&self) -> &str {
@@ -226,6 +244,7 @@ impl Session {
                     recipients: tx.recipients,
                     body: tx.body,
                     size,
+                    submitter: self.submitter.clone(),
                 })
             }
             DataOutcome::TooBig { .. } => {
