@@ -142,6 +142,11 @@ pub struct Options {
         default_value = "/run/postie/submit.sock"
     )]
     pub submit_socket: PathBuf,
+    /// The unprivileged user the SMTP side runs as when postie is started
+    /// as root (privilege separation); delivery keeps root in a separate
+    /// process.
+    #[arg(long, global = true, value_name = "NAME", default_value = "_postie")]
+    pub user: String,
     /// Seconds running sessions may go on after SIGTERM.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
     pub shutdown_grace: u64,

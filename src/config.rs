@@ -151,7 +151,13 @@ pub fn service(o: &Options) -> Result<Service, ConfigError> {
         shutdown_grace: Duration::from_secs(o.shutdown_grace),
         thread_stack: THREAD_STACK,
     };
-    Ok(Service::new(session, conn, server, recipients, deliverer))
+    Ok(Service::new(
+        session,
+        conn,
+        server,
+        recipients,
+        Arc::new(deliverer),
+    ))
 }
 
 fn secs(n: u64, what: &str) -> Result<Duration, ConfigError> {

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::deliver::Deliverer;
+use crate::deliver::Delivery;
 use crate::message::MessageBuf;
 use crate::smtp::data::{self, DataLimits};
 use crate::smtp::session::TempReason;
@@ -68,7 +68,7 @@ pub enum End {
 pub struct Context<'a> {
     pub limits: &'a Limits,
     pub policy: &'a dyn Policy,
-    pub deliverer: &'a Deliverer,
+    pub deliverer: &'a dyn Delivery,
     /// Set when the server is stopping: the next command gets `421`.
     pub stopping: &'a AtomicBool,
 }

@@ -40,6 +40,59 @@ use crate::smtp::{Envelope, ReversePath};
 use crate::sys;
 use crate::users::{Recipients, User};
 
+/// What the SMTP side asks of delivery: the narrow, typed boundary that
+/// privilege separation puts a process boundary across
+/// ([`crate::privsep::Remote`] implements it by asking the delivery
+/// process; [`Deliverer`] does the work).
+pub trait Delivery: Send + Sync {
+    /// Delivers one message to every recipient of `env`, all or nothing.
+    fn deliver(&self, env: &Envelope, message: &dyn MessageSource) -> Outcome;
+    /// The RCPT-time check of `user`'s mailbox; `Err` says why not.
+    fn check_mailbox(&self, user: &User) -> Result<(), String>;
+}
+
+/// A received message, readable from the start as many times as needed
+/// (once per mailbox).
+pub trait MessageSource {
+    fn len(&self) -> u64;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn reader(&self) -> std::io::Result<Box<dyn std::io::Read + '_>>;
+
+    /// The message as a descriptor another process can read: an anonymous
+    /// memory file (memfd) holding a copy.
+    fn transfer_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        let fd = memfd_create(c"postie-message", MFdFlags::MFD_CLOEXEC)?;
+        let mut f = std::fs::File::from(fd);
+        std::io::copy(&mut self.reader()?, &mut f)?;
+        Ok(f.into())
+    }
+}
+
+impl MessageSource for MessageBuf {
+    fn len(&self) -> u64 {
+        MessageBuf::len(self)
+    }
+
+    fn reader(&self) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+        MessageBuf::reader(self)
+    }
+}
+
+impl Delivery for Deliverer {
+    fn deliver(&self, env: &Envelope, message: &dyn MessageSource) -> Outcome {
+        Deliverer::deliver(self, env, message)
+    }
+
+    fn check_mailbox(&self, user: &User) -> Result<(), String> {
+        Deliverer::check_mailbox(self, user)
+    }
+}
+
 /// Delivers messages into mbox files under one spool directory.
 pub struct Deliverer {
     pub spool: PathBuf,
@@ -83,7 +136,7 @@ impl Deliverer {
     /// Appends `message` (LF line ends, as the DATA reader produced it) to
     /// the mailbox of every recipient of `env` as one transaction, and logs
     /// one line per mailbox.
-    pub fn deliver(&self, env: &Envelope, message: &MessageBuf) -> Outcome {
+    pub fn deliver(&self, env: &Envelope, message: &dyn MessageSource) -> Outcome {
         let _held = HoldSignals::new();
         let deadline = Instant::now() + self.deadline;
         let now = sys::localtime(SystemTime::now());
@@ -135,7 +188,7 @@ impl Deliverer {
         deadline: Instant,
         from_line: &str,
         headers: &[u8],
-        message: &MessageBuf,
+        message: &dyn MessageSource,
     ) -> Result<(), Failure> {
         let mut targets = Vec::with_capacity(names.len());
         for name in names {
@@ -191,7 +244,7 @@ impl Deliverer {
         deadline: Instant,
         from_line: &str,
         headers: &[u8],
-        message: &MessageBuf,
+        message: &dyn MessageSource,
     ) -> Result<(), Failure> {
         for (path, user) in targets {
             let _id = self

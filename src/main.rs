@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use postie::cli::{self, Mode};
-use postie::{config, listen, maillog, server, sys};
+use std::os::fd::AsRawFd;
+
+use postie::{config, listen, maillog, privsep, server, sys};
 
 // sysexits.h
 const EX_USAGE: u8 = 64;
@@ -38,7 +40,7 @@ fn main() -> ExitCode {
     }
 
     let service = match config::service(&args.opts) {
-        Ok(s) => Arc::new(s),
+        Ok(s) => s,
         Err(e) => {
             log::error!("{e}");
             if !inetd {
@@ -47,9 +49,31 @@ fn main() -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    // Started as root, the SMTP side will run as this user.
+    let unprivileged = if nix::unistd::geteuid().is_root() {
+        match nix::unistd::User::from_name(&args.opts.user) {
+            Ok(Some(u)) if !u.uid.is_root() => Some((u.name, u.uid.as_raw(), u.gid.as_raw())),
+            Ok(Some(_)) => {
+                return config_error(
+                    inetd,
+                    &format!("--user {}: must not be root", args.opts.user),
+                );
+            }
+            Ok(None) => {
+                let e = format!(
+                    "--user {0}: no such user; create it (adduser --system --group {0}) or name another",
+                    args.opts.user
+                );
+                return config_error(inetd, &e);
+            }
+            Err(e) => return config_error(inetd, &format!("--user {}: {e}", args.opts.user)),
+        }
+    } else {
+        None
+    };
     let result = match args.mode {
-        Mode::Inetd => listen::stdio().map(|io| service.run_session(io.reader, io.writer, io.peer)),
-        Mode::Serve { listen } => serve(service, &listen, &args.opts.submit_socket),
+        Mode::Inetd => inetd_session(service, unprivileged),
+        Mode::Serve { listen } => serve(service, unprivileged, &listen, &args.opts.submit_socket),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,8 +87,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// The user to drop to: name, uid, gid.
+type Unprivileged = Option<(String, u32, u32)>;
+
+fn config_error(inetd: bool, e: &str) -> ExitCode {
+    log::error!("{e}");
+    if !inetd {
+        eprintln!("postie: {e}");
+    }
+    ExitCode::from(EX_CONFIG)
+}
+
+/// Splits off the delivery process when started as root (see
+/// `privsep`); `inherited` are the descriptors it must not keep.
+fn separate(
+    service: server::Service,
+    unprivileged: Unprivileged,
+    inherited: &[std::os::fd::RawFd],
+) -> std::io::Result<server::Service> {
+    match unprivileged {
+        Some((name, uid, gid)) => privsep::split(service, &name, uid, gid, inherited),
+        None => Ok(service),
+    }
+}
+
+fn inetd_session(service: server::Service, unprivileged: Unprivileged) -> std::io::Result<()> {
+    let io = listen::stdio()?;
+    let service = separate(service, unprivileged, &[0, 1])?;
+    service.run_session(io.reader, io.writer, io.peer);
+    Ok(())
+}
+
 fn serve(
-    service: Arc<server::Service>,
+    service: server::Service,
+    unprivileged: Unprivileged,
     addrs: &[std::net::SocketAddr],
     submit: &std::path::Path,
 ) -> std::io::Result<()> {
@@ -94,5 +150,11 @@ fn serve(
         };
         listeners.extend(listen::bind(addrs)?);
     }
+    // Still single-threaded: split now, the delivery process keeping none
+    // of the listening sockets.
+    let mut inherited: Vec<std::os::fd::RawFd> = listeners.iter().map(|l| l.as_raw_fd()).collect();
+    inherited.extend(local.as_ref().map(|l| l.as_raw_fd()));
+    inherited.push(sigfd.as_raw_fd());
+    let service = Arc::new(separate(service, unprivileged, &inherited)?);
     server::serve(listeners, local, service, sigfd, listen::notify_ready)
 }

@@ -25,7 +25,7 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::conn::{self, Context, End, TimedRead};
-use crate::deliver::Deliverer;
+use crate::deliver::Delivery;
 use crate::listen::{self, TcpReader, TcpWriter, UnixReader, UnixWriter};
 use crate::smtp::session::{self, Policy, RcptVerdict, Submitter};
 use crate::smtp::{Mailbox, Session, reply};
@@ -51,7 +51,8 @@ pub struct Service {
     pub conn: conn::Limits,
     pub server: ServerLimits,
     pub recipients: Arc<Recipients>,
-    pub deliverer: Deliverer,
+    /// Delivery: in this process, or across the privilege separation.
+    pub delivery: Arc<dyn Delivery>,
     pub stopping: AtomicBool,
     next_id: AtomicU64,
     started: u64,
@@ -63,7 +64,7 @@ impl Service {
         conn: conn::Limits,
         server: ServerLimits,
         recipients: Arc<Recipients>,
-        deliverer: Deliverer,
+        delivery: Arc<dyn Delivery>,
     ) -> Self {
         let started = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -74,7 +75,7 @@ impl Service {
             conn,
             server,
             recipients,
-            deliverer,
+            delivery,
             stopping: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
             started,
@@ -132,7 +133,7 @@ impl Service {
         let cx = Context {
             limits: &self.conn,
             policy: self,
-            deliverer: &self.deliverer,
+            deliverer: &*self.delivery,
             stopping: &self.stopping,
         };
         let end = conn::run(reader, writer, session, &cx);
@@ -150,7 +151,7 @@ impl Policy for Service {
                 // A mailbox postie will not write to is reported now, not
                 // after the message has been sent.
                 for u in &users {
-                    if let Err(why) = self.deliverer.check_mailbox(u) {
+                    if let Err(why) = self.delivery.check_mailbox(u) {
                         log::warn!("<{to}>: mailbox unavailable: {why}");
                         return RcptVerdict::MailboxUnavailable;
                     }

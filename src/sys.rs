@@ -249,11 +249,23 @@ pub fn inherited_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
 /// Points stderr at `/dev/null`. Under inetd stderr is the client's socket:
 /// nothing, not even a panic message from a library, may be written there.
 pub fn silence_stderr() {
-    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-        // SAFETY: libc::dup2 on two valid descriptors; fd 2 is never
-        // owned by a Rust object (std's Stderr only borrows it).
+    null_fd(2);
+}
+
+/// Points descriptor `fd` at `/dev/null`, keeping the number in use: in the
+/// delivery process, the listening sockets and the client's socket it
+/// inherited are replaced this way (nothing there may use them, and the
+/// Rust objects that own them in the parent are never used in the child).
+pub fn null_fd(fd: std::os::fd::RawFd) {
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        // SAFETY: libc::dup2 on two valid descriptors; the replaced
+        // descriptor's owner (if any) only ever sees /dev/null after this.
         unsafe {
-            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), 2);
+            libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&null), fd);
         }
     }
 }
@@ -305,6 +317,62 @@ impl Drop for FsIdentity {
 pub fn drop_supplementary_groups() -> std::io::Result<()> {
     if nix::unistd::geteuid().is_root() {
         nix::unistd::setgroups(&[])?;
+    }
+    Ok(())
+}
+
+/// Takes ownership of a descriptor received over a Unix socket
+/// (SCM_RIGHTS): the kernel installed it in our table for us alone.
+pub fn received_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    // SAFETY: a descriptor from SCM_RIGHTS is new in this process and has
+    // no other owner; the caller takes each one once.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// Which side of [`fork`] we are on.
+pub enum Forked {
+    Parent { child: nix::unistd::Pid },
+    Child,
+}
+
+/// fork(2). Must be called while the process has a single thread (the
+/// privilege separation forks at start-up, before any thread exists), so
+/// that the child inherits no lock held by another thread.
+pub fn fork() -> std::io::Result<Forked> {
+    // SAFETY: the caller guarantees the process is single-threaded, so the
+    // child can run any code, not only async-signal-safe functions.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Forked::Parent { child }),
+        nix::unistd::ForkResult::Child => Ok(Forked::Child),
+    }
+}
+
+/// Drops root for good: no supplementary groups, real/effective/saved gid
+/// and uid set to `gid`/`uid` (which clears every capability), then checks
+/// that root cannot be regained.
+pub fn drop_privileges(uid: u32, gid: u32) -> std::io::Result<()> {
+    use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
+    let (uid, gid) = (Uid::from_raw(uid), Gid::from_raw(gid));
+    setgroups(&[])?;
+    setresgid(gid, gid, gid)?;
+    setresuid(uid, uid, uid)?;
+    if nix::unistd::setuid(Uid::from_raw(0)).is_ok() && !uid.is_root() {
+        return Err(std::io::Error::other(
+            "root could be regained after dropping privileges",
+        ));
+    }
+    Ok(())
+}
+
+/// Asks the kernel to send `SIGKILL` to this process when its parent dies
+/// (PR_SET_PDEATHSIG): the delivery process never outlives the SMTP side.
+pub fn die_with_parent() -> std::io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no
+    // pointers.
+    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }

@@ -783,3 +783,60 @@ print(s.makefile("rb").read().decode())
     assert!(raw.contains(&want), "{raw}");
     assert_eq!(raw.matches("X-Authentication-Warning").count(), 1);
 }
+
+/// Privilege separation: started as root, the process that speaks SMTP
+/// runs as the unprivileged user with no groups and no capabilities (from
+/// /proc), its delivery process keeps root, and mail is delivered.
+#[test]
+fn smtp_side_runs_unprivileged() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP smtp_side_runs_unprivileged: not running as root");
+        return;
+    }
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.reply();
+    let pid = srv.child.id();
+    let status = |pid: u32| std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |st: &str, name: &str| -> String {
+        st.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .map(|v| v.split_whitespace().collect::<Vec<_>>().join(" "))
+            .unwrap_or_default()
+    };
+    let smtp = status(pid);
+    assert_eq!(field(&smtp, "Uid"), "65534 65534 65534 65534", "{smtp}");
+    assert_eq!(field(&smtp, "Gid"), "65534 65534 65534 65534", "{smtp}");
+    assert_eq!(field(&smtp, "Groups"), "", "{smtp}");
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapAmb"] {
+        assert_eq!(field(&smtp, cap), "0000000000000000", "{cap}: {smtp}");
+    }
+    // The delivery process: the child of the SMTP side, still root.
+    let children: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .map(|st| field(&st, "PPid") == pid.to_string())
+                .unwrap_or(false)
+        })
+        .collect();
+    assert_eq!(children.len(), 1, "one delivery process");
+    assert!(field(&status(children[0]), "Uid").starts_with("0 "));
+    c.send_message("a@b.example", "jon", b"Subject: privsep\r\n\r\nx\r\n");
+    assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 1);
+    // The delivery process goes with the SMTP side.
+    drop(c);
+    let child = children[0];
+    drop(srv);
+    assert!(
+        wait_for(Duration::from_secs(5), || !std::path::Path::new(&format!(
+            "/proc/{child}"
+        ))
+        .exists()
+            || std::fs::read_to_string(format!("/proc/{child}/status"))
+                .is_ok_and(|s| field(&s, "State").starts_with('Z'))),
+        "delivery process outlived the SMTP side"
+    );
+}

@@ -150,6 +150,8 @@ fn notifies_readiness() {
     let fx = Fixture::new();
     let sock_path = fx.dir.path().join("notify");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    // As systemd's, writable by the unprivileged SMTP side.
+    std::fs::set_permissions(&sock_path, std::fs::Permissions::from_mode(0o777)).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let mut cmd = Command::new(bin());

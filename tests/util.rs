@@ -43,6 +43,17 @@ impl Fixture {
         );
         std::fs::write(dir.path().join("passwd"), passwd).unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
+        if nix::unistd::geteuid().is_root() {
+            // Started as root, the SMTP side runs as nobody (privilege
+            // separation): it reads the aliases here and spools big
+            // messages in tmp/.
+            use std::os::unix::fs::PermissionsExt;
+            let set = |p: &Path, m: u32| {
+                std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+            };
+            set(dir.path(), 0o755);
+            set(&dir.path().join("tmp"), 0o1777);
+        }
         Fixture { dir }
     }
 
@@ -88,6 +99,8 @@ impl Fixture {
             self.aliases().display().to_string(),
             "--temp-dir".into(),
             self.dir.path().join("tmp").display().to_string(),
+            "--user".into(),
+            "nobody".into(),
         ]
     }
 }

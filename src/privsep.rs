@@ -1,0 +1,892 @@
+//! Privilege separation: the process that speaks SMTP runs unprivileged;
+//! a small delivery process keeps the privilege that mailbox writes need.
+//!
+//! Started as root, postie binds (or receives) its sockets, then forks. The
+//! child is the delivery process: it keeps root, closes every listening
+//! socket, and serves requests on a socketpair; the parent drops to an
+//! unprivileged user (`_postie` by default: no supplementary groups, no
+//! capabilities) and runs the SMTP server, asking the child for the two
+//! things that need privilege: the RCPT-time check of a mailbox, and the
+//! delivery itself.
+//!
+//! The channel: the parent opens one stream socketpair per concurrent
+//! request and hands one end to the child over the control socket
+//! (SCM_RIGHTS); the child serves each on its own thread. A request is a
+//! frame: a 4-byte big-endian length, then the payload (version byte, kind
+//! byte, fields as length-prefixed strings and fixed-size integers); a
+//! delivery request carries the message as a file descriptor (a memfd).
+//! The child treats every request as hostile input: versions, kinds,
+//! lengths, names and addresses are checked, users are looked up again in
+//! its own user database, and the descriptor must be a regular file of the
+//! declared size. A bad request gets a refusal and harms nothing.
+
+use std::fs::File;
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::sync::{Arc, Mutex};
+
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+
+use crate::deliver::{Delivery, MessageSource};
+use crate::server::Service;
+use crate::smtp::address::parse_path;
+use crate::smtp::command::Body;
+use crate::smtp::session::{Envelope, Outcome, PermReason, Recipient, Submitter, TempReason};
+use crate::smtp::{Mailbox, ReversePath};
+use crate::sys;
+use crate::users::{User, plausible_user_name};
+
+/// Protocol version; a request of any other version is refused.
+pub const VERSION: u8 = 1;
+/// Largest request or response payload accepted.
+const MAX_FRAME: usize = 1 << 20;
+/// Longest string field.
+const MAX_STR: usize = 4096;
+/// Most recipients (and users per recipient) in one request.
+const MAX_ITEMS: usize = 10_000;
+
+const KIND_CHECK: u8 = 1;
+const KIND_DELIVER: u8 = 2;
+
+const ST_OK: u8 = 0;
+const ST_TEMP: u8 = 1;
+const ST_PERM: u8 = 2;
+const ST_UNAVAILABLE: u8 = 3;
+const ST_BAD: u8 = 4;
+
+/// The SMTP side's view of the delivery process.
+pub struct Remote {
+    control: Mutex<UnixStream>,
+    idle: Mutex<Vec<UnixStream>>,
+}
+
+impl Remote {
+    pub fn new(control: UnixStream) -> Self {
+        Remote {
+            control: Mutex::new(control),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A channel to the delivery process: an idle one, or a new socketpair
+    /// whose other end is handed over on the control socket.
+    fn channel(&self) -> io::Result<UnixStream> {
+        if let Some(c) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(c);
+        }
+        let (ours, theirs) = UnixStream::pair()?;
+        let control = self.control.lock().unwrap_or_else(|p| p.into_inner());
+        send_frame(&control, &[VERSION], Some(theirs.as_raw_fd()))?;
+        Ok(ours)
+    }
+
+    fn release(&self, c: UnixStream) {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+    }
+
+    /// One request and its response; a broken channel is dropped.
+    fn call(&self, payload: &[u8], fd: Option<&OwnedFd>) -> io::Result<Vec<u8>> {
+        let c = self.channel()?;
+        send_frame(&c, payload, fd.map(|f| f.as_raw_fd()))?;
+        let (resp, _) = recv_frame(&c)?;
+        self.release(c);
+        Ok(resp)
+    }
+}
+
+impl Delivery for Remote {
+    fn deliver(&self, env: &Envelope, message: &dyn MessageSource) -> Outcome {
+        let fd = match message.transfer_fd() {
+            Ok(fd) => fd,
+            Err(e) => {
+                log::error!(
+                    "{}: cannot pass the message to the delivery process: {e}",
+                    env.id
+                );
+                return Outcome::Temporary(TempReason::Local);
+            }
+        };
+        let req = encode_deliver(env, message.len());
+        match self.call(&req, Some(&fd)).and_then(|r| decode_response(&r)) {
+            Ok(Response::Ok) => Outcome::Delivered,
+            Ok(Response::Temp(r)) => Outcome::Temporary(r),
+            Ok(Response::Perm(r)) => Outcome::Permanent(r),
+            Ok(other) => {
+                log::error!("{}: delivery process answered {other:?}", env.id);
+                Outcome::Temporary(TempReason::Local)
+            }
+            Err(e) => {
+                log::error!("{}: delivery process: {e}", env.id);
+                Outcome::Temporary(TempReason::Local)
+            }
+        }
+    }
+
+    fn check_mailbox(&self, user: &User) -> Result<(), String> {
+        let mut req = vec![VERSION, KIND_CHECK];
+        put_str(&mut req, &user.name);
+        match self.call(&req, None).and_then(|r| decode_response(&r)) {
+            Ok(Response::Ok) => Ok(()),
+            Ok(Response::Unavailable(why)) => Err(why),
+            Ok(other) => Err(format!("delivery process answered {other:?}")),
+            Err(e) => Err(format!("delivery process: {e}")),
+        }
+    }
+}
+
+/// Splits the process (see the module documentation). Returns, in the
+/// parent, the service with delivery moved to the child, after dropping to
+/// `uid`/`gid`; the child never returns. `inherited` are the descriptors
+/// the child must not keep (listening sockets, the client's socket): they
+/// are pointed at /dev/null there. Call while single-threaded.
+pub fn split(
+    mut service: Service,
+    user: &str,
+    uid: u32,
+    gid: u32,
+    inherited: &[std::os::fd::RawFd],
+) -> io::Result<Service> {
+    let (smtp_end, delivery_end) = UnixStream::pair()?;
+    match sys::fork()? {
+        sys::Forked::Child => {
+            drop(smtp_end);
+            for fd in inherited {
+                sys::null_fd(*fd);
+            }
+            // A delivery in progress must finish: stop signals here; the
+            // process ends when the SMTP side closes the control socket.
+            let mut set = nix::sys::signal::SigSet::empty();
+            set.add(nix::sys::signal::Signal::SIGTERM);
+            set.add(nix::sys::signal::Signal::SIGINT);
+            set.add(nix::sys::signal::Signal::SIGHUP);
+            let _ = set.thread_block();
+            let recipients = service.recipients.clone();
+            let lookup = move |name: &str| recipients.user(name).ok().flatten();
+            log::info!("delivery process {} serving", std::process::id());
+            serve_delivery(delivery_end, service.delivery.clone(), Arc::new(lookup));
+            std::process::exit(0);
+        }
+        sys::Forked::Parent { child } => {
+            drop(delivery_end);
+            sys::drop_privileges(uid, gid)?;
+            log::info!(
+                "SMTP side runs as {user} (uid {uid}, gid {gid}); delivery process {child} keeps root"
+            );
+            service.delivery = Arc::new(Remote::new(smtp_end));
+            Ok(service)
+        }
+    }
+}
+
+/// How the delivery process finds a user named in a request: in its own
+/// user database, never trusting the SMTP side's word.
+pub type UserLookup = dyn Fn(&str) -> Option<User> + Send + Sync;
+
+/// What the delivery process answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Ok,
+    Temp(TempReason),
+    Perm(PermReason),
+    Unavailable(String),
+    Bad(String),
+}
+
+/// The delivery process's main loop: receives channels on `control` and
+/// serves each on a thread until the SMTP process goes away (end of file
+/// on the control socket), then waits for requests in progress.
+pub fn serve_delivery(control: UnixStream, delivery: Arc<dyn Delivery>, lookup: Arc<UserLookup>) {
+    let mut workers = Vec::new();
+    loop {
+        let (payload, fd) = match recv_frame(&control) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => break,
+            Err(e) => {
+                log::error!("delivery process: control channel: {e}");
+                break;
+            }
+        };
+        let Some(fd) = fd.filter(|_| payload == [VERSION]) else {
+            log::error!("delivery process: malformed control message, ignored");
+            continue;
+        };
+        let channel = UnixStream::from(fd);
+        let d = delivery.clone();
+        let l = lookup.clone();
+        match std::thread::Builder::new()
+            .name("deliver".into())
+            .stack_size(256 * 1024)
+            .spawn(move || serve_channel(channel, &*d, &*l))
+        {
+            Ok(h) => workers.push(h),
+            Err(e) => log::error!("delivery process: cannot start a thread: {e}"),
+        }
+        workers.retain(|h| !h.is_finished());
+    }
+    for h in workers {
+        let _ = h.join();
+    }
+}
+
+/// Serves requests on one channel until it closes.
+pub fn serve_channel(
+    channel: UnixStream,
+    delivery: &dyn Delivery,
+    lookup: &dyn Fn(&str) -> Option<User>,
+) {
+    loop {
+        let (payload, fd) = match recv_frame(&channel) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return,
+            Err(e) => {
+                // A frame we cannot even read: say so, and drop the channel.
+                log::warn!("delivery process: refused request: {e}");
+                let _ = send_frame(
+                    &channel,
+                    &encode_response(&Response::Bad(e.to_string())),
+                    None,
+                );
+                return;
+            }
+        };
+        let response = handle(&payload, fd, delivery, lookup);
+        if let Response::Bad(why) = &response {
+            log::warn!("delivery process: refused request: {why}");
+        }
+        if send_frame(&channel, &encode_response(&response), None).is_err() {
+            return;
+        }
+    }
+}
+
+/// Validates and carries out one request.
+pub fn handle(
+    payload: &[u8],
+    fd: Option<OwnedFd>,
+    delivery: &dyn Delivery,
+    lookup: &dyn Fn(&str) -> Option<User>,
+) -> Response {
+    let mut r = Reader { buf: payload };
+    let parsed = (|| -> Result<Response, String> {
+        if r.u8()? != VERSION {
+            return Err("unsupported protocol version".into());
+        }
+        match r.u8()? {
+            KIND_CHECK => {
+                let name = r.str()?;
+                r.end()?;
+                if fd.is_some() {
+                    return Err("unexpected descriptor".into());
+                }
+                let user = known_user(&name, lookup)?;
+                Ok(match delivery.check_mailbox(&user) {
+                    Ok(()) => Response::Ok,
+                    Err(why) => Response::Unavailable(why),
+                })
+            }
+            KIND_DELIVER => {
+                let (env, len) = decode_deliver(&mut r)?;
+                for rcpt in &env.recipients {
+                    for u in &rcpt.users {
+                        known_user(u, lookup)?;
+                    }
+                }
+                let fd = fd.ok_or("no message descriptor")?;
+                let message = FdMessage::new(File::from(fd), len)?;
+                Ok(match delivery.deliver(&env, &message) {
+                    Outcome::Delivered => Response::Ok,
+                    Outcome::Temporary(t) => Response::Temp(t),
+                    Outcome::Permanent(p) => Response::Perm(p),
+                })
+            }
+            k => Err(format!("unknown request kind {k}")),
+        }
+    })();
+    parsed.unwrap_or_else(Response::Bad)
+}
+
+fn known_user(name: &str, lookup: &dyn Fn(&str) -> Option<User>) -> Result<User, String> {
+    if !plausible_user_name(name) {
+        return Err(format!(
+            "implausible user name {:?}",
+            crate::smtp::session::printable(name, 40)
+        ));
+    }
+    lookup(name).ok_or_else(|| format!("no such user {name:?}"))
+}
+
+/// The message of a delivery request: a regular file (a memfd) of the
+/// declared length, read with positional reads.
+pub struct FdMessage {
+    file: File,
+    len: u64,
+}
+
+impl FdMessage {
+    fn new(file: File, len: u64) -> Result<Self, String> {
+        let md = file
+            .metadata()
+            .map_err(|e| format!("message descriptor: {e}"))?;
+        if !md.is_file() {
+            return Err("message descriptor is not a regular file".into());
+        }
+        if md.len() != len {
+            return Err(format!("message is {} bytes, request says {len}", md.len()));
+        }
+        Ok(FdMessage { file, len })
+    }
+}
+
+impl MessageSource for FdMessage {
+    fn len(&self) -> u64 {
+        self.len
+    }
+
+    fn reader(&self) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(AtReader {
+            file: &self.file,
+            pos: 0,
+            len: self.len,
+        }))
+    }
+}
+
+struct AtReader<'a> {
+    file: &'a File,
+    pos: u64,
+    len: u64,
+}
+
+impl Read for AtReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.len - self.pos;
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+// Encoding.
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_u32(out: &mut Vec<u8>, n: u32) {
+    out.extend_from_slice(&n.to_be_bytes());
+}
+
+fn put_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(&n.to_be_bytes());
+}
+
+/// The payload of a delivery request for `env`, whose message is `len`
+/// bytes long.
+pub fn encode_deliver(env: &Envelope, len: u64) -> Vec<u8> {
+    let mut out = vec![VERSION, KIND_DELIVER];
+    put_str(&mut out, &env.id);
+    put_str(&mut out, &env.helo);
+    out.push(u8::from(env.esmtp));
+    put_str(
+        &mut out,
+        &env.peer.map(|p| p.to_string()).unwrap_or_default(),
+    );
+    let sender = match &env.sender {
+        ReversePath::Null => String::new(),
+        ReversePath::Mailbox(m) => m.to_string(),
+    };
+    put_str(&mut out, &sender);
+    put_u32(&mut out, env.recipients.len() as u32);
+    for r in &env.recipients {
+        put_str(&mut out, &r.path.to_string());
+        put_u32(&mut out, r.users.len() as u32);
+        for u in &r.users {
+            put_str(&mut out, u);
+        }
+    }
+    out.push(match env.body {
+        None => 0,
+        Some(Body::SevenBit) => 1,
+        Some(Body::EightBitMime) => 2,
+    });
+    put_u64(&mut out, env.size);
+    match &env.submitter {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            put_u32(&mut out, s.uid);
+            put_str(&mut out, &s.user);
+        }
+    }
+    put_u64(&mut out, len);
+    out
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        if self.buf.len() < n {
+            return Err("truncated request".into());
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn count(&mut self) -> Result<usize, String> {
+        let n = self.u32()? as usize;
+        if n > MAX_ITEMS {
+            return Err(format!("count {n} over the limit"));
+        }
+        Ok(n)
+    }
+    fn str(&mut self) -> Result<String, String> {
+        let n = self.u32()? as usize;
+        if n > MAX_STR {
+            return Err(format!("string of {n} bytes over the limit"));
+        }
+        let b = self.take(n)?;
+        let s = std::str::from_utf8(b).map_err(|_| "string not UTF-8")?;
+        if s.chars().any(|c| c.is_control()) {
+            return Err("control character in a string".into());
+        }
+        Ok(s.to_string())
+    }
+    fn end(&self) -> Result<(), String> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err("trailing bytes in request".into())
+        }
+    }
+}
+
+fn mailbox(s: &str) -> Result<Mailbox, String> {
+    match parse_path(&format!("<{s}>")) {
+        Ok((Some(m), "")) => Ok(m),
+        _ => Err(format!(
+            "bad address {:?}",
+            crate::smtp::session::printable(s, 80)
+        )),
+    }
+}
+
+fn decode_deliver(r: &mut Reader<'_>) -> Result<(Envelope, u64), String> {
+    let id = r.str()?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') {
+        return Err("bad message id".into());
+    }
+    let helo = r.str()?;
+    let esmtp = match r.u8()? {
+        0 => false,
+        1 => true,
+        _ => return Err("bad flag".into()),
+    };
+    let peer = match r.str()? {
+        p if p.is_empty() => None,
+        p => Some(p.parse::<IpAddr>().map_err(|_| "bad peer address")?),
+    };
+    let sender = match r.str()? {
+        s if s.is_empty() => ReversePath::Null,
+        s => ReversePath::Mailbox(mailbox(&s)?),
+    };
+    let n = r.count()?;
+    if n == 0 {
+        return Err("no recipients".into());
+    }
+    let mut recipients = Vec::with_capacity(n.min(100));
+    for _ in 0..n {
+        let path = mailbox(&r.str()?)?;
+        let k = r.count()?;
+        if k == 0 {
+            return Err("recipient without users".into());
+        }
+        let mut users = Vec::with_capacity(k.min(100));
+        for _ in 0..k {
+            users.push(r.str()?);
+        }
+        recipients.push(Recipient { path, users });
+    }
+    let body = match r.u8()? {
+        0 => None,
+        1 => Some(Body::SevenBit),
+        2 => Some(Body::EightBitMime),
+        _ => return Err("bad body type".into()),
+    };
+    let size = r.u64()?;
+    let submitter = match r.u8()? {
+        0 => None,
+        1 => Some(Submitter {
+            uid: r.u32()?,
+            user: r.str()?,
+        }),
+        _ => return Err("bad flag".into()),
+    };
+    let len = r.u64()?;
+    r.end()?;
+    Ok((
+        Envelope {
+            id,
+            helo,
+            esmtp,
+            peer,
+            sender,
+            recipients,
+            body,
+            size,
+            submitter,
+        },
+        len,
+    ))
+}
+
+const TEMP_REASONS: [TempReason; 5] = [
+    TempReason::LockTimeout,
+    TempReason::NoSpace,
+    TempReason::Quota,
+    TempReason::LookupFailed,
+    TempReason::Local,
+];
+
+pub fn encode_response(r: &Response) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    match r {
+        Response::Ok => out.push(ST_OK),
+        Response::Temp(t) => {
+            out.push(ST_TEMP);
+            out.push(TEMP_REASONS.iter().position(|x| x == t).unwrap_or(4) as u8);
+        }
+        Response::Perm(PermReason::UnknownUser) => {
+            out.push(ST_PERM);
+            out.push(0);
+        }
+        Response::Unavailable(why) => {
+            out.push(ST_UNAVAILABLE);
+            put_str(&mut out, &truncate(why));
+        }
+        Response::Bad(why) => {
+            out.push(ST_BAD);
+            put_str(&mut out, &truncate(why));
+        }
+    }
+    out
+}
+
+fn truncate(s: &str) -> String {
+    crate::smtp::session::printable(s, 1000)
+}
+
+pub fn decode_response(payload: &[u8]) -> io::Result<Response> {
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
+    let mut r = Reader { buf: payload };
+    let res = (|| -> Result<Response, String> {
+        if r.u8()? != VERSION {
+            return Err("unsupported protocol version".into());
+        }
+        let resp = match r.u8()? {
+            ST_OK => Response::Ok,
+            ST_TEMP => Response::Temp(*TEMP_REASONS.get(r.u8()? as usize).ok_or("bad reason")?),
+            ST_PERM => {
+                r.u8()?;
+                Response::Perm(PermReason::UnknownUser)
+            }
+            ST_UNAVAILABLE => Response::Unavailable(r.str()?),
+            ST_BAD => Response::Bad(r.str()?),
+            _ => return Err("unknown status".into()),
+        };
+        r.end()?;
+        Ok(resp)
+    })();
+    res.map_err(|e| bad(&e))
+}
+
+// Framing, with an optional descriptor attached to the frame's first byte.
+
+/// Sends one frame: its length, then `payload`, with `fd` attached.
+pub fn send_frame(s: &UnixStream, payload: &[u8], fd: Option<i32>) -> io::Result<()> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut parts = [IoSlice::new(&len), IoSlice::new(payload)];
+    let fds = fd.map(|f| [f]);
+    let cmsgs: Vec<ControlMessage<'_>> = fds
+        .as_ref()
+        .map(|f| ControlMessage::ScmRights(f))
+        .into_iter()
+        .collect();
+    let total = 4 + payload.len();
+    let mut sent = sendmsg::<()>(s.as_raw_fd(), &parts, &cmsgs, MsgFlags::MSG_NOSIGNAL, None)?;
+    // A short write: the rest goes without the descriptor (already sent).
+    while sent < total {
+        let rest: Vec<u8> = [&len[..], payload].concat()[sent..].to_vec();
+        parts = [IoSlice::new(&rest), IoSlice::new(&[])];
+        sent += sendmsg::<()>(s.as_raw_fd(), &parts, &[], MsgFlags::MSG_NOSIGNAL, None)?;
+    }
+    Ok(())
+}
+
+/// Receives one frame and the descriptor attached to it, if any. End of
+/// file before a frame starts is `UnexpectedEof`.
+pub fn recv_frame(s: &UnixStream) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    let mut fd = None;
+    while got < 4 {
+        let mut space = nix::cmsg_space!([i32; 4]);
+        let mut iov = [IoSliceMut::new(&mut len[got..])];
+        let msg = recvmsg::<()>(
+            s.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let n = msg.bytes;
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for raw in fds {
+                    let owned = sys::received_fd(raw);
+                    // Keep the first; any extra descriptor is closed.
+                    if fd.is_none() {
+                        fd = Some(owned);
+                    }
+                }
+            }
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        got += n;
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {n} bytes"),
+        ));
+    }
+    let mut payload = vec![0u8; n];
+    (&*s).read_exact(&mut payload)?;
+    Ok((payload, fd))
+}
+
+/// Writes a whole frame without a descriptor (for tests of hostile input).
+pub fn send_raw(s: &UnixStream, bytes: &[u8]) -> io::Result<()> {
+    (&*s).write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::MessageSource;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A delivery agent that records what it is asked.
+    struct Recorder {
+        delivered: Mutex<Vec<(Envelope, Vec<u8>)>>,
+        checks: AtomicUsize,
+    }
+
+    impl Delivery for Recorder {
+        fn deliver(&self, env: &Envelope, message: &dyn MessageSource) -> Outcome {
+            let mut body = Vec::new();
+            message.reader().unwrap().read_to_end(&mut body).unwrap();
+            self.delivered.lock().unwrap().push((env.clone(), body));
+            Outcome::Delivered
+        }
+        fn check_mailbox(&self, user: &User) -> Result<(), String> {
+            self.checks.fetch_add(1, Ordering::SeqCst);
+            if user.name == "broken" {
+                Err("broken mailbox".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    fn lookup(name: &str) -> Option<User> {
+        ["jon", "alice", "broken"].contains(&name).then(|| User {
+            name: name.into(),
+            uid: 1000,
+            gid: 1000,
+        })
+    }
+
+    fn envelope() -> Envelope {
+        Envelope {
+            id: "ABC.1".into(),
+            helo: "client.example".into(),
+            esmtp: true,
+            peer: Some("192.0.2.1".parse().unwrap()),
+            sender: ReversePath::Mailbox(Mailbox {
+                local: "a b".into(),
+                domain: Some("x.example".into()),
+            }),
+            recipients: vec![Recipient {
+                path: Mailbox {
+                    local: "staff".into(),
+                    domain: None,
+                },
+                users: vec!["alice".into(), "jon".into()],
+            }],
+            body: Some(Body::EightBitMime),
+            size: 42,
+            submitter: Some(Submitter {
+                uid: 1000,
+                user: "jon".into(),
+            }),
+        }
+    }
+
+    fn start() -> (Remote, Arc<Recorder>, UnixStream) {
+        let rec = Arc::new(Recorder {
+            delivered: Mutex::new(Vec::new()),
+            checks: AtomicUsize::new(0),
+        });
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let d: Arc<dyn Delivery> = rec.clone();
+        std::thread::spawn(move || serve_delivery(theirs, d, Arc::new(lookup)));
+        let raw = ours.try_clone().unwrap();
+        (Remote::new(ours), rec, raw)
+    }
+
+    #[test]
+    fn requests_round_trip_through_the_channel() {
+        let (remote, rec, _raw) = start();
+        let mut msg = crate::message::MessageBuf::new(16, std::env::temp_dir());
+        msg.write_all(b"Subject: hi\n\nbody spilled to a file\n")
+            .unwrap();
+        assert_eq!(remote.deliver(&envelope(), &msg), Outcome::Delivered);
+        assert_eq!(remote.check_mailbox(&lookup("jon").unwrap()), Ok(()));
+        assert_eq!(
+            remote.check_mailbox(&lookup("broken").unwrap()),
+            Err("broken mailbox".into())
+        );
+        let got = rec.delivered.lock().unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].0, envelope());
+        assert_eq!(got[0].1, b"Subject: hi\n\nbody spilled to a file\n");
+    }
+
+    #[test]
+    fn hostile_requests_are_refused_without_harm() {
+        let rec = Recorder {
+            delivered: Mutex::new(Vec::new()),
+            checks: AtomicUsize::new(0),
+        };
+        let memfd = |bytes: &[u8]| {
+            let fd = nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                .unwrap();
+            let mut f = File::from(fd);
+            f.write_all(bytes).unwrap();
+            OwnedFd::from(f)
+        };
+        let good = encode_deliver(&envelope(), 3);
+        let mut other_user = envelope();
+        other_user.recipients[0].users = vec!["../../etc/passwd".into()];
+        let mut unknown = envelope();
+        unknown.recipients[0].users = vec!["mallory".into()];
+        let mut bad_version = good.clone();
+        bad_version[0] = 9;
+        let mut trailing = good.clone();
+        trailing.push(0);
+        let mut huge = vec![VERSION, KIND_CHECK];
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        let cases: Vec<(&str, Vec<u8>, Option<OwnedFd>)> = vec![
+            ("empty", vec![], None),
+            ("version", bad_version, Some(memfd(b"abc"))),
+            ("kind", vec![VERSION, 77], None),
+            (
+                "truncated",
+                good[..good.len() - 3].to_vec(),
+                Some(memfd(b"abc")),
+            ),
+            ("trailing", trailing, Some(memfd(b"abc"))),
+            ("no fd", good.clone(), None),
+            ("length mismatch", good.clone(), Some(memfd(b"abcdef"))),
+            (
+                "path traversal",
+                encode_deliver(&other_user, 3),
+                Some(memfd(b"abc")),
+            ),
+            (
+                "unknown user",
+                encode_deliver(&unknown, 3),
+                Some(memfd(b"abc")),
+            ),
+            ("huge string", huge, None),
+            (
+                "fd on check",
+                {
+                    let mut v = vec![VERSION, KIND_CHECK];
+                    put_str(&mut v, "jon");
+                    v
+                },
+                Some(memfd(b"")),
+            ),
+        ];
+        for (name, payload, fd) in cases {
+            match handle(&payload, fd, &rec, &lookup) {
+                Response::Bad(_) => {}
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        // A directory as the message descriptor.
+        let dir = File::open(std::env::temp_dir()).unwrap();
+        assert!(matches!(
+            handle(&good, Some(OwnedFd::from(dir)), &rec, &lookup),
+            Response::Bad(_)
+        ));
+        assert!(
+            rec.delivered.lock().unwrap().is_empty(),
+            "nothing delivered"
+        );
+        assert_eq!(rec.checks.load(Ordering::SeqCst), 0, "nothing checked");
+        // And the good one works.
+        assert_eq!(
+            handle(&good, Some(memfd(b"abc")), &rec, &lookup),
+            Response::Ok
+        );
+    }
+
+    /// Garbage on a live channel: a refusal, and the delivery process goes
+    /// on serving other channels.
+    #[test]
+    fn garbage_on_a_channel_does_not_stop_the_delivery_process() {
+        let (remote, rec, raw) = start();
+        // A channel of our own, handed over by hand, then garbage on it.
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        send_frame(&raw, &[VERSION], Some(theirs.as_raw_fd())).unwrap();
+        drop(theirs);
+        send_raw(&ours, &[0, 0, 0, 5, 9, 9, 9, 9, 9]).unwrap();
+        let (resp, _) = recv_frame(&ours).unwrap();
+        assert!(matches!(decode_response(&resp).unwrap(), Response::Bad(_)));
+        // An oversized frame header closes that channel only.
+        send_raw(&ours, &[0xff, 0xff, 0xff, 0xff]).unwrap();
+        let _ = recv_frame(&ours);
+        let mut msg = crate::message::MessageBuf::new(1024, std::env::temp_dir());
+        msg.write_all(b"x\n").unwrap();
+        assert_eq!(remote.deliver(&envelope(), &msg), Outcome::Delivered);
+        assert_eq!(rec.delivered.lock().unwrap().len(), 1);
+    }
+}
