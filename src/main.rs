@@ -59,6 +59,15 @@ fn main() -> ExitCode {
                     &format!("--user {}: must not be root", args.opts.user),
                 );
             }
+            Ok(None) if args.opts.user == "_postie" => {
+                // The package creates _postie; a hand-started postie on a
+                // host without it still never speaks SMTP as root.
+                log::warn!("user _postie does not exist; the SMTP side runs as nobody");
+                match nix::unistd::User::from_name("nobody") {
+                    Ok(Some(u)) => Some((u.name, u.uid.as_raw(), u.gid.as_raw())),
+                    _ => return config_error(inetd, "neither _postie nor nobody exists"),
+                }
+            }
             Ok(None) => {
                 let e = format!(
                     "--user {0}: no such user; create it (adduser --system --group {0}) or name another",
