@@ -37,6 +37,18 @@ pub enum Mode {
     },
     /// One SMTP session on stdin/stdout (inetd, systemd Accept=yes; `-bs`).
     Inetd,
+    /// The sendmail(8) command line: `postie sendmail -t -i ...` does what
+    /// `/usr/sbin/sendmail -t -i ...` (a link to postie) does.
+    Sendmail {
+        /// sendmail's flags and the recipients, parsed by
+        /// `postie::sendmail`, not here.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<OsString>,
+    },
 }
 
 /// Where log lines go.
@@ -148,6 +160,14 @@ pub struct Options {
     /// Mode of newly created mailboxes, in octal.
     #[arg(long, global = true, value_name = "OCTAL", default_value = "600")]
     pub mailbox_mode: String,
+    /// The daemon's local submission socket, where `sendmail` submits.
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = "/run/postie/submit.sock"
+    )]
+    pub submit_socket: PathBuf,
     /// Look users up in FILE (passwd(5) format) instead of the system's
     /// passwd database; for tests and chroots.
     #[arg(long, global = true, value_name = "FILE")]

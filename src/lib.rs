@@ -28,6 +28,7 @@ pub mod listen;
 pub mod maillog;
 pub mod mbox;
 pub mod message;
+pub mod sendmail;
 pub mod server;
 pub mod smtp;
 pub mod sys;

@@ -2,6 +2,7 @@
 //! pipes, a temporary spool, and real clients and mailbox readers.
 
 mod delivery;
+mod sendmail;
 mod util;
 
 use std::io::{Read, Write};
