@@ -37,6 +37,18 @@ pub enum Mode {
     },
     /// One SMTP session on stdin/stdout (inetd, systemd Accept=yes; `-bs`).
     Inetd,
+    /// The sendmail(8) command line: `postie sendmail -t -i ...` does what
+    /// `/usr/sbin/sendmail -t -i ...` (a link to postie) does.
+    Sendmail {
+        /// sendmail's flags and the recipients, parsed by
+        /// `postie::sendmail`, not here.
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<OsString>,
+    },
 }
 
 /// Where log lines go.

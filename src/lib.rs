@@ -29,6 +29,7 @@ pub mod maillog;
 pub mod mbox;
 pub mod message;
 pub mod privsep;
+pub mod sendmail;
 pub mod server;
 pub mod smtp;
 pub mod sys;

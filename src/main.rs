@@ -1,10 +1,16 @@
 //! `postie`: wiring only. Arguments → configuration → logging → mode →
 //! exit status (sysexits.h).
+//!
+//! Called `sendmail`, `newaliases` or `mailq` (links to postie), or as
+//! `postie sendmail ARGS...`, it takes sendmail's command line instead
+//! (`postie::sendmail`).
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use postie::cli::{self, Mode};
+use postie::cli::{self, LogTo, Mode, Options};
+use postie::sendmail::{self, Action};
 use std::os::fd::AsRawFd;
 
 use postie::{config, listen, maillog, privsep, server, sys};
@@ -15,7 +21,11 @@ const EX_OSERR: u8 = 71;
 const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
-    let args = match cli::parse(std::env::args_os()) {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    if let Some(call) = sendmail::Call::from_argv(&argv) {
+        return run_sendmail(call);
+    }
+    let args = match cli::parse(argv.iter().cloned()) {
         Ok(a) => a,
         Err(e) => {
             let code = if e.use_stderr() { EX_USAGE } else { 0 };
@@ -23,66 +33,39 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let inetd = matches!(args.mode, Mode::Inetd);
+    match args.mode {
+        Mode::Sendmail { args } => run_sendmail(sendmail::Call::from_suffix(&argv, args)),
+        mode => run(args.opts, mode),
+    }
+}
+
+/// Runs `serve` or `inetd`.
+fn run(opts: Options, mode: Mode) -> ExitCode {
+    let inetd = matches!(mode, Mode::Inetd);
     if inetd {
         // stderr is the client's socket under inetd; nothing may reach it,
         // not even a panic message.
         sys::silence_stderr();
     }
-    maillog::init(
-        maillog::choose(args.opts.log_to, inetd),
-        args.opts.log_level,
-    );
+    maillog::init(maillog::choose(opts.log_to, inetd), opts.log_level);
     std::panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
     if let Err(e) = sys::drop_supplementary_groups() {
         log::error!("cannot drop supplementary groups: {e}");
         return ExitCode::from(EX_OSERR);
     }
 
-    let service = match config::service(&args.opts) {
+    let service = match config::service(&opts) {
         Ok(s) => s,
-        Err(e) => {
-            log::error!("{e}");
-            if !inetd {
-                eprintln!("postie: {e}");
-            }
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(e) => return config_error(inetd, &e.to_string()),
     };
-    // Started as root, the SMTP side will run as this user.
-    let unprivileged = if nix::unistd::geteuid().is_root() {
-        match nix::unistd::User::from_name(&args.opts.user) {
-            Ok(Some(u)) if !u.uid.is_root() => Some((u.name, u.uid.as_raw(), u.gid.as_raw())),
-            Ok(Some(_)) => {
-                return config_error(
-                    inetd,
-                    &format!("--user {}: must not be root", args.opts.user),
-                );
-            }
-            Ok(None) if args.opts.user == "_postie" => {
-                // The package creates _postie; a hand-started postie on a
-                // host without it still never speaks SMTP as root.
-                log::warn!("user _postie does not exist; the SMTP side runs as nobody");
-                match nix::unistd::User::from_name("nobody") {
-                    Ok(Some(u)) => Some((u.name, u.uid.as_raw(), u.gid.as_raw())),
-                    _ => return config_error(inetd, "neither _postie nor nobody exists"),
-                }
-            }
-            Ok(None) => {
-                let e = format!(
-                    "--user {0}: no such user; create it (adduser --system --group {0}) or name another",
-                    args.opts.user
-                );
-                return config_error(inetd, &e);
-            }
-            Err(e) => return config_error(inetd, &format!("--user {}: {e}", args.opts.user)),
-        }
-    } else {
-        None
+    let unprivileged = match unprivileged_user(&opts.user) {
+        Ok(u) => u,
+        Err(e) => return config_error(inetd, &e),
     };
-    let result = match args.mode {
+    let result = match mode {
         Mode::Inetd => inetd_session(service, unprivileged),
-        Mode::Serve { listen } => serve(service, unprivileged, &listen, &args.opts.submit_socket),
+        Mode::Serve { listen } => serve(service, unprivileged, &listen, &opts.submit_socket),
+        Mode::Sendmail { .. } => unreachable!("handled by run_sendmail"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -99,12 +82,79 @@ fn main() -> ExitCode {
 /// The user to drop to: name, uid, gid.
 type Unprivileged = Option<(String, u32, u32)>;
 
+/// Started as root, the SMTP side runs as `user` (privilege separation);
+/// not root, there is nothing to drop.
+fn unprivileged_user(user: &str) -> Result<Unprivileged, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let found = |u: nix::unistd::User| Some((u.name, u.uid.as_raw(), u.gid.as_raw()));
+    match nix::unistd::User::from_name(user) {
+        Ok(Some(u)) if !u.uid.is_root() => Ok(found(u)),
+        Ok(Some(_)) => Err(format!("--user {user}: must not be root")),
+        Ok(None) if user == "_postie" => {
+            // The package creates _postie; a hand-started postie on a host
+            // without it still never speaks SMTP as root.
+            log::warn!("user _postie does not exist; the SMTP side runs as nobody");
+            match nix::unistd::User::from_name("nobody") {
+                Ok(Some(u)) => Ok(found(u)),
+                _ => Err("neither _postie nor nobody exists".into()),
+            }
+        }
+        Ok(None) => Err(format!(
+            "--user {user}: no such user; create it (adduser --system --group {user}) or name another"
+        )),
+        Err(e) => Err(format!("--user {user}: {e}")),
+    }
+}
+
 fn config_error(inetd: bool, e: &str) -> ExitCode {
     log::error!("{e}");
     if !inetd {
         eprintln!("postie: {e}");
     }
     ExitCode::from(EX_CONFIG)
+}
+
+/// The sendmail command line. `-bd` is `serve` and root's `-bs` is
+/// `inetd`; everything else is `sendmail::run`.
+fn run_sendmail(call: sendmail::Call) -> ExitCode {
+    let inv = match sendmail::parse(call) {
+        Ok(inv) => inv,
+        Err(sendmail::ParseError::Usage(e)) => {
+            eprintln!("postie: {e}");
+            eprintln!("{}", sendmail::USAGE);
+            return ExitCode::from(EX_USAGE);
+        }
+        Err(sendmail::ParseError::Cli(e)) => {
+            let code = if e.use_stderr() { EX_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let root = nix::unistd::geteuid().is_root();
+    match inv.flags.action {
+        Action::Daemon => return run(inv.opts, Mode::Serve { listen: Vec::new() }),
+        Action::Smtp if root => return run(inv.opts, Mode::Inetd),
+        _ => {}
+    }
+    // A command, not a daemon: log to syslog unless told otherwise
+    // (`--log stderr`); what the user must see is printed on stderr.
+    let sink = match (inv.flags.action, inv.opts.log_to) {
+        (Action::Smtp, _) => maillog::Sink::Syslog,
+        (_, LogTo::Stderr) => maillog::Sink::Stderr,
+        _ => maillog::Sink::Syslog,
+    };
+    maillog::init(sink, inv.opts.log_level);
+    std::panic::set_hook(Box::new(|info| {
+        log::error!("internal error: {info}");
+        eprintln!("postie: internal error: {info}");
+    }));
+    if let Err(e) = sys::drop_supplementary_groups() {
+        eprintln!("postie: cannot drop supplementary groups: {e}");
+        return ExitCode::from(EX_OSERR);
+    }
+    ExitCode::from(sendmail::run(&inv))
 }
 
 /// Splits off the delivery process when started as root (see

@@ -189,6 +189,22 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// True once the server's log holds `needle`. The log is read from the
+    /// server's stderr by another thread, so a line written just before a
+    /// reply may arrive a moment after it: wait up to 5 s.
+    pub fn log_has(&self, needle: &str) -> bool {
+        wait_for(Duration::from_secs(5), || self.log().contains(needle))
+    }
+
+    /// The log, once it holds every one of `needles` (or after 5 s).
+    pub fn log_with(&self, needles: &[&str]) -> String {
+        wait_for(Duration::from_secs(5), || {
+            let log = self.log();
+            needles.iter().all(|n| log.contains(n))
+        });
+        self.log()
+    }
+
     /// Sends SIGTERM and waits (at most `within`) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

@@ -1,0 +1,608 @@
+//! The sendmail(8) command line, parsed by hand: clap cannot express
+//! `-oi`, `-bs` or `-fADDR`. Pure: arguments in, [`Flags`] or a
+//! [`UsageError`] out.
+//!
+//! Short options follow getopt(3) as sendmail uses it: flags without a
+//! value may be clustered (`-ti`), a value may be attached (`-fjon`) or be
+//! the next argument (`-f jon`), and a flag taking a value ends its cluster
+//! (`-tfjon` is `-t -f jon`). Options and recipients may be mixed; `--`
+//! ends the options. postie's own long options (`--spool DIR`,
+//! `--spool=DIR`) are collected for the `cli` layer, which validates them.
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::os::unix::ffi::OsStrExt;
+
+use super::message::parse_address_list;
+
+/// What to do, chosen by `-b`, `-q`, `-I` or the program's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Action {
+    /// Read a message on stdin and submit it (`-bm`, the default).
+    #[default]
+    Submit,
+    /// One SMTP session on stdin/stdout (`-bs`).
+    Smtp,
+    /// The daemon (`-bd`, `-bD`): `postie serve`.
+    Daemon,
+    /// Say how each recipient would be delivered (`-bv`).
+    Verify,
+    /// List the queue (`-bp`, `mailq`): postie has none.
+    PrintQueue,
+    /// Check the aliases file (`-bi`, `-I`, `newaliases`).
+    InitAliases,
+    /// Run the queue (`-q`): nothing to do.
+    RunQueue,
+    /// `--help`.
+    Help,
+    /// `--version`.
+    Version,
+}
+
+/// The program's name decides what it does without flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Personality {
+    Sendmail,
+    Newaliases,
+    Mailq,
+}
+
+impl Personality {
+    /// The personality of a program called `argv0` (its base name).
+    pub fn from_argv0(argv0: &OsStr) -> Option<Personality> {
+        let name = std::path::Path::new(argv0).file_name()?;
+        match name.to_str()? {
+            "sendmail" => Some(Personality::Sendmail),
+            "newaliases" => Some(Personality::Newaliases),
+            "mailq" => Some(Personality::Mailq),
+            _ => None,
+        }
+    }
+
+    fn default_action(self) -> Action {
+        match self {
+            Personality::Sendmail => Action::Submit,
+            Personality::Newaliases => Action::InitAliases,
+            Personality::Mailq => Action::PrintQueue,
+        }
+    }
+}
+
+/// The parsed command line.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Flags {
+    pub action: Action,
+    /// `-t`: recipients from the To:, Cc: and Bcc: header fields too.
+    pub extract: bool,
+    /// `-i`, `-oi`, `-O IgnoreDots`: a line of a single dot does not end
+    /// the message.
+    pub ignore_dots: bool,
+    /// `-f`/`-r`: the envelope sender, as given (`<>` or empty for the
+    /// null sender).
+    pub sender: Option<String>,
+    /// `-F`: the full name for an added From: field.
+    pub full_name: Option<String>,
+    /// `-C FILE`: postie's configuration file.
+    pub config: Option<OsString>,
+    /// `-v`: show the SMTP dialog on stderr.
+    pub verbose: bool,
+    /// The recipients on the command line, each argument parsed as an
+    /// address list (`"Jon <jon@host>, alice"` is two).
+    pub recipients: Vec<String>,
+    /// postie's own long options, each as one `--name=value` (or `--name`)
+    /// argument, for `cli::parse`.
+    pub postie_args: Vec<OsString>,
+}
+
+/// A command line that cannot be obeyed: exit 64 (EX_USAGE) with a usage
+/// line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageError {
+    /// An option sendmail does not have, or postie does not support.
+    Unknown(String),
+    /// An option missing its value.
+    MissingValue(String),
+    /// An argument that is not UTF-8 where text is needed.
+    NotUtf8(String),
+    /// A message to send, but nobody to send it to.
+    NoRecipients,
+}
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UsageError::Unknown(o) => write!(f, "unknown option {o}"),
+            UsageError::MissingValue(o) => write!(f, "option {o} needs a value"),
+            UsageError::NotUtf8(a) => write!(f, "argument {a:?} is not valid UTF-8"),
+            UsageError::NoRecipients => f.write_str("no recipients given (and no -t)"),
+        }
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The usage line printed after a usage error.
+pub const USAGE: &str = "usage: sendmail [-t] [-i] [-f sender] [-F full-name] \
+[-bm | -bs | -bd | -bv | -bp | -bi] [-q] [-C file] [--postie-option ...] [--] [recipient ...]";
+
+/// sendmail's flags without a value: `-t`, `-i`, `-v`, and those accepted
+/// and ignored (`-m` "me too", `-n` no aliasing, `-G` gateway, `-U` initial
+/// user submission).
+const NO_VALUE: &[u8] = b"tivmnGUI";
+/// Flags with a value. `-B` body type, `-N` DSN, `-R` return, `-V`
+/// envelope id, `-L` syslog label, `-h` hop count, `-e` error mode,
+/// `-d` debugging, `-X` traffic log, `-p` protocol and `-O` options other
+/// than IgnoreDots are accepted and ignored.
+const WITH_VALUE: &[u8] = b"fFrbCoOBNRVLhedXp";
+
+/// Parses `args` (without the program name). `long_option(name)` says
+/// whether postie has the long option `--name`: `None` if not,
+/// `Some(true)` if it takes a value.
+pub fn parse(
+    personality: Personality,
+    args: &[OsString],
+    long_option: &dyn Fn(&str) -> Option<bool>,
+) -> Result<Flags, UsageError> {
+    let mut flags = Flags::default();
+    let mut action: Option<Action> = None;
+    let mut queue_run = false;
+    let mut i = 0;
+    let next = |i: &mut usize| -> Option<&OsString> {
+        *i += 1;
+        args.get(*i)
+    };
+    while i < args.len() {
+        let raw = &args[i];
+        let bytes = raw.as_encoded_bytes();
+        if bytes == b"--" {
+            for r in &args[i + 1..] {
+                add_recipients(&mut flags, r)?;
+            }
+            break;
+        }
+        if let Some(long) = bytes.strip_prefix(b"--") {
+            let (name, inline) = match long.iter().position(|&b| b == b'=') {
+                Some(eq) => (&long[..eq], Some(OsStr::from_bytes(&long[eq + 1..]))),
+                None => (long, None),
+            };
+            let name = utf8(OsStr::from_bytes(name))?;
+            match (name, long_option(name)) {
+                ("help", _) => action = Some(Action::Help),
+                ("version", _) => action = Some(Action::Version),
+                (_, None) => return Err(UsageError::Unknown(format!("--{name}"))),
+                (_, Some(false)) if inline.is_some() => {
+                    return Err(UsageError::Unknown(raw.to_string_lossy().into_owned()));
+                }
+                (_, Some(false)) => flags.postie_args.push(raw.clone()),
+                (_, Some(true)) => {
+                    // Always `--name=value`, so that a value starting with
+                    // `-` is not taken for an option by the next parser.
+                    let value = match inline {
+                        Some(v) => v.to_owned(),
+                        None => next(&mut i)
+                            .cloned()
+                            .ok_or_else(|| UsageError::MissingValue(format!("--{name}")))?,
+                    };
+                    let mut arg = OsString::from(format!("--{name}="));
+                    arg.push(value);
+                    flags.postie_args.push(arg);
+                }
+            }
+            i += 1;
+            continue;
+        }
+        if bytes.len() < 2 || bytes[0] != b'-' {
+            if bytes == b"-" {
+                return Err(UsageError::Unknown("-".into()));
+            }
+            add_recipients(&mut flags, raw)?;
+            i += 1;
+            continue;
+        }
+        // A cluster of short options.
+        let text = utf8(raw)?;
+        for (at, c) in text[1..].char_indices() {
+            let rest = &text[1 + at + c.len_utf8()..];
+            if c == 'q' {
+                // `-q`, `-q30m`, `-qIid`: an optional attached value.
+                queue_run = true;
+                break;
+            }
+            if c.is_ascii() && NO_VALUE.contains(&(c as u8)) {
+                match c {
+                    't' => flags.extract = true,
+                    'i' => flags.ignore_dots = true,
+                    'v' => flags.verbose = true,
+                    'I' => action = Some(Action::InitAliases),
+                    _ => {}
+                }
+                continue;
+            }
+            if !(c.is_ascii() && WITH_VALUE.contains(&(c as u8))) {
+                return Err(UsageError::Unknown(format!("-{c}")));
+            }
+            let value: String = if !rest.is_empty() {
+                rest.to_owned()
+            } else {
+                match next(&mut i) {
+                    Some(v) => utf8(v)?.to_owned(),
+                    None => return Err(UsageError::MissingValue(format!("-{c}"))),
+                }
+            };
+            match c {
+                'f' | 'r' => flags.sender = Some(value),
+                'F' => flags.full_name = Some(value),
+                'C' => flags.config = Some(OsString::from(value)),
+                'b' => action = Some(b_mode(&value)?),
+                'o' => {
+                    if let Some(v) = value.strip_prefix('i') {
+                        flags.ignore_dots = truth(v);
+                    }
+                }
+                'O' => {
+                    let (name, v) = value.split_once('=').unwrap_or((&value, ""));
+                    if name.trim().eq_ignore_ascii_case("IgnoreDots") {
+                        flags.ignore_dots = truth(v.trim());
+                    }
+                }
+                _ => {}
+            }
+            break;
+        }
+        i += 1;
+    }
+    flags.action = action.unwrap_or(if queue_run {
+        Action::RunQueue
+    } else {
+        personality.default_action()
+    });
+    let needs_recipients = match flags.action {
+        Action::Submit => !flags.extract,
+        Action::Verify => true,
+        _ => false,
+    };
+    if needs_recipients && flags.recipients.is_empty() {
+        return Err(UsageError::NoRecipients);
+    }
+    Ok(flags)
+}
+
+/// The mode of `-bX`.
+fn b_mode(value: &str) -> Result<Action, UsageError> {
+    Ok(match value {
+        "m" => Action::Submit,
+        "s" => Action::Smtp,
+        "d" | "D" => Action::Daemon,
+        "v" => Action::Verify,
+        "p" => Action::PrintQueue,
+        "i" => Action::InitAliases,
+        _ => return Err(UsageError::Unknown(format!("-b{value}"))),
+    })
+}
+
+/// sendmail's boolean option values: empty (the option alone) and words
+/// starting with t or y are true.
+fn truth(v: &str) -> bool {
+    v.is_empty() || v.starts_with(['t', 'T', 'y', 'Y'])
+}
+
+fn utf8(a: &OsStr) -> Result<&str, UsageError> {
+    a.to_str()
+        .ok_or_else(|| UsageError::NotUtf8(a.to_string_lossy().into_owned()))
+}
+
+fn add_recipients(flags: &mut Flags, arg: &OsStr) -> Result<(), UsageError> {
+    flags.recipients.extend(parse_address_list(utf8(arg)?));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// postie's long options in these tests: `--spool` and `--hostname`
+    /// take a value.
+    fn long(name: &str) -> Option<bool> {
+        match name {
+            "spool" | "hostname" | "submit-socket" => Some(true),
+            _ => None,
+        }
+    }
+
+    fn p(args: &[&str]) -> Result<Flags, UsageError> {
+        let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+        parse(Personality::Sendmail, &args, &long)
+    }
+
+    fn rcpts(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn table() {
+        let base = || Flags {
+            recipients: rcpts(&["jon"]),
+            ..Flags::default()
+        };
+        let cases: Vec<(&[&str], Flags)> = vec![
+            (&["jon"], base()),
+            (
+                &["-t"],
+                Flags {
+                    extract: true,
+                    recipients: vec![],
+                    ..base()
+                },
+            ),
+            (
+                &["-t", "-i", "jon"],
+                Flags {
+                    extract: true,
+                    ignore_dots: true,
+                    ..base()
+                },
+            ),
+            (
+                &["-ti", "jon"],
+                Flags {
+                    extract: true,
+                    ignore_dots: true,
+                    ..base()
+                },
+            ),
+            (
+                &["-it", "jon"],
+                Flags {
+                    extract: true,
+                    ignore_dots: true,
+                    ..base()
+                },
+            ),
+            (
+                &["-oi", "jon"],
+                Flags {
+                    ignore_dots: true,
+                    ..base()
+                },
+            ),
+            (
+                &["-o", "i", "jon"],
+                Flags {
+                    ignore_dots: true,
+                    ..base()
+                },
+            ),
+            (
+                &["-OIgnoreDots=true", "jon"],
+                Flags {
+                    ignore_dots: true,
+                    ..base()
+                },
+            ),
+            (&["-oem", "-odi", "-oQ/var/spool", "jon"], base()),
+            (
+                &["-f", "cron@host", "jon"],
+                Flags {
+                    sender: Some("cron@host".into()),
+                    ..base()
+                },
+            ),
+            (
+                &["-fcron@host", "jon"],
+                Flags {
+                    sender: Some("cron@host".into()),
+                    ..base()
+                },
+            ),
+            (
+                &["-r", "<>", "jon"],
+                Flags {
+                    sender: Some("<>".into()),
+                    ..base()
+                },
+            ),
+            (
+                &["-f", "", "jon"],
+                Flags {
+                    sender: Some(String::new()),
+                    ..base()
+                },
+            ),
+            (
+                &["-tfcron", "jon"],
+                Flags {
+                    extract: true,
+                    sender: Some("cron".into()),
+                    ..base()
+                },
+            ),
+            (
+                &["-ti", "-f", "a@b", "jon"],
+                Flags {
+                    extract: true,
+                    ignore_dots: true,
+                    sender: Some("a@b".into()),
+                    ..base()
+                },
+            ),
+            // Debian cron: -FCronDaemon -i -B8BITMIME -oem.
+            (
+                &["-FCronDaemon", "-i", "-B8BITMIME", "-oem", "jon"],
+                Flags {
+                    full_name: Some("CronDaemon".into()),
+                    ignore_dots: true,
+                    ..base()
+                },
+            ),
+            (
+                &["-F", "Jon Doe", "jon"],
+                Flags {
+                    full_name: Some("Jon Doe".into()),
+                    ..base()
+                },
+            ),
+            (
+                &["-N", "never", "-R", "hdrs", "-V", "id1", "-v", "-m", "jon"],
+                Flags {
+                    verbose: true,
+                    ..base()
+                },
+            ),
+            (
+                &["-C", "/etc/postie/test.conf", "jon"],
+                Flags {
+                    config: Some("/etc/postie/test.conf".into()),
+                    ..base()
+                },
+            ),
+            (
+                &["-bs"],
+                Flags {
+                    action: Action::Smtp,
+                    recipients: vec![],
+                    ..base()
+                },
+            ),
+            (
+                &["-bd", "-q30m"],
+                Flags {
+                    action: Action::Daemon,
+                    recipients: vec![],
+                    ..base()
+                },
+            ),
+            (
+                &["-q"],
+                Flags {
+                    action: Action::RunQueue,
+                    recipients: vec![],
+                    ..base()
+                },
+            ),
+            (
+                &["-bp"],
+                Flags {
+                    action: Action::PrintQueue,
+                    recipients: vec![],
+                    ..base()
+                },
+            ),
+            (
+                &["-bi"],
+                Flags {
+                    action: Action::InitAliases,
+                    recipients: vec![],
+                    ..base()
+                },
+            ),
+            (
+                &["-I"],
+                Flags {
+                    action: Action::InitAliases,
+                    recipients: vec![],
+                    ..base()
+                },
+            ),
+            (
+                &["-bv", "jon"],
+                Flags {
+                    action: Action::Verify,
+                    ..base()
+                },
+            ),
+            (
+                &["-bm", "jon"],
+                Flags {
+                    action: Action::Submit,
+                    ..base()
+                },
+            ),
+            // postie's own options, in both forms, anywhere.
+            (
+                &["--spool", "/tmp/s", "jon", "--hostname=h.example"],
+                Flags {
+                    postie_args: vec!["--spool=/tmp/s".into(), "--hostname=h.example".into()],
+                    ..base()
+                },
+            ),
+            // Everything after `--` is a recipient.
+            (
+                &["--", "jon", "-t"],
+                Flags {
+                    recipients: rcpts(&["jon", "-t"]),
+                    ..Flags::default()
+                },
+            ),
+            // An argument is an address list.
+            (
+                &["Jon Doe <jon@h.example>, alice", "bob"],
+                Flags {
+                    recipients: rcpts(&["jon@h.example", "alice", "bob"]),
+                    ..Flags::default()
+                },
+            ),
+            (
+                &["--help"],
+                Flags {
+                    action: Action::Help,
+                    recipients: vec![],
+                    ..base()
+                },
+            ),
+        ];
+        for (args, want) in cases {
+            assert_eq!(p(args), Ok(want), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn errors() {
+        let cases: Vec<(&[&str], UsageError)> = vec![
+            (&["-x", "jon"], UsageError::Unknown("-x".into())),
+            (&["-tx", "jon"], UsageError::Unknown("-x".into())),
+            (&["-bt", "jon"], UsageError::Unknown("-bt".into())),
+            (&["-"], UsageError::Unknown("-".into())),
+            (&["--bogus", "jon"], UsageError::Unknown("--bogus".into())),
+            (&["jon", "-f"], UsageError::MissingValue("-f".into())),
+            (
+                &["jon", "--spool"],
+                UsageError::MissingValue("--spool".into()),
+            ),
+            (&[], UsageError::NoRecipients),
+            (&["-i", "-f", "a@b"], UsageError::NoRecipients),
+            (&["-bv"], UsageError::NoRecipients),
+        ];
+        for (args, want) in cases {
+            assert_eq!(p(args), Err(want), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn personalities() {
+        let none: Vec<OsString> = vec![];
+        let a = |p| parse(p, &none, &long).unwrap().action;
+        assert_eq!(a(Personality::Newaliases), Action::InitAliases);
+        assert_eq!(a(Personality::Mailq), Action::PrintQueue);
+        assert!(parse(Personality::Sendmail, &none, &long).is_err());
+        for (name, want) in [
+            ("/usr/sbin/sendmail", Some(Personality::Sendmail)),
+            ("/usr/lib/sendmail", Some(Personality::Sendmail)),
+            ("newaliases", Some(Personality::Newaliases)),
+            ("/usr/bin/mailq", Some(Personality::Mailq)),
+            ("/usr/sbin/postie", None),
+            ("sendmail.postie", None),
+        ] {
+            assert_eq!(Personality::from_argv0(OsStr::new(name)), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn non_utf8_recipient_is_a_usage_error() {
+        use std::os::unix::ffi::OsStringExt;
+        let args = vec![OsString::from_vec(vec![b'j', 0xff])];
+        assert!(matches!(
+            parse(Personality::Sendmail, &args, &long),
+            Err(UsageError::NotUtf8(_))
+        ));
+    }
+}

@@ -1,0 +1,534 @@
+//! The SMTP client of local submission: one transaction with the daemon
+//! on its Unix socket, or with an in-process session, and the mapping of
+//! its replies to sysexits.h exit codes (in [`Error::exit_code`], and
+//! nowhere else).
+//!
+//! The transaction is all or nothing, like postie's delivery: if any
+//! recipient is refused, the transaction is reset and nothing is sent.
+
+use std::fmt;
+use std::io::{self, BufRead, Read, Write};
+
+use super::{EX_DATAERR, EX_NOUSER, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE};
+
+/// Longest reply line we read, and most lines in one reply: a reply over
+/// these is not from postie.
+const MAX_REPLY_LINE: u64 = 4096;
+const MAX_REPLY_LINES: usize = 100;
+
+/// One reply: its code and its lines without CRLF.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
+}
+
+impl Reply {
+    /// The enhanced status code (RFC 3463) of the last line: class,
+    /// subject, detail.
+    pub fn enhanced(&self) -> Option<(u16, u16, u16)> {
+        let text = self.lines.last()?.get(4..)?;
+        let word = text.split(' ').next()?;
+        let mut it = word.split('.').map(|n| n.parse::<u16>().ok());
+        match (it.next()??, it.next()??, it.next()??, it.next()) {
+            (c, s, d, None) if (2..=5).contains(&c) => Some((c, s, d)),
+            _ => None,
+        }
+    }
+
+    /// The reply's lines joined, for messages: `550 5.1.1 <x>... User
+    /// unknown`.
+    pub fn text(&self) -> String {
+        self.lines.join(" / ")
+    }
+}
+
+/// Where in the dialog a reply came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Greeting,
+    Hello,
+    Mail,
+    Rcpt,
+    Data,
+    /// After the final dot: the delivery itself.
+    EndOfData,
+}
+
+impl Stage {
+    fn describe(self) -> &'static str {
+        match self {
+            Stage::Greeting => "the mail daemon is not accepting mail",
+            Stage::Hello => "EHLO refused",
+            Stage::Mail => "sender refused",
+            Stage::Rcpt => "recipient refused",
+            Stage::Data => "DATA refused",
+            Stage::EndOfData => "message refused",
+        }
+    }
+}
+
+/// Why the message was not (or may not have been) delivered.
+#[derive(Debug)]
+pub enum Error {
+    /// The connection failed: nothing known after the final dot.
+    Io { e: io::Error, after_data: bool },
+    /// A reply that is not SMTP.
+    Protocol(String),
+    /// A refusal outside RCPT.
+    Refused { stage: Stage, reply: Reply },
+    /// Recipients refused, each with its reply; the transaction was reset.
+    Recipients(Vec<(String, Reply)>),
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io {
+            e,
+            after_data: false,
+        }
+    }
+}
+
+impl Error {
+    /// sysexits.h code: 4xx and lost connections are EX_TEMPFAIL (75); a
+    /// recipient refused as an address (5.1.x) EX_NOUSER (67); a sender
+    /// refused as an address, or a message refused for its size or content
+    /// (5.3.4, 5.6.x), EX_DATAERR (65); any other 5xx EX_UNAVAILABLE (69).
+    /// With several refused recipients, a permanent refusal wins over a
+    /// temporary one: trying again would not help.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Io { .. } => EX_TEMPFAIL,
+            Error::Protocol(_) => EX_PROTOCOL,
+            Error::Refused { stage, reply } => code_for(*stage, reply),
+            Error::Recipients(list) => list
+                .iter()
+                .map(|(_, r)| code_for(Stage::Rcpt, r))
+                .min_by_key(|&c| if c == EX_TEMPFAIL { 1 } else { 0 })
+                .unwrap_or(EX_TEMPFAIL),
+        }
+    }
+}
+
+/// The exit code for a refusal at `stage`.
+fn code_for(stage: Stage, r: &Reply) -> u8 {
+    if r.code < 500 {
+        return EX_TEMPFAIL;
+    }
+    let subject = r.enhanced().map(|(_, s, d)| (s, d));
+    match (stage, subject) {
+        (Stage::Rcpt, Some((1, _))) => EX_NOUSER,
+        (Stage::Rcpt, None) if matches!(r.code, 550 | 551 | 553) => EX_NOUSER,
+        (Stage::Mail, Some((1, _))) => EX_DATAERR,
+        (Stage::Mail, None) if matches!(r.code, 501 | 553) => EX_DATAERR,
+        (Stage::EndOfData | Stage::Data, Some((3, 4) | (6, _))) => EX_DATAERR,
+        (Stage::EndOfData | Stage::Data, None) if r.code == 552 => EX_DATAERR,
+        _ => EX_UNAVAILABLE,
+    }
+}
+
+impl fmt::Display for Error {
+    /// One or more lines, for stderr.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io {
+                e,
+                after_data: false,
+            } => write!(
+                f,
+                "connection to the mail daemon failed: {e}; message not sent"
+            ),
+            Error::Io {
+                e,
+                after_data: true,
+            } => write!(
+                f,
+                "connection to the mail daemon failed after the message was sent: {e}; \
+                 it may or may not have been delivered"
+            ),
+            Error::Protocol(what) => write!(f, "bad reply from the mail daemon: {what}"),
+            Error::Refused { stage, reply } => {
+                write!(
+                    f,
+                    "{}: {}; message not sent",
+                    stage.describe(),
+                    reply.text()
+                )
+            }
+            Error::Recipients(list) => {
+                for (addr, reply) in list {
+                    writeln!(f, "{addr}... {}", reply.text())?;
+                }
+                write!(
+                    f,
+                    "message not sent: {} recipient{} refused",
+                    list.len(),
+                    if list.len() == 1 { "" } else { "s" }
+                )
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The envelope: the sender (empty for the null sender `<>`) and the
+/// recipients, as they go into `MAIL FROM:<...>` and `RCPT TO:<...>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub sender: String,
+    pub recipients: Vec<String>,
+}
+
+struct Client<R, W> {
+    r: R,
+    w: W,
+    /// `-v`: the dialog on stderr, without the message.
+    trace: bool,
+}
+
+impl<R: BufRead, W: Write> Client<R, W> {
+    fn reply(&mut self) -> Result<Reply, Error> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let n = Read::take(&mut self.r, MAX_REPLY_LINE).read_until(b'\n', &mut line)?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the mail daemon closed the connection",
+                )
+                .into());
+            }
+            if line.last() != Some(&b'\n') {
+                return Err(Error::Protocol("reply line too long".into()));
+            }
+            let text = String::from_utf8_lossy(&line)
+                .trim_end_matches(['\r', '\n'])
+                .to_owned();
+            if self.trace {
+                eprintln!("{text}");
+            }
+            let b = text.as_bytes();
+            let code = match text.get(..3).and_then(|c| c.parse::<u16>().ok()) {
+                Some(c) if (200..600).contains(&c) => c,
+                _ => return Err(Error::Protocol(format!("{text:?}"))),
+            };
+            let more = match b.get(3) {
+                Some(b'-') => true,
+                Some(b' ') | None => false,
+                Some(_) => return Err(Error::Protocol(format!("{text:?}"))),
+            };
+            if lines.len() >= MAX_REPLY_LINES {
+                return Err(Error::Protocol("reply too long".into()));
+            }
+            lines.push(text);
+            if !more {
+                return Ok(Reply { code, lines });
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) -> Result<(), Error> {
+        if self.trace {
+            eprintln!(">>> {line}");
+        }
+        self.w.write_all(line.as_bytes())?;
+        self.w.write_all(b"\r\n")?;
+        self.w.flush()?;
+        Ok(())
+    }
+
+    fn cmd(&mut self, line: &str) -> Result<Reply, Error> {
+        self.send(line)?;
+        self.reply()
+    }
+
+    /// Ends the session politely; its outcome no longer matters.
+    fn quit(&mut self) {
+        if self.send("QUIT").is_ok() {
+            let _ = self.reply();
+        }
+    }
+
+    /// Returns `err` after QUIT.
+    fn fail<T>(&mut self, err: Error) -> Result<T, Error> {
+        self.quit();
+        Err(err)
+    }
+}
+
+/// Runs one transaction: greeting, `EHLO localhost` (`HELO` if EHLO is
+/// not known), `MAIL FROM` (with `SIZE=` and `BODY=8BITMIME` when the
+/// server offers them), one `RCPT TO` per recipient, `DATA`, the message
+/// (`data`: CRLF lines, already dot-stuffed, without the final dot), `.`,
+/// `QUIT`. Returns the server's reply to the final dot.
+pub fn submit<R: BufRead, W: Write>(
+    r: R,
+    w: W,
+    env: &Envelope,
+    data: &[u8],
+    trace: bool,
+) -> Result<Reply, Error> {
+    let mut c = Client { r, w, trace };
+    let greeting = c.reply()?;
+    if greeting.code != 220 {
+        return c.fail(Error::Refused {
+            stage: Stage::Greeting,
+            reply: greeting,
+        });
+    }
+    let ehlo = c.cmd("EHLO localhost")?;
+    let (size, eightbit) = if ehlo.code == 250 {
+        let has = |kw: &str| {
+            ehlo.lines.iter().skip(1).any(|l| {
+                l.get(4..)
+                    .and_then(|t| t.split(' ').next())
+                    .is_some_and(|w| w.eq_ignore_ascii_case(kw))
+            })
+        };
+        (has("SIZE"), has("8BITMIME"))
+    } else if (500..=502).contains(&ehlo.code) {
+        let helo = c.cmd("HELO localhost")?;
+        if helo.code != 250 {
+            return c.fail(Error::Refused {
+                stage: Stage::Hello,
+                reply: helo,
+            });
+        }
+        (false, false)
+    } else {
+        return c.fail(Error::Refused {
+            stage: Stage::Hello,
+            reply: ehlo,
+        });
+    };
+    let mut mail = format!("MAIL FROM:<{}>", env.sender);
+    if size {
+        mail.push_str(&format!(" SIZE={}", data.len()));
+    }
+    if eightbit && !data.is_ascii() {
+        mail.push_str(" BODY=8BITMIME");
+    }
+    let reply = c.cmd(&mail)?;
+    if reply.code != 250 {
+        return c.fail(Error::Refused {
+            stage: Stage::Mail,
+            reply,
+        });
+    }
+    let mut refused = Vec::new();
+    for to in &env.recipients {
+        let reply = c.cmd(&format!("RCPT TO:<{to}>"))?;
+        if reply.code != 250 && reply.code != 251 {
+            refused.push((to.clone(), reply));
+        }
+    }
+    if !refused.is_empty() {
+        // All or nothing: nobody gets the message if anybody is refused.
+        if c.cmd("RSET").is_ok() {
+            c.quit();
+        }
+        return Err(Error::Recipients(refused));
+    }
+    let reply = c.cmd("DATA")?;
+    if reply.code != 354 {
+        return c.fail(Error::Refused {
+            stage: Stage::Data,
+            reply,
+        });
+    }
+    if c.trace {
+        eprintln!(">>> ({} octets of message)", data.len());
+        eprintln!(">>> .");
+    }
+    c.w.write_all(data)?;
+    c.w.write_all(b".\r\n")?;
+    c.w.flush()?;
+    let reply = c.reply().map_err(|e| match e {
+        Error::Io { e, .. } => Error::Io {
+            e,
+            after_data: true,
+        },
+        other => other,
+    })?;
+    if reply.code != 250 {
+        return c.fail(Error::Refused {
+            stage: Stage::EndOfData,
+            reply,
+        });
+    }
+    c.quit();
+    Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn env(to: &[&str]) -> Envelope {
+        Envelope {
+            sender: "jon@h.example".into(),
+            recipients: to.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
+
+    /// Runs `submit` against canned server replies; returns the result and
+    /// what the client sent.
+    fn run(server: &str, env: &Envelope, data: &[u8]) -> (Result<Reply, Error>, String) {
+        let mut sent = Vec::new();
+        let res = submit(Cursor::new(server.as_bytes()), &mut sent, env, data, false);
+        (res, String::from_utf8(sent).unwrap())
+    }
+
+    const EHLO: &str = "250-h.example Hello\r\n250-PIPELINING\r\n250-SIZE 1000\r\n\
+                        250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n";
+
+    #[test]
+    fn a_whole_transaction() {
+        let server = format!(
+            "220 h.example ESMTP\r\n{EHLO}250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.1.5 ok\r\n\
+             354 go\r\n250 2.0.0 ID accepted\r\n221 2.0.0 bye\r\n"
+        );
+        let (res, sent) = run(
+            &server,
+            &env(&["jon", "alice@h.example"]),
+            b"Subject: x\r\n\r\nhi\r\n",
+        );
+        assert_eq!(res.unwrap().code, 250);
+        assert_eq!(
+            sent,
+            "EHLO localhost\r\nMAIL FROM:<jon@h.example> SIZE=18\r\nRCPT TO:<jon>\r\n\
+             RCPT TO:<alice@h.example>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n"
+        );
+    }
+
+    #[test]
+    fn eight_bit_data_says_so() {
+        let server = format!("220 h\r\n{EHLO}250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n");
+        let (res, sent) = run(&server, &env(&["jon"]), "caf\u{e9}\r\n".as_bytes());
+        assert!(res.is_ok());
+        assert!(
+            sent.contains("MAIL FROM:<jon@h.example> SIZE=7 BODY=8BITMIME\r\n"),
+            "{sent}"
+        );
+    }
+
+    #[test]
+    fn helo_when_ehlo_is_unknown() {
+        let server =
+            "220 h\r\n502 no\r\n250 h\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n";
+        let (res, sent) = run(server, &env(&["jon"]), b"x\r\n");
+        assert!(res.is_ok());
+        assert!(
+            sent.starts_with("EHLO localhost\r\nHELO localhost\r\nMAIL FROM:<jon@h.example>\r\n")
+        );
+    }
+
+    #[test]
+    fn refused_recipient_resets_and_sends_nothing() {
+        let server = format!(
+            "220 h\r\n{EHLO}250 ok\r\n250 2.1.5 ok\r\n550 5.1.1 <elvis>... User unknown\r\n\
+             250 2.0.0 Reset\r\n221 bye\r\n"
+        );
+        let (res, sent) = run(&server, &env(&["jon", "elvis"]), b"x\r\n");
+        let e = res.unwrap_err();
+        assert_eq!(e.exit_code(), EX_NOUSER);
+        assert!(e.to_string().contains("elvis... 550 5.1.1"), "{e}");
+        assert!(
+            sent.ends_with("RCPT TO:<elvis>\r\nRSET\r\nQUIT\r\n"),
+            "{sent}"
+        );
+        assert!(!sent.contains("DATA"));
+    }
+
+    #[test]
+    fn exit_codes() {
+        let r = |code: u16, text: &str| Reply {
+            code,
+            lines: vec![format!("{code} {text}")],
+        };
+        let rcpt = |list: Vec<Reply>| {
+            Error::Recipients(list.into_iter().map(|r| ("x".to_owned(), r)).collect()).exit_code()
+        };
+        let refused = |stage, reply| Error::Refused { stage, reply }.exit_code();
+        assert_eq!(rcpt(vec![r(550, "5.1.1 unknown")]), EX_NOUSER);
+        assert_eq!(rcpt(vec![r(550, "unknown, no enhanced code")]), EX_NOUSER);
+        assert_eq!(rcpt(vec![r(501, "5.1.3 bad address")]), EX_NOUSER);
+        assert_eq!(rcpt(vec![r(550, "5.7.1 relaying denied")]), EX_UNAVAILABLE);
+        assert_eq!(rcpt(vec![r(451, "4.3.0 later")]), EX_TEMPFAIL);
+        assert_eq!(
+            rcpt(vec![r(451, "4.3.0 later"), r(550, "5.1.1 x")]),
+            EX_NOUSER
+        );
+        assert_eq!(
+            rcpt(vec![r(550, "5.1.1 x"), r(451, "4.3.0 later")]),
+            EX_NOUSER
+        );
+        assert_eq!(refused(Stage::Greeting, r(421, "4.3.2 busy")), EX_TEMPFAIL);
+        assert_eq!(refused(Stage::Greeting, r(554, "no")), EX_UNAVAILABLE);
+        assert_eq!(refused(Stage::Mail, r(501, "5.1.7 bad sender")), EX_DATAERR);
+        assert_eq!(
+            refused(Stage::Mail, r(550, "5.7.1 not you")),
+            EX_UNAVAILABLE
+        );
+        assert_eq!(
+            refused(Stage::EndOfData, r(552, "5.3.4 too big")),
+            EX_DATAERR
+        );
+        assert_eq!(
+            refused(Stage::EndOfData, r(550, "5.6.0 bare LF")),
+            EX_DATAERR
+        );
+        assert_eq!(
+            refused(Stage::EndOfData, r(452, "4.3.1 disk full")),
+            EX_TEMPFAIL
+        );
+        assert_eq!(
+            refused(Stage::EndOfData, r(554, "5.0.0 no")),
+            EX_UNAVAILABLE
+        );
+        let io = Error::from(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert_eq!(io.exit_code(), EX_TEMPFAIL);
+        assert_eq!(Error::Protocol("x".into()).exit_code(), EX_PROTOCOL);
+    }
+
+    #[test]
+    fn closed_or_garbled_server() {
+        let (res, _) = run("220 h\r\n", &env(&["jon"]), b"x\r\n");
+        assert_eq!(res.unwrap_err().exit_code(), EX_TEMPFAIL);
+        let (res, _) = run("HTTP/1.1 400 Bad Request\r\n", &env(&["jon"]), b"x\r\n");
+        assert!(matches!(res, Err(Error::Protocol(_))));
+        let (res, _) = run("421 4.3.2 h shutting down\r\n", &env(&["jon"]), b"x\r\n");
+        assert_eq!(res.unwrap_err().exit_code(), EX_TEMPFAIL);
+        // Lost after the final dot: delivered or not, nobody knows.
+        let server = format!("220 h\r\n{EHLO}250 ok\r\n250 ok\r\n354 go\r\n");
+        let (res, _) = run(&server, &env(&["jon"]), b"x\r\n");
+        let e = res.unwrap_err();
+        assert!(matches!(
+            e,
+            Error::Io {
+                after_data: true,
+                ..
+            }
+        ));
+        assert!(e.to_string().contains("may or may not"));
+    }
+
+    #[test]
+    fn enhanced_codes() {
+        let r = |l: &str| Reply {
+            code: 550,
+            lines: vec![l.to_owned()],
+        };
+        assert_eq!(
+            r("550 5.1.1 <x>... User unknown").enhanced(),
+            Some((5, 1, 1))
+        );
+        assert_eq!(r("550 User unknown").enhanced(), None);
+        assert_eq!(r("550 1.2.3 x").enhanced(), None);
+        assert_eq!(r("550").enhanced(), None);
+    }
+}

@@ -1,0 +1,773 @@
+//! The sendmail command line: `postie sendmail ...` and the `sendmail`,
+//! `newaliases` and `mailq` links, against the real binary.
+//!
+//! Submission to a daemon is checked against a fake one (a Unix socket
+//! served by this test, which records the dialog), so it runs as any user.
+//! Direct delivery (root, no daemon) runs as root only; as any other user
+//! those tests print `SKIP` and check what they can. Run as root, the
+//! non-root paths run as `nobody` through setpriv.
+
+use std::borrow::BorrowMut;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::util::*;
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// True if running as root; else prints why `test` is skipped.
+fn need_root(test: &str) -> bool {
+    if !is_root() {
+        eprintln!("SKIP {test}: needs root (direct delivery without a daemon)");
+    }
+    is_root()
+}
+
+/// The invoking user's name, as postie finds it.
+fn me() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid())
+        .unwrap()
+        .map(|u| u.name)
+        .unwrap_or_else(|| nix::unistd::getuid().to_string())
+}
+
+/// `postie sendmail` with the fixture's options, submitting to `socket`,
+/// then `args`.
+fn sendmail(fx: &Fixture, socket: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("sendmail")
+        .args(fx.args())
+        .arg("--submit-socket")
+        .arg(socket)
+        .args(args);
+    cmd
+}
+
+/// Where no daemon listens.
+fn no_socket(fx: &Fixture) -> PathBuf {
+    fx.dir.path().join("no-daemon.sock")
+}
+
+/// Runs `cmd` with `input` on stdin.
+fn run(mut cmd: impl BorrowMut<Command>, input: &[u8]) -> Output {
+    let mut child = cmd
+        .borrow_mut()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start postie");
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    // A writer thread: postie may stop reading at a lone dot.
+    let w = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    w.join().unwrap();
+    out
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The header of the `i`th raw message of `user`'s mailbox, as text.
+fn header_of(fx: &Fixture, user: &str, i: usize) -> String {
+    let raw = raw_messages(&fx.mailbox(user));
+    let m = String::from_utf8_lossy(&raw[i]).into_owned();
+    m.split("\n\n").next().unwrap().to_owned()
+}
+
+/// The body of the `i`th raw message of `user`'s mailbox.
+fn body_of(fx: &Fixture, user: &str, i: usize) -> String {
+    let raw = raw_messages(&fx.mailbox(user));
+    let m = String::from_utf8_lossy(&raw[i]).into_owned();
+    m.split_once("\n\n").unwrap().1.to_owned()
+}
+
+/// `cmd` run as `nobody` (through setpriv) when we are root, as is
+/// otherwise; `None` (with a SKIP line) when root has no setpriv.
+fn unprivileged(cmd: Command, test: &str) -> Option<Command> {
+    if !is_root() {
+        return Some(cmd);
+    }
+    if !have("setpriv", test) {
+        return None;
+    }
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    Some(c)
+}
+
+/// Opens the fixture to `nobody`, who runs the unprivileged commands when
+/// the tests run as root.
+fn open_to_all(fx: &Fixture) {
+    for d in [fx.dir.path(), &fx.spool(), &fx.dir.path().join("tmp")] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    std::fs::set_permissions(
+        fx.dir.path().join("passwd"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+}
+
+/// A fake postie daemon on a Unix socket: one connection, a canned
+/// dialog, every line it receives recorded as sent (with its line end).
+struct FakeDaemon {
+    pub path: PathBuf,
+    _dir: tempfile::TempDir,
+    lines: Arc<Mutex<Vec<String>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Answers a command line (without CRLF) differently from the default, or
+/// `None` for the default.
+type Answer = Box<dyn Fn(&str) -> Option<String> + Send>;
+
+impl FakeDaemon {
+    fn start() -> FakeDaemon {
+        Self::with(Box::new(|_| None))
+    }
+
+    /// The socket is in a fresh directory open to everybody, so that
+    /// `nobody` may connect.
+    fn with(answer: Answer) -> FakeDaemon {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let path = dir.path().join("submit.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o777)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let rec = lines.clone();
+        let thread = std::thread::spawn(move || {
+            let until = Instant::now() + Duration::from_secs(30);
+            let stream = loop {
+                match listener.accept() {
+                    Ok((s, _)) => break s,
+                    Err(_) if Instant::now() < until => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Err(_) => return,
+                }
+            };
+            stream.set_nonblocking(false).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .unwrap();
+            let mut w = stream.try_clone().unwrap();
+            let mut r = BufReader::new(stream);
+            let _ = w.write_all(b"220 fake.test ESMTP fake\r\n");
+            let mut in_data = false;
+            loop {
+                let mut line = Vec::new();
+                match r.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+                let text = String::from_utf8_lossy(&line).into_owned();
+                rec.lock().unwrap().push(text.clone());
+                let cmd = text.trim_end_matches(['\r', '\n']);
+                if in_data {
+                    if cmd == "." {
+                        in_data = false;
+                        let reply = answer(".").unwrap_or_else(|| "250 2.0.0 queued".into());
+                        let _ = w.write_all(format!("{reply}\r\n").as_bytes());
+                    }
+                    continue;
+                }
+                let verb = cmd
+                    .split([' ', ':'])
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_uppercase();
+                let reply = answer(cmd).unwrap_or_else(|| {
+                    match verb.as_str() {
+                        "EHLO" => "250-fake.test\r\n250-SIZE 1000000\r\n250 8BITMIME",
+                        "MAIL" => "250 2.1.0 ok",
+                        "RCPT" => "250 2.1.5 ok",
+                        "DATA" => "354 go ahead",
+                        "RSET" => "250 2.0.0 reset",
+                        "QUIT" => "221 2.0.0 bye",
+                        _ => "500 5.5.2 what?",
+                    }
+                    .to_owned()
+                });
+                if reply.starts_with("354") {
+                    in_data = true;
+                }
+                let _ = w.write_all(format!("{reply}\r\n").as_bytes());
+                if verb == "QUIT" {
+                    return;
+                }
+            }
+        });
+        FakeDaemon {
+            path,
+            _dir: dir,
+            lines,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits for the session to end; returns every line received.
+    fn dialog(&mut self) -> Vec<String> {
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+/// The cron-like submission: an ordinary user (nobody, when the tests run
+/// as root) pipes a message into sendmail with Debian cron's flags; the
+/// client speaks SMTP to the daemon's socket: EHLO, the invoking user as
+/// the envelope sender, one RCPT per recipient, the message with CRLF line
+/// ends and a dot-stuffed line, the final dot, QUIT.
+#[test]
+fn submits_to_the_daemon_socket() {
+    let fx = Fixture::new();
+    open_to_all(&fx);
+    let mut daemon = FakeDaemon::start();
+    let cmd = sendmail(
+        &fx,
+        &daemon.path,
+        &[
+            "-FCronDaemon",
+            "-i",
+            "-B8BITMIME",
+            "-oem",
+            "jon",
+            "alice@razorback.test",
+        ],
+    );
+    let Some(cmd) = unprivileged(cmd, "submits_to_the_daemon_socket") else {
+        return;
+    };
+    let input = b"Subject: Cron <jon@host> run-parts\n\nline one\n.starts with a dot\n.\nlast\n";
+    let out = run(cmd, input);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let d = daemon.dialog();
+    let user = if is_root() { "nobody".to_owned() } else { me() };
+    assert_eq!(d[0], "EHLO localhost\r\n");
+    assert!(
+        d[1].starts_with(&format!("MAIL FROM:<{user}@{HOST}> SIZE=")),
+        "{d:?}"
+    );
+    assert!(d[1].ends_with("\r\n"));
+    assert_eq!(d[2], "RCPT TO:<jon>\r\n");
+    assert_eq!(d[3], "RCPT TO:<alice@razorback.test>\r\n");
+    assert_eq!(d[4], "DATA\r\n");
+    let end = d.iter().position(|l| l == ".\r\n").expect("final dot");
+    let data = d[5..end].concat();
+    assert!(
+        data.starts_with("Subject: Cron <jon@host> run-parts\r\n"),
+        "{data}"
+    );
+    assert!(
+        data.contains(&format!("\r\nFrom: CronDaemon <{user}@{HOST}>\r\n")),
+        "{data}"
+    );
+    assert!(data.contains("\r\nDate: "), "{data}");
+    assert!(data.contains(&format!("@{HOST}>\r\n")), "{data}");
+    // -i: the lone dot is data, stuffed; so is the line starting with one.
+    assert!(
+        data.ends_with("\r\n\r\nline one\r\n..starts with a dot\r\n..\r\nlast\r\n"),
+        "{data:?}"
+    );
+    // Every line sent ends in CRLF, and there is no bare LF.
+    for l in &d {
+        assert!(
+            l.ends_with("\r\n") && !l[..l.len() - 2].contains('\n'),
+            "{l:?}"
+        );
+    }
+    assert_eq!(d[end + 1], "QUIT\r\n");
+    assert_eq!(d.len(), end + 2);
+}
+
+/// A refused recipient: the transaction is reset, no DATA is sent, the
+/// refused address is named on stderr, and the exit status is EX_NOUSER.
+/// Other refusals map to other sysexits codes.
+#[test]
+fn daemon_refusals_map_to_exit_codes() {
+    let cases: Vec<(&str, &str, i32)> = vec![
+        ("RCPT TO:<elvis>", "550 5.1.1 <elvis>... User unknown", 67),
+        ("RCPT TO:<elvis>", "451 4.3.0 try later", 75),
+        (
+            "RCPT TO:<elvis>",
+            "550 5.7.1 <elvis>... Relaying denied",
+            69,
+        ),
+        ("MAIL", "501 5.1.7 bad sender", 65),
+        (".", "552 5.3.4 Message size exceeds fixed limit", 65),
+        (".", "452 4.3.1 Insufficient system storage", 75),
+        (".", "554 5.0.0 no", 69),
+        ("DATA", "554 5.5.1 No valid recipients", 69),
+        ("EHLO", "421 4.3.2 shutting down", 75),
+    ];
+    for (when, reply, code) in cases {
+        let fx = Fixture::new();
+        let (w, r) = (when.to_owned(), reply.to_owned());
+        let mut daemon =
+            FakeDaemon::with(Box::new(move |cmd| cmd.starts_with(&w).then(|| r.clone())));
+        let out = run(
+            sendmail(&fx, &daemon.path, &["jon", "elvis"]),
+            b"Subject: x\n\nbody\n",
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{when} {reply}: {}",
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(reply),
+            "{when} {reply}: {}",
+            stderr(&out)
+        );
+        let d = daemon.dialog();
+        if when.starts_with("RCPT") {
+            assert!(stderr(&out).contains("elvis... "), "{}", stderr(&out));
+            assert!(!d.contains(&"DATA\r\n".to_owned()), "{d:?}");
+            assert!(d.contains(&"RSET\r\n".to_owned()), "{d:?}");
+        }
+        if when != "EHLO" {
+            assert_eq!(d.last().map(String::as_str), Some("QUIT\r\n"), "{d:?}");
+        }
+    }
+}
+
+/// No daemon, not root: EX_TEMPFAIL and a message that says why; nothing
+/// is delivered. As root, run as nobody.
+#[test]
+fn no_daemon_and_not_root_is_tempfail() {
+    let fx = Fixture::new();
+    open_to_all(&fx);
+    let cmd = sendmail(&fx, &no_socket(&fx), &["jon"]);
+    let Some(cmd) = unprivileged(cmd, "no_daemon_and_not_root_is_tempfail") else {
+        return;
+    };
+    let out = run(cmd, b"Subject: lost?\n\nno\n");
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "postie: cannot submit: no postie daemon at {}",
+            no_socket(&fx).display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("only root can deliver directly"), "{err}");
+    assert!(!fx.mailbox("jon").exists());
+}
+
+/// Root without a daemon delivers in-process: the message arrives with the
+/// From:, Date: and Message-ID: it lacked, from the invoking user.
+#[test]
+fn root_delivers_directly_and_adds_missing_fields() {
+    if !need_root("root_delivers_directly_and_adds_missing_fields") {
+        return;
+    }
+    let fx = Fixture::new();
+    let out = run(
+        sendmail(&fx, &no_socket(&fx), &["jon"]),
+        b"Subject: direct\n\nHello\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let msgs = python_mbox(&fx.mailbox("jon"));
+    assert_eq!(msgs.len(), 1);
+    let me = me();
+    assert!(
+        msgs[0].from.starts_with(&format!("{me}@{HOST} ")),
+        "{}",
+        msgs[0].from
+    );
+    assert_eq!(msgs[0].subject, "direct");
+    assert_eq!(msgs[0].body, b"Hello\n");
+    let h = header_of(&fx, "jon", 0);
+    assert!(
+        h.contains(&format!("\nFrom: {me}@{HOST}\n")) || h.contains(&format!(" <{me}@{HOST}>\n")),
+        "{h}"
+    );
+    assert!(h.contains("\nDate: "), "{h}");
+    assert!(h.contains("\nMessage-ID: <"), "{h}");
+    assert!(h.contains(&format!("@{HOST}>")), "{h}");
+    // Present fields are not added twice.
+    let out = run(
+        sendmail(&fx, &no_socket(&fx), &["jon"]),
+        b"From: Someone <someone@example.org>\nDate: Mon, 1 Jan 2024 00:00:00 +0000\n\
+          Message-ID: <fixed@example.org>\nSubject: kept\n\nx\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let h = header_of(&fx, "jon", 1);
+    assert_eq!(h.matches("From:").count(), 1, "{h}");
+    assert_eq!(h.matches("Date:").count(), 1, "{h}");
+    assert_eq!(h.matches("Message-ID:").count(), 1, "{h}");
+    assert!(h.contains("Message-ID: <fixed@example.org>"), "{h}");
+}
+
+/// `echo ... | sendmail -t`: recipients from To:, Cc: and Bcc:, the Bcc:
+/// field gone from every copy; `-f` is the envelope sender (From_ line,
+/// Return-Path) and, with `-F`, the added From:.
+#[test]
+fn t_reads_recipients_and_removes_bcc() {
+    if !need_root("t_reads_recipients_and_removes_bcc") {
+        return;
+    }
+    let fx = Fixture::new();
+    let out = run(
+        sendmail(
+            &fx,
+            &no_socket(&fx),
+            &["-t", "-f", "cron@example.org", "-F", "The Cron"],
+        ),
+        b"To: Jon <jon@razorback.test>\nCc: undisclosed-recipients:;\n\
+          Bcc: alice,\n  root\nSubject: blind\n\nsecret copies\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for user in ["jon", "alice", "root"] {
+        let msgs = python_mbox(&fx.mailbox(user));
+        assert_eq!(msgs.len(), 1, "{user}");
+        assert!(
+            msgs[0].from.starts_with("cron@example.org "),
+            "{}",
+            msgs[0].from
+        );
+        assert_eq!(msgs[0].return_path, "<cron@example.org>");
+        let h = header_of(&fx, user, 0);
+        assert!(!h.to_ascii_lowercase().contains("bcc"), "{user}: {h}");
+        assert!(!h.contains("alice,"), "{h}");
+        assert!(h.contains("\nFrom: The Cron <cron@example.org>\n"), "{h}");
+    }
+}
+
+/// Without -i a line of a single dot ends the message (the rest is not
+/// sent); with -i or -oi it is data.
+#[test]
+fn lone_dot_ends_input_unless_i() {
+    if !need_root("lone_dot_ends_input_unless_i") {
+        return;
+    }
+    let fx = Fixture::new();
+    let input = b"Subject: dots\n\nbefore\n.\nafter\n";
+    for (flags, want) in [
+        (&[][..], "before\n"),
+        (&["-i"][..], "before\n.\nafter\n"),
+        (&["-oi"][..], "before\n.\nafter\n"),
+    ] {
+        let mut args = flags.to_vec();
+        args.push("jon");
+        let out = run(sendmail(&fx, &no_socket(&fx), &args), input);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let n = raw_messages(&fx.mailbox("jon")).len();
+        assert_eq!(body_of(&fx, "jon", n - 1), want, "{flags:?}");
+    }
+}
+
+/// An unknown recipient: EX_NOUSER, the address on stderr, and the others
+/// get nothing either (all or nothing).
+#[test]
+fn unknown_recipient_is_nouser_and_nobody_gets_it() {
+    if !need_root("unknown_recipient_is_nouser_and_nobody_gets_it") {
+        return;
+    }
+    let fx = Fixture::new();
+    let out = run(
+        sendmail(&fx, &no_socket(&fx), &["jon", "elvis"]),
+        b"Subject: x\n\ny\n",
+    );
+    assert_eq!(out.status.code(), Some(67), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("elvis... 550 5.1.1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!fx.mailbox("jon").exists());
+}
+
+/// Usage errors: no recipient without -t, an unknown flag, a bad value of
+/// one of postie's options. Each is EX_USAGE with a usage line.
+#[test]
+fn usage_errors() {
+    let fx = Fixture::new();
+    for (args, says) in [
+        (&[][..], "no recipients"),
+        (&["-Z", "jon"][..], "unknown option -Z"),
+        (&["-bt", "jon"][..], "unknown option -bt"),
+        (&["jon", "-f"][..], "option -f needs a value"),
+    ] {
+        let out = run(sendmail(&fx, &no_socket(&fx), args), b"");
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("usage: sendmail"), "{}", stderr(&out));
+    }
+    let out = run(
+        sendmail(&fx, &no_socket(&fx), &["--max-size", "lots", "jon"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(64));
+    // -t and nobody in the header: bad data.
+    let out = run(
+        sendmail(&fx, &no_socket(&fx), &["-t"]),
+        b"Subject: to nobody\n\nx\n",
+    );
+    assert_eq!(out.status.code(), Some(65), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no recipients"), "{}", stderr(&out));
+}
+
+/// A symbolic link named NAME to the binary, in a directory of the
+/// fixture.
+fn link(fx: &Fixture, name: &str) -> PathBuf {
+    let dir = fx.dir.path().join("bin");
+    let _ = std::fs::create_dir(&dir);
+    let path = dir.join(name);
+    std::os::unix::fs::symlink(bin(), &path).unwrap();
+    path
+}
+
+/// `mailq` and `sendmail -bp`: no queue. `-q`: nothing to do.
+#[test]
+fn mailq_and_queue_runs() {
+    let fx = Fixture::new();
+    let out = run(Command::new(link(&fx, "mailq")), b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "Mail queue is empty\n");
+    let sm = link(&fx, "sendmail");
+    let out = run(Command::new(&sm).arg("-bp"), b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "Mail queue is empty\n");
+    let out = run(Command::new(&sm).arg("-q30m"), b"");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stdout(&out), "");
+}
+
+/// `newaliases` and `sendmail -bi` check the aliases file: how many
+/// aliases, each warning; EX_CONFIG if it cannot be read.
+#[test]
+fn newaliases_checks_the_aliases_file() {
+    let fx = Fixture::new();
+    std::fs::write(
+        fx.aliases(),
+        "postmaster: root\nstaff: jon, alice\nbroken line\n",
+    )
+    .unwrap();
+    let aliases = fx.aliases().display().to_string();
+    let out = run(
+        Command::new(link(&fx, "newaliases")).args(["--aliases", &aliases]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), format!("{aliases}: 2 aliases, 1 warnings\n"));
+    assert!(
+        stderr(&out).contains(&format!("{aliases}:3:")),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(sendmail(&fx, &no_socket(&fx), &["-bi"]), b"");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("2 aliases"), "{}", stdout(&out));
+    // A directory cannot be read as a file, whoever we are.
+    let out = run(
+        Command::new(bin())
+            .args(["sendmail", "-bi", "--aliases"])
+            .arg(fx.dir.path()),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stdout(&out));
+}
+
+/// `-bv` says how each address would be delivered.
+#[test]
+fn bv_verifies_recipients() {
+    let fx = Fixture::new();
+    std::fs::write(fx.aliases(), "staff: jon, alice\n").unwrap();
+    let out = run(
+        sendmail(&fx, &no_socket(&fx), &["-bv", "jon", "Staff", "postmaster"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "jon... deliverable: local user jon\n\
+         Staff... deliverable: local users alice, jon\n\
+         postmaster... deliverable: local user root\n"
+    );
+    let out = run(
+        sendmail(
+            &fx,
+            &no_socket(&fx),
+            &["-bv", "jon", "elvis", "x@relay.example"],
+        ),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(67));
+    let o = stdout(&out);
+    assert!(o.contains("elvis... User unknown\n"), "{o}");
+    assert!(o.contains("x@relay.example... not deliverable"), "{o}");
+}
+
+/// Called `sendmail` (a link), with postie's options before the flags
+/// too, it submits like `postie sendmail`.
+#[test]
+fn sendmail_link_submits() {
+    let fx = Fixture::new();
+    let mut daemon = FakeDaemon::start();
+    let mut cmd = Command::new(link(&fx, "sendmail"));
+    cmd.arg("--submit-socket").arg(&daemon.path).args([
+        "--hostname",
+        HOST,
+        "-oi",
+        "-f",
+        "<>",
+        "--",
+        "jon",
+    ]);
+    let out = run(cmd, b"Subject: via link\n\nx\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let d = daemon.dialog();
+    assert!(d[1].starts_with("MAIL FROM:<> "), "{d:?}");
+    assert_eq!(d[2], "RCPT TO:<jon>\r\n");
+    // `postie --opt ... sendmail ...`: options before the word count.
+    let mut daemon = FakeDaemon::start();
+    let mut cmd = Command::new(bin());
+    cmd.arg("--submit-socket")
+        .arg(&daemon.path)
+        .args(["--hostname", HOST, "sendmail", "-t"]);
+    let out = run(cmd, b"To: alice\nSubject: x\n\nx\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(daemon.dialog()[2], "RCPT TO:<alice>\r\n");
+}
+
+/// `-bs` as an ordinary user relays the SMTP session on stdin/stdout to
+/// the daemon's socket (run as nobody when the tests run as root).
+#[test]
+fn bs_relays_to_the_daemon_when_not_root() {
+    let fx = Fixture::new();
+    open_to_all(&fx);
+    let mut daemon = FakeDaemon::start();
+    let cmd = sendmail(&fx, &daemon.path, &["-bs"]);
+    let Some(cmd) = unprivileged(cmd, "bs_relays_to_the_daemon_when_not_root") else {
+        return;
+    };
+    let out = run(
+        cmd,
+        b"EHLO me.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<jon>\r\nDATA\r\n\
+          Subject: relayed\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let o = stdout(&out);
+    assert!(o.starts_with("220 fake.test"), "{o}");
+    assert!(
+        o.contains("354 go ahead\r\n250 2.0.0 queued\r\n221 2.0.0 bye\r\n"),
+        "{o}"
+    );
+    let d = daemon.dialog();
+    assert_eq!(d[0], "EHLO me.example\r\n");
+    assert_eq!(d.last().unwrap(), "QUIT\r\n");
+}
+
+/// `-bs` without a daemon, not root: a 421 on stdout (the client is
+/// there), EX_TEMPFAIL.
+#[test]
+fn bs_without_daemon_when_not_root_is_421() {
+    let fx = Fixture::new();
+    open_to_all(&fx);
+    let cmd = sendmail(&fx, &no_socket(&fx), &["-bs"]);
+    let Some(cmd) = unprivileged(cmd, "bs_without_daemon_when_not_root_is_421") else {
+        return;
+    };
+    let out = run(cmd, b"EHLO x\r\n");
+    assert_eq!(out.status.code(), Some(75));
+    assert!(stdout(&out).starts_with("421 4.3.2 "), "{}", stdout(&out));
+    assert_eq!(stderr(&out), "");
+}
+
+/// `sendmail -bs` as root is postie's inetd mode: the article's session,
+/// delivered in-process.
+#[test]
+fn bs_as_root_runs_the_session_itself() {
+    if !need_root("bs_as_root_runs_the_session_itself") {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut input = Vec::new();
+    for (line, _) in article_dialog() {
+        if let Some(l) = line {
+            input.extend_from_slice(l.as_bytes());
+            input.extend_from_slice(b"\r\n");
+        }
+    }
+    let out = run(sendmail(&fx, &no_socket(&fx), &["-bs"]), &input);
+    assert_eq!(out.status.code(), Some(0));
+    let codes: Vec<u16> = stdout(&out)
+        .lines()
+        .filter(|l| l.as_bytes().get(3) == Some(&b' '))
+        .map(|l| l[..3].parse().unwrap())
+        .collect();
+    assert_eq!(codes, vec![220, 250, 250, 250, 354, 250, 250, 550, 221]);
+    let msgs = python_mbox(&fx.mailbox(USER));
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0].subject, "Demonstration of email");
+}
+
+/// mail(1): s-nail configured to use postie as its MTA (a `sendmail` link
+/// with postie's options in mta-arguments). As root the message is
+/// delivered directly; as anybody else it goes to a fake daemon.
+#[test]
+fn snail_sends_through_sendmail() {
+    if !have("s-nail", "snail_sends_through_sendmail") {
+        return;
+    }
+    let fx = Fixture::new();
+    let mut daemon = (!is_root()).then(FakeDaemon::start);
+    let socket = match &daemon {
+        Some(d) => d.path.clone(),
+        None => no_socket(&fx),
+    };
+    let mta_args = fx
+        .args()
+        .into_iter()
+        .chain(["--submit-socket".into(), socket.display().to_string()])
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = Command::new("s-nail");
+    cmd.args(["-#", "-:/", "-S", "sendwait", "-S"])
+        .arg(format!("mta={}", link(&fx, "sendmail").display()))
+        .arg("-S")
+        .arg(format!("mta-arguments={mta_args}"))
+        .args(["-s", "from mail(1)", "jon"])
+        .env("HOME", fx.dir.path());
+    let out = run(cmd, b"Sent with s-nail.\n.\nStill the body.\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    match daemon.as_mut() {
+        None => {
+            let msgs = python_mbox(&fx.mailbox("jon"));
+            assert_eq!(msgs.len(), 1);
+            assert_eq!(msgs[0].subject, "from mail(1)");
+            // s-nail passes -i: the lone dot is part of the body.
+            assert_eq!(msgs[0].body, b"Sent with s-nail.\n.\nStill the body.\n");
+        }
+        Some(d) => {
+            let data = d.dialog().concat();
+            assert!(data.contains("Subject: from mail(1)\r\n"), "{data}");
+            assert!(data.contains("\r\n..\r\nStill the body.\r\n"), "{data}");
+        }
+    }
+}
