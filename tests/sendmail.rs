@@ -771,3 +771,53 @@ fn snail_sends_through_sendmail() {
         }
     }
 }
+
+/// The whole local path, as cron uses it: an ordinary user (nobody, when
+/// the tests run as root) runs `sendmail -i jon` with no root and no setuid
+/// bit; the running daemon (privilege-separated when root) takes the
+/// message over its Unix socket and delivers it. With `-f` naming someone
+/// else, the message carries sendmail's X-Authentication-Warning.
+#[test]
+fn cron_like_submission_through_the_real_daemon() {
+    let fx = Fixture::new();
+    open_to_all(&fx);
+    let sock = fx.dir.path().join("submit.sock");
+    let srv = Server::start(&fx, &["--submit-socket", sock.to_str().unwrap()]);
+    assert!(
+        wait_for(Duration::from_secs(5), || sock.exists()),
+        "{}",
+        srv.log()
+    );
+    let user = if is_root() { "nobody".to_owned() } else { me() };
+    let test = "cron_like_submission_through_the_real_daemon";
+    let Some(cmd) = unprivileged(sendmail(&fx, &sock, &["-i", "jon"]), test) else {
+        return;
+    };
+    let out = run(cmd, b"Subject: cron output\n\nbackup done\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let h = header_of(&fx, "jon", 0);
+    assert!(
+        h.starts_with(&format!("Return-Path: <{user}@{HOST}>")),
+        "{h}"
+    );
+    assert!(h.contains(&format!("(user {user}, uid ")), "{h}");
+    assert!(
+        h.contains(&format!("From: {user}@{HOST}")) || h.contains(&format!("<{user}@{HOST}>")),
+        "{h}"
+    );
+    assert!(!h.contains("X-Authentication-Warning"), "{h}");
+    assert_eq!(body_of(&fx, "jon", 0), "backup done\n");
+    // -f someone else: delivered, with the warning.
+    let Some(cmd) = unprivileged(
+        sendmail(&fx, &sock, &["-f", "boss@example.org", "jon"]),
+        test,
+    ) else {
+        return;
+    };
+    let out = run(cmd, b"Subject: forged\n\nx\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let h = header_of(&fx, "jon", 1);
+    let want =
+        format!("X-Authentication-Warning: {HOST}: {user} set sender to boss@example.org using -f");
+    assert!(h.contains(&want), "{h}");
+}
