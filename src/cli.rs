@@ -1,5 +1,7 @@
 //! The command line: argv → validated [`Cli`]. Resolving it against the
-//! system (host name, local domains, users) is [`crate::config`]'s job.
+//! system (host name, local domains, users) is [`crate::config`]'s job, and
+//! so is the configuration file, whose keys are the long names of
+//! [`Options`] and whose values go through the same clap value parsers.
 //!
 //! Sendmail's `-bs` (SMTP on stdin/stdout) and `-bd` (daemon) are accepted
 //! as the first argument, for inetd.conf lines and scripts written for
@@ -9,7 +11,9 @@ use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::TypedValueParser as _;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -49,6 +53,14 @@ pub enum Mode {
         )]
         args: Vec<OsString>,
     },
+    /// Check the configuration, the spool and the aliases file; with an
+    /// ADDRESS, say how mail to it would be delivered (like sendmail -bv).
+    /// Findings go to stdout, one a line.
+    Check {
+        /// A recipient address, as in RCPT TO (`user`, `user@domain`).
+        #[arg(value_name = "ADDRESS")]
+        address: Option<String>,
+    },
 }
 
 /// Where log lines go.
@@ -76,9 +88,14 @@ pub enum QuotingArg {
     Mboxo,
 }
 
-/// Options shared by every mode.
+/// Options shared by every mode. Each one but `--config` can also be set
+/// in the configuration file, under its long name.
 #[derive(Debug, Args)]
 pub struct Options {
+    /// The configuration file. Default: /etc/postie/postie.conf, if it
+    /// exists. Options on the command line override it.
+    #[arg(short = 'C', long = "config", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Mail spool directory; a user's mailbox is SPOOL/USER.
     #[arg(long, global = true, value_name = "DIR", default_value = "/var/mail")]
     pub spool: PathBuf,
@@ -142,7 +159,9 @@ pub struct Options {
         long,
         global = true,
         value_name = "FILE",
-        default_value = "/etc/aliases"
+        default_value = "/etc/aliases",
+        // clap's path parser refuses an empty value, which means "none".
+        value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from)
     )]
     pub aliases: PathBuf,
     /// The Unix socket where local programs (postie as sendmail) submit
@@ -186,18 +205,53 @@ pub struct Options {
     pub log_level: log::LevelFilter,
 }
 
-/// Parses `args` (the program name first). Sendmail's `-bs` and `-bd` are
-/// rewritten to the `inetd` and `serve` modes.
-pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, clap::Error> {
-    let args: Vec<OsString> = args
-        .into_iter()
+/// A parsed command line, with what the configuration file layer
+/// ([`crate::config::load`]) needs besides the values: the arguments (after
+/// the sendmail rewrites) and clap's record of where each value came from.
+#[derive(Debug)]
+pub struct CommandLine {
+    pub cli: Cli,
+    pub args: Vec<OsString>,
+    pub matches: ArgMatches,
+}
+
+impl CommandLine {
+    /// True if the argument `id` (clap's id: the field name, `max_size`,
+    /// or `listen` of `serve`) was given on the command line rather than
+    /// left to its default.
+    pub fn given(&self, id: &str) -> bool {
+        let on = |m: &ArgMatches| {
+            m.try_contains_id(id).is_ok() && m.value_source(id) == Some(ValueSource::CommandLine)
+        };
+        on(&self.matches) || self.matches.subcommand().is_some_and(|(_, m)| on(m))
+    }
+}
+
+/// Sendmail's `-bs` and `-bd`, rewritten to the `inetd` and `serve` modes.
+fn rewrite(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    args.into_iter()
         .map(|a| match a.to_str() {
             Some("-bs") => OsString::from("inetd"),
             Some("-bd") => OsString::from("serve"),
             _ => a,
         })
-        .collect();
-    Cli::try_parse_from(args)
+        .collect()
+}
+
+/// Parses `args` (the program name first), keeping what
+/// [`crate::config::load`] needs to put the configuration file beneath it.
+pub fn command_line<I: IntoIterator<Item = OsString>>(args: I) -> Result<CommandLine, clap::Error> {
+    let args = rewrite(args);
+    let matches = Cli::command().try_get_matches_from(&args)?;
+    let cli = Cli::from_arg_matches(&matches)?;
+    Ok(CommandLine { cli, args, matches })
+}
+
+/// Parses `args` (the program name first), the command line alone: no
+/// configuration file. Sendmail's `-bs` and `-bd` are rewritten to the
+/// `inetd` and `serve` modes.
+pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, clap::Error> {
+    command_line(args).map(|c| c.cli)
 }
 
 #[cfg(test)]
@@ -241,6 +295,56 @@ mod tests {
     fn line_limit_below_512_is_refused() {
         assert!(p(&["postie", "--max-line", "100", "inetd"]).is_err());
         assert!(p(&["postie", "--max-line", "1000", "inetd"]).is_ok());
+    }
+
+    #[test]
+    fn check_with_and_without_an_address() {
+        match p(&["postie", "check"]).unwrap().mode {
+            Mode::Check { address } => assert_eq!(address, None),
+            m => panic!("{m:?}"),
+        }
+        match p(&["postie", "-C", "/x.conf", "check", "jon@example.org"])
+            .unwrap()
+            .mode
+        {
+            Mode::Check { address } => assert_eq!(address.as_deref(), Some("jon@example.org")),
+            m => panic!("{m:?}"),
+        }
+    }
+
+    #[test]
+    fn config_file_option_short_and_long() {
+        let a = p(&["postie", "-C", "/a.conf", "inetd"]).unwrap();
+        assert_eq!(a.opts.config, Some(PathBuf::from("/a.conf")));
+        let b = p(&["postie", "inetd", "--config", "/b.conf"]).unwrap();
+        assert_eq!(b.opts.config, Some(PathBuf::from("/b.conf")));
+        assert_eq!(p(&["postie", "inetd"]).unwrap().opts.config, None);
+    }
+
+    #[test]
+    fn empty_aliases_value_turns_aliases_off() {
+        let c = p(&["postie", "--aliases", "", "inetd"]).unwrap();
+        assert_eq!(c.opts.aliases, PathBuf::new());
+    }
+
+    #[test]
+    fn given_tells_the_command_line_from_defaults() {
+        let argv = [
+            "postie",
+            "--max-size",
+            "5",
+            "serve",
+            "--domain",
+            "a.example",
+            "--listen",
+            "127.0.0.1:1",
+        ];
+        let cl = command_line(argv.iter().map(OsString::from)).unwrap();
+        assert!(cl.given("max_size"));
+        assert!(cl.given("domains"), "a global option after the mode");
+        assert!(cl.given("listen"));
+        assert!(!cl.given("max_line"));
+        assert!(!cl.given("no_such_id"));
     }
 
     #[test]

@@ -20,6 +20,7 @@
 //! `unsafe` code.
 
 pub mod aliases;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod conn;

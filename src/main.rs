@@ -1,23 +1,28 @@
-//! `postie`: wiring only. Arguments → configuration → logging → mode →
-//! exit status (sysexits.h).
+//! `postie`: wiring only. Arguments → configuration (command line over
+//! file over defaults) → logging → mode → exit status (sysexits.h).
 //!
 //! Called `sendmail`, `newaliases` or `mailq` (links to postie), or as
 //! `postie sendmail ARGS...`, it takes sendmail's command line instead
 //! (`postie::sendmail`).
 
 use std::ffi::OsString;
+use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use postie::cli::{self, LogTo, Mode, Options};
+use postie::check::{self, Verdict};
+use postie::cli::{self, Cli, LogTo, Mode};
+use postie::config::{self, Loaded};
 use postie::sendmail::{self, Action};
-use std::os::fd::AsRawFd;
-
-use postie::{config, listen, maillog, privsep, server, sys};
+use postie::{listen, maillog, privsep, server, sys};
 
 // sysexits.h
 const EX_USAGE: u8 = 64;
+const EX_DATAERR: u8 = 65;
+const EX_NOUSER: u8 = 67;
+const EX_UNAVAILABLE: u8 = 69;
 const EX_OSERR: u8 = 71;
+const EX_TEMPFAIL: u8 = 75;
 const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
@@ -25,7 +30,7 @@ fn main() -> ExitCode {
     if let Some(call) = sendmail::Call::from_argv(&argv) {
         return run_sendmail(call);
     }
-    let args = match cli::parse(argv.iter().cloned()) {
+    let cl = match cli::command_line(argv.iter().cloned()) {
         Ok(a) => a,
         Err(e) => {
             let code = if e.use_stderr() { EX_USAGE } else { 0 };
@@ -33,39 +38,59 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    match args.mode {
-        Mode::Sendmail { args } => run_sendmail(sendmail::Call::from_suffix(&argv, args)),
-        mode => run(args.opts, mode),
+    if let Mode::Sendmail { args } = &cl.cli.mode {
+        return run_sendmail(sendmail::Call::from_suffix(&argv, args.clone()));
     }
-}
-
-/// Runs `serve` or `inetd`.
-fn run(opts: Options, mode: Mode) -> ExitCode {
-    let inetd = matches!(mode, Mode::Inetd);
+    let inetd = matches!(cl.cli.mode, Mode::Inetd);
     if inetd {
         // stderr is the client's socket under inetd; nothing may reach it,
         // not even a panic message.
         sys::silence_stderr();
     }
-    maillog::init(maillog::choose(opts.log_to, inetd), opts.log_level);
+    let checking = matches!(cl.cli.mode, Mode::Check { .. });
+    let (log_to, log_level) = (cl.cli.opts.log_to, cl.cli.opts.log_level);
+    let conf = match config::load(cl) {
+        Ok(c) => c,
+        Err(e) if checking => return report(&check::Report::config_error(&e)),
+        Err(e) => {
+            // Logged as the command line alone says, the file being wrong.
+            let sink = maillog::choose(log_to, inetd);
+            maillog::init(sink, log_level);
+            return config_error(&e.to_string(), inetd, sink);
+        }
+    };
+    if let Mode::Check { address } = &conf.cli.mode {
+        return report(&check::run(&conf, address.as_deref()));
+    }
+    run(conf)
+}
+
+/// Runs `serve` or `inetd`.
+fn run(conf: Loaded) -> ExitCode {
+    let inetd = matches!(conf.cli.mode, Mode::Inetd);
+    if inetd {
+        sys::silence_stderr();
+    }
+    let opts = &conf.cli.opts;
+    let sink = maillog::choose(opts.log_to, inetd);
+    maillog::init(sink, opts.log_level);
     std::panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
     if let Err(e) = sys::drop_supplementary_groups() {
         log::error!("cannot drop supplementary groups: {e}");
         return ExitCode::from(EX_OSERR);
     }
-
-    let service = match config::service(&opts) {
+    let service = match conf.service() {
         Ok(s) => s,
-        Err(e) => return config_error(inetd, &e.to_string()),
+        Err(e) => return config_error(&e.to_string(), inetd, sink),
     };
     let unprivileged = match unprivileged_user(&opts.user) {
         Ok(u) => u,
-        Err(e) => return config_error(inetd, &e),
+        Err(e) => return config_error(&e, inetd, sink),
     };
-    let result = match mode {
+    let result = match &conf.cli.mode {
         Mode::Inetd => inetd_session(service, unprivileged),
-        Mode::Serve { listen } => serve(service, unprivileged, &listen, &opts.submit_socket),
-        Mode::Sendmail { .. } => unreachable!("handled by run_sendmail"),
+        Mode::Serve { listen } => serve(service, unprivileged, listen, &opts.submit_socket),
+        Mode::Check { .. } | Mode::Sendmail { .. } => unreachable!("handled in main"),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -77,6 +102,32 @@ fn run(opts: Options, mode: Mode) -> ExitCode {
             ExitCode::from(EX_OSERR)
         }
     }
+}
+
+/// Logs a configuration error, prints it on stderr too unless the log
+/// goes there (or stderr is the client, in inetd mode), and gives
+/// EX_CONFIG.
+fn config_error(e: &str, inetd: bool, sink: maillog::Sink) -> ExitCode {
+    log::error!("{e}");
+    if !inetd && sink != maillog::Sink::Stderr {
+        eprintln!("postie: {e}");
+    }
+    ExitCode::from(EX_CONFIG)
+}
+
+/// Prints `postie check`'s findings on stdout and gives its exit status.
+fn report(r: &check::Report) -> ExitCode {
+    for f in &r.findings {
+        println!("{f}");
+    }
+    ExitCode::from(match r.verdict {
+        Verdict::Ok => 0,
+        Verdict::BadAddress => EX_DATAERR,
+        Verdict::NoUser => EX_NOUSER,
+        Verdict::NotLocal => EX_UNAVAILABLE,
+        Verdict::TempFail => EX_TEMPFAIL,
+        Verdict::Config => EX_CONFIG,
+    })
 }
 
 /// The user to drop to: name, uid, gid.
@@ -108,14 +159,6 @@ fn unprivileged_user(user: &str) -> Result<Unprivileged, String> {
     }
 }
 
-fn config_error(inetd: bool, e: &str) -> ExitCode {
-    log::error!("{e}");
-    if !inetd {
-        eprintln!("postie: {e}");
-    }
-    ExitCode::from(EX_CONFIG)
-}
-
 /// The sendmail command line. `-bd` is `serve` and root's `-bs` is
 /// `inetd`; everything else is `sendmail::run`.
 fn run_sendmail(call: sendmail::Call) -> ExitCode {
@@ -131,11 +174,27 @@ fn run_sendmail(call: sendmail::Call) -> ExitCode {
             let _ = e.print();
             return ExitCode::from(code);
         }
+        Err(sendmail::ParseError::Config(e)) => {
+            eprintln!("postie: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
     };
     let root = nix::unistd::geteuid().is_root();
     match inv.flags.action {
-        Action::Daemon => return run(inv.opts, Mode::Serve { listen: Vec::new() }),
-        Action::Smtp if root => return run(inv.opts, Mode::Inetd),
+        Action::Daemon => {
+            let mode = Mode::Serve { listen: Vec::new() };
+            return run(Loaded::without_file(Cli {
+                opts: inv.opts,
+                mode,
+            }));
+        }
+        Action::Smtp if root => {
+            let mode = Mode::Inetd;
+            return run(Loaded::without_file(Cli {
+                opts: inv.opts,
+                mode,
+            }));
+        }
         _ => {}
     }
     // A command, not a daemon: log to syslog unless told otherwise

@@ -167,6 +167,8 @@ pub enum ParseError {
     Usage(UsageError),
     /// postie's own options, refused by clap.
     Cli(clap::Error),
+    /// The configuration file (`-C FILE`, or the default one) is wrong.
+    Config(crate::config::ConfigError),
 }
 
 impl From<UsageError> for ParseError {
@@ -201,10 +203,13 @@ pub fn parse(call: Call) -> Result<Invocation, ParseError> {
         }
     }
     argv.extend(flags.postie_args.iter().cloned());
-    let cli = cli::parse(argv).map_err(ParseError::Cli)?;
+    // The configuration file goes beneath the command line, as for
+    // every other mode.
+    let cl = cli::command_line(argv).map_err(ParseError::Cli)?;
+    let loaded = crate::config::load(cl).map_err(ParseError::Config)?;
     Ok(Invocation {
         flags,
-        opts: cli.opts,
+        opts: loaded.cli.opts,
     })
 }
 

@@ -103,6 +103,31 @@ impl Fixture {
             "nobody".into(),
         ]
     }
+
+    /// The options of [`Fixture::args`] as configuration file lines.
+    pub fn config_lines(&self) -> String {
+        self.args()
+            .chunks(2)
+            .map(|kv| format!("{} = {}\n", kv[0].trim_start_matches('-'), kv[1]))
+            .collect()
+    }
+
+    /// Writes `text` to `postie.conf` in the fixture's directory and
+    /// returns its path.
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let path = self.dir.path().join("postie.conf");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+/// Runs `postie ARGS` to its end with stdin from /dev/null.
+pub fn run_postie<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run postie")
 }
 
 /// A running `postie serve`; killed when dropped.

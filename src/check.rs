@@ -1,0 +1,715 @@
+//! `postie check [ADDRESS]`: what an admin runs after editing the
+//! configuration, and what `sendmail -bv` is to sendmail.
+//!
+//! It looks at the options in force (command line over configuration file
+//! over defaults), the spool directory, the aliases file, whether the host
+//! name and the configured local domains resolve, and, given an address,
+//! follows it the way RCPT TO would: domain, extension, aliases, passwd
+//! lookup, mailbox. It never writes anything.
+//!
+//! The result is a list of [`Finding`]s (`ok:`, `warning:`, `error:`, one
+//! line each) and a [`Verdict`] that `main` turns into an exit status, so
+//! the checks are testable without a process or stdout.
+
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, ToSocketAddrs};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use nix::unistd::{AccessFlags, Gid, Group, Uid, User as PwUser};
+
+use crate::aliases::Aliases;
+use crate::cli::Options;
+use crate::config::{self, ConfigError, DEFAULT_FILE, Loaded};
+use crate::server::Service;
+use crate::smtp::address::parse_path;
+use crate::smtp::{Mailbox, reply};
+use crate::users::{LocalDomains, Resolution};
+
+/// How bad a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Ok,
+    Warning,
+    Error,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub level: Level,
+    pub text: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let prefix = match self.level {
+            Level::Ok => "ok",
+            Level::Warning => "warning",
+            Level::Error => "error",
+        };
+        write!(f, "{prefix}: {}", self.text)
+    }
+}
+
+/// The outcome as a whole, from the worst error found. Ordered: a later
+/// variant wins over an earlier one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    /// No errors (warnings allowed).
+    Ok,
+    /// ADDRESS is not an address (EX_DATAERR).
+    BadAddress,
+    /// ADDRESS is in a local domain but no user or alias (`550 5.1.1`;
+    /// EX_NOUSER).
+    NoUser,
+    /// ADDRESS is not in a local domain (`550 5.7.1`; EX_UNAVAILABLE).
+    NotLocal,
+    /// Mail to ADDRESS would be deferred: a failed lookup (`451 4.3.0`) or
+    /// a mailbox postie will not write to (`450 4.2.0`) (EX_TEMPFAIL).
+    TempFail,
+    /// The configuration, the spool or the aliases file is wrong
+    /// (EX_CONFIG).
+    Config,
+}
+
+/// Everything `postie check` found.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub findings: Vec<Finding>,
+    pub verdict: Verdict,
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Report {
+            findings: Vec::new(),
+            verdict: Verdict::Ok,
+        }
+    }
+}
+
+impl Report {
+    fn ok(&mut self, text: impl Into<String>) {
+        self.push(Level::Ok, text.into());
+    }
+
+    fn warn(&mut self, text: impl Into<String>) {
+        self.push(Level::Warning, text.into());
+    }
+
+    fn error(&mut self, verdict: Verdict, text: impl Into<String>) {
+        self.push(Level::Error, text.into());
+        self.verdict = self.verdict.max(verdict);
+    }
+
+    fn push(&mut self, level: Level, text: String) {
+        self.findings.push(Finding { level, text });
+    }
+
+    /// The report of a configuration that did not load at all.
+    pub fn config_error(e: &ConfigError) -> Report {
+        let mut r = Report::default();
+        r.error(Verdict::Config, e.to_string());
+        r
+    }
+
+    /// The texts of the findings at `level` (for tests).
+    pub fn texts(&self, level: Level) -> Vec<&str> {
+        self.findings
+            .iter()
+            .filter(|f| f.level == level)
+            .map(|f| f.text.as_str())
+            .collect()
+    }
+}
+
+/// Runs every check on the options in force, and on `address` if given.
+pub fn run(conf: &Loaded, address: Option<&str>) -> Report {
+    let mut r = Report::default();
+    let o = &conf.cli.opts;
+    configuration(&mut r, conf);
+    // The spool is examined below, in more detail than the service wants.
+    let service = match conf.service_unchecked_spool() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            r.error(Verdict::Config, e.to_string());
+            None
+        }
+    };
+    names(&mut r, o);
+    spool(&mut r, &o.spool);
+    let aliases = aliases(&mut r, &o.aliases);
+    if let Some(service) = &service {
+        users(&mut r, o);
+        if let Some(addr) = address {
+            recipient(&mut r, o, service, aliases.as_ref(), addr);
+        }
+    } else if let Some(addr) = address {
+        r.error(
+            Verdict::Config,
+            format!("{addr}: not checked: the configuration has errors"),
+        );
+    }
+    r
+}
+
+/// Which file was read, and what the command line overrode.
+fn configuration(r: &mut Report, conf: &Loaded) {
+    match &conf.file {
+        Some(file) => {
+            let n = conf.settings.len() + conf.overridden.len();
+            r.ok(format!(
+                "configuration {}: {n} setting{}",
+                file.display(),
+                if n == 1 { "" } else { "s" }
+            ));
+            if !conf.overridden.is_empty() {
+                r.ok(format!(
+                    "configuration {}: overridden on the command line: {}",
+                    file.display(),
+                    conf.overridden.join(", ")
+                ));
+            }
+        }
+        None => r.ok(format!(
+            "no configuration file {DEFAULT_FILE}; built-in defaults and the command line"
+        )),
+    }
+}
+
+/// The host name and each configured local domain should resolve: clients
+/// find this host by them.
+fn names(r: &mut Report, o: &Options) {
+    let hostname = config::mail_name(o.hostname.as_deref());
+    if hostname.bytes().all(|b| b.is_ascii_graphic()) && !hostname.is_empty() {
+        resolves(r, "hostname", &hostname);
+    }
+    for d in &o.domains {
+        if d.starts_with('[') {
+            if config::plausible_domain(d) {
+                r.ok(format!("domain {d}: an address literal"));
+            }
+        } else if config::plausible_domain(d) {
+            resolves(r, "domain", d);
+        }
+    }
+}
+
+fn resolves(r: &mut Report, what: &str, name: &str) {
+    match (name, 25).to_socket_addrs() {
+        Ok(addrs) => {
+            let mut ips: Vec<IpAddr> = Vec::new();
+            for a in addrs {
+                if !ips.contains(&a.ip()) {
+                    ips.push(a.ip());
+                }
+            }
+            let shown: Vec<String> = ips.iter().take(4).map(IpAddr::to_string).collect();
+            let more = if ips.len() > 4 { ", ..." } else { "" };
+            r.ok(format!(
+                "{what} {name} resolves to {}{more}",
+                shown.join(", ")
+            ));
+        }
+        Err(e) => r.warn(format!("{what} {name} does not resolve: {e}")),
+    }
+}
+
+/// The spool: a directory (else an error), and as Debian ships
+/// `/var/mail`: owner root, group `mail`, mode 2775, i.e. writable by group
+/// mail with the setgid (or at least the sticky) bit; a deviation is a
+/// warning, since postie itself writes as the recipient.
+fn spool(r: &mut Report, dir: &Path) {
+    let shown = dir.display();
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => m,
+        Ok(_) => return r.error(Verdict::Config, format!("spool {shown}: not a directory")),
+        Err(e) => return r.error(Verdict::Config, format!("spool {shown}: {e}")),
+    };
+    let mode = meta.mode() & 0o7777;
+    let owner = user_name(meta.uid());
+    let group = group_name(meta.gid());
+    r.ok(format!(
+        "spool {shown}: a directory, owner {owner}, group {group}, mode {mode:04o}"
+    ));
+    if meta.uid() != 0 {
+        r.warn(format!("spool {shown}: owned by {owner}, not root"));
+    }
+    match Group::from_name("mail") {
+        Ok(Some(mail)) if mail.gid.as_raw() == meta.gid() => {}
+        Ok(Some(_)) => r.warn(format!("spool {shown}: group {group}, not mail")),
+        _ => r.warn(format!(
+            "spool {shown}: this host has no group mail, which other mail programs expect"
+        )),
+    }
+    if mode & 0o020 == 0 {
+        r.warn(format!(
+            "spool {shown}: mode {mode:04o} is not writable by the group (want 2775)"
+        ));
+    }
+    if mode & 0o3000 == 0 {
+        r.warn(format!(
+            "spool {shown}: mode {mode:04o} has neither the setgid nor the sticky bit (want 2775)"
+        ));
+    }
+    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        r.warn(format!(
+            "spool {shown}: writable by anyone without the sticky bit: any user can remove others' mailboxes"
+        ));
+    }
+    let me = nix::unistd::geteuid();
+    if !me.is_root() && nix::unistd::access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_err() {
+        r.warn(format!(
+            "spool {shown}: postie (uid {me}) cannot create mailboxes in it unless run as root"
+        ));
+    }
+}
+
+fn user_name(uid: u32) -> String {
+    match PwUser::from_uid(Uid::from_raw(uid)) {
+        Ok(Some(u)) => u.name,
+        _ => format!("uid {uid}"),
+    }
+}
+
+fn group_name(gid: u32) -> String {
+    match Group::from_gid(Gid::from_raw(gid)) {
+        Ok(Some(g)) => g.name,
+        _ => format!("gid {gid}"),
+    }
+}
+
+/// The aliases file: read and parsed as the server does; each parse
+/// warning is a warning. Missing is no aliases; unreadable is an error
+/// (the server would answer 451 for every recipient).
+fn aliases(r: &mut Report, path: &Path) -> Option<Aliases> {
+    if path.as_os_str().is_empty() {
+        r.ok("aliases: disabled");
+        return Some(Aliases::empty());
+    }
+    let shown = path.display().to_string();
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            r.ok(format!("aliases {shown}: no such file; no aliases"));
+            return Some(Aliases::empty());
+        }
+        Err(e) => {
+            r.error(Verdict::Config, format!("aliases {shown}: {e}"));
+            return None;
+        }
+    };
+    let (aliases, warnings) = Aliases::parse(&String::from_utf8_lossy(&bytes), &shown);
+    for w in warnings {
+        r.warn(w);
+    }
+    let n = aliases.len();
+    r.ok(format!(
+        "aliases {shown}: {n} alias{}",
+        if n == 1 { "" } else { "es" }
+    ));
+    Some(aliases)
+}
+
+/// Where users come from.
+fn users(r: &mut Report, o: &Options) {
+    match &o.passwd {
+        Some(p) => r.ok(format!("users: from {}", p.display())),
+        None => r.ok("users: the system's passwd database (NSS)"),
+    }
+}
+
+/// `code enhanced` of a reply, as the session would send it.
+fn code(reply: &reply::Reply) -> String {
+    match reply.enhanced {
+        Some(e) => format!("{} {e}", reply.code),
+        None => reply.code.to_string(),
+    }
+}
+
+/// How mail to `addr` would be delivered, as RCPT TO resolves it and the
+/// deliverer checks the mailbox.
+fn recipient(
+    r: &mut Report,
+    o: &Options,
+    service: &Service,
+    aliases: Option<&Aliases>,
+    addr: &str,
+) {
+    let mailbox = match parse_path(addr) {
+        Ok((Some(m), rest)) if rest.trim().is_empty() => m,
+        Ok((None, _)) => {
+            return r.error(
+                Verdict::BadAddress,
+                format!("{addr}: the null address has no mailbox"),
+            );
+        }
+        Ok(_) => {
+            return r.error(
+                Verdict::BadAddress,
+                format!("{addr}: junk after the address"),
+            );
+        }
+        Err(e) => return r.error(Verdict::BadAddress, format!("{addr}: bad address: {}", e.0)),
+    };
+    let shown = mailbox.to_string();
+    let users = match service.recipients.resolve(&mailbox) {
+        Resolution::Local(users) => users,
+        Resolution::Unknown => {
+            let why = alias_of(o, aliases, &mailbox)
+                .map(|name| format!(" (alias {name}: none of its users exists)"))
+                .unwrap_or_default();
+            return r.error(
+                Verdict::NoUser,
+                format!(
+                    "{shown}: {} user unknown{why}",
+                    code(&reply::unknown_user(&shown))
+                ),
+            );
+        }
+        Resolution::NotLocal => {
+            let domain = mailbox.domain.as_deref().unwrap_or_default();
+            return r.error(
+                Verdict::NotLocal,
+                format!(
+                    "{shown}: {} relaying denied: {domain} is not a local domain",
+                    code(&reply::relay_denied(&shown))
+                ),
+            );
+        }
+        Resolution::TempFail(why) => {
+            return r.error(
+                Verdict::TempFail,
+                format!(
+                    "{shown}: {} lookup failed: {why}",
+                    code(&reply::lookup_failed())
+                ),
+            );
+        }
+    };
+    let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+    if let (Some(name), Some(aliases)) = (alias_of(o, aliases, &mailbox), aliases) {
+        r.ok(format!("{shown}: alias {name} -> {}", names.join(", ")));
+        let hostname = config::mail_name(o.hostname.as_deref());
+        let domains = LocalDomains::detect(&hostname, &o.domains);
+        let expansion = aliases.expand(&name, &|d| domains.is_local(d));
+        for refused in expansion.refused {
+            r.warn(refused);
+        }
+        for leaf in expansion.users {
+            if !names.contains(&leaf.as_str()) {
+                r.warn(format!("{shown}: alias {name}: {leaf} is no user; skipped"));
+            }
+        }
+    } else if base_name(o, &mailbox) == "postmaster" {
+        r.ok(format!(
+            "{shown}: postmaster, not an alias: delivered to {} (RFC 5321 4.5.1)",
+            names.join(", ")
+        ));
+    }
+    for u in &users {
+        match service.delivery.check_mailbox(u) {
+            Ok(()) => {
+                let path = o.spool.join(&u.name);
+                let state = match std::fs::symlink_metadata(&path) {
+                    Ok(m) => format!(
+                        "exists, {} byte{}",
+                        m.len(),
+                        if m.len() == 1 { "" } else { "s" }
+                    ),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        "none yet; created at the first delivery".into()
+                    }
+                    Err(e) => e.to_string(),
+                };
+                r.ok(format!(
+                    "{shown}: local user {} (uid {}), mailbox {} ({state})",
+                    u.name,
+                    u.uid,
+                    path.display()
+                ));
+            }
+            Err(why) => r.error(
+                Verdict::TempFail,
+                format!(
+                    "{shown}: {} mailbox unavailable: {why}",
+                    code(&reply::mailbox_unavailable(&shown))
+                ),
+            ),
+        }
+    }
+}
+
+/// The local part as looked up: lower-cased, extension removed.
+fn base_name(o: &Options, mailbox: &Mailbox) -> String {
+    let local = mailbox.local.to_ascii_lowercase();
+    let delimiter = config::parse_delimiter(&o.extension_delimiter)
+        .ok()
+        .flatten();
+    match delimiter.and_then(|c| local.split_once(c)) {
+        Some((base, _)) if !base.is_empty() => base.to_owned(),
+        _ => local,
+    }
+}
+
+/// The alias `mailbox` names, if it names one.
+fn alias_of(o: &Options, aliases: Option<&Aliases>, mailbox: &Mailbox) -> Option<String> {
+    let name = base_name(o, mailbox);
+    aliases.filter(|a| a.contains(&name)).map(|_| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::ffi::OsString;
+
+    /// A spool, a passwd file with `jon` and `alice` (the uid running the
+    /// tests, so this passes as root and not), and an aliases file path.
+    struct Setup {
+        dir: tempfile::TempDir,
+    }
+
+    impl Setup {
+        fn new() -> Setup {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir(dir.path().join("spool")).unwrap();
+            let uid = nix::unistd::geteuid().as_raw();
+            let gid = nix::unistd::getegid().as_raw();
+            std::fs::write(
+                dir.path().join("passwd"),
+                format!("jon:x:{uid}:{gid}::/:/bin/sh\nalice:x:{uid}:{gid}::/:/bin/sh\n"),
+            )
+            .unwrap();
+            Setup { dir }
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.dir.path().join(name).display().to_string()
+        }
+
+        fn run(&self, extra: &[&str], address: Option<&str>) -> Report {
+            let mut argv: Vec<String> = [
+                "postie",
+                "check",
+                "--hostname",
+                "localhost",
+                "--domain",
+                "[192.0.2.25]",
+                "--temp-dir",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            argv.push(self.path(""));
+            for (opt, file) in [
+                ("--spool", "spool"),
+                ("--passwd", "passwd"),
+                ("--aliases", "aliases"),
+            ] {
+                argv.push(opt.into());
+                argv.push(self.path(file));
+            }
+            argv.extend(extra.iter().map(|s| s.to_string()));
+            let cli = crate::cli::parse(argv.iter().map(OsString::from)).unwrap();
+            run(&Loaded::without_file(cli), address)
+        }
+    }
+
+    #[test]
+    fn a_good_setup_is_ok() {
+        let s = Setup::new();
+        let r = s.run(&[], None);
+        assert_eq!(r.verdict, Verdict::Ok, "{r:?}");
+        let ok = r.texts(Level::Ok);
+        assert!(
+            ok.iter().any(|t| t.starts_with("no configuration file")),
+            "{ok:?}"
+        );
+        assert!(
+            ok.iter()
+                .any(|t| t.starts_with("hostname localhost resolves to ")),
+            "{ok:?}"
+        );
+        assert!(
+            ok.contains(&"domain [192.0.2.25]: an address literal"),
+            "{ok:?}"
+        );
+        assert!(
+            ok.iter()
+                .any(|t| t.starts_with(&format!("spool {}: a directory", s.path("spool")))),
+            "{ok:?}"
+        );
+        assert!(
+            ok.iter().any(|t| t.ends_with("no such file; no aliases")),
+            "{ok:?}"
+        );
+        assert!(r.texts(Level::Error).is_empty());
+    }
+
+    #[test]
+    fn a_local_user_and_their_mailbox() {
+        let s = Setup::new();
+        std::fs::write(s.dir.path().join("spool/jon"), b"12345").unwrap();
+        let r = s.run(&[], Some("Jon+lists@LOCALHOST"));
+        assert_eq!(r.verdict, Verdict::Ok, "{r:?}");
+        let uid = nix::unistd::geteuid();
+        let want = format!(
+            "Jon+lists@LOCALHOST: local user jon (uid {uid}), mailbox {} (exists, 5 bytes)",
+            s.path("spool/jon")
+        );
+        assert!(r.texts(Level::Ok).contains(&want.as_str()), "{r:?}");
+        let r = s.run(&[], Some("alice@[192.0.2.25]"));
+        assert!(
+            r.texts(Level::Ok)
+                .iter()
+                .any(|t| t.contains("local user alice")
+                    && t.ends_with("(none yet; created at the first delivery)")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_relay_and_bad_addresses() {
+        let s = Setup::new();
+        let r = s.run(&[], Some("elvis@localhost"));
+        assert_eq!(r.verdict, Verdict::NoUser);
+        assert_eq!(
+            r.texts(Level::Error),
+            ["elvis@localhost: 550 5.1.1 user unknown"]
+        );
+        let r = s.run(&[], Some("jon@elsewhere.example"));
+        assert_eq!(r.verdict, Verdict::NotLocal);
+        assert_eq!(
+            r.texts(Level::Error),
+            [
+                "jon@elsewhere.example: 550 5.7.1 relaying denied: elsewhere.example is not a local domain"
+            ]
+        );
+        for bad in ["<>", "jon@", "a b@c"] {
+            assert_eq!(s.run(&[], Some(bad)).verdict, Verdict::BadAddress, "{bad}");
+        }
+    }
+
+    #[test]
+    fn aliases_are_expanded_and_their_problems_shown() {
+        let s = Setup::new();
+        std::fs::write(
+            s.dir.path().join("aliases"),
+            "staff: admins, jon\nadmins: alice, ghost, \"|/bin/prog\"\nempty: ghost\nbroken line\n",
+        )
+        .unwrap();
+        let r = s.run(&[], Some("staff"));
+        assert_eq!(r.verdict, Verdict::Ok, "{r:?}");
+        let ok = r.texts(Level::Ok);
+        assert!(ok.contains(&"staff: alias staff -> alice, jon"), "{ok:?}");
+        assert!(
+            ok.iter().any(|t| t.starts_with("staff: local user alice")),
+            "{ok:?}"
+        );
+        assert!(
+            ok.iter().any(|t| t.starts_with("staff: local user jon")),
+            "{ok:?}"
+        );
+        let warnings = r.texts(Level::Warning);
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.contains(":4: ") && w.ends_with("line skipped")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings.iter().any(|w| w.contains("|/bin/prog")),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings.contains(&"staff: alias staff: ghost is no user; skipped"),
+            "{warnings:?}"
+        );
+        let r = s.run(&[], Some("empty"));
+        assert_eq!(r.verdict, Verdict::NoUser);
+        assert_eq!(
+            r.texts(Level::Error),
+            ["empty: 550 5.1.1 user unknown (alias empty: none of its users exists)"]
+        );
+    }
+
+    #[test]
+    fn postmaster_without_an_alias_is_root() {
+        let s = Setup::new();
+        let r = s.run(&[], Some("postmaster"));
+        assert!(
+            r.texts(Level::Ok)
+                .iter()
+                .any(|t| t.starts_with("postmaster: postmaster, not an alias: delivered to root")),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn a_mailbox_postie_will_not_write_is_a_temporary_failure() {
+        let s = Setup::new();
+        std::os::unix::fs::symlink("/etc/passwd", s.dir.path().join("spool/jon")).unwrap();
+        let r = s.run(&[], Some("jon"));
+        assert_eq!(r.verdict, Verdict::TempFail, "{r:?}");
+        let errors = r.texts(Level::Error);
+        assert!(
+            errors[0].starts_with("jon: 450 4.2.0 mailbox unavailable: "),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn setup_errors_are_config_errors() {
+        let s = Setup::new();
+        // An aliases "file" that cannot be read.
+        std::fs::create_dir(s.dir.path().join("aliases")).unwrap();
+        let r = s.run(&[], Some("jon"));
+        assert_eq!(r.verdict, Verdict::Config, "{r:?}");
+        assert!(r.texts(Level::Error)[0].starts_with(&format!("aliases {}: ", s.path("aliases"))));
+
+        let s = Setup::new();
+        std::fs::remove_dir(s.dir.path().join("spool")).unwrap();
+        let r = s.run(&[], None);
+        assert_eq!(r.verdict, Verdict::Config);
+        assert_eq!(r.texts(Level::Error).len(), 1, "{r:?}");
+        assert!(r.texts(Level::Error)[0].starts_with(&format!("spool {}: ", s.path("spool"))));
+
+        let s = Setup::new();
+        let r = s.run(&["--mailbox-mode", "400"], Some("jon"));
+        assert_eq!(r.verdict, Verdict::Config);
+        let errors = r.texts(Level::Error);
+        assert!(errors[0].starts_with("--mailbox-mode 400: "), "{errors:?}");
+        assert!(errors[1].starts_with("jon: not checked"), "{errors:?}");
+    }
+
+    #[test]
+    fn spool_deviations_from_debian_are_warnings() {
+        use std::os::unix::fs::PermissionsExt;
+        let s = Setup::new();
+        let spool = s.dir.path().join("spool");
+        std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o757)).unwrap();
+        let r = s.run(&[], None);
+        assert_eq!(r.verdict, Verdict::Ok);
+        let w = r.texts(Level::Warning);
+        assert!(
+            w.iter()
+                .any(|t| t.ends_with("mode 0757 is not writable by the group (want 2775)")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|t| t.contains("neither the setgid nor the sticky bit")),
+            "{w:?}"
+        );
+        assert!(
+            w.iter()
+                .any(|t| t.contains("writable by anyone without the sticky bit")),
+            "{w:?}"
+        );
+        std::fs::set_permissions(&spool, std::fs::Permissions::from_mode(0o2775)).unwrap();
+        let w = s.run(&[], None).texts(Level::Warning).join("\n");
+        assert!(!w.contains("mode"), "{w}");
+    }
+}

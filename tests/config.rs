@@ -1,0 +1,377 @@
+//! The configuration file (`-C FILE`) under the real binary, and `postie
+//! check`.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use crate::util::*;
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `postie -C FILE serve`, everything else from the file.
+fn serve_with(conf: &std::path::Path, extra: &[&str]) -> Server {
+    let mut cmd = Command::new(bin());
+    cmd.arg("-C").arg(conf).arg("serve").args(extra);
+    Server::spawn(cmd)
+}
+
+/// Spool, users, host name, size limit, an extra local domain and the
+/// listening address, all from the file: the greeting, EHLO's SIZE and
+/// RCPT follow it, and the message lands in the file's spool.
+#[test]
+fn serve_follows_the_config_file() {
+    let fx = Fixture::new();
+    let conf = fx.write_config(&format!(
+        "# from the test\n{}hostname = mx.frogbog.test\nmax_size = 12345\n\
+         domain = extra.test\nlisten = 127.0.0.1:0\n",
+        fx.config_lines().replace("hostname = razorback.test\n", "")
+    ));
+    let srv = serve_with(&conf, &[]);
+    let mut c = srv.connect();
+    let greeting = c.reply();
+    assert!(
+        greeting.lines[0].starts_with("220 mx.frogbog.test "),
+        "{greeting:?}"
+    );
+    let ehlo = c.expect("EHLO client.example", 250);
+    assert!(
+        ehlo.lines.iter().any(|l| l == "250-SIZE 12345"),
+        "{:?}",
+        ehlo.lines
+    );
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<jon@extra.test>", 250);
+    c.expect("RCPT TO:<alice@mx.frogbog.test>", 250);
+    c.expect("RCPT TO:<jon@razorback.test>", 550);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: configured\r\n\r\nhello\r\n.\r\n");
+    c.expect_reply(250);
+    c.expect("QUIT", 221);
+    for user in ["jon", "alice"] {
+        let msgs = python_mbox(&fx.mailbox(user));
+        assert_eq!(msgs.len(), 1, "{user}");
+        assert_eq!(msgs[0].subject, "configured");
+    }
+}
+
+/// An option on the command line wins over the file, a repeatable one
+/// (`--domain`, `--listen`) included: its values replace the file's.
+#[test]
+fn the_command_line_overrides_the_file() {
+    let fx = Fixture::new();
+    let port = free_port();
+    let conf = fx.write_config(&format!(
+        "{}max-size = 12345\ndomain = extra.test\nlisten = 127.0.0.1:{port}\n",
+        fx.config_lines()
+    ));
+    let srv = serve_with(
+        &conf,
+        &[
+            "--max-size",
+            "999",
+            "--domain",
+            "other.test",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let mut c = srv.connect();
+    c.reply();
+    let ehlo = c.expect("EHLO client.example", 250);
+    assert!(
+        ehlo.lines.iter().any(|l| l == "250-SIZE 999"),
+        "{:?}",
+        ehlo.lines
+    );
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<jon@other.test>", 250);
+    c.expect("RCPT TO:<jon@extra.test>", 550);
+    c.expect("QUIT", 221);
+    assert!(
+        !srv.log()
+            .contains(&format!("listening on 127.0.0.1:{port}")),
+        "{}",
+        srv.log()
+    );
+}
+
+/// An unknown key, a bad value, a line without `=`, a key set twice: exit
+/// 78 (EX_CONFIG) naming FILE:LINE on stderr, before anything listens.
+#[test]
+fn config_errors_exit_78_naming_file_and_line() {
+    let fx = Fixture::new();
+    for (line, want) in [
+        ("bogus = 1", "unknown key \"bogus\""),
+        ("max-size = lots", "max-size: invalid value \"lots\""),
+        ("max-line = 100", "max-line: invalid value \"100\""),
+        ("bare_lf = maybe", "bare-lf: invalid value \"maybe\""),
+        (
+            "mailbox-mode = 444",
+            "mailbox-mode: 444: want an octal mode",
+        ),
+        ("spool /var/mail", "expected \"key = value\""),
+        (
+            "log-level = debug",
+            "log-level: set again; first set on line",
+        ),
+    ] {
+        let conf = fx.write_config(&format!("{}{line}\n", fx.config_lines()));
+        let n = fx.config_lines().lines().count() + 1;
+        let out = run_postie(&[
+            "-C".as_ref(),
+            conf.as_os_str(),
+            "serve".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+        ]);
+        assert_eq!(out.status.code(), Some(78), "{line}: {}", stderr(&out));
+        let err = stderr(&out);
+        let at = format!("{}:{n}: ", conf.display());
+        assert!(err.contains(&at), "{line}: want {at:?} in {err}");
+        assert!(err.contains(want), "{line}: want {want:?} in {err}");
+        assert!(!err.contains("listening on"), "{err}");
+    }
+}
+
+/// A file named with -C must exist; the error says which.
+#[test]
+fn a_missing_config_file_exits_78() {
+    let fx = Fixture::new();
+    let missing = fx.dir.path().join("nowhere.conf");
+    let out = run_postie(&[
+        "--config".as_ref(),
+        missing.as_os_str(),
+        "serve".as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ]);
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{}: ", missing.display())),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// inetd mode takes its whole configuration from the file; a broken file
+/// still exits 78 and writes nothing to stderr, the client's socket.
+#[test]
+fn inetd_mode_reads_the_file_and_stays_silent_on_errors() {
+    let fx = Fixture::new();
+    let conf = fx.write_config(&fx.config_lines());
+    let mut child = Command::new(bin())
+        .arg("-C")
+        .arg(&conf)
+        .arg("-bs")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"HELO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<jon@razorback.test>\r\nDATA\r\n\
+              Subject: over -bs\r\n\r\nx\r\n.\r\nQUIT\r\n",
+        )
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    assert_eq!(python_mbox(&fx.mailbox("jon"))[0].subject, "over -bs");
+
+    let conf = fx.write_config(&format!("{}bogus = 1\n", fx.config_lines()));
+    let out = run_postie(&["-C".as_ref(), conf.as_os_str(), "inetd".as_ref()]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "{}", stdout(&out));
+}
+
+/// `postie -C FILE check ARGS`, with the fixture's options in the file.
+fn check(fx: &Fixture, args: &[&str]) -> std::process::Output {
+    let conf = fx.write_config(&fx.config_lines());
+    let mut cmd = Command::new(bin());
+    cmd.arg("-C").arg(&conf).arg("check").args(args);
+    cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+/// Every line of `postie check` is a finding; a good setup exits 0
+/// (warnings allowed: the test spool is not root:mail 2775).
+#[test]
+fn check_a_good_setup() {
+    let fx = Fixture::new();
+    let out = check(&fx, &[]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(out.stderr.is_empty(), "{}", stderr(&out));
+    for line in text.lines() {
+        assert!(
+            line.starts_with("ok: ") || line.starts_with("warning: "),
+            "{line}"
+        );
+    }
+    let conf = fx.dir.path().join("postie.conf");
+    assert!(
+        text.contains(&format!(
+            "ok: configuration {}: {} settings\n",
+            conf.display(),
+            fx.config_lines().lines().count()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("ok: spool {}: a directory", fx.spool().display())),
+        "{text}"
+    );
+    assert!(text.contains("ok: aliases "), "{text}");
+}
+
+/// With an address: the user, uid and mailbox, as RCPT TO would resolve
+/// it.
+#[test]
+fn check_names_the_user_and_mailbox() {
+    let fx = Fixture::new();
+    std::fs::write(fx.mailbox("jon"), b"0123456789").unwrap();
+    let out = check(&fx, &["jon@razorback.test"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let uid = nix::unistd::geteuid();
+    let want = format!(
+        "ok: jon@razorback.test: local user jon (uid {uid}), mailbox {} (exists, 10 bytes)\n",
+        fx.mailbox("jon").display()
+    );
+    assert!(text.contains(&want), "want {want:?} in\n{text}");
+}
+
+/// Unknown user: 550 5.1.1 and EX_NOUSER (67); another domain: 550 5.7.1
+/// and EX_UNAVAILABLE (69); not an address: EX_DATAERR (65).
+#[test]
+fn check_refused_addresses() {
+    let fx = Fixture::new();
+    for (addr, code, want) in [
+        (
+            "elvis@razorback.test",
+            67,
+            "error: elvis@razorback.test: 550 5.1.1 user unknown\n",
+        ),
+        (
+            "jon@elsewhere.example",
+            69,
+            "error: jon@elsewhere.example: 550 5.7.1 relaying denied",
+        ),
+        (
+            "<jon@razorback.test",
+            65,
+            "error: <jon@razorback.test: bad address",
+        ),
+    ] {
+        let out = check(&fx, &[addr]);
+        let text = stdout(&out);
+        assert_eq!(out.status.code(), Some(code), "{addr}: {text}");
+        assert!(text.contains(want), "{addr}: want {want:?} in\n{text}");
+    }
+}
+
+/// An alias is shown expanded, then each of its users.
+#[test]
+fn check_expands_an_alias() {
+    let fx = Fixture::new();
+    std::fs::write(fx.aliases(), "staff: admins, jon\nadmins: alice\n").unwrap();
+    let out = check(&fx, &["Staff@razorback.test"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("ok: Staff@razorback.test: alias staff -> alice, jon\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok: Staff@razorback.test: local user alice "),
+        "{text}"
+    );
+    assert!(
+        text.contains("ok: Staff@razorback.test: local user jon "),
+        "{text}"
+    );
+}
+
+/// A broken configuration is reported by check on stdout, with EX_CONFIG.
+#[test]
+fn check_reports_a_broken_config_file() {
+    let fx = Fixture::new();
+    let conf = fx.write_config(&format!("{}max-size = lots\n", fx.config_lines()));
+    let out = run_postie(&["-C".as_ref(), conf.as_os_str(), "check".as_ref()]);
+    assert_eq!(out.status.code(), Some(78));
+    assert_eq!(
+        stdout(&out),
+        format!(
+            "error: {}:{}: max-size: invalid value \"lots\": invalid digit found in string\n",
+            conf.display(),
+            fx.config_lines().lines().count() + 1
+        )
+    );
+
+    let fx = Fixture::new();
+    std::fs::remove_dir(fx.spool()).unwrap();
+    let out = check(&fx, &[]);
+    assert_eq!(out.status.code(), Some(78));
+    assert!(
+        stdout(&out).contains(&format!("error: spool {}: ", fx.spool().display())),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// The shipped example (packaging/postie.conf) and postie.conf(5) name
+/// every key; the example's commented-out values are the built-in
+/// defaults, except for the keys whose default comes from the system,
+/// where it shows an example.
+#[test]
+fn example_file_and_man_page_cover_every_key() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("packaging/postie.conf")).unwrap();
+    let man = std::fs::read_to_string(root.join("man/postie.conf.5")).unwrap();
+    let keys = postie::config::key_names();
+    for key in &keys {
+        assert!(
+            example
+                .lines()
+                .any(|l| l.starts_with(&format!("#{key} = "))),
+            "packaging/postie.conf lacks {key}"
+        );
+        let mdoc = format!(".It Cm {} No = ", key.replace('-', "\\-"));
+        assert!(man.contains(&mdoc), "postie.conf(5) lacks {key}");
+    }
+    let examples_only = ["listen", "hostname", "domain", "passwd", "temp-dir"];
+    let defaults: String = example
+        .lines()
+        .filter_map(|l| l.strip_prefix('#'))
+        .filter(|l| {
+            l.split_once(" = ")
+                .is_some_and(|(k, _)| keys.iter().any(|x| x == k) && !examples_only.contains(&k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("defaults.conf");
+    std::fs::write(&conf, &defaults).unwrap();
+    let load = |args: &[&str]| {
+        let cl = postie::cli::command_line(args.iter().map(std::ffi::OsString::from)).unwrap();
+        let mut loaded = postie::config::load(cl).unwrap();
+        loaded.cli.opts.config = None;
+        (format!("{:?}", loaded.cli.opts), loaded.settings.len())
+    };
+    let (from_file, n) = load(&["postie", "-C", conf.to_str().unwrap(), "inetd"]);
+    assert_eq!(n, keys.len() - examples_only.len(), "{defaults}");
+    let none = dir.path().join("empty.conf");
+    std::fs::write(&none, "").unwrap();
+    let (built_in, _) = load(&["postie", "-C", none.to_str().unwrap(), "inetd"]);
+    assert_eq!(from_file, built_in);
+}
