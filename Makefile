@@ -1,16 +1,47 @@
-# postie: build, test, run. `make install` and the Debian package come with
-# issue 3/4; these targets never need root.
+# postie: build, test, run, install, package.
+#
+#   make                 build target/release/postie (as yourself, not root)
+#   make check           everything CI checks but the package test
+#   sudo make install    install the built binary, man pages and config
+#   make deb             build the Debian package into dist/
+#
+# Installation directories (GNU style; DESTDIR is prepended to all):
+#   PREFIX      /usr/local
+#   SBINDIR     $(PREFIX)/sbin            postie
+#   BINDIR      $(PREFIX)/bin             mailq, newaliases (install-sendmail)
+#   MANDIR      $(PREFIX)/share/man
+#   SYSCONFDIR  /etc when PREFIX is /usr (FHS: /usr holds no configuration),
+#               else $(PREFIX)/etc. postie reads /etc/postie/postie.conf
+#               unless started with -C FILE, so with PREFIX=/usr/local either
+#               pass SYSCONFDIR=/etc or run postie with -C.
+#   SYSTEMDUNITDIR  $(PREFIX)/lib/systemd/system (install-systemd)
 
 CARGO ?= cargo
 SPOOL ?= spool
 LISTEN ?= 127.0.0.1:2525
 
-.PHONY: all check test lint man-lint run clean
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+BINDIR ?= $(PREFIX)/bin
+MANDIR ?= $(PREFIX)/share/man
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+DESTDIR ?=
+
+CARGO_TARGET_DIR ?= target
+BIN := $(CARGO_TARGET_DIR)/release/postie
+MANPAGES := $(wildcard man/*.[0-9])
+UNITS := postie.socket postie.service postie-inetd.socket postie-inetd@.service
+INSTALL ?= install
+
+.PHONY: all check test lint man-lint run clean \
+	install uninstall install-sendmail uninstall-sendmail \
+	install-systemd uninstall-systemd deb
 
 all:
 	$(CARGO) build --release
 
-# Everything CI checks.
+# Everything CI checks (.ci/run also builds and tests the Debian package).
 check: test man-lint lint
 
 test:
@@ -28,6 +59,100 @@ run:
 	mkdir -p $(SPOOL)
 	$(CARGO) run --release -- serve --listen $(LISTEN) --spool $(SPOOL) --log stderr
 
+# `install` never builds: cargo would run as root and leave root-owned
+# files in target/ and ~/.cargo. Build first as yourself with `make`.
+install:
+	@test -x $(BIN) || { \
+	  echo "make install: $(BIN) is missing: run make first (not as root)" >&2; \
+	  exit 1; }
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR)
+	$(INSTALL) -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/postie
+	@set -e; for page in $(MANPAGES); do \
+	  section=$${page##*.}; \
+	  echo "$(INSTALL) -m 0644 $$page $(DESTDIR)$(MANDIR)/man$$section/"; \
+	  $(INSTALL) -d $(DESTDIR)$(MANDIR)/man$$section; \
+	  $(INSTALL) -m 0644 $$page $(DESTDIR)$(MANDIR)/man$$section/; \
+	done
+	$(INSTALL) -d $(DESTDIR)$(SYSCONFDIR)/postie
+	@conf=$(DESTDIR)$(SYSCONFDIR)/postie/postie.conf; \
+	if [ -e "$$conf" ]; then \
+	  echo "keeping the existing $$conf (the example is packaging/postie.conf)"; \
+	else \
+	  echo "$(INSTALL) -m 0644 packaging/postie.conf $$conf"; \
+	  $(INSTALL) -m 0644 packaging/postie.conf "$$conf"; \
+	fi
+	@if [ "$(SYSCONFDIR)" != /etc ]; then \
+	  echo "note: postie reads /etc/postie/postie.conf; run it with" \
+	       "-C $(SYSCONFDIR)/postie/postie.conf"; \
+	fi
+
+# The configuration file is left in place: it may hold local changes.
+uninstall: uninstall-sendmail uninstall-systemd
+	rm -f $(DESTDIR)$(SBINDIR)/postie
+	@set -e; for page in $(MANPAGES); do \
+	  section=$${page##*.}; name=$${page##*/}; \
+	  echo "rm -f $(DESTDIR)$(MANDIR)/man$$section/$$name"; \
+	  rm -f $(DESTDIR)$(MANDIR)/man$$section/$$name; \
+	done
+	@echo "left in place: $(DESTDIR)$(SYSCONFDIR)/postie/postie.conf"
+
+# sendmail, mailq and newaliases as links to postie, which acts as each
+# when called by that name. Not part of `install`: in /usr/local/sbin a
+# sendmail would hide the system MTA's /usr/sbin/sendmail.
+install-sendmail:
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR)
+	ln -sf postie $(DESTDIR)$(SBINDIR)/sendmail
+	ln -sf $(SBINDIR)/postie $(DESTDIR)$(BINDIR)/mailq
+	ln -sf $(SBINDIR)/postie $(DESTDIR)$(BINDIR)/newaliases
+
+# Removes only links that point to postie.
+uninstall-sendmail:
+	@for link in $(DESTDIR)$(SBINDIR)/sendmail $(DESTDIR)$(BINDIR)/mailq \
+	             $(DESTDIR)$(BINDIR)/newaliases; do \
+	  case "$$(readlink "$$link" 2>/dev/null)" in \
+	    postie|*/postie) echo "rm -f $$link"; rm -f "$$link";; \
+	  esac; \
+	done
+
+# The systemd units of packaging/, with postie's path set to SBINDIR.
+# Afterwards: systemctl daemon-reload && systemctl enable --now postie.socket
+install-systemd:
+	$(INSTALL) -d $(DESTDIR)$(SYSTEMDUNITDIR)
+	@set -e; for unit in $(UNITS); do \
+	  echo "install packaging/$$unit $(DESTDIR)$(SYSTEMDUNITDIR)/$$unit"; \
+	  sed 's|/usr/sbin/postie|$(SBINDIR)/postie|g' packaging/$$unit \
+	    > $(DESTDIR)$(SYSTEMDUNITDIR)/$$unit.tmp; \
+	  chmod 0644 $(DESTDIR)$(SYSTEMDUNITDIR)/$$unit.tmp; \
+	  mv $(DESTDIR)$(SYSTEMDUNITDIR)/$$unit.tmp $(DESTDIR)$(SYSTEMDUNITDIR)/$$unit; \
+	done
+
+uninstall-systemd:
+	@for unit in $(UNITS); do \
+	  if [ -e $(DESTDIR)$(SYSTEMDUNITDIR)/$$unit ]; then \
+	    echo "rm -f $(DESTDIR)$(SYSTEMDUNITDIR)/$$unit"; \
+	    rm -f $(DESTDIR)$(SYSTEMDUNITDIR)/$$unit; \
+	  fi; \
+	done
+
+# The Debian package, into dist/ (see debian/README.source). -d: the
+# Build-Depends on Debian's cargo and rustc are not checked, as Debian 12's
+# rustc is too old; cargo comes from PATH (rustup).
+DEB_VERSION = $(shell dpkg-parsechangelog -SVersion)
+DEB_ARCH = $(shell dpkg-architecture -qDEB_HOST_ARCH)
+DEB_CHANGES = postie_$(DEB_VERSION)_$(DEB_ARCH)
+deb:
+	rm -rf dist
+	mkdir -p dist
+	POSTIE_DEB_DESTDIR=$(CURDIR)/dist dpkg-buildpackage -us -uc -b -d \
+	  --buildinfo-option=-u$(CURDIR)/dist \
+	  --buildinfo-file=$(CURDIR)/dist/$(DEB_CHANGES).buildinfo \
+	  --changes-option=-u$(CURDIR)/dist \
+	  --changes-file=$(CURDIR)/dist/$(DEB_CHANGES).changes
+	@ls -l dist
+
 clean:
 	$(CARGO) clean
-	rm -rf $(SPOOL)
+	rm -rf $(SPOOL) dist
+	rm -rf debian/.debhelper debian/postie debian/postie-dbgsym \
+	  debian/files debian/*.substvars debian/*.debhelper.log \
+	  debian/*.debhelper debian/debhelper-build-stamp
