@@ -26,6 +26,7 @@ use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
@@ -61,6 +62,9 @@ const ST_BAD: u8 = 4;
 pub struct Remote {
     control: Mutex<UnixStream>,
     idle: Mutex<Vec<UnixStream>>,
+    /// Set when this side lets go of the channel, so that the delivery
+    /// process ending then is expected, not a failure.
+    closing: Arc<AtomicBool>,
 }
 
 impl Remote {
@@ -68,6 +72,7 @@ impl Remote {
         Remote {
             control: Mutex::new(control),
             idle: Mutex::new(Vec::new()),
+            closing: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -172,10 +177,26 @@ pub fn split(
         sys::Forked::Parent { child } => {
             drop(delivery_end);
             sys::drop_privileges(uid, gid)?;
+            let remote = Remote::new(smtp_end);
+            // Without its delivery process the SMTP side could only answer
+            // 4xx: exit, so that the service manager (or inetd, at the next
+            // connection) starts a whole postie again. When this side is
+            // closing, the delivery process ending is expected.
+            let closing = remote.closing.clone();
+            std::thread::Builder::new()
+                .name("watch".into())
+                .stack_size(64 * 1024)
+                .spawn(move || {
+                    let status = nix::sys::wait::waitpid(child, None);
+                    if !closing.load(Ordering::SeqCst) {
+                        log::error!("delivery process {child} ended ({status:?}); exiting");
+                        std::process::exit(71);
+                    }
+                })?;
             log::info!(
                 "SMTP side runs as {user} (uid {uid}, gid {gid}); delivery process {child} keeps root"
             );
-            service.delivery = Arc::new(Remote::new(smtp_end));
+            service.delivery = Arc::new(remote);
             Ok(service)
         }
     }
@@ -184,6 +205,13 @@ pub fn split(
 /// How the delivery process finds a user named in a request: in its own
 /// user database, never trusting the SMTP side's word.
 pub type UserLookup = dyn Fn(&str) -> Option<User> + Send + Sync;
+
+impl Drop for Remote {
+    fn drop(&mut self) {
+        // Runs before the sockets close (fields drop after this).
+        self.closing.store(true, Ordering::SeqCst);
+    }
+}
 
 /// What the delivery process answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -699,7 +727,7 @@ pub fn send_raw(s: &UnixStream, bytes: &[u8]) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::deliver::MessageSource;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     /// A delivery agent that records what it is asked.
     struct Recorder {

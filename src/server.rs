@@ -465,21 +465,10 @@ fn admit_local(stream: UnixStream, service: &Arc<Service>, conns: &Arc<Mutex<Con
             return;
         }
     };
-    let user = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-        Ok(Some(u)) => u.name,
-        // A uid without a passwd entry (a container's, say) still submits,
-        // under its number.
-        Ok(None) => format!("uid{uid}"),
-        Err(e) => {
-            log::warn!("local submission by uid {uid}: user lookup failed: {e}");
-            refuse(&stream, &reply::lookup_failed());
-            return;
-        }
-    };
     let stream = Arc::new(stream);
     let counted = Stream::Unix(stream.clone());
     let Some(slot) = Slot::take(conns, Client::Uid(uid), counted, &service.server) else {
-        log::warn!("refusing local submission by {user}: too many connections");
+        log::warn!("refusing local submission by uid {uid}: too many connections");
         refuse(&*stream, &reply::too_many_connections(host));
         return;
     };
@@ -491,6 +480,19 @@ fn admit_local(stream: UnixStream, service: &Arc<Service>, conns: &Arc<Mutex<Con
         .spawn(move || {
             let _slot = slot;
             let _ = s2.set_write_timeout(Some(svc.conn.command_timeout));
+            // The name, on this thread: a slow name service must not stall
+            // the accept loop.
+            let user = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+                Ok(Some(u)) => u.name,
+                // A uid without a passwd entry (a container's, say) still
+                // submits, under its number.
+                Ok(None) => format!("uid{uid}"),
+                Err(e) => {
+                    log::warn!("local submission by uid {uid}: user lookup failed: {e}");
+                    conn::refuse(&*s2, &reply::submitter_unknown());
+                    return;
+                }
+            };
             let who = Submitter { uid, user };
             svc.run_local_session(UnixReader(s2.clone()), UnixWriter(s2), who);
         });

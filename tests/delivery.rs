@@ -826,17 +826,68 @@ fn smtp_side_runs_unprivileged() {
     assert!(field(&status(children[0]), "Uid").starts_with("0 "));
     c.send_message("a@b.example", "jon", b"Subject: privsep\r\n\r\nx\r\n");
     assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 1);
-    // The delivery process goes with the SMTP side.
+    // Without its delivery process, the SMTP side exits (EX_OSERR), so
+    // that the service manager restarts a whole postie.
     drop(c);
-    let child = children[0];
-    drop(srv);
+    let child = nix::unistd::Pid::from_raw(children[0] as i32);
+    nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL).unwrap();
+    let mut srv = srv;
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let st = loop {
+        if let Some(st) = srv.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "SMTP side outlived its delivery process"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(st.code(), Some(71), "{st:?}");
+    assert!(srv.log_has("delivery process"), "{}", srv.log());
+}
+
+/// The delivery process of a privilege-separated postie: its pid, the only
+/// child of `pid`.
+fn delivery_process(pid: u32) -> u32 {
+    let ppid = |p: u32| -> Option<u32> {
+        let st = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+        st.lines()
+            .find_map(|l| l.strip_prefix("PPid:"))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    let kids: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| ppid(*p) == Some(pid))
+        .collect();
+    assert_eq!(kids.len(), 1, "one delivery process");
+    kids[0]
+}
+
+/// Killed outright, the SMTP side takes its delivery process with it: the
+/// channel closes, the delivery process finishes what it was doing and
+/// exits.
+#[test]
+fn delivery_process_ends_with_the_smtp_side() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP delivery_process_ends_with_the_smtp_side: not running as root");
+        return;
+    }
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &[]);
+    srv.connect().expect_reply(220);
+    let child = delivery_process(srv.child.id());
+    drop(srv); // SIGKILL
+    let gone = || {
+        std::fs::read_to_string(format!("/proc/{child}/status"))
+            .map(|s| s.contains("State:\tZ"))
+            .unwrap_or(true)
+    };
     assert!(
-        wait_for(Duration::from_secs(5), || !std::path::Path::new(&format!(
-            "/proc/{child}"
-        ))
-        .exists()
-            || std::fs::read_to_string(format!("/proc/{child}/status"))
-                .is_ok_and(|s| field(&s, "State").starts_with('Z'))),
-        "delivery process outlived the SMTP side"
+        wait_for(Duration::from_secs(5), gone),
+        "delivery process {child} outlived the SMTP side"
     );
 }

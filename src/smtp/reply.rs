@@ -191,6 +191,16 @@ pub fn mailbox_unavailable(rcpt: &str) -> Reply {
         format!("<{rcpt}>... Mailbox unavailable, try again later"),
     )
 }
+/// A local submitter whose uid could not be looked up (RFC 5321 4.2.3:
+/// 421, service not available; X.3.0 of RFC 3463, other system status).
+pub fn submitter_unknown() -> Reply {
+    Reply::build(
+        421,
+        Some("4.3.0"),
+        "Cannot look up the submitting user, try again later",
+    )
+    .close()
+}
 pub fn lookup_failed() -> Reply {
     Reply::build(
         451,
