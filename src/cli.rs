@@ -178,6 +178,10 @@ pub struct Options {
     /// process.
     #[arg(long, global = true, value_name = "NAME", default_value = "_postie")]
     pub user: String,
+    /// The group of the SMTP side when started as root. Default: the
+    /// --user's primary group.
+    #[arg(long, global = true, value_name = "NAME")]
+    pub group: Option<String>,
     /// Seconds running sessions may go on after SIGTERM.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30)]
     pub shutdown_grace: u64,

@@ -83,7 +83,7 @@ fn run(conf: Loaded) -> ExitCode {
         Ok(s) => s,
         Err(e) => return config_error(&e.to_string(), inetd, sink),
     };
-    let unprivileged = match unprivileged_user(&opts.user) {
+    let unprivileged = match unprivileged_user(&opts.user, opts.group.as_deref()) {
         Ok(u) => u,
         Err(e) => return config_error(&e, inetd, sink),
     };
@@ -135,10 +135,25 @@ type Unprivileged = Option<(String, u32, u32)>;
 
 /// Started as root, the SMTP side runs as `user` (privilege separation);
 /// not root, there is nothing to drop.
-fn unprivileged_user(user: &str) -> Result<Unprivileged, String> {
+fn unprivileged_user(user: &str, group: Option<&str>) -> Result<Unprivileged, String> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
+    let found = unprivileged_uid(user)?;
+    let Some(group) = group else {
+        return Ok(found);
+    };
+    let gid = match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) if g.gid.as_raw() != 0 => g.gid.as_raw(),
+        Ok(Some(_)) => return Err(format!("--group {group}: must not be root")),
+        Ok(None) => return Err(format!("--group {group}: no such group")),
+        Err(e) => return Err(format!("--group {group}: {e}")),
+    };
+    Ok(found.map(|(name, uid, _)| (name, uid, gid)))
+}
+
+/// The user part of [`unprivileged_user`].
+fn unprivileged_uid(user: &str) -> Result<Unprivileged, String> {
     let found = |u: nix::unistd::User| Some((u.name, u.uid.as_raw(), u.gid.as_raw()));
     match nix::unistd::User::from_name(user) {
         Ok(Some(u)) if !u.uid.is_root() => Ok(found(u)),

@@ -349,7 +349,9 @@ fn example_file_and_man_page_cover_every_key() {
         let mdoc = format!(".It Cm {} No = ", key.replace('-', "\\-"));
         assert!(man.contains(&mdoc), "postie.conf(5) lacks {key}");
     }
-    let examples_only = ["listen", "hostname", "domain", "passwd", "temp-dir"];
+    let examples_only = [
+        "listen", "hostname", "domain", "passwd", "temp-dir", "group",
+    ];
     let defaults: String = example
         .lines()
         .filter_map(|l| l.strip_prefix('#'))
