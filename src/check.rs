@@ -141,6 +141,7 @@ pub fn run(conf: &Loaded, address: Option<&str>) -> Report {
     names(&mut r, o);
     spool(&mut r, &o.spool);
     let aliases = aliases(&mut r, &o.aliases);
+    smtp_side_can_read(&mut r, o);
     if let Some(service) = &service {
         users(&mut r, o);
         if let Some(addr) = address {
@@ -278,6 +279,57 @@ fn group_name(gid: u32) -> String {
     match Group::from_gid(Gid::from_raw(gid)) {
         Ok(Some(g)) => g.name,
         _ => format!("gid {gid}"),
+    }
+}
+
+/// Started as root, the SMTP side reads the aliases file as the
+/// unprivileged --user: a file only root can read works at start and fails
+/// after the first reload. Not root, there is nothing to check.
+fn smtp_side_can_read(r: &mut Report, o: &crate::cli::Options) {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::geteuid().is_root() || o.aliases.as_os_str().is_empty() {
+        return;
+    }
+    let user = nix::unistd::User::from_name(&o.user)
+        .ok()
+        .flatten()
+        .or_else(|| {
+            // As the server does: without _postie, nobody.
+            (o.user == "_postie")
+                .then(|| nix::unistd::User::from_name("nobody").ok().flatten())
+                .flatten()
+        });
+    let Some(user) = user else {
+        r.error(Verdict::Config, format!("user {}: no such user", o.user));
+        return;
+    };
+    let gid = match &o.group {
+        Some(g) => nix::unistd::Group::from_name(g)
+            .ok()
+            .flatten()
+            .map(|g| g.gid.as_raw()),
+        None => Some(user.gid.as_raw()),
+    };
+    let Ok(md) = std::fs::metadata(&o.aliases) else {
+        return;
+    };
+    let mode = md.mode();
+    let readable = (md.uid() == user.uid.as_raw() && mode & 0o400 != 0)
+        || (Some(md.gid()) == gid && mode & 0o040 != 0)
+        || mode & 0o004 != 0;
+    if readable {
+        r.ok(format!(
+            "aliases {}: readable by the SMTP side ({})",
+            o.aliases.display(),
+            user.name
+        ));
+    } else {
+        r.warn(format!(
+            "aliases {}: mode {:o} is not readable by the SMTP side ({}): recipients get 451 after the first reload; make it world-readable (644)",
+            o.aliases.display(),
+            mode & 0o7777,
+            user.name
+        ));
     }
 }
 

@@ -377,3 +377,30 @@ fn example_file_and_man_page_cover_every_key() {
     let (built_in, _) = load(&["postie", "-C", none.to_str().unwrap(), "inetd"]);
     assert_eq!(from_file, built_in);
 }
+
+/// Started as root, the SMTP side reads the aliases as --user: `check`
+/// warns about an aliases file only root can read.
+#[test]
+fn check_warns_about_aliases_the_smtp_side_cannot_read() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP check_warns_about_aliases_the_smtp_side_cannot_read: not running as root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    std::fs::write(fx.aliases(), "staff: jon\n").unwrap();
+    for (mode, warned) in [(0o600, true), (0o644, false)] {
+        std::fs::set_permissions(fx.aliases(), std::fs::Permissions::from_mode(mode)).unwrap();
+        let text = stdout(&check(&fx, &[]));
+        let warning = format!(
+            "warning: aliases {}: mode {mode:o} is not readable",
+            fx.aliases().display()
+        );
+        assert_eq!(text.contains(&warning), warned, "{text}");
+        let ok = format!(
+            "ok: aliases {}: readable by the SMTP side (nobody)",
+            fx.aliases().display()
+        );
+        assert_eq!(text.contains(&ok), !warned, "{text}");
+    }
+}
