@@ -223,7 +223,9 @@ def count_messages(path):
 class Postie:
     name = "postie"
 
-    def __init__(self):
+    def __init__(self, wrapper=()):
+        # wrapper: a command to run postie under (valgrind, for bench/profile)
+        self.wrapper = list(wrapper)
         self.work, self.spool = make_workdir("postie")
         self.port = None
         self.proc = None
@@ -260,11 +262,20 @@ class Postie:
             "--submit-socket", str(self.work / "submit.sock"),
         ]
         self.logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(self.wrapper + self.cmd, stdin=subprocess.DEVNULL,
                                      stdout=self.logf, stderr=self.logf,
                                      preexec_fn=raise_nofile)
-        wait_port(self.port, proc=self.proc)
+        wait_port(self.port, proc=self.proc, timeout=120 if self.wrapper else 20)
         return self
+
+    def smtp_pid(self):
+        """The process that speaks SMTP (postie's first process)."""
+        return self.proc.pid
+
+    def delivery_pid(self):
+        """The delivery process, when started as root (privilege separation)."""
+        kids = [p for p in descendants(self.proc.pid) if p != self.proc.pid]
+        return kids[0] if kids else None
 
     def pids(self):
         if self.proc is None or self.proc.poll() is not None:
