@@ -4,6 +4,7 @@
 #   make check           everything CI checks but the package test
 #   sudo make install    install the built binary, man pages and config
 #   make deb             build the Debian package into dist/
+#   sudo make bench      postie against Postfix (bench/run-all; BENCHMARKS.md)
 #
 # Installation directories (GNU style; DESTDIR is prepended to all):
 #   PREFIX      /usr/local
@@ -36,7 +37,7 @@ INSTALL ?= install
 
 .PHONY: all check test lint man-lint run clean \
 	install uninstall install-sendmail uninstall-sendmail \
-	install-systemd uninstall-systemd deb
+	install-systemd uninstall-systemd deb bench bench-quick
 
 all:
 	$(CARGO) build --release
@@ -53,6 +54,14 @@ man-lint:
 lint:
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# The benchmark against a private Postfix, as root (BENCHMARKS.md): builds,
+# fetches Postfix into bench/.postfix, writes bench/results/DATE.md.
+bench:
+	bench/run-all
+
+bench-quick:
+	bench/run-all --quick
 
 # A postie for the current user on a loopback port, spool under ./spool.
 run:
