@@ -87,7 +87,30 @@ pub fn greeting(host: &str) -> Reply {
 pub fn closing(host: &str) -> Reply {
     Reply::build(221, Some("2.0.0"), format!("{host} closing connection")).close()
 }
+/// Longest reply line, code and CRLF included (RFC 5321 4.5.3.1.5).
+pub const MAX_LINE: usize = 512;
+
+/// `s` if it is at most `max` octets long, else its start and `...`, in
+/// `max` octets at most (in three if `max` is less).
+fn shorten(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() <= max {
+        return Cow::Borrowed(s);
+    }
+    let room = max.saturating_sub(3);
+    let end = s
+        .char_indices()
+        .map(|(i, c)| i + c.len_utf8())
+        .take_while(|&end| end <= room)
+        .last()
+        .unwrap_or(0);
+    Cow::Owned(format!("{}...", &s[..end]))
+}
+
 pub fn helo(host: &str, client: &str) -> Reply {
+    // The client's name is echoed: a command line holds up to 505 octets
+    // of it, so it is cut to keep the line within MAX_LINE.
+    const FIXED: usize = "250-".len() + " Hello ".len() + ", pleased to meet you\r\n".len();
+    let client = shorten(client, MAX_LINE.saturating_sub(FIXED + host.len()));
     Reply::build(
         250,
         None,
@@ -290,6 +313,45 @@ mod tests {
         assert!(lines[..5].iter().all(|l| l.starts_with("250-")));
         assert_eq!(lines[5], "250 HELP");
         assert!(lines.contains(&"250-SIZE 1000"));
+    }
+
+    /// Found by the `session` fuzz target: `EHLO` with a name of 470
+    /// octets got a first reply line of 513 (RFC 5321 4.5.3.1.5: 512).
+    #[test]
+    fn helo_lines_fit_in_512_octets() {
+        for name in ["a".repeat(505), format!("{}.example", "b".repeat(470))] {
+            for r in [
+                helo("mx.example.org", &name),
+                ehlo("mx.example.org", &name, 1),
+            ] {
+                let wire = r.to_wire();
+                for line in wire.split_terminator("\r\n") {
+                    assert!(line.len() + 2 <= MAX_LINE, "{} octets", line.len() + 2);
+                }
+                assert!(wire.starts_with("250"));
+                assert!(wire.contains("Hello aaaa") || wire.contains("Hello bbbb"));
+                assert!(wire.contains("..., pleased to meet you"));
+            }
+        }
+        // The longest name that fits is shown whole.
+        let host = "mx.example.org";
+        let fits = "c".repeat(MAX_LINE - 4 - host.len() - 7 - 23);
+        let line = helo(host, &fits).to_wire();
+        assert_eq!(line.len(), MAX_LINE);
+        assert!(line.contains(&format!(" {fits},")));
+        assert_eq!(
+            helo(host, "client.example").lines[0],
+            format!("{host} Hello client.example, pleased to meet you")
+        );
+    }
+
+    #[test]
+    fn shorten_cuts_on_a_character_boundary() {
+        assert_eq!(shorten("abc", 3), "abc");
+        assert_eq!(shorten("abcdef", 5), "ab...");
+        assert_eq!(shorten("ééé", 6), "ééé");
+        assert_eq!(shorten("ééé", 5), "é...");
+        assert_eq!(shorten("abc", 2), "...");
     }
 
     #[test]
