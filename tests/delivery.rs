@@ -399,19 +399,6 @@ fn large_message_spills_and_arrives_intact() {
     assert_eq!(fx.temp_entries(), 0);
 }
 
-fn unquote_mboxrd(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for line in b.split_inclusive(|&c| c == b'\n') {
-        let n = line.iter().take_while(|&&c| c == b'>').count();
-        if n > 0 && line[n..].starts_with(b"From ") {
-            out.extend_from_slice(&line[1..]);
-        } else {
-            out.extend_from_slice(line);
-        }
-    }
-    out
-}
-
 /// Aliases: an alias to two users, nested aliases, postmaster through the
 /// aliases, a pipe refused and logged, and a change to the file picked up
 /// without a restart.

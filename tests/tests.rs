@@ -264,20 +264,6 @@ print("sent", len(bodies))
     }
 }
 
-/// Undoes mboxrd quoting: a line `>+From ` loses one `>`.
-fn unquote_mboxrd(b: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for line in b.split_inclusive(|&c| c == b'\n') {
-        let n = line.iter().take_while(|&&c| c == b'>').count();
-        if n > 0 && line[n..].starts_with(b"From ") {
-            out.extend_from_slice(&line[1..]);
-        } else {
-            out.extend_from_slice(line);
-        }
-    }
-    out
-}
-
 /// The exact bytes of a mailbox entry: From_ line, trace headers, LF line
 /// ends, mboxrd quoting, the blank line after the message.
 #[test]

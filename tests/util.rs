@@ -690,3 +690,17 @@ pub fn raw_messages(path: &Path) -> Vec<Vec<u8>> {
     }
     out
 }
+
+/// Undoes mboxrd quoting: a line `>+From ` loses one `>`.
+pub fn unquote_mboxrd(b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for line in b.split_inclusive(|&c| c == b'\n') {
+        let n = line.iter().take_while(|&&c| c == b'>').count();
+        if n > 0 && line[n..].starts_with(b"From ") {
+            out.extend_from_slice(&line[1..]);
+        } else {
+            out.extend_from_slice(line);
+        }
+    }
+    out
+}
