@@ -513,6 +513,7 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
             .ok()
             .flatten()
             .map(|g| g.gid.as_raw()),
+        journals: Default::default(),
     };
     let session = session::Config {
         hostname,

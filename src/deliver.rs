@@ -6,20 +6,33 @@
 //! touching the protocol code. The outcome is temporary or permanent, and
 //! [`crate::smtp::Session::delivered`] alone turns it into a reply code.
 //!
-//! A message with several recipients is one transaction, all or nothing:
+//! A message, whatever its number of recipients, is one transaction, all
+//! or nothing, even across a crash:
 //!
-//! 1. every mailbox is opened and locked, in one fixed order (sorted by
+//! 1. the transaction journal ([`crate::journal`]) records what is about
+//!    to be done (the mailboxes, the beginning and the exact length of the
+//!    append) and is synced, before any lock is taken;
+//! 2. every mailbox is opened and locked, in one fixed order (sorted by
 //!    path), so that two sessions delivering to the same mailboxes never
-//!    deadlock;
-//! 2. the message is appended to each and each is fsynced;
-//! 3. only then are the locks released and `250` given.
+//!    deadlock; each dotlock is recorded in the journal before it is made,
+//!    and then each mailbox's size, where its append begins;
+//! 3. the message is appended to each mailbox and each is fsynced;
+//! 4. only then is the journal settled, the locks released and `250`
+//!    given.
 //!
 //! If any step fails for any mailbox, every mailbox already written is
-//! truncated back to its size before the transaction, the locks are
-//! released, and the client gets a 4xx and retries: no recipient has half a
-//! message, and none has it while the client is told to try again. The cost
-//! is one fsync per mailbox (and one of the spool directory when a mailbox
-//! is created).
+//! truncated back to its size before the transaction, the journal settled
+//! (synced), the locks released, and the client gets a 4xx and retries: no
+//! recipient has half a message, and none has it while the client is told
+//! to try again. If the process dies in the middle, the journal lets the
+//! next postie do the same: at its start, or when a delivery finds a
+//! dotlock the dead one left. The cost is one fsync per mailbox and one
+//! data-only fdatasync of the journal, taken before the locks (and one
+//! fsync of the spool directory when a mailbox or a journal is created).
+//!
+//! The journal is written with the process's own identity (root in the
+//! delivery process), never a recipient's: recovery trusts only journals of
+//! its own uid.
 //!
 //! Started as root, every file operation on a mailbox runs with the
 //! recipient's filesystem identity (fsuid = the user, fsgid = group `mail`),
@@ -27,13 +40,14 @@
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
-use crate::mbox::{self, LockedMailbox, MboxError, MboxOptions};
+use crate::journal::{self, Journal, Journals, Size, Want};
+use crate::mbox::{self, LockHooks, LockId, LockedMailbox, MboxError, MboxOptions};
 use crate::message::MessageBuf;
 use crate::smtp::session::{Outcome, TempReason, printable};
 use crate::smtp::{Envelope, ReversePath};
@@ -49,6 +63,14 @@ pub trait Delivery: Send + Sync {
     fn deliver(&self, env: &Envelope, message: &dyn MessageSource) -> Outcome;
     /// The RCPT-time check of `user`'s mailbox; `Err` says why not.
     fn check_mailbox(&self, user: &User) -> Result<(), String>;
+    /// Undoes the deliveries a crash interrupted ([`crate::journal`]):
+    /// called at start, before the first session, by the process that
+    /// delivers. Nothing to do for the SMTP side of a privilege-separated
+    /// postie.
+    fn recover(&self) {}
+    /// Removes what delivery keeps between messages (idle journals), at
+    /// exit.
+    fn close(&self) {}
 }
 
 /// A received message, readable from the start as many times as needed
@@ -91,6 +113,24 @@ impl Delivery for Deliverer {
     fn check_mailbox(&self, user: &User) -> Result<(), String> {
         Deliverer::check_mailbox(self, user)
     }
+
+    fn recover(&self) {
+        let deadline = Instant::now() + self.mbox.lock_timeout;
+        let s = journal::recover(&self.spool, &self.mbox, deadline, &self.journals);
+        if s != journal::Summary::default() {
+            log::info!(
+                "recovery: {} journals of earlier processes dealt with, {} interrupted deliveries undone ({} mailboxes truncated), {} left for later",
+                s.journals,
+                s.undone,
+                s.truncated,
+                s.deferred
+            );
+        }
+    }
+
+    fn close(&self) {
+        self.journals.close();
+    }
 }
 
 /// Delivers messages into mbox files under one spool directory.
@@ -105,6 +145,8 @@ pub struct Deliverer {
     /// Group `mail`, the fsgid of a delivery when running as root (the
     /// spool is group-writable by it on Debian).
     pub mail_gid: Option<u32>,
+    /// The transaction journals of this process ([`crate::journal`]).
+    pub journals: Journals,
 }
 
 /// Holds SIGTERM, SIGINT and SIGHUP off the delivering thread while a
@@ -214,38 +256,125 @@ impl Deliverer {
         // One fixed order for every transaction: no two sessions deadlock.
         targets.sort_by(|a, b| a.0.cmp(&b.0));
 
-        let mut locked: Vec<(LockedMailbox, &User)> = Vec::with_capacity(targets.len());
-        let result =
-            self.lock_and_append(&targets, &mut locked, deadline, from_line, headers, message);
-        if result.is_err() {
-            for (mb, user) in locked.iter_mut().rev() {
+        // Made as ourselves (root in the delivery process), not as any
+        // recipient: recovery trusts only journals of our own uid.
+        let journal_failure =
+            |path: &Path, e: std::io::Error| Failure::mbox(path, MboxError::from_write(e));
+        let mut journal = self
+            .journals
+            .take(&self.spool)
+            .map_err(|e| journal_failure(&self.spool.join(journal::PREFIX), e))?;
+        if let Err(e) = journal.begin() {
+            let f = journal_failure(journal.path(), e);
+            self.journals.abandon(journal);
+            return Err(f);
+        }
+
+        let mut locked = Locked(Vec::with_capacity(targets.len()));
+        let mut armed = false;
+        let result = self.lock_and_append(
+            &targets,
+            &mut locked.0,
+            &mut journal,
+            &mut armed,
+            deadline,
+            from_line,
+            headers,
+            message,
+        );
+        // Whether the transaction could be neither finished nor undone:
+        // then the dotlocks and the journal stay, so that no delivery
+        // appends to these mailboxes before recovery has undone it.
+        let mut stuck = false;
+        // Whether the journal is fit for another delivery.
+        let mut reuse = true;
+        if result.is_ok() {
+            // Delivered. Not synced: should this not reach the disk,
+            // recovery finds every append whole and undoes nothing.
+            if let Err(e) = journal.settle(false) {
+                log::warn!("{}: {e}", journal.path().display());
+                reuse = false;
+            }
+        } else if armed {
+            for (mb, user) in locked.0.iter_mut().rev() {
                 let _id = self.identity(user);
                 if let Err(e) = mb.rollback() {
-                    // The message stays in this mailbox while the client is
-                    // told to retry: say so loudly.
                     log::error!(
-                        "{}: rollback failed, the message may be delivered twice: {e}",
+                        "{}: rollback failed; the mailboxes stay locked until recovery undoes the delivery: {e}",
                         mb.path().display()
                     );
+                    stuck = true;
+                }
+            }
+            if !stuck {
+                if let Err(e) = journal.settle(true) {
+                    log::error!(
+                        "{}: cannot settle the journal; the mailboxes stay locked until recovery: {e}",
+                        journal.path().display()
+                    );
+                    stuck = true;
                 }
             }
         }
-        for (mb, user) in locked.into_iter().rev() {
+        for (mb, user) in std::mem::take(&mut locked.0).into_iter().rev() {
             let _id = self.identity(user);
-            mb.unlock();
+            if stuck {
+                mb.unlock_keeping_dotlock();
+            } else {
+                mb.unlock();
+            }
+        }
+        if !stuck && reuse && journal.end().is_ok() {
+            self.journals.put(journal);
+        } else {
+            // Closed and left to the next recovery.
+            self.journals.abandon(journal);
         }
         result
     }
 
+    /// Records the delivery's intent in `journal` (setting `armed` before
+    /// trying), locks every mailbox (each dotlock recorded first), records
+    /// where each append begins, and appends to each mailbox.
+    #[allow(clippy::too_many_arguments)]
     fn lock_and_append<'u>(
         &self,
         targets: &'u [(PathBuf, User)],
         locked: &mut Vec<(LockedMailbox, &'u User)>,
+        journal: &mut Journal,
+        armed: &mut bool,
         deadline: Instant,
         from_line: &str,
         headers: &[u8],
         message: &dyn MessageSource,
     ) -> Result<(), Failure> {
+        // What recovery needs to undo the appends, on disk before any
+        // mailbox is locked (so that the sync holds no lock): the mailboxes,
+        // how the appends begin (From_ line and trace headers, unique to
+        // this message) and their exact length, which tells a whole append
+        // from part of one.
+        let journal_failure =
+            |j: &Journal, e: std::io::Error| Failure::mbox(j.path(), MboxError::from_write(e));
+        let len = message
+            .reader()
+            .and_then(|mut body| {
+                mbox::appended_len(self.mbox.quoting, from_line, headers, &mut body)
+            })
+            .map_err(|e| Failure::mbox(journal.path(), MboxError::Io(e)))?;
+        let wants: Vec<Want> = targets
+            .iter()
+            .map(|(_, user)| Want {
+                name: user.name.clone(),
+                uid: user.uid,
+                gid: self.fs_gid(user),
+            })
+            .collect();
+        let mut prefix = from_line.as_bytes().to_vec();
+        prefix.extend_from_slice(headers);
+        *armed = true;
+        journal
+            .intend(&prefix, len, &wants)
+            .map_err(|e| journal_failure(journal, e))?;
         for (path, user) in targets {
             let _id = self
                 .identity(user)
@@ -253,10 +382,48 @@ impl Deliverer {
             if !self.may_create(user) && !path.exists() {
                 return Err(Failure::mbox(path, MboxError::Unsafe(cannot_create(user))));
             }
-            let mb = mbox::open_locked(path, user, &self.mbox, deadline)
+            let name = user.name.as_str();
+            let mut record = |id: LockId| journal.record_lock(name, id);
+            // A dotlock without its fcntl lock may be a crashed delivery's
+            // (another process's: a daemon's own are recovered at start):
+            // recover then, so that its half-written message goes before
+            // anything is appended after it.
+            let mut on_busy = || {
+                // As ourselves, not as this recipient: journals are ours.
+                match self.own_identity() {
+                    Ok(_me) => {
+                        journal::recover(&self.spool, &self.mbox, deadline, &self.journals);
+                    }
+                    Err(e) => log::warn!("recovery: {e}"),
+                }
+            };
+            let mut hooks = LockHooks {
+                record: Some(&mut record),
+                on_busy: Some(&mut on_busy),
+                ..LockHooks::default()
+            };
+            let mb = mbox::open_locked_with(path, user, &self.mbox, deadline, &mut hooks)
                 .map_err(|e| Failure::mbox(path, e))?;
             locked.push((mb, user));
         }
+        // Every mailbox locked: where each append begins. Not synced: a
+        // process that dies leaves it in the page cache, and after a
+        // power failure recovery finds the appends by their beginning.
+        let sizes: Vec<Size> = locked
+            .iter()
+            .map(|(mb, user)| {
+                let (dev, ino) = mb.file_id();
+                Size {
+                    name: user.name.clone(),
+                    dev,
+                    ino,
+                    old_size: mb.old_size(),
+                }
+            })
+            .collect();
+        journal
+            .locked(&sizes)
+            .map_err(|e| journal_failure(journal, e))?;
         for (mb, user) in locked.iter_mut() {
             let _id = self
                 .identity(user)
@@ -274,8 +441,15 @@ impl Deliverer {
                 r.map_err(|e| Failure::mbox(mb.path(), e))?;
                 continue;
             }
-            mb.append(from_line, headers, &mut body)
+            let n = mb
+                .append(from_line, headers, &mut body)
                 .map_err(|e| Failure::mbox(mb.path(), e))?;
+            if n != len {
+                // Cannot happen (the same formatting twice); were it to,
+                // the journal would be wrong about this append.
+                let e = std::io::Error::other(format!("appended {n} bytes, not {len}"));
+                return Err(Failure::mbox(mb.path(), MboxError::Io(e)));
+            }
         }
         Ok(())
     }
@@ -306,8 +480,21 @@ impl Deliverer {
         if !nix::unistd::geteuid().is_root() {
             return Ok(None);
         }
-        let gid = self.mail_gid.unwrap_or(user.gid);
-        sys::become_fs(user.uid, gid).map(Some)
+        sys::become_fs(user.uid, self.fs_gid(user)).map(Some)
+    }
+
+    /// Runs the caller's file operations as this process again (root), in
+    /// the middle of an [`identity`](Self::identity) in force.
+    fn own_identity(&self) -> std::io::Result<Option<sys::FsIdentity>> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(None);
+        }
+        sys::become_fs(0, nix::unistd::getegid().as_raw()).map(Some)
+    }
+
+    /// The fsgid of file operations on `user`'s mailbox when root.
+    fn fs_gid(&self, user: &User) -> u32 {
+        self.mail_gid.unwrap_or(user.gid)
     }
 
     /// Root can give a new mailbox to its owner; anyone else only to
@@ -329,6 +516,21 @@ impl Deliverer {
             return Err(format!("{}: {}", path.display(), cannot_create(user)));
         }
         mbox::check(&path, user).map_err(|e| format!("{}: {}", path.display(), mbox_error_text(&e)))
+    }
+}
+
+/// The mailboxes of a transaction, locked. Should the delivering thread
+/// panic, they are let go with their dotlocks left in place, so that
+/// nothing is appended to them before recovery has undone the delivery.
+struct Locked<'u>(Vec<(LockedMailbox, &'u User)>);
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (mb, _) in self.0.drain(..) {
+                mb.unlock_keeping_dotlock();
+            }
+        }
     }
 }
 
@@ -513,6 +715,7 @@ mod tests {
             recipients: Arc::new(recipients),
             deadline: Duration::from_secs(10),
             mail_gid: None,
+            journals: Journals::default(),
         }
     }
 
@@ -574,6 +777,44 @@ mod tests {
                 assert_eq!(got.matches("\nbody\n").count(), 1, "{u}: {got}");
             }
         }
+    }
+
+    /// A delivery that finds the dotlock of a delivery another process
+    /// was killed in (inetd mode: no daemon recovered it at start)
+    /// recovers it first: the half-written message goes, the new one is
+    /// appended after what was there before.
+    #[test]
+    fn delivery_recovers_a_crashed_delivery_it_meets() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = deliverer(dir.path());
+        let half = "From x@y.example Sun Nov  1 06:05:04 2026\nReceived: id X.1\nSubject: half\n\nbody\n\n";
+        crate::journal::crashed_delivery(
+            dir.path(),
+            &["alice", "jon"],
+            b"old\n\n",
+            half.as_bytes(),
+            &[half.len(), 10],
+            true,
+        );
+        assert!(dir.path().join("jon.lock").exists());
+        let mut msg = MessageBuf::new(1024, dir.path().to_path_buf());
+        msg.write_all(b"Subject: new\n\nfresh\n").unwrap();
+        let out = d.deliver(&envelope(&["jon"]), &msg);
+        assert_eq!(out, Outcome::Delivered);
+        let jon = std::fs::read_to_string(dir.path().join("jon")).unwrap();
+        assert!(jon.starts_with("old\n\nFrom MAILER-DAEMON "), "{jon}");
+        assert!(!jon.contains("half"), "{jon}");
+        assert!(jon.ends_with("\nfresh\n\n"), "{jon}");
+        // The other mailbox of the crashed delivery is undone too.
+        assert_eq!(std::fs::read(dir.path().join("alice")).unwrap(), b"old\n\n");
+        assert!(!dir.path().join("alice.lock").exists());
+        d.journals.close();
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.starts_with(crate::journal::PREFIX))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 
     #[test]

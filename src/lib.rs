@@ -25,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod deliver;
+pub mod journal;
 pub mod listen;
 pub mod maillog;
 pub mod mbox;

@@ -247,7 +247,11 @@ fn separate(
 fn inetd_session(service: server::Service, unprivileged: Unprivileged) -> std::io::Result<()> {
     let io = listen::stdio()?;
     let service = separate(service, unprivileged, &[0, 1])?;
+    // Undo what a crash interrupted (in the delivery process, when
+    // separated: this is then a no-op).
+    service.delivery.recover();
     service.run_session(io.reader, io.writer, io.peer);
+    service.delivery.close();
     Ok(())
 }
 
@@ -289,5 +293,16 @@ fn serve(
     inherited.extend(local.as_ref().map(|l| l.as_raw_fd()));
     inherited.push(sigfd.as_raw_fd());
     let service = Arc::new(separate(service, unprivileged, &inherited)?);
-    server::serve(listeners, local, service, sigfd, listen::notify_ready)
+    // Undo what a crash interrupted, before accepting (in the delivery
+    // process, when separated: this is then a no-op).
+    service.delivery.recover();
+    let result = server::serve(
+        listeners,
+        local,
+        service.clone(),
+        sigfd,
+        listen::notify_ready,
+    );
+    service.delivery.close();
+    result
 }

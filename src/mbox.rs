@@ -46,6 +46,14 @@
 //! bounded ([`MboxOptions::lock_timeout`] and the caller's deadline); a
 //! mailbox whose locks could not all be had is never written.
 //!
+//! [`open_locked_with`] adds the seams of the transaction journal
+//! ([`crate::journal`], [`LockHooks`]): each dotlock's identity is told to
+//! the journal before its `link()`; recovery takes over the dotlocks a
+//! crashed delivery left (known by that identity) instead of waiting for
+//! them to go stale; and a delivery is told when it finds a dotlock taken
+//! with the fcntl lock free (what a crashed postie leaves), so that it can
+//! recover first.
+//!
 //! Only plain file operations are used: the caller may have switched the
 //! thread's filesystem identity (`setfsuid`/`setfsgid`) to the recipient,
 //! so nothing here relies on root's powers, and the dotlock needs a spool
@@ -115,7 +123,7 @@ pub enum MboxError {
 impl MboxError {
     /// Sorts an I/O error from writing or syncing: a full disk and an
     /// exceeded quota are told apart from other failures.
-    fn from_write(e: io::Error) -> MboxError {
+    pub(crate) fn from_write(e: io::Error) -> MboxError {
         match e.raw_os_error() {
             Some(libc::ENOSPC) => MboxError::NoSpace,
             Some(libc::EDQUOT) => MboxError::Quota,
@@ -450,6 +458,9 @@ pub struct LockedMailbox {
     dotlock: Option<DotLock>,
     path: PathBuf,
     old_size: u64,
+    /// The device and inode of the file locked.
+    dev: u64,
+    ino: u64,
     quoting: Quoting,
 }
 
@@ -482,21 +493,84 @@ pub fn open_locked(
     opts: &MboxOptions,
     deadline: Instant,
 ) -> Result<LockedMailbox, MboxError> {
+    open_locked_with(path, owner, opts, deadline, &mut LockHooks::default())
+}
+
+/// What identifies a dotlock postie made: the device, inode and
+/// modification time of the temporary file it was linked from (the lock
+/// file is that same inode). Recorded in the transaction journal before
+/// the `link()` ([`LockHooks::record`]), so that after a crash the lock
+/// left behind can be told from anyone else's, even if the inode number
+/// has been used again since, and taken over ([`LockHooks::adopt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockId {
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+}
+
+impl LockId {
+    pub fn of(meta: &Metadata) -> LockId {
+        LockId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        }
+    }
+}
+
+/// What [`open_locked_with`] does beyond [`open_locked`]: the seams of the
+/// transaction journal ([`crate::journal`]).
+#[derive(Default)]
+pub struct LockHooks<'a> {
+    /// Told the identity of every dotlock about to be made, before its
+    /// `link()`; an error gives up with that error, and no lock is made.
+    pub record: Option<&'a mut dyn FnMut(LockId) -> io::Result<()>>,
+    /// Dotlocks left behind by a postie that crashed, from its journal: one
+    /// of these found on the mailbox, while the fcntl lock is held, is
+    /// taken over as it is rather than waited for.
+    pub adopt: &'a [LockId],
+    /// For recovery: the mailbox is never created (a missing one is
+    /// `Io(NotFound)`), and it is opened for reading too.
+    pub recovery: bool,
+    /// Called, with no lock held, when the dotlock is found taken while
+    /// the fcntl lock was free: what a postie that died in a delivery
+    /// leaves (a live postie holds the fcntl lock too), so the caller
+    /// recovers interrupted deliveries here. Once this is set, a stale
+    /// dotlock is removed only after it has been called.
+    pub on_busy: Option<&'a mut dyn FnMut()>,
+}
+
+/// [`open_locked`] with the journal's [`LockHooks`].
+pub fn open_locked_with(
+    path: &Path,
+    owner: &User,
+    opts: &MboxOptions,
+    deadline: Instant,
+    hooks: &mut LockHooks<'_>,
+) -> Result<LockedMailbox, MboxError> {
     let deadline = deadline.min(deadline_after(opts.lock_timeout));
-    let file = open_mailbox(path, owner, opts)?;
-    let (file, dotlock) = lock_all(file, &dotlock_path(path), opts.stale_lock, deadline)?;
+    let file = open_mailbox(path, owner, opts, hooks.recovery)?;
+    let (file, dotlock) = lock_all(file, &dotlock_path(path), opts.stale_lock, deadline, hooks)?;
     let mut mailbox = LockedMailbox {
         file: Some(file),
         dotlock: Some(dotlock),
         path: path.to_owned(),
         old_size: 0,
+        dev: 0,
+        ino: 0,
         quoting: opts.quoting,
     };
     // Checked under the locks: a mailbox another delivery has just created
     // is locked by it until it is chowned. On error, dropping `mailbox`
     // releases everything.
-    check_meta(&mailbox.file().metadata().map_err(MboxError::Io)?, owner)?;
-    mailbox.old_size = mailbox.file().metadata().map_err(MboxError::Io)?.len();
+    let meta = mailbox.file().metadata().map_err(MboxError::Io)?;
+    check_meta(&meta, owner)?;
+    mailbox.old_size = meta.len();
+    mailbox.dev = meta.dev();
+    mailbox.ino = meta.ino();
     Ok(mailbox)
 }
 
@@ -509,6 +583,50 @@ impl LockedMailbox {
     /// The size of the mailbox when it was locked.
     pub fn old_size(&self) -> u64 {
         self.old_size
+    }
+
+    /// The device and inode numbers of the mailbox file.
+    pub fn file_id(&self) -> (u64, u64) {
+        (self.dev, self.ino)
+    }
+
+    /// The size of the mailbox now.
+    pub fn size(&self) -> io::Result<u64> {
+        Ok(self.file().metadata()?.len())
+    }
+
+    /// Reads up to `buf.len()` bytes at `offset` (the mailbox must have
+    /// been opened for recovery, [`LockHooks::recovery`]).
+    pub fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        self.file().read_at(buf, offset)
+    }
+
+    /// The device and inode of the dotlock held, if it is one a crashed
+    /// postie left, taken over ([`LockHooks::adopt`]).
+    pub fn adopted_dotlock(&self) -> Option<(u64, u64)> {
+        self.dotlock
+            .as_ref()
+            .filter(|d| d.adopted)
+            .map(|d| (d.dev, d.ino))
+    }
+
+    /// Truncates the mailbox to `size` and fsyncs it: recovery's undoing
+    /// of an append interrupted by a crash.
+    pub fn truncate_to(&mut self, size: u64) -> Result<(), MboxError> {
+        self.old_size = size;
+        self.rollback()
+    }
+
+    /// Releases the fcntl and flock locks but leaves the dotlock in place,
+    /// so that the mailbox stays locked for every postie and every program
+    /// that honours dotlocks, until recovery takes the dotlock over: for a
+    /// transaction that could neither finish nor be undone.
+    pub fn unlock_keeping_dotlock(mut self) {
+        if let Some(d) = &mut self.dotlock {
+            d.keep = true;
+        }
+        self.release();
     }
 
     fn file(&self) -> &File {
@@ -634,6 +752,18 @@ fn write_message<W: Write>(
     res.map(|()| counting.count)
 }
 
+/// The number of bytes [`LockedMailbox::append`] appends for this message,
+/// found by formatting it into nothing: the transaction journal records
+/// it, so that recovery can tell a whole append from part of one.
+pub fn appended_len(
+    quoting: Quoting,
+    from_line: &str,
+    headers: &[u8],
+    body: &mut dyn Read,
+) -> io::Result<u64> {
+    write_message(io::sink(), quoting, from_line, headers, body)
+}
+
 /// Counts the bytes its writer accepted.
 struct Counting<W> {
     inner: W,
@@ -716,13 +846,18 @@ fn unsafe_open(e: &io::Error) -> Option<MboxError> {
 
 /// Opens the mailbox for appending, creating it if missing, and makes sure
 /// it is a regular file.
-fn open_mailbox(path: &Path, owner: &User, opts: &MboxOptions) -> Result<File, MboxError> {
+fn open_mailbox(
+    path: &Path,
+    owner: &User,
+    opts: &MboxOptions,
+    recovery: bool,
+) -> Result<File, MboxError> {
     let mut tries = 0;
     let file = loop {
         tries += 1;
-        match open_existing(path) {
+        match open_existing(path, recovery) {
             Ok(file) => break file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !recovery => {}
             Err(e) => return Err(unsafe_open(&e).unwrap_or(MboxError::Io(e))),
         }
         match create(path, owner, opts) {
@@ -745,8 +880,9 @@ fn open_mailbox(path: &Path, owner: &User, opts: &MboxOptions) -> Result<File, M
     Ok(file)
 }
 
-fn open_existing(path: &Path) -> io::Result<File> {
+fn open_existing(path: &Path, read: bool) -> io::Result<File> {
     OpenOptions::new()
+        .read(read)
         .append(true)
         .custom_flags(SAFE_FLAGS | libc::O_NONBLOCK)
         .open(path)
@@ -802,21 +938,35 @@ fn lock_all(
     dotlock: &Path,
     stale_lock: Duration,
     deadline: Instant,
+    hooks: &mut LockHooks<'_>,
 ) -> Result<(Flock<File>, DotLock), MboxError> {
     let mut backoff = Backoff::new();
+    let mut dotlock_busy = false;
     loop {
         if ofd_lock(&file, libc::F_WRLCK).map_err(MboxError::Io)? {
-            match DotLock::try_take(dotlock, stale_lock)? {
+            // With `on_busy`, a stale dotlock may be a crashed delivery's,
+            // which recovery takes over rather than anyone removing it.
+            let stale_ok = hooks.on_busy.is_none() || dotlock_busy;
+            match DotLock::try_take(dotlock, stale_lock, stale_ok, hooks)? {
                 Some(dot) => match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                     Ok(flocked) => return Ok((flocked, dot)),
                     Err((f, Errno::EAGAIN | Errno::EINTR)) => {
                         file = f;
-                        drop(dot);
+                        dot.let_go();
                         ofd_unlock(&file, dotlock);
                     }
-                    Err((_, e)) => return Err(MboxError::Io(e.into())),
+                    Err((_, e)) => {
+                        dot.let_go();
+                        return Err(MboxError::Io(e.into()));
+                    }
                 },
-                None => ofd_unlock(&file, dotlock),
+                None => {
+                    ofd_unlock(&file, dotlock);
+                    dotlock_busy = true;
+                    if let Some(f) = hooks.on_busy.as_mut() {
+                        f();
+                    }
+                }
             }
         }
         backoff.wait(deadline)?;
@@ -835,7 +985,7 @@ fn ofd_unlock(file: &File, dotlock: &Path) {
 
 /// One non-blocking attempt to set an OFD lock of `kind` on the whole file:
 /// `Ok(false)` if someone else holds a conflicting one.
-fn ofd_lock(file: &File, kind: libc::c_int) -> io::Result<bool> {
+pub(crate) fn ofd_lock(file: &File, kind: libc::c_int) -> io::Result<bool> {
     let lock = libc::flock {
         l_type: kind as libc::c_short,
         l_whence: libc::SEEK_SET as libc::c_short,
@@ -898,6 +1048,10 @@ struct DotLock {
     path: PathBuf,
     dev: u64,
     ino: u64,
+    /// Taken over from a crashed postie ([`LockHooks::adopt`]).
+    adopted: bool,
+    /// Left in place when dropped ([`LockedMailbox::unlock_keeping_dotlock`]).
+    keep: bool,
 }
 
 /// Makes the names of our temporary files unique within this process.
@@ -906,13 +1060,28 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 impl DotLock {
     /// One attempt at the dotlock `lock`: `Ok(None)` if someone else holds
     /// it. A lock older than `stale_after` is removed and tried again.
-    fn try_take(lock: &Path, stale_after: Duration) -> Result<Option<DotLock>, MboxError> {
+    fn try_take(
+        lock: &Path,
+        stale_after: Duration,
+        stale_ok: bool,
+        hooks: &mut LockHooks<'_>,
+    ) -> Result<Option<DotLock>, MboxError> {
         // A few rounds: a stale lock removed, or a lock gone between our
         // `link` and our look at it, is worth another try at once.
         for _ in 0..3 {
             let (temp, temp_file) = create_temp(lock).map_err(MboxError::from_write)?;
             let temp_meta = temp_file.metadata();
             drop(temp_file);
+            // Recorded before the link: a crash can leave no lock file of
+            // ours that the journal does not name.
+            let recorded = match (&temp_meta, hooks.record.as_mut()) {
+                (Ok(meta), Some(record)) => record(LockId::of(meta)),
+                _ => Ok(()),
+            };
+            if let Err(e) = recorded {
+                let _ = std::fs::remove_file(&temp);
+                return Err(MboxError::from_write(e));
+            }
             // The result of link(2) is not trusted (over NFS it may report
             // failure after succeeding): the lock is ours iff the lock name
             // now is our temporary file.
@@ -933,6 +1102,20 @@ impl DotLock {
                         path: lock.to_owned(),
                         dev: meta.dev(),
                         ino: meta.ino(),
+                        adopted: false,
+                        keep: false,
+                    }));
+                }
+                // The lock of a crashed postie, named by its journal: ours
+                // now (the caller holds the fcntl lock, so no other postie
+                // is looking at it).
+                if hooks.adopt.contains(&LockId::of(meta)) {
+                    return Ok(Some(DotLock {
+                        path: lock.to_owned(),
+                        dev: meta.dev(),
+                        ino: meta.ino(),
+                        adopted: true,
+                        keep: false,
                     }));
                 }
             }
@@ -951,7 +1134,7 @@ impl DotLock {
                 .ok()
                 .and_then(|m| SystemTime::now().duration_since(m).ok());
             match age {
-                Some(age) if age > stale_after => {
+                Some(age) if age > stale_after && stale_ok => {
                     log::warn!(
                         "{}: removing stale lock file, {} s old",
                         lock.display(),
@@ -973,8 +1156,20 @@ impl DotLock {
     }
 }
 
+impl DotLock {
+    /// Releases the lock before a back-off or on failure: removes it, but
+    /// leaves one taken over from a crash in place, for recovery to find
+    /// again.
+    fn let_go(mut self) {
+        self.keep = self.adopted;
+    }
+}
+
 impl Drop for DotLock {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         // Only if it is still ours: had someone taken it for stale and
         // locked anew, removing it would break their lock.
         match std::fs::symlink_metadata(&self.path) {

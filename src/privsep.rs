@@ -170,8 +170,12 @@ pub fn split(
             let _ = set.thread_block();
             let recipients = service.recipients.clone();
             let lookup = move |name: &str| recipients.user(name).ok().flatten();
+            // Deliveries a crash interrupted are undone before any request
+            // is served.
+            service.delivery.recover();
             log::info!("delivery process {} serving", std::process::id());
             serve_delivery(delivery_end, service.delivery.clone(), Arc::new(lookup));
+            service.delivery.close();
             std::process::exit(0);
         }
         sys::Forked::Parent { child } => {

@@ -543,14 +543,18 @@ fn in_process(
         eprintln!("postie: cannot deliver: {e}; message not sent");
         EX_OSERR
     })?;
+    // As a daemon would at start: undo what a crash interrupted.
+    service.delivery.recover();
     let service = &service;
-    Ok(std::thread::scope(|scope| {
+    let result = std::thread::scope(|scope| {
         scope.spawn(move || service.run_session(UnixReader(reader), theirs, None));
         let result = over_socket(&ours, env, data, trace);
         // The session ends at QUIT, or at end of file if we left early.
         let _ = ours.shutdown(std::net::Shutdown::Both);
         result
-    }))
+    });
+    service.delivery.close();
+    Ok(result)
 }
 
 /// `-bs` when not root: the SMTP session on stdin/stdout is relayed to the

@@ -2,6 +2,7 @@
 //! pipes, a temporary spool, and real clients and mailbox readers.
 
 mod config;
+mod crash;
 mod delivery;
 mod load;
 mod sendmail;

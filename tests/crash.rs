@@ -1,0 +1,713 @@
+//! Faults and crashes (issue 4/4): postie killed with SIGKILL in the middle
+//! of deliveries, hundreds of times, loses, duplicates and mangles nothing;
+//! an aliases file or a user database that fails gives 451 4.3.0 and
+//! changes no mailbox.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::util::*;
+
+/// A small PRNG (xorshift64*), seeded from the clock unless
+/// `POSTIE_CRASH_SEED` says otherwise, so that a failure can be replayed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const USERS: [&str; 3] = ["alice", "jon", "root"];
+
+/// One message a client sent (its DATA begun): to whom, how big, and
+/// whether the client was told 250.
+#[derive(Debug, Clone)]
+struct Sent {
+    id: String,
+    rcpts: Vec<&'static str>,
+    size: usize,
+    acked: bool,
+}
+
+/// The body of message `id`: `size` bytes (about) of lines that begin with
+/// the id, so no line needs quoting or dot-stuffing; LF line ends.
+fn body(id: &str, size: usize) -> Vec<u8> {
+    let mut b = Vec::with_capacity(size + 80);
+    let mut n = 0u32;
+    while b.len() < size {
+        let fill = (b'a' + (n % 26) as u8) as char;
+        b.extend_from_slice(format!("{id} {n:06} {}\n", fill.to_string().repeat(60)).as_bytes());
+        n += 1;
+    }
+    b
+}
+
+/// Reads one reply; `None` if the connection broke (as it does when the
+/// server is killed).
+fn reply(r: &mut impl BufRead) -> Option<u16> {
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 || !line.ends_with("\r\n") {
+            return None;
+        }
+        let code = line.get(..3)?.parse().ok()?;
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return Some(code);
+        }
+    }
+}
+
+/// A client sending messages one after another until the connection
+/// breaks; every message whose DATA it began goes to `sent`.
+fn client(addr: SocketAddr, tag: String, seed: u64, sent: Arc<Mutex<Vec<Sent>>>) {
+    let mut rng = Rng(seed | 1);
+    let Ok(s) = TcpStream::connect(addr) else {
+        return;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+    let _ = s.set_write_timeout(Some(Duration::from_secs(20)));
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let cmd = |w: &mut TcpStream, r: &mut BufReader<TcpStream>, line: &str| {
+        w.write_all(format!("{line}\r\n").as_bytes()).ok()?;
+        reply(r)
+    };
+    if reply(&mut r) != Some(220) || cmd(&mut w, &mut r, "EHLO crash.test") != Some(250) {
+        return;
+    }
+    for n in 0.. {
+        let id = format!("{tag}m{n}");
+        // Two or three of the users, in any order.
+        let mut rcpts: Vec<&'static str> = USERS.to_vec();
+        let k = 2 + rng.below(2) as usize;
+        while rcpts.len() > k {
+            rcpts.remove(rng.below(rcpts.len() as u64) as usize);
+        }
+        if rng.below(2) == 0 {
+            rcpts.reverse();
+        }
+        // Mostly small messages, a fifth of them large, so that kills
+        // land in the middle of appends and syncs too.
+        let size = if rng.below(5) == 0 {
+            50_000 + rng.below(150_000) as usize
+        } else {
+            200 + rng.below(8_000) as usize
+        };
+        if cmd(&mut w, &mut r, "MAIL FROM:<sender@crash.test>") != Some(250) {
+            return;
+        }
+        for u in &rcpts {
+            if cmd(&mut w, &mut r, &format!("RCPT TO:<{u}>")) != Some(250) {
+                return;
+            }
+        }
+        if cmd(&mut w, &mut r, "DATA") != Some(354) {
+            return;
+        }
+        let index = {
+            let mut s = sent.lock().unwrap();
+            s.push(Sent {
+                id: id.clone(),
+                rcpts: rcpts.clone(),
+                size,
+                acked: false,
+            });
+            s.len() - 1
+        };
+        let mut data = format!("Subject: crash {id}\r\nX-Test-Id: {id}\r\n\r\n").into_bytes();
+        for line in body(&id, size).split_inclusive(|&b| b == b'\n') {
+            data.extend_from_slice(&line[..line.len() - 1]);
+            data.extend_from_slice(b"\r\n");
+        }
+        data.extend_from_slice(b".\r\n");
+        if w.write_all(&data).is_err() {
+            return;
+        }
+        match reply(&mut r) {
+            Some(250) => sent.lock().unwrap()[index].acked = true,
+            // A 4xx (the delivery process gone, a lock timeout): go on.
+            Some(_) => {}
+            None => return,
+        }
+    }
+}
+
+/// `postie serve` in a process group of its own, so that one `killpg`
+/// kills the SMTP side and, started as root, the delivery process at once.
+fn start(fx: &Fixture) -> Server {
+    let mut cmd = Command::new(bin());
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .args(fx.args())
+        .args(["--lock-timeout", "5"])
+        .process_group(0);
+    Server::spawn(cmd)
+}
+
+/// SIGKILL to every process of the server (the delivery process too: by
+/// itself it would finish what it is doing before following its parent).
+fn crash(srv: &mut Server) {
+    let pgid = Pid::from_raw(srv.child.id() as i32);
+    killpg(pgid, Signal::SIGKILL).unwrap();
+    let _ = srv.child.wait();
+}
+
+/// What the mailboxes hold: for each user, how many times each message.
+fn census(
+    fx: &Fixture,
+    sent: &HashMap<String, Sent>,
+) -> HashMap<&'static str, HashMap<String, usize>> {
+    let mut all = HashMap::new();
+    for u in USERS {
+        let path = fx.mailbox(u);
+        // Panics unless every message starts with a From_ line and ends
+        // with a blank line.
+        let raw = raw_messages(&path);
+        if path.exists() {
+            // And Python's mailbox module, a reader we did not write, finds
+            // the same messages (by ID, in order).
+            let script = "import mailbox, sys\nfor m in mailbox.mbox(sys.argv[1], create=False):\n    print(m.get('X-Test-Id'))\n";
+            let ids: Vec<String> = python(script, &[path.to_str().unwrap()])
+                .lines()
+                .map(String::from)
+                .collect();
+            let ours: Vec<String> = raw
+                .iter()
+                .map(|m| {
+                    String::from_utf8_lossy(m)
+                        .lines()
+                        .find_map(|l| l.strip_prefix("X-Test-Id: "))
+                        .unwrap_or("None")
+                        .to_string()
+                })
+                .collect();
+            assert_eq!(ids, ours, "{u}: Python's mailbox module disagrees");
+        }
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        for m in raw {
+            let split = m
+                .windows(2)
+                .position(|w| w == b"\n\n")
+                .expect("header and body");
+            let (head, rest) = m.split_at(split + 2);
+            let head = String::from_utf8_lossy(head);
+            let id = head
+                .lines()
+                .find_map(|l| l.strip_prefix("X-Test-Id: "))
+                .unwrap_or_else(|| panic!("{u}: a message without X-Test-Id:\n{head}"))
+                .to_string();
+            let s = sent
+                .get(&id)
+                .unwrap_or_else(|| panic!("{u}: message {id} was never sent"));
+            assert!(
+                s.rcpts.contains(&u),
+                "{u}: message {id} is for {:?}",
+                s.rcpts
+            );
+            assert!(
+                rest == body(&id, s.size).as_slice(),
+                "{u}: message {id} is not the body sent ({} bytes, sent {})",
+                rest.len(),
+                body(&id, s.size).len()
+            );
+            *seen.entry(id).or_insert(0) += 1;
+        }
+        all.insert(u, seen);
+    }
+    all
+}
+
+/// The invariants after a crash and recovery: every message told 250 is
+/// in each of its recipients' mailboxes exactly once; every other message
+/// is in all of them once, or in none.
+fn check(fx: &Fixture, sent: &[Sent]) -> (usize, usize, usize) {
+    let by_id: HashMap<String, Sent> = sent.iter().map(|s| (s.id.clone(), s.clone())).collect();
+    let found = census(fx, &by_id);
+    let (mut acked, mut kept, mut dropped) = (0, 0, 0);
+    for s in sent {
+        let counts: Vec<usize> = s
+            .rcpts
+            .iter()
+            .map(|u| found[u].get(&s.id).copied().unwrap_or(0))
+            .collect();
+        if s.acked {
+            acked += 1;
+            assert!(
+                counts.iter().all(|&c| c == 1),
+                "message {} was told 250, but its recipients {:?} have it {counts:?} times",
+                s.id,
+                s.rcpts
+            );
+        } else {
+            assert!(
+                counts.iter().all(|&c| c == counts[0]) && counts[0] <= 1,
+                "message {} (no 250): its recipients {:?} have it {counts:?} times",
+                s.id,
+                s.rcpts
+            );
+            if counts[0] == 1 {
+                kept += 1;
+            } else {
+                dropped += 1;
+            }
+        }
+    }
+    (acked, kept, dropped)
+}
+
+/// Files in the spool other than mailboxes: journals and lock files.
+fn leftovers(fx: &Fixture) -> Vec<String> {
+    std::fs::read_dir(fx.spool())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".postie-txn.") || n.ends_with(".lock"))
+        .collect()
+}
+
+/// What recovery logs for each journal a killed server left, and for each
+/// mailbox it truncated.
+const RECOVERIES: [&str; 7] = [
+    "of an interrupted delivery, undone",
+    " truncated from ",
+    "of an interrupted delivery that had appended nothing",
+    "of a delivery that had finished: nothing to undo",
+    "of a delivery that had not begun",
+    "of a delivery that was over",
+    "idle",
+];
+
+/// SIGKILL at random points during delivery, at least 200 times (or
+/// `POSTIE_CRASH_KILLS`): four clients, each sending messages of 200 B to
+/// 200 KB to two or three users, and the whole server killed after a
+/// random 2 to 100 ms, then started again on the same spool. Every 20
+/// kills the mailboxes are checked: they parse (our reader and Python's),
+/// every message is byte for byte one that was sent, to that user; each
+/// one told 250 is there exactly once for each recipient, each other one
+/// for all its recipients or none; and recovery leaves no journal and no
+/// lock file behind. How many kills landed in the middle of a delivery is
+/// counted from the recoveries' log lines.
+#[test]
+fn sigkill_during_delivery_loses_and_duplicates_nothing() {
+    let kills: usize = std::env::var("POSTIE_CRASH_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let seed: u64 = std::env::var("POSTIE_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    eprintln!("sigkill test: {kills} kills, POSTIE_CRASH_SEED={seed}");
+    let mut rng = Rng(seed | 1);
+    let started = Instant::now();
+    let per_spool = 20;
+    let mut totals = [0usize; 3];
+    // What the recoveries found, from their log lines.
+    let mut found: HashMap<&str, usize> = HashMap::new();
+    let mut done = 0;
+    while done < kills {
+        let fx = Fixture::new();
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let mut logs = Vec::new();
+        for _ in 0..per_spool.min(kills - done) {
+            let mut srv = start(&fx);
+            let clients: Vec<_> = (0..4)
+                .map(|t| {
+                    let (addr, sent) = (srv.addr, sent.clone());
+                    let tag = format!("k{done}t{t}");
+                    let seed = rng.next();
+                    std::thread::spawn(move || client(addr, tag, seed, sent))
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(2 + rng.below(99)));
+            crash(&mut srv);
+            for c in clients {
+                c.join().unwrap();
+            }
+            logs.push(srv.log.clone());
+            done += 1;
+        }
+        // Once more, to recover (at start, in the process that delivers)
+        // and to show that every mailbox takes mail again at once.
+        let mut srv = start(&fx);
+        let mut c = srv.connect();
+        c.reply();
+        c.expect("HELO c", 250);
+        c.expect("MAIL FROM:<a@b.example>", 250);
+        for u in USERS {
+            c.expect(&format!("RCPT TO:<{u}>"), 250);
+        }
+        c.expect("DATA", 354);
+        let id = format!("after{done}");
+        let mut data = format!("X-Test-Id: {id}\r\n\r\n").into_bytes();
+        data.extend(body(&id, 100).iter().flat_map(|&b| {
+            if b == b'\n' {
+                vec![b'\r', b'\n']
+            } else {
+                vec![b]
+            }
+        }));
+        data.extend_from_slice(b".\r\n");
+        c.send_raw(&data);
+        let r = c.reply();
+        if r.code != 250 {
+            // Which lock was left behind, and what recovery said of it.
+            let files: Vec<String> = std::fs::read_dir(fx.spool())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            let recoveries: Vec<String> = logs
+                .iter()
+                .flat_map(|l| {
+                    let l = l.lock().unwrap();
+                    l.lines()
+                        .filter(|l| l.contains("recovery: "))
+                        .map(String::from)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            panic!(
+                "{}\nspool: {files:?}\nearlier recoveries:\n{}\nlog:\n{}",
+                r.text(),
+                recoveries.join("\n"),
+                srv.log()
+            );
+        }
+        c.expect("QUIT", 221);
+        sent.lock().unwrap().push(Sent {
+            id,
+            rcpts: USERS.to_vec(),
+            size: 100,
+            acked: true,
+        });
+        assert!(srv.terminate(Duration::from_secs(20)).is_some());
+        logs.push(srv.log.clone());
+        // The delivery process removes its idle journals as it exits.
+        assert!(
+            wait_for(Duration::from_secs(10), || leftovers(&fx).is_empty()),
+            "left in the spool: {:?}\n{}",
+            leftovers(&fx),
+            srv.log()
+        );
+        let (a, k, d) = check(&fx, &sent.lock().unwrap());
+        totals[0] += a;
+        totals[1] += k;
+        totals[2] += d;
+        for log in logs {
+            let log = log.lock().unwrap();
+            for line in log.lines().filter(|l| l.contains("recovery: ")) {
+                for what in RECOVERIES {
+                    if line.contains(what) {
+                        *found.entry(what).or_insert(0) += 1;
+                    }
+                }
+            }
+        }
+    }
+    eprintln!(
+        "sigkill test: {done} kills in {:.1} s; messages: {} told 250, {} not told but delivered to all, {} not told and delivered to none",
+        started.elapsed().as_secs_f64(),
+        totals[0],
+        totals[1],
+        totals[2]
+    );
+    for what in RECOVERIES {
+        eprintln!(
+            "sigkill test: recovery: {:5} x {what}",
+            found.get(what).copied().unwrap_or(0)
+        );
+    }
+    assert!(totals[0] > 0, "no message was delivered at all");
+    assert!(
+        found.contains_key(RECOVERIES[0]),
+        "no kill landed in the middle of an append: the test tests nothing"
+    );
+}
+
+/// An aliases file that cannot be read is a lookup failure: 451 4.3.0 at
+/// RCPT for every recipient, and the mailboxes unchanged. Here it becomes a
+/// directory (read(2) fails with EISDIR; seen at the next look at the file,
+/// a second later), then a file of mode 000 re-read at SIGHUP (EACCES: the
+/// SMTP side, which reads it, runs as nobody when started as root, and as
+/// the file's owner otherwise). Readable again, mail flows.
+#[test]
+fn unreadable_aliases_file_is_451() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    std::fs::write(fx.aliases(), "staff: jon, alice\n").unwrap();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.reply();
+    c.send_message("a@b.example", "staff", b"Subject: before\r\n\r\nx\r\n");
+    let before = (fx.read_mailbox("jon"), fx.read_mailbox("alice"));
+    let refused = |c: &mut Client| {
+        c.expect("MAIL FROM:<a@b.example>", 250);
+        for to in ["staff", "jon"] {
+            let r = c.expect(&format!("RCPT TO:<{to}>"), 451);
+            assert!(r.lines[0].starts_with("451 4.3.0"), "{}", r.text());
+        }
+        c.expect("RSET", 250);
+        assert_eq!((fx.read_mailbox("jon"), fx.read_mailbox("alice")), before);
+    };
+    std::fs::remove_file(fx.aliases()).unwrap();
+    std::fs::create_dir(fx.aliases()).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    refused(&mut c);
+    assert!(srv.log_has("Is a directory"), "{}", srv.log());
+
+    std::fs::remove_dir(fx.aliases()).unwrap();
+    std::fs::write(fx.aliases(), "staff: jon, alice\n").unwrap();
+    std::fs::set_permissions(fx.aliases(), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let hup = || {
+        let pid = Pid::from_raw(srv.child.id() as i32);
+        nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
+    };
+    hup();
+    assert!(srv.log_has("Permission denied"), "{}", srv.log());
+    refused(&mut c);
+
+    std::fs::set_permissions(fx.aliases(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    hup();
+    assert!(srv.log_has("reloaded 1 aliases"), "{}", srv.log());
+    c.send_message("a@b.example", "staff", b"Subject: after\r\n\r\nx\r\n");
+    assert_eq!(python_mbox(&fx.mailbox("alice")).len(), 2);
+    assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 2);
+}
+
+/// A user database that fails (an NSS lookup error: getpwnam_r returning
+/// an errno other than "not found"), through the `UserDb` seam, in a
+/// session run in this process: at RCPT, 451 4.3.0; between RCPT and the
+/// delivery (the delivery looks every user up again), 451 4.3.0 after the
+/// final dot and no mailbox changed.
+#[test]
+fn failing_user_lookup_is_451() {
+    use postie::users::{LookupError, Recipients, User, UserDb};
+
+    /// Answers the first `good` lookups, then fails.
+    struct Flaky {
+        good: usize,
+        calls: AtomicUsize,
+    }
+    impl UserDb for Flaky {
+        fn lookup(&self, name: &str) -> Result<Option<User>, LookupError> {
+            let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n >= self.good {
+                return Err(LookupError(format!(
+                    "getpwnam_r({name}): Input/output error"
+                )));
+            }
+            Ok((name == "jon").then(|| User {
+                name: "jon".into(),
+                uid: nix::unistd::geteuid().as_raw(),
+                gid: nix::unistd::getegid().as_raw(),
+            }))
+        }
+    }
+
+    let run = |good: usize, input: &str| -> (String, Vec<u8>) {
+        let fx = Fixture::new();
+        std::fs::write(fx.mailbox("jon"), b"").unwrap();
+        let mut argv = vec!["postie".to_string(), "inetd".to_string()];
+        argv.extend(fx.args());
+        let cli = postie::cli::parse(argv.iter().map(std::ffi::OsString::from)).unwrap();
+        let base = postie::config::service(&cli.opts).unwrap();
+        let recipients = Arc::new(Recipients::new(
+            postie::users::LocalDomains::new([HOST.to_string()], vec![]),
+            Box::new(Flaky {
+                good,
+                calls: AtomicUsize::new(0),
+            }),
+            Some('+'),
+            postie::aliases::AliasFile::empty(),
+        ));
+        let deliverer = postie::deliver::Deliverer {
+            spool: fx.spool(),
+            hostname: HOST.into(),
+            mbox: postie::mbox::MboxOptions {
+                mode: 0o600,
+                quoting: postie::mbox::Quoting::Mboxrd,
+                lock_timeout: Duration::from_secs(5),
+                stale_lock: postie::mbox::DEFAULT_STALE_LOCK,
+            },
+            recipients: recipients.clone(),
+            deadline: Duration::from_secs(60),
+            mail_gid: None,
+            journals: Default::default(),
+        };
+        let service = postie::server::Service::new(
+            base.session.clone(),
+            base.conn.clone(),
+            base.server.clone(),
+            recipients,
+            Arc::new(deliverer),
+        );
+        let mut out = Vec::new();
+        service.run_session(
+            InMemory(std::io::Cursor::new(input.as_bytes().to_vec())),
+            &mut out,
+            None,
+        );
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            fx.read_mailbox("jon"),
+        )
+    };
+    let session = "HELO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<jon>\r\nDATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQUIT\r\n";
+    // Every lookup fails: at RCPT.
+    let (out, mbox) = run(0, session);
+    assert!(out.contains("\r\n451 4.3.0 "), "{out}");
+    assert!(!out.contains("\r\n250 2.0.0"), "{out}");
+    assert_eq!(mbox, b"");
+    // The lookup at RCPT works, the delivery's fails.
+    let (out, mbox) = run(1, session);
+    let replies: Vec<&str> = out.lines().collect();
+    assert!(replies.iter().any(|l| l.starts_with("354")), "{out}");
+    let after_data = replies
+        .iter()
+        .skip_while(|l| !l.starts_with("354"))
+        .nth(1)
+        .unwrap();
+    assert!(after_data.starts_with("451 4.3.0"), "{out}");
+    assert_eq!(mbox, b"");
+    // No failure: delivered.
+    let (out, mbox) = run(usize::MAX, session);
+    assert!(out.contains("\r\n250 2.0.0"), "{out}");
+    assert!(!mbox.is_empty());
+}
+
+/// Another process's delivery (inetd mode, or a second postie) killed in
+/// the middle, met by a running daemon started as root, in Debian's spool
+/// (root:mail 2775) with recipients of their own uids: the next delivery to
+/// one of its mailboxes finds the dotlock left behind, recovers (as root:
+/// the journals are root's, not the recipient's), and delivers; the
+/// half-written message is gone from both mailboxes.
+#[test]
+fn daemon_recovers_another_process_crash_it_meets() {
+    use postie::journal::{Journal, Size, Want};
+    use postie::mbox::{self, LockHooks, LockId};
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP daemon_recovers_another_process_crash_it_meets: not running as root");
+        return;
+    }
+    let Some(mail) = nix::unistd::Group::from_name("mail").unwrap() else {
+        eprintln!("SKIP daemon_recovers_another_process_crash_it_meets: no group mail");
+        return;
+    };
+    let fx = Fixture::new();
+    let mut passwd = std::fs::read_to_string(fx.dir.path().join("passwd")).unwrap();
+    passwd.push_str("carol:x:54321:54321::/:/bin/sh\ndave:x:54322:54322::/:/bin/sh\n");
+    std::fs::write(fx.dir.path().join("passwd"), passwd).unwrap();
+    nix::unistd::chown(&fx.spool(), None, Some(mail.gid)).unwrap();
+    std::fs::set_permissions(fx.spool(), std::fs::Permissions::from_mode(0o2775)).unwrap();
+    let srv = start(&fx);
+    let mut c = srv.connect();
+    c.reply();
+    for u in ["carol", "dave"] {
+        c.send_message("a@b.example", u, b"Subject: first\r\n\r\nfirst\r\n");
+    }
+    let before: Vec<Vec<u8>> = ["carol", "dave"]
+        .iter()
+        .map(|u| fx.read_mailbox(u))
+        .collect();
+
+    // The other process: a journal of root's, its intent, both mailboxes
+    // locked as their owners, where the appends begin, part of the message
+    // appended.
+    let opts = mbox::MboxOptions {
+        mode: 0o600,
+        quoting: mbox::Quoting::Mboxrd,
+        lock_timeout: Duration::from_secs(5),
+        stale_lock: mbox::DEFAULT_STALE_LOCK,
+    };
+    let far = Instant::now() + Duration::from_secs(30);
+    let prefix = "From x@y.example Sun Nov  1 06:05:04 2026\nReceived: by h id OTHER.1\n";
+    let msg = format!("{prefix}Subject: half\n\n{}\n", "half\n".repeat(200));
+    let users = [("carol", 54321), ("dave", 54322)];
+    let mut journal = Journal::create(&fx.spool()).unwrap();
+    journal.begin().unwrap();
+    let wants: Vec<Want> = users
+        .iter()
+        .map(|(name, uid)| Want {
+            name: name.to_string(),
+            uid: *uid,
+            gid: mail.gid.as_raw(),
+        })
+        .collect();
+    journal
+        .intend(prefix.as_bytes(), msg.len() as u64, &wants)
+        .unwrap();
+    let mut locked = Vec::new();
+    let mut sizes = Vec::new();
+    for (name, uid) in users {
+        let owner = postie::users::User {
+            name: name.into(),
+            uid,
+            gid: uid,
+        };
+        let _id = postie::sys::become_fs(uid, mail.gid.as_raw()).unwrap();
+        let mut record = |id: LockId| journal.record_lock(name, id);
+        let mut hooks = LockHooks {
+            record: Some(&mut record),
+            ..LockHooks::default()
+        };
+        let mb = mbox::open_locked_with(&fx.mailbox(name), &owner, &opts, far, &mut hooks).unwrap();
+        let (dev, ino) = mb.file_id();
+        sizes.push(Size {
+            name: name.into(),
+            dev,
+            ino,
+            old_size: mb.old_size(),
+        });
+        locked.push(mb);
+    }
+    journal.locked(&sizes).unwrap();
+    for (name, n) in [("carol", msg.len()), ("dave", 100)] {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(fx.mailbox(name))
+            .unwrap();
+        f.write_all(&msg.as_bytes()[..n]).unwrap();
+    }
+    // Killed: its fcntl locks and its lock on the journal go, its dotlocks
+    // and the journal stay.
+    for mb in locked {
+        mb.unlock_keeping_dotlock();
+    }
+    let journal_path = journal.path().to_owned();
+    assert_eq!(std::fs::metadata(&journal_path).unwrap().uid(), 0);
+    drop(journal);
+
+    c.send_message("a@b.example", "dave", b"Subject: second\r\n\r\nsecond\r\n");
+    let log = srv.log_with(&["truncated", "undone"]);
+    assert!(log.contains("of an interrupted delivery, undone"), "{log}");
+    assert!(!journal_path.exists());
+    assert_eq!(fx.read_mailbox("carol"), before[0]);
+    let dave = fx.read_mailbox("dave");
+    assert!(dave.starts_with(&before[1]));
+    assert!(!String::from_utf8_lossy(&dave).contains("half"));
+    assert_eq!(python_mbox(&fx.mailbox("dave")).len(), 2);
+    assert!(leftovers(&fx).iter().all(|n| n.starts_with(".postie-txn.")));
+}
