@@ -103,6 +103,18 @@ impl MessageSource for MessageBuf {
     fn reader(&self) -> std::io::Result<Box<dyn std::io::Read + '_>> {
         MessageBuf::reader(self)
     }
+
+    /// A spilled message goes as its temporary file, not as a copy.
+    fn transfer_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        if let Some(fd) = self.spilled_fd()? {
+            return Ok(fd);
+        }
+        let fd = memfd_create(c"postie-message", MFdFlags::MFD_CLOEXEC)?;
+        let mut f = std::fs::File::from(fd);
+        std::io::copy(&mut self.reader()?, &mut f)?;
+        Ok(f.into())
+    }
 }
 
 impl Delivery for Deliverer {

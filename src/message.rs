@@ -102,6 +102,25 @@ impl MessageBuf {
         }
     }
 
+    /// The whole message as a descriptor another process can read, once
+    /// it has spilled: the temporary file itself, with the bytes still in
+    /// memory written after its content (positionally: the buffer's own
+    /// bookkeeping is unchanged), so that a large message is not copied
+    /// again. `None` while the message is in memory.
+    pub fn spilled_fd(&self) -> io::Result<Option<std::os::fd::OwnedFd>> {
+        if self.failed {
+            return Err(io::Error::other(
+                "message incomplete: an earlier write to it failed",
+            ));
+        }
+        let Some(file) = &self.file else {
+            return Ok(None);
+        };
+        let on_file = self.len - self.mem.len() as u64;
+        file.write_all_at(&self.mem, on_file)?;
+        Ok(Some(file.try_clone()?.into()))
+    }
+
     /// Forget the content (for the next message on the same connection):
     /// drops the temp file and shrinks the memory buffer back to
     /// [`FILE_BUF`] if it grew larger, so an idle connection does not keep a
@@ -304,6 +323,29 @@ mod tests {
             assert_eq!(read_all(&m), data);
             assert!(m.mem_capacity() <= 1000);
         }
+    }
+
+    #[test]
+    fn spilled_fd_is_the_whole_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = MessageBuf::new(1000, dir.path().to_path_buf());
+        m.write_all(&pattern(500)).unwrap();
+        assert!(m.spilled_fd().unwrap().is_none());
+        let data = pattern(100_001);
+        m.clear();
+        for chunk in data.chunks(77) {
+            m.write_all(chunk).unwrap();
+        }
+        let fd = m.spilled_fd().unwrap().expect("spilled");
+        // Read positionally, as the delivery process does: the offset is
+        // shared with the buffer's own descriptor.
+        let f = File::from(fd);
+        assert_eq!(f.metadata().unwrap().len(), data.len() as u64);
+        let mut out = vec![0; data.len()];
+        f.read_exact_at(&mut out, 0).unwrap();
+        assert_eq!(out, data);
+        // The buffer itself still reads the same message.
+        assert_eq!(read_all(&m), data);
     }
 
     #[test]
