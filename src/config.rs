@@ -514,6 +514,7 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
             .flatten()
             .map(|g| g.gid.as_raw()),
         journals: Default::default(),
+        gates: Default::default(),
     };
     let session = session::Config {
         hostname,

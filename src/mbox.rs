@@ -651,13 +651,16 @@ impl LockedMailbox {
         headers: &[u8],
         body: &mut dyn Read,
     ) -> Result<u64, MboxError> {
-        self.append_with(from_line, headers, body, |file| Box::new(file))
+        let n = self.write_with(from_line, headers, body, |file| Box::new(file))?;
+        self.sync().map(|()| n)
     }
 
-    /// [`append`](Self::append) writing through the writer `make_writer`
-    /// builds on the open, locked mailbox: the seam where tests inject
-    /// failing writes.
-    pub(crate) fn append_with(
+    /// The first half of [`append`](Self::append): the writes, not the
+    /// `fdatasync`, so that a transaction can sync its mailboxes in
+    /// parallel ([`sync`](Self::sync)). Writes through the writer
+    /// `make_writer` builds on the open, locked mailbox: the seam where
+    /// tests inject failing writes. On error, truncates back as `append`.
+    pub(crate) fn write_with(
         &mut self,
         from_line: &str,
         headers: &[u8],
@@ -665,11 +668,20 @@ impl LockedMailbox {
         make_writer: impl for<'f> FnOnce(&'f File) -> Box<dyn Write + 'f>,
     ) -> Result<u64, MboxError> {
         let file = self.file();
-        let written = write_message(make_writer(file), self.quoting, from_line, headers, body)
-            // fdatasync(2) is enough: it also flushes the metadata needed to
-            // read the data back, which includes the file's new size.
-            .and_then(|n| file.sync_data().map(|()| n));
-        written.map_err(|e| {
+        let written = write_message(make_writer(file), self.quoting, from_line, headers, body);
+        self.or_truncate_back(written)
+    }
+
+    /// The second half of [`append`](Self::append): `fdatasync`, which is
+    /// enough: it also flushes the metadata needed to read the data back,
+    /// which includes the file's new size. On error, truncates back.
+    pub fn sync(&self) -> Result<(), MboxError> {
+        let synced = self.file().sync_data();
+        self.or_truncate_back(synced)
+    }
+
+    fn or_truncate_back<T>(&self, r: io::Result<T>) -> Result<T, MboxError> {
+        r.map_err(|e| {
             if let Err(re) = self.truncate_back() {
                 log::error!(
                     "{}: could not truncate back to {} bytes after a failed append: {re}",
@@ -1883,7 +1895,7 @@ mod tests {
             let mut mailbox =
                 open_locked(&path, &me(), &opts(Duration::from_secs(5)), far()).unwrap();
             assert_eq!(mailbox.old_size(), before.len() as u64);
-            let res = mailbox.append_with(
+            let res = mailbox.write_with(
                 FROM,
                 HEADERS,
                 &mut Chunky::new(big.as_bytes(), &[1000, 3, 70_000]),
@@ -1895,7 +1907,7 @@ mod tests {
         }
 
         let mut mailbox = open_locked(&path, &me(), &opts(Duration::from_secs(5)), far()).unwrap();
-        let res = mailbox.append_with(FROM, HEADERS, &mut &b"x\n"[..], |_| Box::new(FailQuota));
+        let res = mailbox.write_with(FROM, HEADERS, &mut &b"x\n"[..], |_| Box::new(FailQuota));
         assert!(matches!(res, Err(MboxError::Quota)), "{res:?}");
         assert_eq!(std::fs::read(&path).unwrap(), before);
 

@@ -555,6 +555,7 @@ fn failing_user_lookup_is_451() {
             deadline: Duration::from_secs(60),
             mail_gid: None,
             journals: Default::default(),
+            gates: Default::default(),
         };
         let service = postie::server::Service::new(
             base.session.clone(),
