@@ -10,13 +10,13 @@
 //! kernel tells us the submitting user (SO_PEERCRED) and the session is
 //! marked with it ([`Submitter`]); the per-client cap then counts per uid.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -56,6 +56,109 @@ pub struct Service {
     pub stopping: AtomicBool,
     next_id: AtomicU64,
     started: u64,
+    workers: Arc<Workers>,
+}
+
+/// The session threads. Each connection still has a thread to itself, but
+/// a thread whose session ended waits a while for the next connection
+/// instead of exiting: creating a thread and unmapping its stack at exit
+/// was a tenth of the SMTP side's CPU at one message per connection.
+#[derive(Debug)]
+struct Workers {
+    state: Mutex<WorkerState>,
+    more: Condvar,
+    stack: usize,
+}
+
+#[derive(Default)]
+struct WorkerState {
+    /// Threads waiting for a session.
+    idle: usize,
+    /// Sessions handed over and not yet picked up.
+    queue: VecDeque<Job>,
+}
+
+impl std::fmt::Debug for WorkerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "WorkerState {{ idle: {}, queued: {} }}",
+            self.idle,
+            self.queue.len()
+        )
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// At most this many threads wait for a session: beyond, a thread whose
+/// session ends exits, so that a burst leaves no crowd behind.
+const MAX_IDLE_WORKERS: usize = 16;
+/// How long a thread waits for a session before it exits.
+const WORKER_LINGER: Duration = Duration::from_secs(10);
+
+impl Workers {
+    fn new(stack: usize) -> Self {
+        Workers {
+            state: Mutex::new(WorkerState::default()),
+            more: Condvar::new(),
+            stack,
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, WorkerState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `job` on a waiting thread, or else on a new one. An error (no
+    /// thread could be made) drops the job unrun.
+    fn run(self: &Arc<Self>, job: Job) -> io::Result<()> {
+        let mut st = self.state();
+        // Every queued job has a waiting thread bound to take it.
+        if st.idle > st.queue.len() {
+            st.queue.push_back(job);
+            drop(st);
+            self.more.notify_one();
+            return Ok(());
+        }
+        drop(st);
+        let me = self.clone();
+        thread::Builder::new()
+            .name("session".into())
+            .stack_size(self.stack)
+            .spawn(move || {
+                job();
+                me.wait_for_more();
+            })
+            .map(drop)
+    }
+
+    /// After a session: runs the next one handed over, until none comes
+    /// for [`WORKER_LINGER`] or enough threads wait already.
+    fn wait_for_more(&self) {
+        let mut st = self.state();
+        loop {
+            if let Some(job) = st.queue.pop_front() {
+                drop(st);
+                job();
+                st = self.state();
+                continue;
+            }
+            if st.idle >= MAX_IDLE_WORKERS {
+                return;
+            }
+            st.idle += 1;
+            let (guard, waited) = self
+                .more
+                .wait_timeout(st, WORKER_LINGER)
+                .unwrap_or_else(|p| p.into_inner());
+            st = guard;
+            st.idle -= 1;
+            if waited.timed_out() && st.queue.is_empty() {
+                return;
+            }
+        }
+    }
 }
 
 impl Service {
@@ -70,6 +173,7 @@ impl Service {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        let workers = Arc::new(Workers::new(server.thread_stack));
         Service {
             session,
             conn,
@@ -79,6 +183,7 @@ impl Service {
             stopping: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
             started,
+            workers,
         }
     }
 
@@ -436,14 +541,11 @@ fn admit(
     };
     let svc = service.clone();
     let s2 = stream.clone();
-    let spawned = thread::Builder::new()
-        .name("smtp".into())
-        .stack_size(service.server.thread_stack)
-        .spawn(move || {
-            let _slot = slot;
-            let _ = s2.set_write_timeout(Some(svc.conn.command_timeout));
-            svc.run_session(TcpReader(s2.clone()), TcpWriter(s2), Some(ip));
-        });
+    let spawned = service.workers.run(Box::new(move || {
+        let _slot = slot;
+        let _ = s2.set_write_timeout(Some(svc.conn.command_timeout));
+        svc.run_session(TcpReader(s2.clone()), TcpWriter(s2), Some(ip));
+    }));
     if let Err(e) = spawned {
         // The closure (and its slot) was dropped: the counts are right.
         log::error!("cannot start a thread for [{ip}]: {e}");
@@ -474,28 +576,25 @@ fn admit_local(stream: UnixStream, service: &Arc<Service>, conns: &Arc<Mutex<Con
     };
     let svc = service.clone();
     let s2 = stream.clone();
-    let spawned = thread::Builder::new()
-        .name("submit".into())
-        .stack_size(service.server.thread_stack)
-        .spawn(move || {
-            let _slot = slot;
-            let _ = s2.set_write_timeout(Some(svc.conn.command_timeout));
-            // The name, on this thread: a slow name service must not stall
-            // the accept loop.
-            let user = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-                Ok(Some(u)) => u.name,
-                // A uid without a passwd entry (a container's, say) still
-                // submits, under its number.
-                Ok(None) => format!("uid{uid}"),
-                Err(e) => {
-                    log::warn!("local submission by uid {uid}: user lookup failed: {e}");
-                    conn::refuse(&*s2, &reply::submitter_unknown());
-                    return;
-                }
-            };
-            let who = Submitter { uid, user };
-            svc.run_local_session(UnixReader(s2.clone()), UnixWriter(s2), who);
-        });
+    let spawned = service.workers.run(Box::new(move || {
+        let _slot = slot;
+        let _ = s2.set_write_timeout(Some(svc.conn.command_timeout));
+        // The name, on this thread: a slow name service must not stall
+        // the accept loop.
+        let user = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            Ok(Some(u)) => u.name,
+            // A uid without a passwd entry (a container's, say) still
+            // submits, under its number.
+            Ok(None) => format!("uid{uid}"),
+            Err(e) => {
+                log::warn!("local submission by uid {uid}: user lookup failed: {e}");
+                conn::refuse(&*s2, &reply::submitter_unknown());
+                return;
+            }
+        };
+        let who = Submitter { uid, user };
+        svc.run_local_session(UnixReader(s2.clone()), UnixWriter(s2), who);
+    }));
     if let Err(e) = spawned {
         log::error!("cannot start a thread for a local submission: {e}");
         refuse(&*stream, &reply::too_many_connections(host));
@@ -508,4 +607,57 @@ fn refuse<S: io::Write + AsFd>(stream: S, r: &reply::Reply) {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
     let _ = fcntl(&stream, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
     conn::refuse(stream, r);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    #[test]
+    fn a_finished_session_thread_takes_the_next_connection() {
+        let workers = Arc::new(Workers::new(256 * 1024));
+        let (tx, rx) = mpsc::channel();
+        let t = tx.clone();
+        workers
+            .run(Box::new(move || t.send(thread::current().id()).unwrap()))
+            .unwrap();
+        let first = rx.recv().unwrap();
+        // Wait until that thread waits for more.
+        let t0 = Instant::now();
+        while workers.state().idle == 0 {
+            assert!(t0.elapsed() < Duration::from_secs(10));
+            thread::sleep(Duration::from_millis(1));
+        }
+        let t = tx.clone();
+        workers
+            .run(Box::new(move || t.send(thread::current().id()).unwrap()))
+            .unwrap();
+        assert_eq!(rx.recv().unwrap(), first);
+    }
+
+    #[test]
+    fn sessions_still_run_at_once_each_on_its_own_thread() {
+        let workers = Arc::new(Workers::new(256 * 1024));
+        // Each waits for all the others to have started: only possible if
+        // they all run at the same time.
+        let n = 5;
+        let barrier = Arc::new(std::sync::Barrier::new(n));
+        let (tx, rx) = mpsc::channel();
+        for _ in 0..n {
+            let (b, t) = (barrier.clone(), tx.clone());
+            workers
+                .run(Box::new(move || {
+                    b.wait();
+                    t.send(thread::current().id()).unwrap();
+                }))
+                .unwrap();
+        }
+        let mut ids: Vec<_> = (0..n)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        ids.sort_by_key(|id| format!("{id:?}"));
+        ids.dedup();
+        assert_eq!(ids.len(), n);
+    }
 }
