@@ -438,7 +438,12 @@ fn bad(origin: Origin<'_>, key: &str, value: &str, why: &str) -> ConfigError {
 
 fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, ConfigError> {
     let hostname = mail_name(o.hostname.as_deref());
-    if hostname.is_empty() || !hostname.bytes().all(|b| b.is_ascii_graphic()) {
+    // 255: a domain name's limit (RFC 1035 2.3.4), which also keeps every
+    // reply that names the host within the 512-octet reply line.
+    if hostname.is_empty()
+        || hostname.len() > 255
+        || !hostname.bytes().all(|b| b.is_ascii_graphic())
+    {
         return Err(match o.hostname {
             Some(_) => bad(
                 origin,
@@ -889,6 +894,20 @@ mod tests {
         let l = c.load(&["inetd", "--mailbox-mode", "400"]).unwrap();
         let e = l.service().err().unwrap().0;
         assert!(e.starts_with("--mailbox-mode 400: "), "{e}");
+    }
+
+    #[test]
+    fn hostname_longer_than_a_domain_name_is_refused() {
+        let s = tempfile::tempdir().unwrap();
+        let s = s.path().display();
+        let c = Conf::new(format!("spool = {s}\npasswd = /dev/null\n").as_bytes());
+        let long = format!("{}.example", "a".repeat(250));
+        let l = c.load(&["inetd", "--hostname", &long]).unwrap();
+        let e = l.service().err().unwrap().0;
+        assert!(e.contains("not a host name"), "{e}");
+        let ok = format!("{}.example", "a".repeat(240));
+        let l = c.load(&["inetd", "--hostname", &ok]).unwrap();
+        assert!(l.service().is_ok());
     }
 
     #[test]
