@@ -13,17 +13,11 @@ use std::sync::Arc;
 use postie::check::{self, Verdict};
 use postie::cli::{self, Cli, LogTo, Mode};
 use postie::config::{self, Loaded};
-use postie::sendmail::{self, Action};
+// sysexits.h, defined once in the library.
+use postie::sendmail::{
+    self, Action, EX_CONFIG, EX_DATAERR, EX_NOUSER, EX_OSERR, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE,
+};
 use postie::{listen, maillog, privsep, server, sys};
-
-// sysexits.h
-const EX_USAGE: u8 = 64;
-const EX_DATAERR: u8 = 65;
-const EX_NOUSER: u8 = 67;
-const EX_UNAVAILABLE: u8 = 69;
-const EX_OSERR: u8 = 71;
-const EX_TEMPFAIL: u8 = 75;
-const EX_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
