@@ -147,6 +147,12 @@ impl Server {
             .arg("127.0.0.1:0")
             .args(fx.args())
             .args(extra);
+        // Never the system's /run/postie/submit.sock, which an installed
+        // postie may be serving.
+        if !extra.contains(&"--submit-socket") {
+            cmd.arg("--submit-socket")
+                .arg(fx.dir.path().join("submit.sock"));
+        }
         Server::spawn(cmd)
     }
 
