@@ -375,6 +375,14 @@ impl Deliverer {
             return Err(f);
         }
 
+        // One mailbox: its identity held for the whole transaction, so
+        // that the steps below, which each take it, do not switch back and
+        // forth (the journal's writes go to its open descriptor, and
+        // recovery takes our own identity for itself).
+        let _as_recipient = match targets.as_slice() {
+            [(_, user)] => self.identity(user).ok().flatten(),
+            _ => None,
+        };
         let mut locked = Locked(Vec::with_capacity(targets.len()));
         let mut armed = false;
         let mut gate = None;
