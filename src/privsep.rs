@@ -35,7 +35,7 @@ use crate::deliver::{Delivery, MessageSource};
 use crate::server::Service;
 use crate::smtp::address::parse_path;
 use crate::smtp::command::Body;
-use crate::smtp::session::{Envelope, Outcome, PermReason, Recipient, Submitter, TempReason};
+use crate::smtp::session::{Envelope, Outcome, Recipient, Submitter, TempReason};
 use crate::smtp::{Mailbox, ReversePath};
 use crate::sys;
 use crate::users::{User, plausible_user_name};
@@ -54,7 +54,7 @@ const KIND_DELIVER: u8 = 2;
 
 const ST_OK: u8 = 0;
 const ST_TEMP: u8 = 1;
-const ST_PERM: u8 = 2;
+// 2 was a permanent failure, which delivery no longer reports.
 const ST_UNAVAILABLE: u8 = 3;
 const ST_BAD: u8 = 4;
 
@@ -118,7 +118,6 @@ impl Delivery for Remote {
         match self.call(&req, Some(&fd)).and_then(|r| decode_response(&r)) {
             Ok(Response::Ok) => Outcome::Delivered,
             Ok(Response::Temp(r)) => Outcome::Temporary(r),
-            Ok(Response::Perm(r)) => Outcome::Permanent(r),
             Ok(other) => {
                 log::error!("{}: delivery process answered {other:?}", env.id);
                 Outcome::Temporary(TempReason::Local)
@@ -222,7 +221,6 @@ impl Drop for Remote {
 pub enum Response {
     Ok,
     Temp(TempReason),
-    Perm(PermReason),
     Unavailable(String),
     Bad(String),
 }
@@ -331,7 +329,6 @@ pub fn handle(
                 Ok(match delivery.deliver(&env, &message) {
                     Outcome::Delivered => Response::Ok,
                     Outcome::Temporary(t) => Response::Temp(t),
-                    Outcome::Permanent(p) => Response::Perm(p),
                 })
             }
             k => Err(format!("unknown request kind {k}")),
@@ -611,10 +608,6 @@ pub fn encode_response(r: &Response) -> Vec<u8> {
             out.push(ST_TEMP);
             out.push(TEMP_REASONS.iter().position(|x| x == t).unwrap_or(4) as u8);
         }
-        Response::Perm(PermReason::UnknownUser) => {
-            out.push(ST_PERM);
-            out.push(0);
-        }
         Response::Unavailable(why) => {
             out.push(ST_UNAVAILABLE);
             put_str(&mut out, &truncate(why));
@@ -641,10 +634,6 @@ pub fn decode_response(payload: &[u8]) -> io::Result<Response> {
         let resp = match r.u8()? {
             ST_OK => Response::Ok,
             ST_TEMP => Response::Temp(*TEMP_REASONS.get(r.u8()? as usize).ok_or("bad reason")?),
-            ST_PERM => {
-                r.u8()?;
-                Response::Perm(PermReason::UnknownUser)
-            }
             ST_UNAVAILABLE => Response::Unavailable(r.str()?),
             ST_BAD => Response::Bad(r.str()?),
             _ => return Err("unknown status".into()),

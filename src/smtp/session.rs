@@ -70,20 +70,12 @@ pub enum TempReason {
     Local,
 }
 
-/// Why a delivery can never succeed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PermReason {
-    /// A recipient vanished between RCPT and DATA: `550 5.1.1`.
-    UnknownUser,
-}
-
 /// The result of delivering one message to all of its recipients: all or
 /// nothing, so one outcome for the whole transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Delivered,
     Temporary(TempReason),
-    Permanent(PermReason),
 }
 
 /// The local user who submitted a message over postie's Unix socket, as
@@ -264,14 +256,6 @@ impl Session {
             Outcome::Temporary(TempReason::Quota) => reply::over_quota(),
             Outcome::Temporary(TempReason::LookupFailed) => reply::lookup_failed(),
             Outcome::Temporary(TempReason::Local) => reply::local_error("delivery failed"),
-            Outcome::Permanent(PermReason::UnknownUser) => {
-                let rcpt = env
-                    .recipients
-                    .first()
-                    .map(|r| r.path.to_string())
-                    .unwrap_or_default();
-                self.count(reply::unknown_user(&rcpt))
-            }
         }
     }
 
