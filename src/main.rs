@@ -191,7 +191,7 @@ fn run_sendmail(call: sendmail::Call) -> ExitCode {
     let root = nix::unistd::geteuid().is_root();
     match inv.flags.action {
         Action::Daemon => {
-            let mode = Mode::Serve { listen: Vec::new() };
+            let mode = Mode::Serve { listen: inv.listen };
             return run(Loaded::without_file(Cli {
                 opts: inv.opts,
                 mode,

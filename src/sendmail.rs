@@ -159,6 +159,9 @@ impl Call {
 pub struct Invocation {
     pub flags: Flags,
     pub opts: Options,
+    /// For `-bd`: the configuration file's `listen` addresses (empty: the
+    /// default).
+    pub listen: Vec<std::net::SocketAddr>,
 }
 
 /// Why a command line was refused (exit 64).
@@ -189,6 +192,13 @@ pub fn parse(call: Call) -> Result<Invocation, ParseError> {
     };
     let flags = args::parse(call.personality, &call.args, &long)?;
     let mut argv = call.base;
+    // -bd is `serve`, named instead of `sendmail` (the last word of the
+    // base), so that the file's `listen`, which belongs to serve only,
+    // applies.
+    let daemon = flags.action == Action::Daemon;
+    if daemon {
+        argv.pop();
+    }
     if let Some(file) = &flags.config {
         // `-C FILE` is postie's configuration file, if this postie has one
         // (the `cli` option with the short name C). Until then it is
@@ -203,13 +213,21 @@ pub fn parse(call: Call) -> Result<Invocation, ParseError> {
         }
     }
     argv.extend(flags.postie_args.iter().cloned());
+    if daemon {
+        argv.push("serve".into());
+    }
     // The configuration file goes beneath the command line, as for
     // every other mode.
     let cl = cli::command_line(argv).map_err(ParseError::Cli)?;
     let loaded = crate::config::load(cl).map_err(ParseError::Config)?;
+    let listen = match loaded.cli.mode {
+        cli::Mode::Serve { listen } => listen,
+        _ => Vec::new(),
+    };
     Ok(Invocation {
         flags,
         opts: loaded.cli.opts,
+        listen,
     })
 }
 

@@ -821,3 +821,21 @@ fn cron_like_submission_through_the_real_daemon() {
         format!("X-Authentication-Warning: {HOST}: {user} set sender to boss@example.org using -f");
     assert!(h.contains(&want), "{h}");
 }
+
+/// `sendmail -bd` is postie's `serve`, on the configuration file's
+/// `listen` addresses like `postie serve`, and delivers.
+#[test]
+fn bd_serves_on_the_configured_listen_address() {
+    let fx = Fixture::new();
+    let port = free_port();
+    let conf = fx.write_config(&format!("listen = 127.0.0.1:{port}\n"));
+    let sock = fx.dir.path().join("bd.sock");
+    let cmd = sendmail(&fx, &sock, &["-C", conf.to_str().unwrap(), "-bd"]);
+    let srv = Server::spawn_at(cmd, format!("127.0.0.1:{port}").parse().unwrap());
+    let mut c = srv.connect();
+    assert_eq!(c.reply().code, 220);
+    c.expect("HELO c", 250);
+    c.send_message("a@b.example", "jon", b"Subject: via -bd\r\n\r\nhi\r\n");
+    c.expect("QUIT", 221);
+    assert_eq!(body_of(&fx, "jon", 0), "hi\n");
+}
