@@ -3,8 +3,9 @@
 //! The boundary between the protocol and the mail spool is this one call,
 //! [`Deliverer::deliver`]`(envelope, message) -> Outcome`: typed in, typed
 //! out, so that delivery can later move behind a process boundary without
-//! touching the protocol code. The outcome is temporary or permanent, and
-//! [`crate::smtp::Session::delivered`] alone turns it into a reply code.
+//! touching the protocol code. The outcome is delivered or a temporary
+//! failure, and [`crate::smtp::Session::delivered`] alone turns it into a
+//! reply code.
 //!
 //! A message, whatever its number of recipients, is one transaction, all
 //! or nothing, even across a crash:
@@ -12,11 +13,14 @@
 //! 1. the transaction journal ([`crate::journal`]) records what is about
 //!    to be done (the mailboxes, the beginning and the exact length of the
 //!    append) and is synced, before any lock is taken;
-//! 2. every mailbox is opened and locked, in one fixed order (sorted by
-//!    path), so that two sessions delivering to the same mailboxes never
-//!    deadlock; each dotlock is recorded in the journal before it is made,
-//!    and then each mailbox's size, where its append begins;
-//! 3. the message is appended to each mailbox and each is fsynced;
+//! 2. deliveries of this process to any of the same mailboxes take turns
+//!    ([`Gates`]); then every mailbox is opened and locked, in one fixed
+//!    order (sorted by path), so that two sessions delivering to the same
+//!    mailboxes never deadlock; each dotlock is recorded in the journal
+//!    before it is made, and then each mailbox's size, where its append
+//!    begins;
+//! 3. the message is appended to each mailbox and each is fsynced, each
+//!    mailbox on a thread of its own;
 //! 4. only then is the journal settled, the locks released and `250`
 //!    given.
 //!
@@ -30,9 +34,10 @@
 //! data-only fdatasync of the journal, taken before the locks (and one
 //! fsync of the spool directory when a mailbox or a journal is created).
 //!
-//! The journal is written with the process's own identity (root in the
+//! The journal is created with the process's own identity (root in the
 //! delivery process), never a recipient's: recovery trusts only journals of
-//! its own uid.
+//! its own uid. (It is then written through its open descriptor, whatever
+//! the thread's identity.)
 //!
 //! Started as root, every file operation on a mailbox runs with the
 //! recipient's filesystem identity (fsuid = the user, fsgid = group `mail`),
