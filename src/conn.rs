@@ -271,7 +271,7 @@ fn read_line<R: Read, W: Write>(
         if buf.is_empty() {
             return Ok(Line::Eof);
         }
-        let (chunk, done) = match buf.iter().position(|&b| b == b'\n') {
+        let (chunk, done) = match memchr::memchr(b'\n', buf) {
             Some(i) => (&buf[..=i], true),
             None => (buf, false),
         };

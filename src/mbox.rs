@@ -185,30 +185,6 @@ pub fn from_line(sender: &ReversePath, date: &LocalTime) -> String {
     format!("From {who} {}\n", date.asctime())
 }
 
-/// The first index of `needle` in `hay`, a word at a time.
-fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
-    const LO: u64 = 0x0101_0101_0101_0101;
-    const HI: u64 = 0x8080_8080_8080_8080;
-    let pattern = LO * u64::from(needle);
-    let mut chunks = hay.chunks_exact(8);
-    let mut base = 0;
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_ne_bytes(word) ^ pattern;
-        // Non-zero iff some byte of `x` is zero, i.e. some byte is `needle`.
-        if x.wrapping_sub(LO) & !x & HI != 0 {
-            return chunk.iter().position(|&b| b == needle).map(|i| base + i);
-        }
-        base += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&b| b == needle)
-        .map(|i| base + i)
-}
-
 const FROM: &[u8] = b"From ";
 
 /// Writes `body` (LF line ends) to `w` with `From ` lines quoted, making sure
@@ -236,7 +212,7 @@ fn quote_run<W: Write + ?Sized>(
 ) -> io::Result<()> {
     let mut written = 0; // body[..written] is out
     let mut search = 0; // where to look for the next "From "
-    while let Some(i) = find_byte(&body[search..], b'F') {
+    while let Some(i) = memchr::memchr(b'F', &body[search..]) {
         let at = search + i;
         search = at + 1;
         if !body[at..].starts_with(FROM) {
@@ -398,7 +374,7 @@ impl StreamQuoter {
         // Then the rest in one go, keeping back the last line's start if it
         // is still undecided.
         let rest = &chunk[i..];
-        let tail = match rest.iter().rposition(|&b| b == b'\n') {
+        let tail = match memchr::memrchr(b'\n', rest) {
             Some(nl) => Some(nl + 1),
             None if line_start => Some(0),
             None => None,
@@ -1426,13 +1402,6 @@ mod tests {
     }
 
     proptest! {
-        #[test]
-        fn find_byte_matches_naive(hay in proptest::collection::vec(
-            prop_oneof![Just(b'F'), Just(b'\n'), Just(0u8), Just(0xffu8), any::<u8>()], 0..64),
-            needle in prop_oneof![Just(b'F'), Just(b'\n'), any::<u8>()]) {
-            prop_assert_eq!(find_byte(&hay, needle), hay.iter().position(|&b| b == needle));
-        }
-
         #[test]
         fn mboxrd_is_reversible(body in "([>]{0,3}(From |From|Fro|x| |\n)){0,30}") {
             let out = quoted(body.as_bytes(), Quoting::Mboxrd);

@@ -269,7 +269,7 @@ pub fn read_data<R: BufRead + ?Sized, W: Write + ?Sized>(
                 }
                 State::Mid => {
                     let rest = &buf[i..];
-                    match rest.iter().position(|&b| b == b'\n') {
+                    match memchr::memchr(b'\n', rest) {
                         Some(n) => {
                             let end = here + n as u64 + 1;
                             if n > 0 && rest[n - 1] == b'\r' {
