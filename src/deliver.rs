@@ -93,12 +93,17 @@ pub trait MessageSource: Sync {
     /// The message as a descriptor another process can read: an anonymous
     /// memory file (memfd) holding a copy.
     fn transfer_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
-        use nix::sys::memfd::{MFdFlags, memfd_create};
-        let fd = memfd_create(c"postie-message", MFdFlags::MFD_CLOEXEC)?;
-        let mut f = std::fs::File::from(fd);
-        std::io::copy(&mut self.reader()?, &mut f)?;
-        Ok(f.into())
+        memfd_copy(self)
     }
+}
+
+/// A copy of `message` in an anonymous memory file (memfd).
+fn memfd_copy<M: MessageSource + ?Sized>(message: &M) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let fd = memfd_create(c"postie-message", MFdFlags::MFD_CLOEXEC)?;
+    let mut f = std::fs::File::from(fd);
+    std::io::copy(&mut message.reader()?, &mut f)?;
+    Ok(f.into())
 }
 
 impl MessageSource for MessageBuf {
@@ -112,14 +117,10 @@ impl MessageSource for MessageBuf {
 
     /// A spilled message goes as its temporary file, not as a copy.
     fn transfer_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
-        use nix::sys::memfd::{MFdFlags, memfd_create};
-        if let Some(fd) = self.spilled_fd()? {
-            return Ok(fd);
+        match self.spilled_fd()? {
+            Some(fd) => Ok(fd),
+            None => memfd_copy(self),
         }
-        let fd = memfd_create(c"postie-message", MFdFlags::MFD_CLOEXEC)?;
-        let mut f = std::fs::File::from(fd);
-        std::io::copy(&mut self.reader()?, &mut f)?;
-        Ok(f.into())
     }
 }
 

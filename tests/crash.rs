@@ -480,10 +480,7 @@ fn unreadable_aliases_file_is_451() {
     std::fs::remove_dir(fx.aliases()).unwrap();
     std::fs::write(fx.aliases(), "staff: jon, alice\n").unwrap();
     std::fs::set_permissions(fx.aliases(), std::fs::Permissions::from_mode(0o000)).unwrap();
-    let hup = || {
-        let pid = Pid::from_raw(srv.child.id() as i32);
-        nix::sys::signal::kill(pid, Signal::SIGHUP).unwrap();
-    };
+    let hup = || srv.signal(Signal::SIGHUP);
     hup();
     assert!(srv.log_has("Permission denied"), "{}", srv.log());
     refused(&mut c);

@@ -469,8 +469,7 @@ fn sighup_reloads_aliases() {
     c.reply();
     c.send_message("a@b.example", "team", b"Subject: one\r\n\r\nx\r\n");
     std::fs::write(fx.aliases(), "team: jon\n").unwrap();
-    let pid = nix::unistd::Pid::from_raw(srv.child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    srv.signal(nix::sys::signal::Signal::SIGHUP);
     assert!(
         wait_for(Duration::from_secs(5), || srv.log_has("reloaded")),
         "{}",
@@ -819,17 +818,9 @@ fn smtp_side_runs_unprivileged() {
     let child = nix::unistd::Pid::from_raw(children[0] as i32);
     nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL).unwrap();
     let mut srv = srv;
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    let st = loop {
-        if let Some(st) = srv.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "SMTP side outlived its delivery process"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let st = srv
+        .wait_exit(Duration::from_secs(10))
+        .expect("SMTP side outlived its delivery process");
     assert_eq!(st.code(), Some(71), "{st:?}");
     assert!(srv.log_has("delivery process"), "{}", srv.log());
 }

@@ -524,8 +524,7 @@ fn sigterm_lets_a_transaction_finish_then_exits() {
     c.expect("HELO c", 250);
     c.expect("MAIL FROM:<a@b.example>", 250);
     c.expect("RCPT TO:<jon>", 250);
-    let pid = nix::unistd::Pid::from_raw(srv.child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    srv.signal(nix::sys::signal::Signal::SIGTERM);
     std::thread::sleep(Duration::from_millis(200));
     assert!(
         std::net::TcpStream::connect(srv.addr).is_err(),
@@ -778,19 +777,10 @@ fn sigint_stops_the_daemon() {
     let fx = Fixture::new();
     let mut srv = Server::start(&fx, &[]);
     srv.connect().expect_reply(220);
-    let pid = nix::unistd::Pid::from_raw(srv.child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let until = std::time::Instant::now() + Duration::from_secs(10);
-    let st = loop {
-        if let Some(st) = srv.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "still running after SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    srv.signal(nix::sys::signal::Signal::SIGINT);
+    let st = srv
+        .wait_exit(Duration::from_secs(10))
+        .expect("still running after SIGINT");
     assert!(st.success(), "{st:?}");
 }
 

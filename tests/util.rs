@@ -238,8 +238,18 @@ impl Server {
 
     /// Sends SIGTERM and waits (at most `within`) for the exit status.
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit(within)
+    }
+
+    /// Sends `sig` to the server process.
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(pid, sig).unwrap();
+    }
+
+    /// Waits (at most `within`) for the server to exit; its status.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let until = Instant::now() + within;
         while Instant::now() < until {
             if let Some(st) = self.child.try_wait().unwrap() {
