@@ -379,10 +379,11 @@ impl Deliverer {
         // recipient: recovery trusts only journals of our own uid.
         let journal_failure =
             |path: &Path, e: std::io::Error| Failure::mbox(path, MboxError::from_write(e));
-        let mut journal = self
-            .journals
-            .take(&self.spool)
-            .map_err(|e| journal_failure(&self.spool.join(journal::PREFIX), e))?;
+        let mut journal = self.journals.take(&self.spool).map_err(|e| {
+            // Not yet named: the log says where it was to be made.
+            let what = format!("cannot create a journal in {}", self.spool.display());
+            journal_failure(Path::new(&what), e)
+        })?;
         if let Err(e) = journal.begin() {
             let f = journal_failure(journal.path(), e);
             self.journals.abandon(journal);

@@ -10,7 +10,7 @@ use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use postie::check::{self, Verdict};
+use postie::check::{self, SpoolAccess, Verdict};
 use postie::cli::{self, Cli, LogTo, Mode};
 use postie::config::{self, Loaded};
 // sysexits.h, defined once in the library.
@@ -77,6 +77,17 @@ fn run(conf: Loaded) -> ExitCode {
         Ok(s) => s,
         Err(e) => return config_error(&e.to_string(), inetd, sink),
     };
+    // As the delivery process will write: before the first RCPT gets 250.
+    match check::spool_access(&opts.spool) {
+        SpoolAccess::Good => {}
+        SpoolAccess::Partial(why) => {
+            log::warn!("{why}");
+            if !inetd && sink != maillog::Sink::Stderr {
+                eprintln!("postie: warning: {why}");
+            }
+        }
+        SpoolAccess::Unusable(why) => return config_error(&why, inetd, sink),
+    }
     let unprivileged = match unprivileged_user(&opts.user, opts.group.as_deref()) {
         Ok(u) => u,
         Err(e) => return config_error(&e, inetd, sink),

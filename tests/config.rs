@@ -404,3 +404,171 @@ fn check_warns_about_aliases_the_smtp_side_cannot_read() {
         assert_eq!(text.contains(&ok), !warned, "{text}");
     }
 }
+
+/// Makes `cmd` run postie as an ordinary user that owns the fixture's
+/// spool and is every user of its passwd file: the user running the tests,
+/// or, as root, nobody (65534).
+fn as_ordinary_user(fx: &Fixture, cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let (uid, gid) = (65534, 65534);
+    std::os::unix::fs::chown(fx.spool(), Some(uid), Some(gid)).unwrap();
+    let passwd = fx.dir.path().join("passwd");
+    let text = std::fs::read_to_string(&passwd).unwrap();
+    let remapped: String = text
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            if f.len() == 7 {
+                format!("{}:x:{uid}:{gid}:{}:{}:{}\n", f[0], f[4], f[5], f[6])
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&passwd, remapped).unwrap();
+    cmd.uid(uid).gid(gid);
+}
+
+/// Runs `cmd` to its end (at most 20 s, else kills it and fails).
+fn run_bounded(mut cmd: Command) -> std::process::Output {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let exited = wait_for(std::time::Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !exited {
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        panic!(
+            "still running after 20 s; stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Issue "postie 5": a spool postie cannot create files in (as an ordinary
+/// user, /var/mail) took RCPT with 250 and failed at the end of DATA.
+/// Now `serve` refuses to start (EX_CONFIG) and says why, and `check`
+/// calls it an error, with EX_CONFIG.
+#[test]
+fn a_spool_postie_cannot_write_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .args(fx.args());
+    cmd.arg("--submit-socket")
+        .arg(fx.dir.path().join("submit.sock"));
+    as_ordinary_user(&fx, &mut cmd);
+    std::fs::set_permissions(fx.spool(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let out = run_bounded(cmd);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(78), "{err}");
+    let want = format!("spool {}: postie (uid ", fx.spool().display());
+    assert!(err.contains(&want), "{err}");
+    assert!(
+        err.contains("cannot create files in it (Permission denied): no journal, mailbox or dotlock can be made, so no mail can be delivered"),
+        "{err}"
+    );
+    assert!(!err.contains("listening on"), "{err}");
+
+    let conf = fx.write_config(&fx.config_lines());
+    let mut cmd = Command::new(bin());
+    cmd.arg("-C").arg(&conf).arg("check");
+    as_ordinary_user(&fx, &mut cmd);
+    let out = run_bounded(cmd);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    assert!(text.contains(&format!("error: {want}")), "{text}");
+}
+
+/// Issue "postie 5": the journal that could not be made was logged as
+/// `SPOOL/.postie-txn.: Permission denied`, a file name cut off. (The
+/// spool is made read-only after the start.)
+#[test]
+fn a_journal_that_cannot_be_made_is_logged_plainly() {
+    use std::os::unix::fs::PermissionsExt;
+    let fx = Fixture::new();
+    let mut cmd = Command::new(bin());
+    cmd.args(["serve", "--listen", "127.0.0.1:0"])
+        .args(fx.args());
+    cmd.arg("--submit-socket")
+        .arg(fx.dir.path().join("submit.sock"));
+    as_ordinary_user(&fx, &mut cmd);
+    let srv = Server::spawn(cmd);
+    std::fs::set_permissions(fx.spool(), std::fs::Permissions::from_mode(0o555)).unwrap();
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("HELO client.example", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<jon@razorback.test>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: x\r\n\r\nhello\r\n.\r\n");
+    c.expect_reply(451);
+    let want = format!(
+        "cannot create a journal in {}: Permission denied",
+        fx.spool().display()
+    );
+    let log = srv.log_with(&[&want]);
+    assert!(log.contains(&want), "{log}");
+    assert!(!log.contains(".postie-txn.:"), "{log}");
+}
+
+/// Issue "postie 5": started as root on a spool made by `mkdir -p` (root
+/// 0755), postie says at start that only root's mail can arrive, and how
+/// to make it right; on Debian's root:mail 2775 it says nothing. `check`
+/// names a recipient whose mailbox cannot be made.
+#[test]
+fn root_says_at_start_whose_mail_cannot_arrive() {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP root_says_at_start_whose_mail_cannot_arrive: not running as root");
+        return;
+    }
+    let Ok(Some(mail)) = nix::unistd::Group::from_name("mail") else {
+        eprintln!("SKIP root_says_at_start_whose_mail_cannot_arrive: no group mail");
+        return;
+    };
+    let fx = Fixture::new();
+    std::os::unix::fs::chown(fx.spool(), Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(fx.spool(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let want = format!(
+        "spool {} is root:root 0755: only root's mail can arrive, mail to any other user is deferred (451)",
+        fx.spool().display()
+    );
+    let srv = Server::start(&fx, &[]);
+    let log = srv.log_with(&[&want]);
+    assert!(log.contains(&want), "{log}");
+    assert!(log.contains("chown root:mail "), "{log}");
+    drop(srv);
+
+    // A recipient other than root, as check sees them.
+    let passwd = fx.dir.path().join("passwd");
+    let mut text = std::fs::read_to_string(&passwd).unwrap();
+    text.push_str("bob:x:65534:65534:Bob:/nonexistent:/bin/sh\n");
+    std::fs::write(&passwd, text).unwrap();
+    let out = check(&fx, &["bob@razorback.test"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(75), "{text}");
+    assert!(text.contains(&format!("warning: {want}")), "{text}");
+    assert!(
+        text.contains("uid 65534 with group mail cannot create the mailbox or its dotlock there"),
+        "{text}"
+    );
+
+    std::os::unix::fs::chown(fx.spool(), Some(0), Some(mail.gid.as_raw())).unwrap();
+    std::fs::set_permissions(fx.spool(), std::fs::Permissions::from_mode(0o2775)).unwrap();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("QUIT", 221);
+    assert!(!srv.log().contains("can arrive"), "{}", srv.log());
+    let out = check(&fx, &["bob@razorback.test"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
