@@ -6,7 +6,10 @@
 //! a standard stream. Delivery lines (`ID: from=<..> to=<..> size=N
 //! status=..`) are written by [`crate::deliver`] through the same facade.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
+use std::os::unix::net::UnixDatagram;
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
@@ -32,8 +35,107 @@ pub fn choose(to: LogTo, inetd: bool) -> Sink {
     }
 }
 
-struct Syslog {
+/// Where a syslog daemon takes datagrams, tried in this order: the
+/// classic socket (rsyslog, syslog-ng, or journald through the link
+/// systemd makes), then systemd-journald's own, which is there even when
+/// /dev/log is missing (a container, a chroot, a removed link).
+pub const SYSLOG_SOCKETS: [&str; 2] = ["/dev/log", "/run/systemd/journal/dev-log"];
+
+/// The syslog sink: RFC 3164 datagrams (`<PRI>Mmm dd hh:mm:ss
+/// postie[PID]: text`, facility mail), as syslog(3) sends them, but to the
+/// first of [`SYSLOG_SOCKETS`] that takes them: glibc's syslog(3) knows
+/// only /dev/log, and drops every line silently when nothing listens
+/// there.
+pub struct Syslog {
     level: LevelFilter,
+    paths: Vec<PathBuf>,
+    socket: Mutex<Option<UnixDatagram>>,
+    /// Where to say, once, that no socket takes the lines (stderr in the
+    /// foreground); `None` where nothing may be said (under inetd stderr is
+    /// the client), and once it has been said.
+    complain: Mutex<Option<Box<dyn Write + Send>>>,
+}
+
+impl Syslog {
+    /// A sink over `paths`; `complain` is where to say once that none of
+    /// them takes the lines.
+    pub fn new(
+        level: LevelFilter,
+        paths: Vec<PathBuf>,
+        complain: Option<Box<dyn Write + Send>>,
+    ) -> Syslog {
+        Syslog {
+            level,
+            paths,
+            socket: Mutex::new(None),
+            complain: Mutex::new(complain),
+        }
+    }
+
+    /// A socket connected to the first path that takes a connection.
+    fn connect(&self) -> Option<UnixDatagram> {
+        self.paths.iter().find_map(|p| {
+            let s = UnixDatagram::unbound().ok()?;
+            s.connect(p).ok()?;
+            Some(s)
+        })
+    }
+
+    /// Sends one datagram, connecting (again) as needed: a syslog daemon
+    /// that restarted has a new socket.
+    fn send(&self, datagram: &[u8]) {
+        let mut socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = socket.as_ref() {
+            if s.send(datagram).is_ok() {
+                return;
+            }
+            *socket = None;
+        }
+        match self.connect() {
+            Some(s) => {
+                // Lost if it fails again: a second try would only repeat it.
+                let _ = s.send(datagram);
+                *socket = Some(s);
+            }
+            None => {
+                drop(socket);
+                self.unreachable();
+            }
+        }
+    }
+
+    /// Says once, where it may, that the lines are lost.
+    fn unreachable(&self) {
+        let mut complain = self.complain.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(mut w) = complain.take() {
+            let tried: Vec<String> = self.paths.iter().map(|p| p.display().to_string()).collect();
+            let _ = writeln!(
+                w,
+                "postie: syslog is not reachable (nothing listens on {}): log lines are lost; start a syslog daemon or use --log stderr",
+                tried.join(" or ")
+            );
+            let _ = w.flush();
+        }
+    }
+}
+
+/// One syslog datagram: `<PRI>Mmm dd hh:mm:ss postie[PID]: text`, the
+/// facility mail (RFC 3164 4.1; what glibc's syslog(3) sends).
+fn datagram(level: Level, time: &sys::LocalTime, pid: u32, text: &str) -> Vec<u8> {
+    let severity = match level {
+        Level::Error => libc::LOG_ERR,
+        Level::Warn => libc::LOG_WARNING,
+        Level::Info => libc::LOG_INFO,
+        Level::Debug | Level::Trace => libc::LOG_DEBUG,
+    };
+    // asctime: `Sat Nov 28 16:59:45 2026`; syslog wants `Nov 28 16:59:45`.
+    let asctime = time.asctime();
+    let stamp = asctime.get(4..19).unwrap_or(&asctime);
+    format!(
+        "<{}>{stamp} postie[{pid}]: {text}",
+        libc::LOG_MAIL | severity
+    )
+    .into_bytes()
 }
 
 impl Log for Syslog {
@@ -45,24 +147,28 @@ impl Log for Syslog {
         if !self.enabled(r.metadata()) {
             return;
         }
-        let prio = match r.level() {
-            Level::Error => libc::LOG_ERR,
-            Level::Warn => libc::LOG_WARNING,
-            Level::Info => libc::LOG_INFO,
-            Level::Debug | Level::Trace => libc::LOG_DEBUG,
-        };
-        sys::syslog(prio, &r.args().to_string());
+        // The pid at each line: the delivery process is a fork.
+        let now = sys::localtime(std::time::SystemTime::now());
+        let text = r.args().to_string();
+        self.send(&datagram(r.level(), &now, std::process::id(), &text));
     }
 
     fn flush(&self) {}
 }
 
-/// Installs the logger. Call once, before any thread starts.
-pub fn init(sink: Sink, level: LevelFilter) {
+/// Installs the logger. Call once, before any thread starts. With
+/// `stderr_ok` the syslog sink says once on stderr if no syslog socket
+/// takes its lines; never under inetd, where stderr is the client.
+pub fn init(sink: Sink, level: LevelFilter, stderr_ok: bool) {
     match sink {
         Sink::Syslog => {
-            sys::openlog(c"postie");
-            if log::set_boxed_logger(Box::new(Syslog { level })).is_ok() {
+            let paths = SYSLOG_SOCKETS.iter().map(PathBuf::from).collect();
+            let complain: Option<Box<dyn Write + Send>> = match stderr_ok {
+                true => Some(Box::new(std::io::stderr())),
+                false => None,
+            };
+            let sink = Syslog::new(level, paths, complain);
+            if log::set_boxed_logger(Box::new(sink)).is_ok() {
                 log::set_max_level(level);
             }
         }
@@ -73,5 +179,136 @@ pub fn init(sink: Sink, level: LevelFilter) {
                 .format_target(false)
                 .try_init();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A writer the test can read back.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn line(sink: &Syslog, level: Level, text: &str) {
+        sink.log(
+            &Record::builder()
+                .args(format_args!("{text}"))
+                .level(level)
+                .build(),
+        );
+    }
+
+    /// A fake syslog daemon: a datagram socket bound at `path`.
+    fn daemon(path: &std::path::Path) -> UnixDatagram {
+        let s = UnixDatagram::bind(path).unwrap();
+        // Generous: a missing line fails the test, a present one returns
+        // at once.
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    fn received(s: &UnixDatagram) -> String {
+        let mut buf = [0u8; 4096];
+        let n = s.recv(&mut buf).expect("a datagram");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Issue "postie 5": with no /dev/log, the lines go to journald's own
+    /// socket (tried second), in syslog(3)'s format, facility mail.
+    #[test]
+    fn without_dev_log_lines_go_to_the_journal_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev_log = dir.path().join("dev-log");
+        let journal = dir.path().join("journal-dev-log");
+        let d = daemon(&journal);
+        let complaints = Shared::default();
+        let sink = Syslog::new(
+            LevelFilter::Info,
+            vec![dev_log.clone(), journal.clone()],
+            Some(Box::new(complaints.clone())),
+        );
+        line(&sink, Level::Warn, "spool is full");
+        let got = received(&d);
+        // <20>: mail (2 << 3) | warning (4).
+        assert!(got.starts_with("<20>"), "{got}");
+        let want = format!(" postie[{}]: spool is full", std::process::id());
+        assert!(got.ends_with(&want), "{got}");
+        // `<20>Nov 28 16:59:45 postie[...]`
+        assert_eq!(got.as_bytes()[4 + 15], b' ', "{got}");
+        line(&sink, Level::Debug, "not at this level");
+        line(&sink, Level::Info, "second");
+        assert!(received(&d).ends_with("]: second"));
+        assert!(complaints.0.lock().unwrap().is_empty());
+
+        // /dev/log comes first where it exists.
+        let first = daemon(&dev_log);
+        let sink = Syslog::new(LevelFilter::Info, vec![dev_log, journal], None);
+        line(&sink, Level::Error, "to the first");
+        let got = received(&first);
+        assert!(
+            got.starts_with("<19>") && got.ends_with("]: to the first"),
+            "{got}"
+        );
+    }
+
+    /// A syslog daemon that restarts makes a new socket: the sink connects
+    /// again.
+    #[test]
+    fn a_restarted_daemon_gets_the_next_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dev-log");
+        let d = daemon(&path);
+        let sink = Syslog::new(LevelFilter::Info, vec![path.clone()], None);
+        line(&sink, Level::Info, "one");
+        assert!(received(&d).ends_with("]: one"));
+        drop(d);
+        std::fs::remove_file(&path).unwrap();
+        let d = daemon(&path);
+        line(&sink, Level::Info, "two");
+        assert!(received(&d).ends_with("]: two"));
+    }
+
+    /// Issue "postie 5": with no socket at all, it says so once where it
+    /// may (stderr in the foreground), not once a line; where it may not
+    /// (inetd), it says nothing.
+    #[test]
+    fn no_syslog_is_said_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = vec![dir.path().join("dev-log"), dir.path().join("journal")];
+        let complaints = Shared::default();
+        let sink = Syslog::new(
+            LevelFilter::Info,
+            paths.clone(),
+            Some(Box::new(complaints.clone())),
+        );
+        line(&sink, Level::Info, "one");
+        line(&sink, Level::Error, "two");
+        let said = String::from_utf8(complaints.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(said.lines().count(), 1, "{said}");
+        assert!(
+            said.starts_with(&format!(
+                "postie: syslog is not reachable (nothing listens on {} or {}): log lines are lost",
+                paths[0].display(),
+                paths[1].display()
+            )),
+            "{said}"
+        );
+        // Once one is there, the lines reach it.
+        let d = daemon(&paths[1]);
+        line(&sink, Level::Info, "three");
+        assert!(received(&d).ends_with("]: three"));
     }
 }

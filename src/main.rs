@@ -49,7 +49,7 @@ fn main() -> ExitCode {
         Err(e) => {
             // Logged as the command line alone says, the file being wrong.
             let sink = maillog::choose(log_to, inetd);
-            maillog::init(sink, log_level);
+            maillog::init(sink, log_level, !inetd);
             return config_error(&e.to_string(), inetd, sink);
         }
     };
@@ -67,7 +67,7 @@ fn run(conf: Loaded) -> ExitCode {
     }
     let opts = &conf.cli.opts;
     let sink = maillog::choose(opts.log_to, inetd);
-    maillog::init(sink, opts.log_level);
+    maillog::init(sink, opts.log_level, !inetd);
     std::panic::set_hook(Box::new(|info| log::error!("internal error: {info}")));
     if let Err(e) = sys::drop_supplementary_groups() {
         log::error!("cannot drop supplementary groups: {e}");
@@ -224,7 +224,9 @@ fn run_sendmail(call: sendmail::Call) -> ExitCode {
         (_, LogTo::Stderr) => maillog::Sink::Stderr,
         _ => maillog::Sink::Syslog,
     };
-    maillog::init(sink, inv.opts.log_level);
+    // Without syslog, nothing said on stderr: it is the caller's output
+    // (cron mails any), and said at every message.
+    maillog::init(sink, inv.opts.log_level, false);
     std::panic::set_hook(Box::new(|info| {
         log::error!("internal error: {info}");
         eprintln!("postie: internal error: {info}");

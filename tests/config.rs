@@ -572,3 +572,49 @@ fn root_says_at_start_whose_mail_cannot_arrive() {
     let out = check(&fx, &["bob@razorback.test"]);
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
+
+/// Issue "postie 5": with `--log syslog` and no syslog daemon (neither
+/// /dev/log nor journald's socket), every line vanished silently. In the
+/// foreground postie now says so, once, on stderr.
+#[test]
+fn serve_without_syslog_says_so_once() {
+    let test = "serve_without_syslog_says_so_once";
+    if let Some(p) = postie::maillog::SYSLOG_SOCKETS
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+    {
+        eprintln!("SKIP {test}: this host has {p}; the test needs a host without syslog");
+        return;
+    }
+    let fx = Fixture::new();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let mut args = fx.args();
+    let at = args.iter().position(|a| a == "--log").unwrap();
+    args[at + 1] = "syslog".into();
+    let mut cmd = Command::new(bin());
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .args(args)
+        .arg("--submit-socket")
+        .arg(fx.dir.path().join("submit.sock"));
+    let mut srv = Server::spawn_at(cmd, addr);
+    for _ in 0..2 {
+        let mut c = srv.connect();
+        c.reply();
+        c.expect("QUIT", 221);
+    }
+    srv.terminate(std::time::Duration::from_secs(20));
+    let log = srv.log_with(&["syslog is not reachable"]);
+    let said: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("syslog is not reachable"))
+        .collect();
+    assert_eq!(said.len(), 1, "{log}");
+    assert!(
+        said[0].starts_with(
+            "postie: syslog is not reachable (nothing listens on /dev/log or /run/systemd/journal/dev-log): log lines are lost"
+        ),
+        "{log}"
+    );
+}
