@@ -28,7 +28,7 @@ MAX_SIZE = 40 * 1024 * 1024
 
 
 def postie_binary():
-    target = os.environ.get("CARGO_TARGET_DIR", "/work/target-bench")
+    target = os.environ.get("CARGO_TARGET_DIR", REPO / "target")
     return Path(os.environ.get("POSTIE", Path(target) / "release" / "postie"))
 
 
