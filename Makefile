@@ -11,10 +11,9 @@
 #   SBINDIR     $(PREFIX)/sbin            postie
 #   BINDIR      $(PREFIX)/bin             mailq, newaliases (install-sendmail)
 #   MANDIR      $(PREFIX)/share/man
-#   SYSCONFDIR  /etc when PREFIX is /usr (FHS: /usr holds no configuration),
-#               else $(PREFIX)/etc. postie reads /etc/postie/postie.conf
-#               unless started with -C FILE, so with PREFIX=/usr/local either
-#               pass SYSCONFDIR=/etc or run postie with -C.
+#   LIBDIR      $(PREFIX)/lib              the sendmail link (install-sendmail)
+#   SYSCONFDIR  /etc, whatever PREFIX: postie reads /etc/postie/postie.conf
+#               unless started with -C FILE.
 #   SYSTEMDUNITDIR  $(PREFIX)/lib/systemd/system (install-systemd)
 
 CARGO ?= cargo
@@ -25,7 +24,8 @@ PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 BINDIR ?= $(PREFIX)/bin
 MANDIR ?= $(PREFIX)/share/man
-SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+LIBDIR ?= $(PREFIX)/lib
+SYSCONFDIR ?= /etc
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 DESTDIR ?=
 
@@ -37,7 +37,7 @@ INSTALL ?= install
 
 .PHONY: all check test lint man-lint run clean \
 	install uninstall install-sendmail uninstall-sendmail \
-	install-systemd uninstall-systemd deb bench bench-quick
+	install-systemd uninstall-systemd deb deb-build-deps bench bench-quick
 
 all:
 	$(CARGO) build --release
@@ -70,12 +70,15 @@ run:
 
 # `install` never builds: cargo would run as root and leave root-owned
 # files in target/ and ~/.cargo. Build first as yourself with `make`.
+# The binary is installed stripped (-s), as the .deb's is: the release
+# profile keeps debug information (for the package's dbgsym), 26 MB of
+# the 29.
 install:
 	@test -x $(BIN) || { \
 	  echo "make install: $(BIN) is missing: run make first (not as root)" >&2; \
 	  exit 1; }
 	$(INSTALL) -d $(DESTDIR)$(SBINDIR)
-	$(INSTALL) -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/postie
+	$(INSTALL) -s -m 0755 $(BIN) $(DESTDIR)$(SBINDIR)/postie
 	@set -e; for page in $(MANPAGES); do \
 	  section=$${page##*.}; \
 	  echo "$(INSTALL) -m 0644 $$page $(DESTDIR)$(MANDIR)/man$$section/"; \
@@ -105,19 +108,21 @@ uninstall: uninstall-sendmail uninstall-systemd
 	done
 	@echo "left in place: $(DESTDIR)$(SYSCONFDIR)/postie/postie.conf"
 
-# sendmail, mailq and newaliases as links to postie, which acts as each
-# when called by that name. Not part of `install`: in /usr/local/sbin a
-# sendmail would hide the system MTA's /usr/sbin/sendmail.
+# sendmail (in SBINDIR and, as postie(8) lists, LIBDIR: /usr/lib/sendmail
+# with PREFIX=/usr), mailq and newaliases as links to postie, which acts as
+# each when called by that name. Not part of `install`: in /usr/local/sbin
+# a sendmail would hide the system MTA's /usr/sbin/sendmail.
 install-sendmail:
-	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR)
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)
 	ln -sf postie $(DESTDIR)$(SBINDIR)/sendmail
+	ln -sf $(SBINDIR)/postie $(DESTDIR)$(LIBDIR)/sendmail
 	ln -sf $(SBINDIR)/postie $(DESTDIR)$(BINDIR)/mailq
 	ln -sf $(SBINDIR)/postie $(DESTDIR)$(BINDIR)/newaliases
 
 # Removes only links that point to postie.
 uninstall-sendmail:
-	@for link in $(DESTDIR)$(SBINDIR)/sendmail $(DESTDIR)$(BINDIR)/mailq \
-	             $(DESTDIR)$(BINDIR)/newaliases; do \
+	@for link in $(DESTDIR)$(SBINDIR)/sendmail $(DESTDIR)$(LIBDIR)/sendmail \
+	             $(DESTDIR)$(BINDIR)/mailq $(DESTDIR)$(BINDIR)/newaliases; do \
 	  case "$$(readlink "$$link" 2>/dev/null)" in \
 	    postie|*/postie) echo "rm -f $$link"; rm -f "$$link";; \
 	  esac; \
@@ -145,11 +150,13 @@ uninstall-systemd:
 
 # The Debian package, into dist/ (see debian/README.source). -d: the
 # Build-Depends on Debian's cargo and rustc are not checked, as Debian 12's
-# rustc is too old; cargo comes from PATH (rustup).
+# rustc is too old; cargo comes from PATH (rustup). The others (debhelper)
+# are checked first, so that a missing one is named (dpkg-buildpackage -d
+# would fail with "dh: No such file or directory").
 DEB_VERSION = $(shell dpkg-parsechangelog -SVersion)
 DEB_ARCH = $(shell dpkg-architecture -qDEB_HOST_ARCH)
 DEB_CHANGES = postie_$(DEB_VERSION)_$(DEB_ARCH)
-deb:
+deb: deb-build-deps
 	rm -rf dist
 	mkdir -p dist
 	POSTIE_DEB_DESTDIR=$(CURDIR)/dist dpkg-buildpackage -us -uc -b -d \
@@ -158,6 +165,19 @@ deb:
 	  --changes-option=-u$(CURDIR)/dist \
 	  --changes-file=$(CURDIR)/dist/$(DEB_CHANGES).changes
 	@ls -l dist
+
+# Build-Depends of debian/control but cargo and rustc (see deb).
+deb-build-deps:
+	@command -v dpkg-buildpackage >/dev/null && command -v dpkg-checkbuilddeps >/dev/null || { \
+	  echo "make deb: dpkg-buildpackage is missing: apt-get install dpkg-dev debhelper" >&2; \
+	  exit 1; }
+	@deps=$$(sed -n '/^Build-Depends:/,/^[^[:space:]]/{/^Build-Depends:/{s/^Build-Depends://;p;d};/^[[:space:]]/p}' debian/control \
+	  | tr ',' '\n' | sed 's/^[[:space:]]*//; s/[[:space:]]*$$//' \
+	  | grep -Ev '^(cargo|rustc)([[:space:](]|$$)' | grep -v '^$$' | paste -sd, -); \
+	dpkg-checkbuilddeps -d "$$deps" || { \
+	  echo "make deb: install the build dependencies named above" \
+	       "(debhelper-compat comes with debhelper): apt-get install debhelper" >&2; \
+	  exit 1; }
 
 clean:
 	$(CARGO) clean
