@@ -141,6 +141,7 @@ pub fn run(conf: &Loaded, address: Option<&str>) -> Report {
     names(&mut r, o);
     spool(&mut r, &o.spool);
     let aliases = aliases(&mut r, &o.aliases);
+    smtp_user(&mut r, o);
     smtp_side_can_read(&mut r, o);
     if let Some(service) = &service {
         users(&mut r, o);
@@ -422,6 +423,39 @@ fn cannot_create_for(dir: &Path, user: &crate::users::User) -> Option<String> {
     ))
 }
 
+/// The user the SMTP side runs as when postie is started as root
+/// (privilege separation, `--user`): as the server decides, a missing
+/// `_postie` is replaced by nobody, any other missing user, or root, stops
+/// a root postie from starting (an error when checking as root).
+fn smtp_user(r: &mut Report, o: &Options) {
+    let root = nix::unistd::geteuid().is_root();
+    let fatal = |r: &mut Report, text: String| match root {
+        true => r.error(Verdict::Config, text),
+        false => r.warn(text),
+    };
+    match PwUser::from_name(&o.user) {
+        Ok(Some(u)) if u.uid.is_root() => fatal(
+            r,
+            format!("user {}: is root: started as root, postie does not start", o.user),
+        ),
+        Ok(Some(u)) => r.ok(format!(
+            "user {} (uid {}): started as root, the SMTP side runs as it",
+            u.name, u.uid
+        )),
+        Ok(None) if o.user == "_postie" => r.warn(
+            "user _postie does not exist: started as root, the SMTP side runs as nobody; create it: adduser --system --group _postie",
+        ),
+        Ok(None) => fatal(
+            r,
+            format!(
+                "user {}: no such user: started as root, postie does not start",
+                o.user
+            ),
+        ),
+        Err(e) => r.warn(format!("user {}: lookup failed: {e}", o.user)),
+    }
+}
+
 /// Started as root, the SMTP side reads the aliases file as the
 /// unprivileged --user: a file only root can read works at start and fails
 /// after the first reload. Not root, there is nothing to check.
@@ -440,7 +474,7 @@ fn smtp_side_can_read(r: &mut Report, o: &crate::cli::Options) {
                 .flatten()
         });
     let Some(user) = user else {
-        r.error(Verdict::Config, format!("user {}: no such user", o.user));
+        // Reported by smtp_user.
         return;
     };
     let gid = match &o.group {

@@ -189,10 +189,17 @@ fn receive_message<R: TimedRead>(
     let env = match session.data_done(outcome) {
         Ok(env) => env,
         Err(reply) => {
+            let why = match outcome {
+                data::DataOutcome::TooBig { size } => format!(
+                    "{size} octets, over the limit of {}",
+                    cx.limits.data.max_size
+                ),
+                data::DataOutcome::BareLf { size } => format!("a bare LF in {size} octets"),
+                data::DataOutcome::Complete { size } => format!("{size} octets"),
+            };
             log::info!(
-                "{}: message refused: {:?}: {}",
+                "{}: message refused: {why}: {}",
                 session.id(),
-                outcome,
                 reply.to_wire().trim_end()
             );
             return Ok(reply);

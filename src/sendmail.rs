@@ -707,10 +707,13 @@ fn check_aliases(path: &Path) -> u8 {
             for w in &warnings {
                 eprintln!("postie: {w}");
             }
+            let plural = |n: usize, one: &str, many: &str| {
+                format!("{n} {}", if n == 1 { one } else { many })
+            };
             println!(
-                "{source}: {} aliases, {} warnings",
-                aliases.len(),
-                warnings.len()
+                "{source}: {}, {}",
+                plural(aliases.len(), "alias", "aliases"),
+                plural(warnings.len(), "warning", "warnings")
             );
             EX_OK
         }

@@ -618,3 +618,60 @@ fn serve_without_syslog_says_so_once() {
         "{log}"
     );
 }
+
+/// Issue "postie 5": a refused message was logged with Rust's Debug
+/// output (`message refused: TooBig { size: 4331 }`).
+#[test]
+fn a_refused_message_is_logged_in_words() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &["--max-size", "1000"]);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("EHLO c", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<jon>", 250);
+    c.expect("DATA", 354);
+    for _ in 0..100 {
+        c.send_raw(b"0123456789012345678901234567890123456789\r\n");
+    }
+    c.send_raw(b".\r\n");
+    c.expect_reply(552);
+    c.expect("QUIT", 221);
+    let want = "message refused: 4200 octets, over the limit of 1000: 552 5.3.4 ";
+    let log = srv.log_with(&[want]);
+    assert!(log.contains(want), "{log}");
+    assert!(!log.contains("TooBig"), "{log}");
+}
+
+/// Issue "postie 5": `check` said nothing of a missing `_postie`, the
+/// user the SMTP side runs as when started as root (nobody stands in);
+/// a missing `--user` of another name stops a root postie from starting.
+#[test]
+fn check_reports_the_smtp_side_user() {
+    let fx = Fixture::new();
+    let conf = fx.write_config(&fx.config_lines().replace("user = nobody\n", ""));
+    let out = run_postie(&["-C".as_ref(), conf.as_os_str(), "check".as_ref()]);
+    let text = stdout(&out);
+    match nix::unistd::User::from_name("_postie").unwrap() {
+        Some(u) => assert!(
+            text.contains(&format!("ok: user _postie (uid {}): ", u.uid)),
+            "{text}"
+        ),
+        None => {
+            assert!(
+                text.contains("warning: user _postie does not exist: started as root, the SMTP side runs as nobody; create it: adduser --system --group _postie\n"),
+                "{text}"
+            );
+            assert_eq!(out.status.code(), Some(0), "{text}");
+        }
+    }
+    let out = check(&fx, &["--user", "postie-no-such-user"]);
+    let text = stdout(&out);
+    let root = nix::unistd::geteuid().is_root();
+    let want = format!(
+        "{}: user postie-no-such-user: no such user: started as root, postie does not start\n",
+        if root { "error" } else { "warning" }
+    );
+    assert!(text.contains(&want), "{text}");
+    assert_eq!(out.status.code(), Some(if root { 78 } else { 0 }), "{text}");
+}

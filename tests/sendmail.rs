@@ -574,7 +574,7 @@ fn newaliases_checks_the_aliases_file() {
         b"",
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(stdout(&out), format!("{aliases}: 2 aliases, 1 warnings\n"));
+    assert_eq!(stdout(&out), format!("{aliases}: 2 aliases, 1 warning\n"));
     assert!(
         stderr(&out).contains(&format!("{aliases}:3:")),
         "{}",
