@@ -2,8 +2,9 @@
 //! socket-activated runs, or stderr in the foreground.
 //!
 //! Under inetd and systemd Accept=yes, stdout and stderr are the client's
-//! socket, so nothing may be printed there: the syslog sink never writes to
-//! a standard stream. Delivery lines (`ID: from=<..> to=<..> size=N
+//! socket, so nothing may be printed there: the syslog sink writes to a
+//! standard stream only where `main` allows it, to say once that no syslog
+//! socket takes its lines (which would otherwise vanish). Delivery lines (`ID: from=<..> to=<..> size=N
 //! status=..`) are written by [`crate::deliver`] through the same facade.
 
 use std::io::{IsTerminal, Write};
