@@ -121,11 +121,17 @@ pub struct Options {
     #[arg(long, global = true, value_name = "N", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_errors: u32,
-    /// Concurrent connections in total.
+    /// Concurrent SMTP connections over TCP in total.
     #[arg(long, global = true, value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
-    /// Concurrent connections from one client address.
+    /// Concurrent connections on the submission socket, a cap of their own:
+    /// remote clients filling --max-connections do not stop local mail.
+    #[arg(long, global = true, value_name = "N", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_local_connections: u32,
+    /// Concurrent connections from one client: an IPv4 address, an IPv6
+    /// /64, or a local user.
     #[arg(long, global = true, value_name = "N", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_per_client: u32,
@@ -139,6 +145,10 @@ pub struct Options {
     /// whole delivery, lock waits included (4.5.3.2.6).
     #[arg(long, global = true, value_name = "SECS", default_value_t = 600)]
     pub timeout_data_end: u64,
+    /// Longest a whole session may last, however busy: then the next read
+    /// gets 421 4.4.2 and the connection is closed.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 1800)]
+    pub timeout_session: u64,
     /// Seconds to try for a mailbox lock before answering 451 4.2.0.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 60)]
     pub lock_timeout: u64,

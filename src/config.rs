@@ -490,6 +490,7 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
     let deadline = secs(o.timeout_data_end, "timeout-data-end")?;
     let command_timeout = secs(o.timeout_command, "timeout-command")?;
     let data_timeout = secs(o.timeout_data, "timeout-data")?;
+    let session_timeout = secs(o.timeout_session, "timeout-session")?;
     let temp_dir = o.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
     check_dir(&temp_dir).map_err(|why| dir_error("temp-dir", &temp_dir, why))?;
 
@@ -538,11 +539,13 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
         },
         command_timeout,
         data_timeout,
+        session_timeout,
         spill_threshold: usize::try_from(o.spill_threshold).unwrap_or(usize::MAX),
         temp_dir,
     };
     let server = ServerLimits {
         max_connections: o.max_connections as usize,
+        max_local_connections: o.max_local_connections as usize,
         max_per_client: o.max_per_client as usize,
         shutdown_grace: Duration::from_secs(o.shutdown_grace),
         thread_stack: THREAD_STACK,
@@ -622,10 +625,12 @@ mod tests {
             "max-line",
             "max-errors",
             "max-connections",
+            "max-local-connections",
             "max-per-client",
             "timeout-command",
             "timeout-data",
             "timeout-data-end",
+            "timeout-session",
             "lock-timeout",
             "stale-lock",
             "shutdown-grace",
@@ -649,7 +654,7 @@ mod tests {
         for k in ["config", "help", "version"] {
             assert!(!keys.iter().any(|x| x == k), "{k} must not be a key");
         }
-        assert_eq!(keys.len(), 29, "{keys:?}");
+        assert_eq!(keys.len(), 31, "{keys:?}");
     }
 
     #[test]
