@@ -195,6 +195,70 @@ fn inetd_mode_reads_the_file_and_stays_silent_on_errors() {
     assert!(out.stdout.is_empty(), "{}", stdout(&out));
 }
 
+/// Issue 5, item 9b: the submission socket is mode 0666 whatever the
+/// umask, and a symlink planted at its path (by another user, when the
+/// tests run as root) is replaced, never followed: the file it points to
+/// keeps its mode and content.
+#[test]
+fn submission_socket_mode_and_a_planted_symlink() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let fx = Fixture::new();
+    let run = fx.dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let victim = fx.dir.path().join("victim");
+    std::fs::write(&victim, b"secret\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sock = run.join("submit.sock");
+    std::os::unix::fs::symlink(&victim, &sock).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::lchown(&sock, Some(65534), Some(65534)).unwrap();
+    }
+    let mut cmd = Command::new(bin());
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(fx.args())
+        .arg("--submit-socket")
+        .arg(&sock);
+    // A umask that would leave the socket unusable to other users if its
+    // mode came from bind(2).
+    let cmd = {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg("umask 077 && exec \"$@\"")
+            .arg("sh")
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        sh
+    };
+    let srv = Server::spawn(cmd);
+    assert!(
+        srv.log_has("accepting local submissions on"),
+        "{}",
+        srv.log()
+    );
+    let m = std::fs::symlink_metadata(&sock).unwrap();
+    assert!(m.file_type().is_socket(), "{:?}", m.file_type());
+    assert_eq!(m.permissions().mode() & 0o7777, 0o666);
+    let v = std::fs::metadata(&victim).unwrap();
+    assert_eq!(
+        v.permissions().mode() & 0o7777,
+        0o600,
+        "the target was chmod'ed"
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"secret\n");
+    // Nothing left behind in the directory but the socket.
+    let names: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["submit.sock"]);
+    let s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut r = std::io::BufReader::new(s);
+    assert_eq!(read_reply(&mut r).unwrap().code, 220);
+}
+
 /// `postie -C FILE check ARGS`, with the fixture's options in the file.
 fn check(fx: &Fixture, args: &[&str]) -> std::process::Output {
     let conf = fx.write_config(&fx.config_lines());
