@@ -90,7 +90,8 @@ fn run(conf: Loaded) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
-            if !inetd {
+            // Once: not again when the log line went to stderr.
+            if !inetd && sink != maillog::Sink::Stderr {
                 eprintln!("postie: {e}");
             }
             ExitCode::from(EX_OSERR)

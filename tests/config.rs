@@ -195,6 +195,38 @@ fn inetd_mode_reads_the_file_and_stays_silent_on_errors() {
     assert!(out.stdout.is_empty(), "{}", stdout(&out));
 }
 
+/// Issue 5, first hour: a port that cannot be bound is reported once on
+/// stderr (the log line, when the log goes to stderr), not twice.
+#[test]
+fn a_listen_failure_is_reported_once() {
+    let fx = Fixture::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let sock = fx.dir.path().join("submit.sock");
+    let mut args: Vec<String> = vec!["serve".into(), "--listen".into(), addr.clone()];
+    args.extend(fx.args());
+    args.extend(["--submit-socket".into(), sock.display().to_string()]);
+    let out = run_postie(&args);
+    assert_eq!(out.status.code(), Some(71), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches(&format!("cannot listen on {addr}")).count(),
+        1,
+        "{err}"
+    );
+    // Logging elsewhere, the error is still printed, once.
+    let i = args.iter().position(|a| a == "--log").unwrap();
+    args[i + 1] = "syslog".into();
+    let out = run_postie(&args);
+    assert_eq!(out.status.code(), Some(71));
+    assert_eq!(
+        stderr(&out).matches("cannot listen on").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+}
+
 /// Issue 5, item 9b: the submission socket is mode 0666 whatever the
 /// umask, and a symlink planted at its path (by another user, when the
 /// tests run as root) is replaced, never followed: the file it points to
