@@ -252,12 +252,47 @@ fn rewrite(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
         .collect()
 }
 
+/// clap's command for [`Cli`], which also takes serve's `--listen` before
+/// the mode (`postie --listen ADDR serve`), like every other option; hidden
+/// from the help, and moved to serve by [`from_matches`].
+pub fn command() -> clap::Command {
+    Cli::command().arg(
+        clap::Arg::new("listen")
+            .long("listen")
+            .value_name("ADDR")
+            .action(clap::ArgAction::Append)
+            .value_parser(clap::value_parser!(SocketAddr))
+            .hide(true),
+    )
+}
+
+/// The [`Cli`] of matches of [`command`]: a `--listen` before the mode is
+/// serve's (before any other mode, an error that says so).
+pub fn from_matches(m: &ArgMatches) -> Result<Cli, clap::Error> {
+    let mut cli = Cli::from_arg_matches(m)?;
+    let Some(early) = m.get_many::<SocketAddr>("listen") else {
+        return Ok(cli);
+    };
+    let mut early: Vec<SocketAddr> = early.copied().collect();
+    match &mut cli.mode {
+        Mode::Serve { listen } => {
+            early.append(listen);
+            *listen = early;
+            Ok(cli)
+        }
+        _ => Err(command().error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--listen is an option of serve only: postie [OPTIONS] serve --listen ADDR",
+        )),
+    }
+}
+
 /// Parses `args` (the program name first), keeping what
 /// [`crate::config::load`] needs to put the configuration file beneath it.
 pub fn command_line<I: IntoIterator<Item = OsString>>(args: I) -> Result<CommandLine, clap::Error> {
     let args = rewrite(args);
-    let matches = Cli::command().try_get_matches_from(&args)?;
-    let cli = Cli::from_arg_matches(&matches)?;
+    let matches = command().try_get_matches_from(&args)?;
+    let cli = from_matches(&matches)?;
     Ok(CommandLine { cli, args, matches })
 }
 
@@ -359,6 +394,40 @@ mod tests {
         assert!(cl.given("listen"));
         assert!(!cl.given("max_line"));
         assert!(!cl.given("no_such_id"));
+    }
+
+    #[test]
+    fn listen_before_the_mode() {
+        // Issue 5: every other option may come before the mode; so may
+        // serve's --listen, adding to those after it.
+        let c = p(&[
+            "postie",
+            "--listen",
+            "127.0.0.1:1",
+            "--spool",
+            "/s",
+            "serve",
+            "--listen=[::1]:2",
+        ])
+        .unwrap();
+        match c.mode {
+            Mode::Serve { listen } => assert_eq!(
+                listen,
+                ["127.0.0.1:1".parse().unwrap(), "[::1]:2".parse().unwrap()]
+            ),
+            m => panic!("{m:?}"),
+        }
+        let cl = command_line(
+            ["postie", "--listen", "127.0.0.1:1", "serve"]
+                .iter()
+                .map(OsString::from),
+        )
+        .unwrap();
+        assert!(cl.given("listen"));
+        // Before another mode, it is an error naming serve's option.
+        let e = p(&["postie", "--listen", "127.0.0.1:1", "inetd"]).unwrap_err();
+        assert!(e.to_string().contains("serve --listen"), "{e}");
+        assert!(!e.to_string().contains("--aliases"), "{e}");
     }
 
     #[test]

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{ArgAction, Args, CommandFactory, FromArgMatches};
+use clap::{ArgAction, Args, CommandFactory};
 use nix::unistd::Group;
 
 use crate::aliases::AliasFile;
@@ -401,10 +401,11 @@ pub fn load(cl: CommandLine) -> Result<Loaded, ConfigError> {
     front.extend(back);
     // Every value passed its parser above; what can still fail is a rule
     // between options.
-    let matches = Cli::command()
+    let matches = crate::cli::command()
         .try_get_matches_from(&front)
         .map_err(|e| ConfigError(format!("{source}: {}", why(&e, ""))))?;
-    let cli = Cli::from_arg_matches(&matches).map_err(|e| ConfigError(format!("{source}: {e}")))?;
+    let cli =
+        crate::cli::from_matches(&matches).map_err(|e| ConfigError(format!("{source}: {e}")))?;
     Ok(Loaded {
         cli,
         file: Some(path),

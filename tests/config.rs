@@ -227,6 +227,29 @@ fn a_listen_failure_is_reported_once() {
     );
 }
 
+/// Issue 5, first hour: `postie --listen ADDR serve`, the listen option
+/// before the mode like every other option, listens there; before any
+/// other mode it is an error that names `serve --listen`.
+#[test]
+fn listen_before_the_serve_word_works() {
+    let fx = Fixture::new();
+    let mut cmd = Command::new(bin());
+    cmd.args(["--listen", "127.0.0.1:0", "serve"])
+        .args(fx.args())
+        .arg("--submit-socket")
+        .arg(fx.dir.path().join("submit.sock"));
+    let srv = Server::spawn(cmd);
+    let mut c = srv.connect();
+    assert_eq!(c.reply().code, 220);
+    c.expect("QUIT", 221);
+
+    let out = run_postie(&["--listen", "127.0.0.1:0", "inetd"]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = stderr(&out);
+    assert!(err.contains("serve --listen"), "{err}");
+    assert!(!err.contains("--aliases"), "{err}");
+}
+
 /// Issue 5, item 9b: the submission socket is mode 0666 whatever the
 /// umask, and a symlink planted at its path (by another user, when the
 /// tests run as root) is replaced, never followed: the file it points to
