@@ -192,7 +192,37 @@ fn inetd_mode_reads_the_file_and_stays_silent_on_errors() {
     let out = run_postie(&["-C".as_ref(), conf.as_os_str(), "inetd".as_ref()]);
     assert_eq!(out.status.code(), Some(78));
     assert!(out.stderr.is_empty(), "{}", stderr(&out));
-    assert!(out.stdout.is_empty(), "{}", stdout(&out));
+}
+
+/// Issue 5, first hour: inetd mode with a bad configuration answers the
+/// client `421 4.3.5` (system incorrectly configured, RFC 3463) on stdout
+/// before it exits 78, instead of closing without a word; stderr stays
+/// empty. Both a file the parser refuses and a value only the service can
+/// judge (the spool directory), over pipes, with the client's commands
+/// waiting on stdin.
+#[test]
+fn inetd_with_a_bad_config_answers_421_before_exiting() {
+    let fx = Fixture::new();
+    for line in ["bogus = 1", "mailbox-mode = 444"] {
+        let conf = fx.write_config(&format!("{}{line}\n", fx.config_lines()));
+        let mut child = Command::new(bin())
+            .arg("-C")
+            .arg(&conf)
+            .arg("inetd")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The client may already have spoken; nothing reads it.
+        let _ = child.stdin.take().unwrap().write_all(b"EHLO c\r\n");
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(78), "{line}");
+        assert!(out.stderr.is_empty(), "{line}: {}", stderr(&out));
+        let o = stdout(&out);
+        assert!(o.starts_with("421 4.3.5 "), "{line}: {o:?}");
+        assert!(o.ends_with("\r\n") && o.lines().count() == 1, "{o:?}");
+    }
 }
 
 /// Issue 5, first hour: a port that cannot be bound is reported once on

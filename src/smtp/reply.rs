@@ -215,6 +215,17 @@ pub fn session_too_long(host: &str) -> Reply {
     )
     .close()
 }
+/// inetd mode with a configuration it cannot run with: the client is
+/// told before the process exits (RFC 5321 3.8: 421; RFC 3463 X.3.5,
+/// system incorrectly configured). The host name is not known for sure.
+pub fn misconfigured() -> Reply {
+    Reply::build(
+        421,
+        Some("4.3.5"),
+        "Service not available: configuration error, try again later",
+    )
+    .close()
+}
 /// RFC 5321 4.2.2: 450, mailbox unavailable (busy or blocked for policy
 /// reasons); RFC 3463 X.2.0, other mailbox status.
 pub fn mailbox_unavailable(rcpt: &str) -> Reply {
