@@ -1,15 +1,15 @@
 //! The accept loop: one thread per connection, connection caps, signals.
 //!
 //! All listeners and a signalfd are polled by the main thread. A client over
-//! the total or per-client cap gets `421 4.7.0` from the main thread and
-//! no thread is spawned for it. The per-client cap counts an IPv4 address,
-//! or an IPv6 /64 (what one host or home gets), or a local user. SIGTERM and SIGINT stop accepting; running
+//! the total or per-address cap gets `421 4.7.0` from the main thread and
+//! no thread is spawned for it. SIGTERM and SIGINT stop accepting; running
 //! sessions may finish their transaction for up to `shutdown_grace`, then
 //! their streams are shut for reading so that they end at once.
 //!
 //! Clients come over TCP, or over the local submission socket, where the
 //! kernel tells us the submitting user (SO_PEERCRED) and the session is
-//! marked with it ([`Submitter`]); the per-client cap then counts per uid.
+//! marked with it ([`Submitter`]); the per-client cap then counts per uid
+//! (over TCP it counts per IPv4 address or per IPv6 /64: `client_of`).
 //! Local submissions have a cap of their own, `max_local_connections`:
 //! remote clients filling `max_connections` (idle ones cost them nothing)
 //! must not stop cron and mail(1) from submitting.
