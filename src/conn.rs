@@ -96,6 +96,7 @@ pub fn run<R: TimedRead, W: Write>(
         inner: reader,
         until: Instant::now() + cx.limits.session_timeout,
         wait: None,
+        hit: false,
     };
     let mut r = BufReader::with_capacity(READ_BUFFER, reader);
     let mut w = BufWriter::with_capacity(WRITE_BUFFER, writer);
@@ -278,11 +279,15 @@ struct Bounded<R> {
     until: Instant,
     /// The phase's timeout, as last set.
     wait: Option<Duration>,
+    /// A read waited until the deadline and timed out. (The kernel may end
+    /// such a wait a tick before our clock says the deadline is there.)
+    hit: bool,
 }
 
 impl<R> Bounded<R> {
+    /// True once the session's time is up.
     fn expired(&self) -> bool {
-        Instant::now() >= self.until
+        self.hit || Instant::now() >= self.until
     }
 }
 
@@ -292,10 +297,15 @@ impl<R: TimedRead> Read for Bounded<R> {
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
         }
-        if self.wait.is_none_or(|wait| left < wait) {
+        let cut = self.wait.is_none_or(|wait| left < wait);
+        if cut {
             self.inner.set_read_timeout(left)?;
         }
-        self.inner.read(buf)
+        let got = self.inner.read(buf);
+        if cut && got.as_ref().is_err_and(is_timeout) {
+            self.hit = true;
+        }
+        got
     }
 }
 
@@ -428,6 +438,58 @@ mod tests {
             let got = read_line(&mut r, &mut w, &mut line, 512).unwrap();
             assert_eq!(matches!(got, Line::Complete), ok);
         }
+    }
+
+    /// A stream that never has anything to read, and records the read
+    /// timeouts it is given.
+    struct Silent(Vec<Duration>);
+
+    impl Read for Silent {
+        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::WouldBlock.into())
+        }
+    }
+
+    impl TimedRead for Silent {
+        fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
+            self.0.push(t);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_session_deadline_cuts_only_the_last_waits() {
+        let bounded = |left: Duration| Bounded {
+            inner: Silent(Vec::new()),
+            until: Instant::now() + left,
+            wait: None,
+            hit: false,
+        };
+        let minute = Duration::from_secs(60);
+        let mut buf = [0u8; 8];
+        // Far from the deadline: the phase's timeout, set once.
+        let mut b = bounded(60 * minute);
+        b.set_read_timeout(5 * minute).unwrap();
+        for _ in 0..3 {
+            assert!(b.read(&mut buf).is_err());
+        }
+        assert_eq!(b.inner.0, [5 * minute]);
+        assert!(!b.expired(), "a phase timeout is not the session's end");
+        // Nearer than the phase's timeout: each read waits only until the
+        // deadline, and a read that times out then ends the session, even
+        // if the kernel's clock ran out a little before ours.
+        let mut b = bounded(minute);
+        b.set_read_timeout(5 * minute).unwrap();
+        assert!(b.inner.0.is_empty());
+        assert!(b.read(&mut buf).is_err());
+        assert_eq!(b.inner.0.len(), 1);
+        assert!(b.inner.0[0] <= minute, "{:?}", b.inner.0);
+        assert!(b.expired());
+        // Past the deadline, a read fails at once.
+        let mut b = bounded(Duration::ZERO);
+        let e = b.read(&mut buf).unwrap_err();
+        assert!(is_timeout(&e) && b.expired());
+        assert!(b.inner.0.is_empty());
     }
 
     #[test]
