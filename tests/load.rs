@@ -828,7 +828,11 @@ fn a_busy_session_is_closed_at_the_session_time_bound() {
         Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
         other => panic!("still open after the 421: {other:?}"),
     }
-    assert!(after >= Duration::from_secs(2), "closed after {after:?}");
+    // Not before the bound (less a kernel timer tick or so).
+    assert!(
+        after >= Duration::from_millis(1900),
+        "closed after {after:?}"
+    );
     assert!(
         srv.log_has("session time limit"),
         "no log line: {}",
