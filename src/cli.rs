@@ -121,11 +121,17 @@ pub struct Options {
     #[arg(long, global = true, value_name = "N", default_value_t = 20,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_errors: u32,
-    /// Concurrent connections in total.
+    /// Concurrent SMTP connections over TCP in total.
     #[arg(long, global = true, value_name = "N", default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
-    /// Concurrent connections from one client address.
+    /// Concurrent connections on the submission socket, a cap of their own:
+    /// remote clients filling --max-connections do not stop local mail.
+    #[arg(long, global = true, value_name = "N", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_local_connections: u32,
+    /// Concurrent connections from one client: an IPv4 address, an IPv6
+    /// /64, or a local user.
     #[arg(long, global = true, value_name = "N", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_per_client: u32,
@@ -139,6 +145,10 @@ pub struct Options {
     /// whole delivery, lock waits included (4.5.3.2.6).
     #[arg(long, global = true, value_name = "SECS", default_value_t = 600)]
     pub timeout_data_end: u64,
+    /// Longest a whole session may last, however busy: then the next read
+    /// gets 421 4.4.2 and the connection is closed.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 1800)]
+    pub timeout_session: u64,
     /// Seconds to try for a mailbox lock before answering 451 4.2.0.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 60)]
     pub lock_timeout: u64,
@@ -242,12 +252,47 @@ fn rewrite(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
         .collect()
 }
 
+/// clap's command for [`Cli`], which also takes serve's `--listen` before
+/// the mode (`postie --listen ADDR serve`), like every other option; hidden
+/// from the help, and moved to serve by [`from_matches`].
+pub fn command() -> clap::Command {
+    Cli::command().arg(
+        clap::Arg::new("listen")
+            .long("listen")
+            .value_name("ADDR")
+            .action(clap::ArgAction::Append)
+            .value_parser(clap::value_parser!(SocketAddr))
+            .hide(true),
+    )
+}
+
+/// The [`Cli`] of matches of [`command`]: a `--listen` before the mode is
+/// serve's (before any other mode, an error that says so).
+pub fn from_matches(m: &ArgMatches) -> Result<Cli, clap::Error> {
+    let mut cli = Cli::from_arg_matches(m)?;
+    let Some(early) = m.get_many::<SocketAddr>("listen") else {
+        return Ok(cli);
+    };
+    let mut early: Vec<SocketAddr> = early.copied().collect();
+    match &mut cli.mode {
+        Mode::Serve { listen } => {
+            early.append(listen);
+            *listen = early;
+            Ok(cli)
+        }
+        _ => Err(command().error(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--listen is an option of serve only: postie [OPTIONS] serve --listen ADDR",
+        )),
+    }
+}
+
 /// Parses `args` (the program name first), keeping what
 /// [`crate::config::load`] needs to put the configuration file beneath it.
 pub fn command_line<I: IntoIterator<Item = OsString>>(args: I) -> Result<CommandLine, clap::Error> {
     let args = rewrite(args);
-    let matches = Cli::command().try_get_matches_from(&args)?;
-    let cli = Cli::from_arg_matches(&matches)?;
+    let matches = command().try_get_matches_from(&args)?;
+    let cli = from_matches(&matches)?;
     Ok(CommandLine { cli, args, matches })
 }
 
@@ -349,6 +394,40 @@ mod tests {
         assert!(cl.given("listen"));
         assert!(!cl.given("max_line"));
         assert!(!cl.given("no_such_id"));
+    }
+
+    #[test]
+    fn listen_before_the_mode() {
+        // Issue 5: every other option may come before the mode; so may
+        // serve's --listen, adding to those after it.
+        let c = p(&[
+            "postie",
+            "--listen",
+            "127.0.0.1:1",
+            "--spool",
+            "/s",
+            "serve",
+            "--listen=[::1]:2",
+        ])
+        .unwrap();
+        match c.mode {
+            Mode::Serve { listen } => assert_eq!(
+                listen,
+                ["127.0.0.1:1".parse().unwrap(), "[::1]:2".parse().unwrap()]
+            ),
+            m => panic!("{m:?}"),
+        }
+        let cl = command_line(
+            ["postie", "--listen", "127.0.0.1:1", "serve"]
+                .iter()
+                .map(OsString::from),
+        )
+        .unwrap();
+        assert!(cl.given("listen"));
+        // Before another mode, it is an error naming serve's option.
+        let e = p(&["postie", "--listen", "127.0.0.1:1", "inetd"]).unwrap_err();
+        assert!(e.to_string().contains("serve --listen"), "{e}");
+        assert!(!e.to_string().contains("--aliases"), "{e}");
     }
 
     #[test]

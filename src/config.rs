@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use clap::{ArgAction, Args, CommandFactory, FromArgMatches};
+use clap::{ArgAction, Args, CommandFactory};
 use nix::unistd::Group;
 
 use crate::aliases::AliasFile;
@@ -401,10 +401,11 @@ pub fn load(cl: CommandLine) -> Result<Loaded, ConfigError> {
     front.extend(back);
     // Every value passed its parser above; what can still fail is a rule
     // between options.
-    let matches = Cli::command()
+    let matches = crate::cli::command()
         .try_get_matches_from(&front)
         .map_err(|e| ConfigError(format!("{source}: {}", why(&e, ""))))?;
-    let cli = Cli::from_arg_matches(&matches).map_err(|e| ConfigError(format!("{source}: {e}")))?;
+    let cli =
+        crate::cli::from_matches(&matches).map_err(|e| ConfigError(format!("{source}: {e}")))?;
     Ok(Loaded {
         cli,
         file: Some(path),
@@ -490,6 +491,7 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
     let deadline = secs(o.timeout_data_end, "timeout-data-end")?;
     let command_timeout = secs(o.timeout_command, "timeout-command")?;
     let data_timeout = secs(o.timeout_data, "timeout-data")?;
+    let session_timeout = secs(o.timeout_session, "timeout-session")?;
     let temp_dir = o.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
     check_dir(&temp_dir).map_err(|why| dir_error("temp-dir", &temp_dir, why))?;
 
@@ -538,11 +540,13 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
         },
         command_timeout,
         data_timeout,
+        session_timeout,
         spill_threshold: usize::try_from(o.spill_threshold).unwrap_or(usize::MAX),
         temp_dir,
     };
     let server = ServerLimits {
         max_connections: o.max_connections as usize,
+        max_local_connections: o.max_local_connections as usize,
         max_per_client: o.max_per_client as usize,
         shutdown_grace: Duration::from_secs(o.shutdown_grace),
         thread_stack: THREAD_STACK,
@@ -622,10 +626,12 @@ mod tests {
             "max-line",
             "max-errors",
             "max-connections",
+            "max-local-connections",
             "max-per-client",
             "timeout-command",
             "timeout-data",
             "timeout-data-end",
+            "timeout-session",
             "lock-timeout",
             "stale-lock",
             "shutdown-grace",
@@ -649,7 +655,7 @@ mod tests {
         for k in ["config", "help", "version"] {
             assert!(!keys.iter().any(|x| x == k), "{k} must not be a key");
         }
-        assert_eq!(keys.len(), 29, "{keys:?}");
+        assert_eq!(keys.len(), 31, "{keys:?}");
     }
 
     #[test]

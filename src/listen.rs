@@ -79,8 +79,24 @@ pub fn systemd() -> io::Result<(Vec<TcpListener>, Option<UnixListener>)> {
 
 /// Listens on the local submission socket at `path`, mode 0666 (any local
 /// user may submit; the kernel tells the daemon who they are). A stale
-/// socket file left by a previous run is replaced; a live one (another
-/// daemon answers) or any other file is an error.
+/// socket file left by a previous run, or a symlink, is replaced (the
+/// symlink is never followed); a live socket (another daemon answers) or
+/// any other file is an error.
+///
+/// How the mode is set without a race: bind(2) creates the file with mode
+/// 0777 & ~umask, and there is no `mode` argument. Setting it afterwards by
+/// path (chmod) follows whatever is at the path by then: in a directory
+/// another user can write, the socket may have been replaced by a symlink
+/// to a file root then makes 0666. fchmod(2) on the socket does not help
+/// on Linux: before bind it only changes what the umask is applied to
+/// (0666 under umask 022 still gives 0644), after bind it changes the
+/// socket's own inode, not the file's. Setting the umask around bind would
+/// do, but the umask is per process and other threads may create files
+/// meanwhile. So the socket is bound in a fresh directory beside `path`,
+/// made by us mode 0700 (nobody else can enter it, so the chmod by path
+/// there names our socket), and then renamed over `path`: rename(2) is
+/// atomic (clients never find no socket at all, even when a stale one is
+/// replaced) and replaces a symlink rather than following it.
 pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
@@ -90,7 +106,9 @@ pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
                     format!("{}: another daemon is listening", path.display()),
                 ));
             }
-            std::fs::remove_file(path)?;
+        }
+        Ok(m) if m.file_type().is_symlink() => {
+            log::warn!("{}: replacing a symbolic link", path.display());
         }
         Ok(_) => {
             return Err(io::Error::new(
@@ -100,8 +118,20 @@ pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
         }
         Err(_) => {}
     }
-    let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    // A short name: a socket's path has room for 107 octets only.
+    let private = tempfile::Builder::new()
+        .prefix(".postie.")
+        .permissions(std::fs::Permissions::from_mode(0o700))
+        .tempdir_in(parent)?;
+    let fresh = private.path().join("s");
+    let l = UnixListener::bind(&fresh)?;
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o666))?;
+    std::fs::rename(&fresh, path)?;
+    private.close()?;
     Ok(l)
 }
 

@@ -101,7 +101,8 @@ fn run(conf: Loaded) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
-            if !inetd {
+            // Once: not again when the log line went to stderr.
+            if !inetd && sink != maillog::Sink::Stderr {
                 eprintln!("postie: {e}");
             }
             ExitCode::from(EX_OSERR)
@@ -110,11 +111,16 @@ fn run(conf: Loaded) -> ExitCode {
 }
 
 /// Logs a configuration error, prints it on stderr too unless the log
-/// goes there (or stderr is the client, in inetd mode), and gives
-/// EX_CONFIG.
+/// goes there, and gives EX_CONFIG. In inetd mode stderr is the client:
+/// it gets a 421 on stdout instead, not a silent close.
 fn config_error(e: &str, inetd: bool, sink: maillog::Sink) -> ExitCode {
     log::error!("{e}");
-    if !inetd && sink != maillog::Sink::Stderr {
+    if inetd {
+        use std::io::Write;
+        let reply = postie::smtp::reply::misconfigured().to_wire();
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(reply.as_bytes()).and_then(|_| out.flush());
+    } else if sink != maillog::Sink::Stderr {
         eprintln!("postie: {e}");
     }
     ExitCode::from(EX_CONFIG)

@@ -8,11 +8,15 @@
 //!
 //! Clients come over TCP, or over the local submission socket, where the
 //! kernel tells us the submitting user (SO_PEERCRED) and the session is
-//! marked with it ([`Submitter`]); the per-client cap then counts per uid.
+//! marked with it ([`Submitter`]); the per-client cap then counts per uid
+//! (over TCP it counts per IPv4 address or per IPv6 /64: `client_of`).
+//! Local submissions have a cap of their own, `max_local_connections`:
+//! remote clients filling `max_connections` (idle ones cost them nothing)
+//! must not stop cron and mail(1) from submitting.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,9 +38,11 @@ use crate::users::{Recipients, Resolution};
 /// Caps and bounds of the accept loop.
 #[derive(Debug, Clone)]
 pub struct ServerLimits {
-    /// Concurrent connections in total.
+    /// Concurrent TCP connections in total.
     pub max_connections: usize,
-    /// Concurrent connections from one client address.
+    /// Concurrent connections on the submission socket, counted apart.
+    pub max_local_connections: usize,
+    /// Concurrent connections from one client (address, /64, local user).
     pub max_per_client: usize,
     /// How long running sessions may go on after SIGTERM.
     pub shutdown_grace: Duration,
@@ -275,11 +281,27 @@ impl Policy for Service {
     }
 }
 
-/// Whom the per-client cap counts: an address, or a local user.
+/// Whom the per-client cap counts: an IPv4 address, an IPv6 /64, or a
+/// local user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Client {
-    Ip(IpAddr),
+    V4(Ipv4Addr),
+    /// The first 64 bits of the address.
+    V6Net(u64),
     Uid(u32),
+}
+
+/// The key under which the per-client cap counts a TCP client at `ip`.
+/// An IPv6 host is handed a whole /64 (RFC 4291 2.5.1: interface ids are
+/// 64 bits; SLAAC and privacy addresses, RFC 8981, pick any of them), so
+/// counting addresses would let one host take every slot; a v4-mapped
+/// address (a dual-stack socket's view of an IPv4 client) is that IPv4
+/// address.
+fn client_of(ip: IpAddr) -> Client {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => Client::V4(v4),
+        IpAddr::V6(v6) => Client::V6Net((v6.to_bits() >> 64) as u64),
+    }
 }
 
 /// An open client stream, kept so that it can be shut down at the end of
@@ -300,7 +322,10 @@ impl Stream {
 
 #[derive(Default)]
 struct Connections {
+    /// Every connection, local ones included.
     total: usize,
+    /// Connections on the submission socket.
+    local: usize,
     per_client: HashMap<Client, usize>,
     streams: HashMap<u64, Stream>,
     next: u64,
@@ -325,10 +350,17 @@ impl Slot {
     ) -> Option<Slot> {
         let mut c = lock(conns);
         let per = c.per_client.get(&client).copied().unwrap_or(0);
-        if c.total >= limits.max_connections || per >= limits.max_per_client {
+        let full = match client {
+            Client::Uid(_) => c.local >= limits.max_local_connections,
+            _ => c.total - c.local >= limits.max_connections,
+        };
+        if full || per >= limits.max_per_client {
             return None;
         }
         c.total += 1;
+        if let Client::Uid(_) = client {
+            c.local += 1;
+        }
         *c.per_client.entry(client).or_insert(0) += 1;
         c.next += 1;
         let key = c.next;
@@ -345,6 +377,9 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut c = lock(&self.conns);
         c.total -= 1;
+        if let Client::Uid(_) = self.client {
+            c.local -= 1;
+        }
         if let Some(n) = c.per_client.get_mut(&self.client) {
             *n -= 1;
             if *n == 0 {
@@ -417,10 +452,13 @@ pub fn serve(
     }
     let conns = Arc::new(Mutex::new(Connections::default()));
     let files = raise_fd_limit();
-    if files < service.server.max_connections as u64 + 16 {
+    let limits = &service.server;
+    if files < (limits.max_connections + limits.max_local_connections) as u64 + 16 {
         log::warn!(
-            "open file limit {files} is below max-connections {} (+16): clients may be refused",
-            service.server.max_connections
+            "open file limit {files} is below max-connections {} + max-local-connections {} \
+             (+16): clients may be refused",
+            limits.max_connections,
+            limits.max_local_connections
         );
     }
     on_ready();
@@ -533,7 +571,7 @@ fn admit(
     }
     let stream = Arc::new(stream);
     let counted = Stream::Tcp(stream.clone());
-    let Some(slot) = Slot::take(conns, Client::Ip(ip), counted, &service.server) else {
+    let Some(slot) = Slot::take(conns, client_of(ip), counted, &service.server) else {
         log::warn!("refusing connection from [{ip}]: too many connections");
         refuse(&*stream, &reply::too_many_connections(host));
         let _ = stream.shutdown(Shutdown::Both);
@@ -613,6 +651,27 @@ fn refuse<S: io::Write + AsFd>(stream: S, r: &reply::Reply) {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    #[test]
+    fn ipv6_clients_count_per_64_and_v4_mapped_as_ipv4() {
+        let key = |s: &str| client_of(s.parse().unwrap());
+        // One /64 is one client: a host there has 2^64 addresses.
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff:ffff:ffff:ffff")
+        );
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:a:b:c:d"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db9:1:2::1"));
+        // IPv4, and IPv4 seen through a dual-stack socket, per address.
+        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+        assert_ne!(key("::ffff:192.0.2.1"), key("::ffff:192.0.2.2"));
+        // A v4-mapped address is not lumped with the rest of ::ffff:0:0/96.
+        assert_ne!(key("::ffff:192.0.2.1"), key("::ffff:198.51.100.7"));
+        // Loopback stays itself.
+        assert_ne!(key("::1"), key("127.0.0.1"));
+    }
 
     #[test]
     fn a_finished_session_thread_takes_the_next_connection() {

@@ -192,7 +192,156 @@ fn inetd_mode_reads_the_file_and_stays_silent_on_errors() {
     let out = run_postie(&["-C".as_ref(), conf.as_os_str(), "inetd".as_ref()]);
     assert_eq!(out.status.code(), Some(78));
     assert!(out.stderr.is_empty(), "{}", stderr(&out));
-    assert!(out.stdout.is_empty(), "{}", stdout(&out));
+}
+
+/// Issue 5, first hour: inetd mode with a bad configuration answers the
+/// client `421 4.3.5` (system incorrectly configured, RFC 3463) on stdout
+/// before it exits 78, instead of closing without a word; stderr stays
+/// empty. Both a file the parser refuses and a value only the service can
+/// judge (the spool directory), over pipes, with the client's commands
+/// waiting on stdin.
+#[test]
+fn inetd_with_a_bad_config_answers_421_before_exiting() {
+    let fx = Fixture::new();
+    for line in ["bogus = 1", "mailbox-mode = 444"] {
+        let conf = fx.write_config(&format!("{}{line}\n", fx.config_lines()));
+        let mut child = Command::new(bin())
+            .arg("-C")
+            .arg(&conf)
+            .arg("inetd")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The client may already have spoken; nothing reads it.
+        let _ = child.stdin.take().unwrap().write_all(b"EHLO c\r\n");
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(78), "{line}");
+        assert!(out.stderr.is_empty(), "{line}: {}", stderr(&out));
+        let o = stdout(&out);
+        assert!(o.starts_with("421 4.3.5 "), "{line}: {o:?}");
+        assert!(o.ends_with("\r\n") && o.lines().count() == 1, "{o:?}");
+    }
+}
+
+/// Issue 5, first hour: a port that cannot be bound is reported once on
+/// stderr (the log line, when the log goes to stderr), not twice.
+#[test]
+fn a_listen_failure_is_reported_once() {
+    let fx = Fixture::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let sock = fx.dir.path().join("submit.sock");
+    let mut args: Vec<String> = vec!["serve".into(), "--listen".into(), addr.clone()];
+    args.extend(fx.args());
+    args.extend(["--submit-socket".into(), sock.display().to_string()]);
+    let out = run_postie(&args);
+    assert_eq!(out.status.code(), Some(71), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(
+        err.matches(&format!("cannot listen on {addr}")).count(),
+        1,
+        "{err}"
+    );
+    // Logging elsewhere, the error is still printed, once.
+    let i = args.iter().position(|a| a == "--log").unwrap();
+    args[i + 1] = "syslog".into();
+    let out = run_postie(&args);
+    assert_eq!(out.status.code(), Some(71));
+    assert_eq!(
+        stderr(&out).matches("cannot listen on").count(),
+        1,
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Issue 5, first hour: `postie --listen ADDR serve`, the listen option
+/// before the mode like every other option, listens there; before any
+/// other mode it is an error that names `serve --listen`.
+#[test]
+fn listen_before_the_serve_word_works() {
+    let fx = Fixture::new();
+    let mut cmd = Command::new(bin());
+    cmd.args(["--listen", "127.0.0.1:0", "serve"])
+        .args(fx.args())
+        .arg("--submit-socket")
+        .arg(fx.dir.path().join("submit.sock"));
+    let srv = Server::spawn(cmd);
+    let mut c = srv.connect();
+    assert_eq!(c.reply().code, 220);
+    c.expect("QUIT", 221);
+
+    let out = run_postie(&["--listen", "127.0.0.1:0", "inetd"]);
+    assert_eq!(out.status.code(), Some(64));
+    let err = stderr(&out);
+    assert!(err.contains("serve --listen"), "{err}");
+    assert!(!err.contains("--aliases"), "{err}");
+}
+
+/// Issue 5, item 9b: the submission socket is mode 0666 whatever the
+/// umask, and a symlink planted at its path (by another user, when the
+/// tests run as root) is replaced, never followed: the file it points to
+/// keeps its mode and content.
+#[test]
+fn submission_socket_mode_and_a_planted_symlink() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let fx = Fixture::new();
+    let run = fx.dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    let victim = fx.dir.path().join("victim");
+    std::fs::write(&victim, b"secret\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sock = run.join("submit.sock");
+    std::os::unix::fs::symlink(&victim, &sock).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::lchown(&sock, Some(65534), Some(65534)).unwrap();
+    }
+    let mut cmd = Command::new(bin());
+    cmd.arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .args(fx.args())
+        .arg("--submit-socket")
+        .arg(&sock);
+    // A umask that would leave the socket unusable to other users if its
+    // mode came from bind(2).
+    let cmd = {
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .arg("umask 077 && exec \"$@\"")
+            .arg("sh")
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        sh
+    };
+    let srv = Server::spawn(cmd);
+    assert!(
+        srv.log_has("accepting local submissions on"),
+        "{}",
+        srv.log()
+    );
+    let m = std::fs::symlink_metadata(&sock).unwrap();
+    assert!(m.file_type().is_socket(), "{:?}", m.file_type());
+    assert_eq!(m.permissions().mode() & 0o7777, 0o666);
+    let v = std::fs::metadata(&victim).unwrap();
+    assert_eq!(
+        v.permissions().mode() & 0o7777,
+        0o600,
+        "the target was chmod'ed"
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"secret\n");
+    // Nothing left behind in the directory but the socket.
+    let names: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["submit.sock"]);
+    let s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut r = std::io::BufReader::new(s);
+    assert_eq!(read_reply(&mut r).unwrap().code, 220);
 }
 
 /// `postie -C FILE check ARGS`, with the fixture's options in the file.

@@ -698,3 +698,148 @@ fn binary_noise_from_many_clients() {
     boxes.sort();
     assert_eq!(boxes, ["alice", "jon"]);
 }
+
+/// Issue 5, item 6: idle remote clients filling every TCP slot do not
+/// stop local submission. With `--max-connections 5` taken by five idle
+/// clients (a sixth gets 421), the submission socket still greets with
+/// 220 and delivers, and `postie sendmail` submits through it (exit 0, not
+/// 75).
+#[test]
+fn submission_socket_is_served_when_the_tcp_slots_are_full() {
+    use std::os::unix::net::UnixStream;
+    let fx = Fixture::new();
+    let sock = fx.dir.path().join("submit.sock");
+    let srv = start(
+        &fx,
+        &[
+            "--max-connections",
+            "5",
+            "--max-per-client",
+            "1000",
+            "--submit-socket",
+            sock.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        srv.log_has("accepting local submissions on"),
+        "{}",
+        srv.log()
+    );
+    let mut idle: Vec<Client> = (0..5)
+        .map(|i| {
+            let mut c = srv.connect();
+            let r = c.reply();
+            assert_eq!(r.code, 220, "idle connection {i}: {}", r.text());
+            c
+        })
+        .collect();
+    let mut sixth = srv.connect();
+    let r = sixth.reply();
+    assert!(r.lines[0].starts_with("421 4.7.0 "), "{}", r.text());
+
+    let s = UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let mut step = |send: &str, code: u16| {
+        w.write_all(send.as_bytes()).unwrap();
+        let got = read_reply(&mut r).expect("a reply on the submission socket");
+        assert_eq!(got.code, code, "after {send:?}: {}", got.text());
+    };
+    step("", 220);
+    step("HELO localhost\r\n", 250);
+    step("MAIL FROM:<cron@razorback.test>\r\n", 250);
+    step("RCPT TO:<jon>\r\n", 250);
+    step("DATA\r\n", 354);
+    step("Subject: beside the crowd\r\n\r\nhi\r\n.\r\n", 250);
+    step("QUIT\r\n", 221);
+
+    let mut child = Command::new(bin())
+        .arg("sendmail")
+        .args(fx.args())
+        .arg("--submit-socket")
+        .arg(&sock)
+        .args(["-i", "alice"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: sendmail beside the crowd\n\nbackup done\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        python_mbox(&fx.mailbox("jon"))[0].subject,
+        "beside the crowd"
+    );
+    assert_eq!(
+        python_mbox(&fx.mailbox("alice"))[0].subject,
+        "sendmail beside the crowd"
+    );
+    // The remote clients were not disturbed, and their cap still holds.
+    for c in &mut idle {
+        c.expect("NOOP", 250);
+    }
+    let mut again = srv.connect();
+    assert_eq!(again.reply().code, 421);
+}
+
+/// Issue 5, item 6: a session bounded in total time. A client that keeps
+/// its session busy (a NOOP every 100 ms, well inside the command timeout)
+/// is closed with `421 4.4.2` once `--timeout-session` (here 2 s) has
+/// passed, not before.
+#[test]
+fn a_busy_session_is_closed_at_the_session_time_bound() {
+    let fx = Fixture::new();
+    let srv = start(&fx, &["--timeout-session", "2"]);
+    let t = Instant::now();
+    let mut c = srv.connect();
+    assert_eq!(c.reply().code, 220);
+    let last = loop {
+        let r = c.cmd("NOOP");
+        if r.code != 250 {
+            break r;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "still open after {:?}",
+            t.elapsed()
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    let after = t.elapsed();
+    assert!(last.lines[0].starts_with("421 4.4.2 "), "{}", last.text());
+    // Closed: end of stream, or a reset when the bound struck while the
+    // client was between two NOOPs and the next one reached a closed
+    // socket (the 421 was read first either way).
+    let mut b = [0u8; 1];
+    match c.r.read(&mut b) {
+        Ok(0) => {}
+        Err(e) if e.kind() == ErrorKind::ConnectionReset => {}
+        other => panic!("still open after the 421: {other:?}"),
+    }
+    // Not before the bound (less a kernel timer tick or so).
+    assert!(
+        after >= Duration::from_millis(1900),
+        "closed after {after:?}"
+    );
+    assert!(
+        srv.log_has("session time limit"),
+        "no log line: {}",
+        srv.log()
+    );
+    // Another session is not affected by the first one's clock.
+    let mut d = srv.connect();
+    assert_eq!(d.reply().code, 220);
+    d.expect("NOOP", 250);
+}

@@ -205,6 +205,27 @@ pub fn timeout(host: &str) -> Reply {
     )
     .close()
 }
+/// The session's total time (`timeout-session`) is up: 421 like a
+/// timeout, X.4.2 (bad connection) as for one.
+pub fn session_too_long(host: &str) -> Reply {
+    Reply::build(
+        421,
+        Some("4.4.2"),
+        format!("{host} Session time limit reached, closing connection"),
+    )
+    .close()
+}
+/// inetd mode with a configuration it cannot run with: the client is
+/// told before the process exits (RFC 5321 3.8: 421; RFC 3463 X.3.5,
+/// system incorrectly configured). The host name is not known for sure.
+pub fn misconfigured() -> Reply {
+    Reply::build(
+        421,
+        Some("4.3.5"),
+        "Service not available: configuration error, try again later",
+    )
+    .close()
+}
 /// RFC 5321 4.2.2: 450, mailbox unavailable (busy or blocked for policy
 /// reasons); RFC 3463 X.2.0, other mailbox status.
 pub fn mailbox_unavailable(rcpt: &str) -> Reply {

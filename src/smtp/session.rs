@@ -215,6 +215,11 @@ impl Session {
         reply::shutting_down(&self.cfg.hostname)
     }
 
+    /// The session's total time is up (`timeout-session`).
+    pub fn session_too_long(&self) -> Reply {
+        reply::session_too_long(&self.cfg.hostname)
+    }
+
     /// After the DATA reader is done: the envelope to deliver, or the reply
     /// to give when the message cannot be accepted. Either way the
     /// transaction is over.
