@@ -24,8 +24,9 @@ pub enum ReversePath {
     Mailbox(Mailbox),
 }
 
-/// Why a path did not parse. Every variant is answered `501 5.1.3` or
-/// `501 5.5.4` by the session; the text is for the reply and the log.
+/// Why a path did not parse. The session answers `501 5.1.7` for a
+/// sender, `501 5.1.3` for a recipient; the text is for the reply and the
+/// log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddrError(pub &'static str);
 

@@ -41,11 +41,13 @@ pub enum Command {
 /// Why a line is not a command postie can act on; each maps to one reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
-    /// Not a command verb we know: `500 5.5.2`.
+    /// Not a command verb we know: `500 5.5.1`.
     Unknown,
     /// A known verb with bad arguments: `501 5.5.4` (the text says what).
     Syntax(&'static str),
-    /// A malformed address in MAIL or RCPT: `501 5.1.3` (from) / `501 5.1.3` (to).
+    /// A malformed sender in MAIL: `501 5.1.7` (RFC 3463 X.1.7).
+    BadSender(&'static str),
+    /// A malformed recipient in RCPT: `501 5.1.3` (RFC 3463 X.1.3).
     BadAddress(&'static str),
     /// An ESMTP parameter postie does not support: `555 5.5.4`.
     UnknownParam(String),
@@ -175,7 +177,7 @@ fn after_keyword<'a>(rest: &'a str, keyword: &str) -> Option<&'a str> {
 fn parse_mail(rest: &str) -> Result<Command, ParseError> {
     let path =
         after_keyword(rest, "FROM:").ok_or(ParseError::Syntax("syntax: MAIL FROM:<address>"))?;
-    let (mailbox, params_text) = parse_path(path).map_err(|e| ParseError::BadAddress(e.0))?;
+    let (mailbox, params_text) = parse_path(path).map_err(|e| ParseError::BadSender(e.0))?;
     let from = mailbox.map_or(ReversePath::Null, ReversePath::Mailbox);
     let mut params = MailParams::default();
     for param in params_text.split(WSP).filter(|p| !p.is_empty()) {
@@ -247,7 +249,7 @@ fn parse_size(value: Option<&str>) -> Result<u64, ParseError> {
 mod tests {
     use super::*;
     use Command::*;
-    use ParseError::{BadAddress, Syntax, Unknown, UnknownParam};
+    use ParseError::{BadAddress, BadSender, Syntax, Unknown, UnknownParam};
     use proptest::prelude::*;
 
     fn mb(local: &str, domain: Option<&str>) -> Mailbox {
@@ -444,17 +446,17 @@ mod tests {
                 b"MAIL FRM:<a@b>",
                 Err(Syntax("syntax: MAIL FROM:<address>")),
             ),
-            (b"MAIL FROM:", Err(BadAddress("empty address"))),
-            (b"MAIL FROM:  ", Err(BadAddress("empty address"))),
+            (b"MAIL FROM:", Err(BadSender("empty address"))),
+            (b"MAIL FROM:  ", Err(BadSender("empty address"))),
             (
                 b"MAIL FROM:<a@b",
-                Err(BadAddress("unbalanced angle brackets")),
+                Err(BadSender("unbalanced angle brackets")),
             ),
-            (b"MAIL FROM:<a@b.>", Err(BadAddress("bad domain"))),
-            (b"MAIL FROM:<@b>", Err(BadAddress("empty local part"))),
+            (b"MAIL FROM:<a@b.>", Err(BadSender("bad domain"))),
+            (b"MAIL FROM:<@b>", Err(BadSender("empty local part"))),
             (
                 b"MAIL FROM:<a@b>SIZE=1",
-                Err(BadAddress("junk after address")),
+                Err(BadSender("junk after address")),
             ),
             (
                 b"MAIL FROM:<a@b> SIZE",
@@ -608,7 +610,7 @@ mod tests {
         .join(".");
         assert_eq!(
             parse(format!("MAIL FROM:<a@{domain}>").as_bytes()),
-            Err(BadAddress("path too long"))
+            Err(BadSender("path too long"))
         );
         let ok = format!("MAIL FROM:<{}@{}> SIZE=1", "l".repeat(64), &domain[..189]);
         assert_eq!(

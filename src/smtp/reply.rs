@@ -157,11 +157,13 @@ pub fn help() -> Reply {
     r.lines.push("see postie(8) and RFC 5321".into());
     r
 }
-/// RFC 5321 3.5.3: a server that will not verify says 252.
+/// RFC 5321 3.5.3: a server that will not verify says 252. Sendmail
+/// sends 2.5.2 with it, but X.5.2 is a syntax error, "useful only as a
+/// permanent error" (RFC 3463 3.6): 2.0.0, as Postfix.
 pub fn vrfy() -> Reply {
     Reply::build(
         252,
-        Some("2.5.2"),
+        Some("2.0.0"),
         "Cannot VRFY user, but will accept message and attempt delivery",
     )
 }
@@ -254,8 +256,11 @@ pub fn disk_full() -> Reply {
 pub fn over_quota() -> Reply {
     Reply::build(452, Some("4.2.2"), "Mailbox full, try again later")
 }
+/// RFC 3463 X.5.1, "unsupported" command, as sendmail and chasquid say
+/// (X.5.2 would fit "unrecognized" too; a verb postie does not know is
+/// both).
 pub fn unknown_command() -> Reply {
-    Reply::build(500, Some("5.5.2"), "Command unrecognized")
+    Reply::build(500, Some("5.5.1"), "Command unrecognized")
 }
 pub fn line_too_long() -> Reply {
     Reply::build(500, Some("5.5.2"), "Line too long")
@@ -263,6 +268,15 @@ pub fn line_too_long() -> Reply {
 pub fn syntax(detail: &'static str) -> Reply {
     Reply::build(501, Some("5.5.4"), format!("Syntax error: {detail}"))
 }
+/// RFC 3463 X.1.7, bad sender's mailbox address syntax.
+pub fn bad_sender(detail: &'static str) -> Reply {
+    Reply::build(
+        501,
+        Some("5.1.7"),
+        format!("Bad sender address syntax: {detail}"),
+    )
+}
+/// RFC 3463 X.1.3, bad destination mailbox address syntax.
 pub fn bad_address(detail: &'static str) -> Reply {
     Reply::build(501, Some("5.1.3"), format!("Bad address syntax: {detail}"))
 }

@@ -193,6 +193,7 @@ impl Session {
             Ok(cmd) => self.execute(cmd, policy),
             Err(ParseError::Unknown) => reply::unknown_command(),
             Err(ParseError::Syntax(why)) => reply::syntax(why),
+            Err(ParseError::BadSender(why)) => reply::bad_sender(why),
             Err(ParseError::BadAddress(why)) => reply::bad_address(why),
             Err(ParseError::UnknownParam(p)) => reply::unknown_parameter(&printable(&p, 64)),
         };
@@ -646,6 +647,40 @@ mod tests {
             ],
         );
         assert_eq!(s.command(b"QUIT", &Fake).action, Action::Close);
+    }
+
+    /// Each refusal carries the RFC 3463 code that names its cause: an
+    /// unknown verb X.5.1 (as sendmail and chasquid), a malformed sender
+    /// X.1.7, a malformed recipient X.1.3, and VRFY's 252 a success code
+    /// (X.5.2 is a syntax error, "useful only as a permanent error").
+    #[test]
+    fn enhanced_codes_follow_rfc3463() {
+        let mut s = session();
+        let cases: [(&[u8], u16, &str); 7] = [
+            (b"FROB", 500, "5.5.1"),
+            (b"VRFY jon", 252, "2.0.0"),
+            (b"EHLO c", 250, ""),
+            (b"MAIL FROM:<a@b", 501, "5.1.7"),
+            (b"MAIL FROM:<a@b.>", 501, "5.1.7"),
+            (b"MAIL FROM:<a@b>", 250, "2.1.0"),
+            (b"RCPT TO:<a@b", 501, "5.1.3"),
+        ];
+        for (line, code, enhanced) in cases {
+            let r = s.command(line, &Fake);
+            let line = String::from_utf8_lossy(line);
+            assert_eq!(r.code, code, "{line}: {}", r.to_wire());
+            assert_eq!(
+                r.enhanced.unwrap_or(""),
+                enhanced,
+                "{line}: {}",
+                r.to_wire()
+            );
+        }
+        let r = s.command(b"RCPT TO:<>", &Fake);
+        assert_eq!((r.code, r.enhanced), (501, Some("5.1.3")));
+        s.command(b"RSET", &Fake);
+        let r = s.command(b"MAIL FROM:", &Fake);
+        assert_eq!((r.code, r.enhanced), (501, Some("5.1.7")));
     }
 
     #[test]
