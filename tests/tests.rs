@@ -626,6 +626,54 @@ fn command_line_basics() {
     drop(fx);
 }
 
+/// Issue "postie 5" item 8, cross-protocol: an HTTP POST whose body is an
+/// SMTP dialog (what a web page can make a browser send to port 25) gets
+/// `502 5.7.0` to its request line and the connection is closed; nothing is
+/// delivered. Sent as raw bytes all at once, then by curl itself.
+#[test]
+fn http_post_with_an_smtp_dialog_delivers_nothing() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &[]);
+    let body = format!(
+        "HELO evil.example\r\nMAIL FROM:<a@evil.example>\r\nRCPT TO:<{USER}@{HOST}>\r\n\
+         DATA\r\nSubject: cross-protocol\r\n\r\nbody\r\n.\r\nQUIT\r\n"
+    );
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut c = srv.connect();
+    c.send_raw(request.as_bytes());
+    assert_eq!(c.reply().code, 220);
+    let r = c.reply();
+    assert!(r.lines[0].starts_with("502 5.7.0 "), "{}", r.text());
+    assert!(c.closed(), "the connection stays open after POST");
+    srv.log_with(&[r#"reject: "POST / HTTP/1.1": 502 5.7.0"#]);
+    assert!(fx.read_mailbox(USER).is_empty(), "a message was delivered");
+
+    if !have(
+        "curl",
+        "http_post_with_an_smtp_dialog_delivers_nothing (curl part)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dialog");
+    std::fs::write(&file, &body).unwrap();
+    let out = Command::new("curl")
+        .args(["--http0.9", "-sS", "--max-time", "60", "-X", "POST"])
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(format!("http://{}/", srv.addr))
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("\r\n502 5.7.0 "), "curl read: {shown:?}");
+    assert!(!shown.contains("\r\n250 "), "curl read: {shown:?}");
+    assert!(fx.read_mailbox(USER).is_empty(), "a message was delivered");
+}
+
 /// The golden dialogs of `tests/dialogs/`, against the real binary over
 /// TCP, step by step; and the mailboxes they leave, dates masked.
 #[test]
@@ -639,6 +687,10 @@ fn golden_dialogs_over_tcp() {
                 Step::Send(b) => c.send_raw(b),
                 Step::Expect { code, enhanced } => {
                     check_step(&d.name, i, &c.reply(), *code, enhanced)
+                }
+                Step::Closed => {
+                    assert!(c.closed(), "{} step {i}: connection open", d.name);
+                    break;
                 }
             }
         }
@@ -664,16 +716,21 @@ fn golden_dialogs_in_process() {
             .iter()
             .filter_map(|s| match s {
                 Step::Send(b) => Some(b.clone()),
-                Step::Expect { .. } => None,
+                Step::Expect { .. } | Step::Closed => None,
             })
             .flatten()
             .collect();
         let output = run_in_process(&fx, input);
         let mut r = &output[..];
-        let expected = d.steps.iter().filter_map(|s| match s {
-            Step::Expect { code, enhanced } => Some((*code, enhanced)),
-            Step::Send(_) => None,
-        });
+        // Replies up to `S: CLOSED`; the rest of the input is not answered.
+        let expected = d
+            .steps
+            .iter()
+            .take_while(|s| !matches!(s, Step::Closed))
+            .filter_map(|s| match s {
+                Step::Expect { code, enhanced } => Some((*code, enhanced)),
+                Step::Send(_) | Step::Closed => None,
+            });
         for (i, (code, enhanced)) in expected.enumerate() {
             let got = read_reply(&mut r).unwrap_or_else(|| panic!("{}: reply {i} missing", d.name));
             check_step(&d.name, i, &got, code, enhanced);

@@ -51,7 +51,17 @@ pub enum ParseError {
     BadAddress(&'static str),
     /// An ESMTP parameter postie does not support: `555 5.5.4`.
     UnknownParam(String),
+    /// An HTTP request line (`GET / HTTP/1.1`): someone made an HTTP client
+    /// talk to the SMTP port, maybe a web page with an SMTP dialog as the
+    /// body of a POST. `502 5.7.0` and close, as chasquid; Postfix closes
+    /// too (`smtpd_forbidden_commands`).
+    NotSmtp,
 }
+
+/// HTTP methods (RFC 9110 9.3, RFC 5789). None is an SMTP verb.
+const HTTP_METHODS: [&[u8]; 9] = [
+    b"GET", b"POST", b"HEAD", b"PUT", b"CONNECT", b"OPTIONS", b"DELETE", b"PATCH", b"TRACE",
+];
 
 /// Parses one command line, without its line ending (`CRLF` or `LF`).
 pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
@@ -59,8 +69,16 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         .iter()
         .position(|c| !c.is_ascii_alphabetic())
         .unwrap_or(line.len());
-    let verb = Verb::from_bytes(&line[..verb_len]).ok_or(ParseError::Unknown)?;
+    let word = &line[..verb_len];
     let rest = &line[verb_len..];
+    // Checked before anything else on the line, so that no byte of an HTTP
+    // request makes it a mere syntax error.
+    if HTTP_METHODS.iter().any(|m| m.eq_ignore_ascii_case(word))
+        && rest.first().is_none_or(|&c| is_wsp(c))
+    {
+        return Err(ParseError::NotSmtp);
+    }
+    let verb = Verb::from_bytes(word).ok_or(ParseError::Unknown)?;
     // The verb ends at a space or the end of the line (`NOOPX`, `MAIL:` are
     // not commands); a control character there is a known verb's syntax error.
     if rest
@@ -249,7 +267,7 @@ fn parse_size(value: Option<&str>) -> Result<u64, ParseError> {
 mod tests {
     use super::*;
     use Command::*;
-    use ParseError::{BadAddress, BadSender, Syntax, Unknown, UnknownParam};
+    use ParseError::{BadAddress, BadSender, NotSmtp, Syntax, Unknown, UnknownParam};
     use proptest::prelude::*;
 
     fn mb(local: &str, domain: Option<&str>) -> Mailbox {
@@ -357,6 +375,22 @@ mod tests {
             (b"\xff\xfe", Err(Unknown)),
             (b"\x00QUIT", Err(Unknown)),
             (b"\r", Err(Unknown)),
+            // HTTP request lines: cross-protocol requests, refused whole.
+            (b"GET / HTTP/1.1", Err(NotSmtp)),
+            (b"POST / HTTP/1.1", Err(NotSmtp)),
+            (b"HEAD / HTTP/1.0", Err(NotSmtp)),
+            (b"PUT /x HTTP/1.1", Err(NotSmtp)),
+            (b"CONNECT mx.example:25 HTTP/1.1", Err(NotSmtp)),
+            (b"OPTIONS * HTTP/1.1", Err(NotSmtp)),
+            (b"DELETE /x HTTP/1.1", Err(NotSmtp)),
+            (b"PATCH /x HTTP/1.1", Err(NotSmtp)),
+            (b"TRACE / HTTP/1.1", Err(NotSmtp)),
+            (b"get /", Err(NotSmtp)),
+            (b"GET", Err(NotSmtp)),
+            (b"GET\t/", Err(NotSmtp)),
+            (b"GET /\xff", Err(NotSmtp)),
+            (b"GETS /", Err(Unknown)),
+            (b"GET/ HTTP/1.1", Err(Unknown)),
             // Control characters and 8-bit bytes after a known verb.
             (b"QUIT\r", Err(Syntax("control character in command"))),
             (b"DATA\x00", Err(Syntax("control character in command"))),

@@ -262,6 +262,19 @@ pub fn over_quota() -> Reply {
 pub fn unknown_command() -> Reply {
     Reply::build(500, Some("5.5.1"), "Command unrecognized")
 }
+/// An HTTP request line on the SMTP port (a cross-protocol request):
+/// refused and the connection closed, so that nothing sent after it (the
+/// body of a POST) is read as SMTP. The code is chasquid's: 502, and X.7.0,
+/// a policy refusal. RFC 5321 7.8 lets a server under attack close the
+/// connection (Postfix answers `221 2.7.0` to the same lines and closes).
+pub fn not_smtp(host: &str) -> Reply {
+    Reply::build(
+        502,
+        Some("5.7.0"),
+        format!("{host} HTTP request refused, this is an SMTP server; closing connection"),
+    )
+    .close()
+}
 pub fn line_too_long() -> Reply {
     Reply::build(500, Some("5.5.2"), "Line too long")
 }

@@ -196,6 +196,7 @@ impl Session {
             Err(ParseError::BadSender(why)) => reply::bad_sender(why),
             Err(ParseError::BadAddress(why)) => reply::bad_address(why),
             Err(ParseError::UnknownParam(p)) => reply::unknown_parameter(&printable(&p, 64)),
+            Err(ParseError::NotSmtp) => reply::not_smtp(&self.cfg.hostname),
         };
         self.count(r)
     }
@@ -681,6 +682,27 @@ mod tests {
         s.command(b"RSET", &Fake);
         let r = s.command(b"MAIL FROM:", &Fake);
         assert_eq!((r.code, r.enhanced), (501, Some("5.1.7")));
+    }
+
+    /// An HTTP request line (a browser or `curl` aimed at the SMTP port,
+    /// its body an SMTP dialog) ends the session, in any state: nothing
+    /// after it is read as SMTP.
+    #[test]
+    fn http_request_lines_close_the_session() {
+        for verb in ["GET", "POST", "HEAD", "PUT", "CONNECT", "post"] {
+            for before in [&[][..], &["EHLO c", "MAIL FROM:<a@b>"][..]] {
+                let mut s = session();
+                for line in before {
+                    assert_eq!(s.command(line.as_bytes(), &Fake).code, 250);
+                }
+                let r = s.command(format!("{verb} / HTTP/1.1").as_bytes(), &Fake);
+                assert_eq!(
+                    (r.code, r.enhanced, r.action),
+                    (502, Some("5.7.0"), Action::Close),
+                    "{verb} after {before:?}"
+                );
+            }
+        }
     }
 
     #[test]
