@@ -289,7 +289,7 @@ impl Session {
                 self.hello(name, true);
                 r
             }
-            Command::Mail { from, params } => {
+            Command::Mail { mut from, params } => {
                 if self.helo.is_none() {
                     return reply::bad_sequence("Send HELO or EHLO first");
                 }
@@ -300,6 +300,13 @@ impl Session {
                 // before any data is sent.
                 if params.size.is_some_and(|n| n > self.cfg.max_size) {
                     return reply::message_too_big(self.cfg.max_size);
+                }
+                // A sender without a domain is qualified with our name, as
+                // sendmail does with $j and Postfix with myorigin: a `From `
+                // line or Return-Path: of a bare `pepe` names no one a reply
+                // can reach.
+                if let ReversePath::Mailbox(m) = &mut from {
+                    m.domain.get_or_insert_with(|| self.cfg.hostname.clone());
                 }
                 let shown = match &from {
                     ReversePath::Null => "<>".to_string(),
@@ -599,6 +606,37 @@ mod tests {
             let r = s.delivered(&env, o);
             assert_eq!((r.code, r.enhanced), (code, Some(enh)));
         }
+    }
+
+    /// A sender without a domain gets ours, as sendmail qualifies it with
+    /// `$j`: `MAIL FROM:<pepe>` is `pepe@razorback` in the envelope (the
+    /// `From ` line and `Return-Path:`) and in the reply.
+    #[test]
+    fn unqualified_sender_gets_our_domain() {
+        for line in ["MAIL FROM:<pepe>", "mail from: pepe", "MAIL FROM:<\"p p\">"] {
+            let mut s = session();
+            s.command(b"HELO c", &Fake);
+            let r = s.command(line.as_bytes(), &Fake);
+            assert_eq!(r.code, 250, "{line}");
+            assert!(
+                r.lines[0].ends_with("@razorback>... Sender ok"),
+                "{line}: {r:?}"
+            );
+            s.command(b"RCPT TO:<jon>", &Fake);
+            s.command(b"DATA", &Fake);
+            let env = s.data_done(DataOutcome::Complete { size: 1 }).unwrap();
+            let ReversePath::Mailbox(m) = env.sender else {
+                panic!("{line}: null sender");
+            };
+            assert_eq!(m.domain.as_deref(), Some("razorback"), "{line}");
+        }
+        let mut s = session();
+        s.command(b"HELO c", &Fake);
+        s.command(b"MAIL FROM:<>", &Fake);
+        s.command(b"RCPT TO:<jon>", &Fake);
+        s.command(b"DATA", &Fake);
+        let env = s.data_done(DataOutcome::Complete { size: 1 }).unwrap();
+        assert_eq!(env.sender, ReversePath::Null);
     }
 
     #[test]
