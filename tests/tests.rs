@@ -674,6 +674,71 @@ fn http_post_with_an_smtp_dialog_delivers_nothing() {
     assert!(fx.read_mailbox(USER).is_empty(), "a message was delivered");
 }
 
+/// Issue "postie 5" item 9: `HELO evil(x);y=z) (by spoof; Thu, 1 Jan 2015
+/// 00:00:00 +0000` is accepted for the dialog, but the `Received:` header
+/// it leaves keeps its RFC 5322 structure: read by Python's email package,
+/// comments balance and there is one `;`, before today's date.
+#[test]
+fn bogus_helo_keeps_received_well_formed() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect(
+        "HELO evil(x);y=z) (by spoof; Thu, 1 Jan 2015 00:00:00 +0000",
+        250,
+    );
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect(&format!("RCPT TO:<{USER}@{HOST}>"), 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: spoof\r\n\r\nhi\r\n.\r\n");
+    c.expect_reply(250);
+    c.expect("QUIT", 221);
+    let script = r#"
+import email, email.policy, email.utils, mailbox, sys
+msgs = list(mailbox.mbox(sys.argv[1], create=False))
+assert len(msgs) == 1, len(msgs)
+m = email.message_from_bytes(msgs[0].as_bytes(unixfrom=False), policy=email.policy.default)
+rs = m.get_all("Received")
+assert len(rs) == 1, rs
+v = str(rs[0])
+# RFC 5322 3.2.2: comments nest and balance, a backslash quotes the next
+# character; 3.6.7: "Received:" *received-token ";" date-time.
+depth, quoted, semis, i = 0, False, [], 0
+while i < len(v):
+    ch = v[i]
+    if ch == "\\":
+        i += 2
+        continue
+    if quoted:
+        quoted = ch != '"'
+    elif ch == '"' and depth == 0:
+        quoted = True
+    elif ch == "(":
+        depth += 1
+    elif ch == ")":
+        depth -= 1
+        assert depth >= 0, "unbalanced ')' at %d: %r" % (i, v)
+    elif ch == ";" and depth == 0:
+        semis.append(i)
+    i += 1
+assert depth == 0 and not quoted, "unbalanced: %r" % v
+assert len(semis) == 1 and v.count(";") == 1, "semicolons: %r" % v
+date = email.utils.parsedate_to_datetime(v[semis[0] + 1:].strip())
+print(date.year)
+print(v)
+"#;
+    let out = python(script, &[fx.mailbox(USER).to_str().unwrap()]);
+    let mut lines = out.lines();
+    let year: i32 = lines.next().unwrap().parse().unwrap();
+    assert!(year >= 2024, "{out}");
+    let received = lines.collect::<Vec<_>>().join("\n");
+    assert!(
+        received.starts_with("from [127.0.0.1] (helo=evil\\(x\\)?y=z\\))"),
+        "{received}"
+    );
+}
+
 /// The golden dialogs of `tests/dialogs/`, against the real binary over
 /// TCP, step by step; and the mailboxes they leave, dates masked.
 #[test]
