@@ -780,7 +780,10 @@ pub fn trace_headers(
         clean(hostname),
         env.id
     );
-    match for_rcpt {
+    // The `for` clause is optional (RFC 5321 4.4): a recipient whose quoted
+    // local part holds a `;`, a parenthesis or a backslash is left out, so
+    // that the only `;` is the one before the date.
+    match for_rcpt.filter(|r| !r.contains([';', '(', ')', '\\'])) {
         Some(r) => {
             let _ = write!(h, "\n\tfor <{}>; {date}\n", clean(r));
         }
@@ -1092,6 +1095,30 @@ mod tests {
             );
         }
         assert_eq!(h.matches(';').count(), 1, "{h}");
+    }
+
+    /// A quoted local part may hold `;` and parentheses (`RCPT
+    /// TO:<"jon+x; Thu, 1 Jan 2015 00:00:00 +0000"@razorback>` reaches jon
+    /// through his extension): the optional `for` clause is left out then,
+    /// so that the header's one `;` is the one before our date.
+    #[test]
+    fn recipient_with_specials_is_not_named_in_received() {
+        let mut env = envelope(&["jon"]);
+        env.helo = "client.example".into();
+        env.peer = Some("127.0.0.1".parse().unwrap());
+        let date = "Sat, 28 Nov 2026 16:59:45 +0000";
+        for rcpt in [
+            "\"jon+x; Thu, 1 Jan 2015 00:00:00 +0000\"@razorback",
+            "\"jon+(\"@razorback",
+            "\"jon+\\\\\"@razorback",
+        ] {
+            let h = trace_headers(&env, "razorback", Some(rcpt), date, false);
+            assert!(!h.contains("for <"), "{h}");
+            assert_eq!(h.matches(';').count(), 1, "{h}");
+            assert!(h.ends_with(&format!(";\n\t{date}\n")), "{h}");
+        }
+        let h = trace_headers(&env, "razorback", Some("\"j d\"@razorback"), date, false);
+        assert!(h.contains("\tfor <\"j d\"@razorback>; Sat"), "{h}");
     }
 
     #[test]
