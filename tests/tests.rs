@@ -299,7 +299,8 @@ fn mailbox_bytes_are_exact() {
 }
 
 /// Lines over the limit get 500 5.5.2 and the session stays in step;
-/// unknown commands 500; sequence 503; syntax 501.
+/// unknown commands 500 5.5.1; sequence 503; syntax 501 (a bad sender
+/// 5.1.7).
 #[test]
 fn bad_input_gets_rfc_replies_and_stays_in_step() {
     let fx = Fixture::new();
@@ -314,7 +315,7 @@ fn bad_input_gets_rfc_replies_and_stays_in_step() {
     c.expect("HELO", 501);
     c.expect("EHLO c", 250);
     c.expect("MAIL FROM:<a@b> FOO=BAR", 555);
-    c.expect("MAIL FROM:<a@b", 501);
+    assert!(c.expect("MAIL FROM:<a@b", 501).lines[0].starts_with("501 5.1.7 "));
     c.expect("MAIL FROM:<a@b> SIZE=99999999999", 552);
     c.expect("MAIL FROM:<a@b>", 250);
     c.expect("RCPT TO:<postmaster>", 250);
@@ -322,7 +323,7 @@ fn bad_input_gets_rfc_replies_and_stays_in_step() {
     c.send_raw(b"NOOP\0\r\n");
     assert_eq!(c.reply().code, 501);
     c.expect("RSET", 250);
-    c.expect("VRFY jon", 252);
+    assert!(c.expect("VRFY jon", 252).lines[0].starts_with("252 2.0.0 "));
     c.expect("EXPN jon", 502);
     assert_eq!(c.expect("HELP", 214).lines.len(), 4);
     c.expect("QUIT", 221);
@@ -333,7 +334,7 @@ fn bad_input_gets_rfc_replies_and_stays_in_step() {
         r#"reject: "NOOP?""#,
         "reject: \"line over 512 octets\"",
     ]);
-    assert!(log.contains(r#"reject: "XYZZY": 500 5.5.2"#), "{log}");
+    assert!(log.contains(r#"reject: "XYZZY": 500 5.5.1"#), "{log}");
     assert!(log.contains(r#"reject: "NOOP?": 501 5.5.4"#), "{log}");
     assert!(
         log.contains("reject: \"line over 512 octets\": 500 5.5.2"),
@@ -625,6 +626,119 @@ fn command_line_basics() {
     drop(fx);
 }
 
+/// Issue "postie 5" item 8, cross-protocol: an HTTP POST whose body is an
+/// SMTP dialog (what a web page can make a browser send to port 25) gets
+/// `502 5.7.0` to its request line and the connection is closed; nothing is
+/// delivered. Sent as raw bytes all at once, then by curl itself.
+#[test]
+fn http_post_with_an_smtp_dialog_delivers_nothing() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &[]);
+    let body = format!(
+        "HELO evil.example\r\nMAIL FROM:<a@evil.example>\r\nRCPT TO:<{USER}@{HOST}>\r\n\
+         DATA\r\nSubject: cross-protocol\r\n\r\nbody\r\n.\r\nQUIT\r\n"
+    );
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: {HOST}\r\nContent-Type: text/plain\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut c = srv.connect();
+    c.send_raw(request.as_bytes());
+    assert_eq!(c.reply().code, 220);
+    let r = c.reply();
+    assert!(r.lines[0].starts_with("502 5.7.0 "), "{}", r.text());
+    assert!(c.closed(), "the connection stays open after POST");
+    srv.log_with(&[r#"reject: "POST / HTTP/1.1": 502 5.7.0"#]);
+    assert!(fx.read_mailbox(USER).is_empty(), "a message was delivered");
+
+    if !have(
+        "curl",
+        "http_post_with_an_smtp_dialog_delivers_nothing (curl part)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("dialog");
+    std::fs::write(&file, &body).unwrap();
+    let out = Command::new("curl")
+        .args(["--http0.9", "-sS", "--max-time", "60", "-X", "POST"])
+        .arg("--data-binary")
+        .arg(format!("@{}", file.display()))
+        .arg(format!("http://{}/", srv.addr))
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("\r\n502 5.7.0 "), "curl read: {shown:?}");
+    assert!(!shown.contains("\r\n250 "), "curl read: {shown:?}");
+    assert!(fx.read_mailbox(USER).is_empty(), "a message was delivered");
+}
+
+/// Issue "postie 5" item 9: `HELO evil(x);y=z) (by spoof; Thu, 1 Jan 2015
+/// 00:00:00 +0000` is accepted for the dialog, but the `Received:` header
+/// it leaves keeps its RFC 5322 structure: read by Python's email package,
+/// comments balance and there is one `;`, before today's date.
+#[test]
+fn bogus_helo_keeps_received_well_formed() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect(
+        "HELO evil(x);y=z) (by spoof; Thu, 1 Jan 2015 00:00:00 +0000",
+        250,
+    );
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect(&format!("RCPT TO:<{USER}@{HOST}>"), 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: spoof\r\n\r\nhi\r\n.\r\n");
+    c.expect_reply(250);
+    c.expect("QUIT", 221);
+    let script = r#"
+import email, email.policy, email.utils, mailbox, sys
+msgs = list(mailbox.mbox(sys.argv[1], create=False))
+assert len(msgs) == 1, len(msgs)
+m = email.message_from_bytes(msgs[0].as_bytes(unixfrom=False), policy=email.policy.default)
+rs = m.get_all("Received")
+assert len(rs) == 1, rs
+v = str(rs[0])
+# RFC 5322 3.2.2: comments nest and balance, a backslash quotes the next
+# character; 3.6.7: "Received:" *received-token ";" date-time.
+depth, quoted, semis, i = 0, False, [], 0
+while i < len(v):
+    ch = v[i]
+    if ch == "\\":
+        i += 2
+        continue
+    if quoted:
+        quoted = ch != '"'
+    elif ch == '"' and depth == 0:
+        quoted = True
+    elif ch == "(":
+        depth += 1
+    elif ch == ")":
+        depth -= 1
+        assert depth >= 0, "unbalanced ')' at %d: %r" % (i, v)
+    elif ch == ";" and depth == 0:
+        semis.append(i)
+    i += 1
+assert depth == 0 and not quoted, "unbalanced: %r" % v
+assert len(semis) == 1 and v.count(";") == 1, "semicolons: %r" % v
+date = email.utils.parsedate_to_datetime(v[semis[0] + 1:].strip())
+print(date.year)
+print(v)
+"#;
+    let out = python(script, &[fx.mailbox(USER).to_str().unwrap()]);
+    let mut lines = out.lines();
+    let year: i32 = lines.next().unwrap().parse().unwrap();
+    assert!(year >= 2024, "{out}");
+    let received = lines.collect::<Vec<_>>().join("\n");
+    assert!(
+        received.starts_with("from [127.0.0.1] (helo=evil\\(x\\)?y=z\\))"),
+        "{received}"
+    );
+}
+
 /// The golden dialogs of `tests/dialogs/`, against the real binary over
 /// TCP, step by step; and the mailboxes they leave, dates masked.
 #[test]
@@ -638,6 +752,10 @@ fn golden_dialogs_over_tcp() {
                 Step::Send(b) => c.send_raw(b),
                 Step::Expect { code, enhanced } => {
                     check_step(&d.name, i, &c.reply(), *code, enhanced)
+                }
+                Step::Closed => {
+                    assert!(c.closed(), "{} step {i}: connection open", d.name);
+                    break;
                 }
             }
         }
@@ -663,16 +781,21 @@ fn golden_dialogs_in_process() {
             .iter()
             .filter_map(|s| match s {
                 Step::Send(b) => Some(b.clone()),
-                Step::Expect { .. } => None,
+                Step::Expect { .. } | Step::Closed => None,
             })
             .flatten()
             .collect();
         let output = run_in_process(&fx, input);
         let mut r = &output[..];
-        let expected = d.steps.iter().filter_map(|s| match s {
-            Step::Expect { code, enhanced } => Some((*code, enhanced)),
-            Step::Send(_) => None,
-        });
+        // Replies up to `S: CLOSED`; the rest of the input is not answered.
+        let expected = d
+            .steps
+            .iter()
+            .take_while(|s| !matches!(s, Step::Closed))
+            .filter_map(|s| match s {
+                Step::Expect { code, enhanced } => Some((*code, enhanced)),
+                Step::Send(_) | Step::Closed => None,
+            });
         for (i, (code, enhanced)) in expected.enumerate() {
             let got = read_reply(&mut r).unwrap_or_else(|| panic!("{}: reply {i} missing", d.name));
             check_step(&d.name, i, &got, code, enhanced);

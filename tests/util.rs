@@ -364,10 +364,14 @@ impl Client {
         r
     }
 
-    /// True once the server has closed the connection.
+    /// True once the server has closed the connection (a reset counts: a
+    /// server that closes with unread input resets the connection).
     pub fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];
-        matches!(self.r.read(&mut b), Ok(0))
+        match self.r.read(&mut b) {
+            Ok(n) => n == 0,
+            Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+        }
     }
 }
 
@@ -520,7 +524,8 @@ pub fn wait_for(within: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 /// A golden dialog from `tests/dialogs/NAME.dialog`: `C:` lines the client
 /// sends (with CRLF, or a bare LF where the line ends in `\n`), `S:` lines
-/// the reply expected (code, and enhanced code when given). `USER` and
+/// the reply expected (code, and enhanced code when given), `S: CLOSED`
+/// the server closing the connection. `USER` and
 /// `HOST` stand for a local user and domain.
 pub struct Dialog {
     pub name: String,
@@ -531,7 +536,13 @@ pub struct Dialog {
 
 pub enum Step {
     Send(Vec<u8>),
-    Expect { code: u16, enhanced: Option<String> },
+    Expect {
+        code: u16,
+        enhanced: Option<String>,
+    },
+    /// `S: CLOSED`: the server has closed the connection; nothing after
+    /// this is answered.
+    Closed,
 }
 
 pub fn dialogs() -> Vec<Dialog> {
@@ -559,6 +570,8 @@ pub fn dialogs() -> Vec<Dialog> {
                         None => format!("{c}\r\n"),
                     };
                     steps.push(Step::Send(bytes.into_bytes()));
+                } else if line == "S: CLOSED" {
+                    steps.push(Step::Closed);
                 } else if let Some(s) = line.strip_prefix("S:") {
                     let mut it = s.split_whitespace();
                     let code = it.next().unwrap().parse().unwrap();

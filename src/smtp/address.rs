@@ -24,8 +24,9 @@ pub enum ReversePath {
     Mailbox(Mailbox),
 }
 
-/// Why a path did not parse. Every variant is answered `501 5.1.3` or
-/// `501 5.5.4` by the session; the text is for the reply and the log.
+/// Why a path did not parse. The session answers `501 5.1.7` for a
+/// sender, `501 5.1.3` for a recipient; the text is for the reply and the
+/// log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddrError(pub &'static str);
 
@@ -286,6 +287,44 @@ impl Parser<'_> {
             }
         }
     }
+}
+
+/// Whether `s`, whole, is a `Domain` or an address literal (RFC 5321
+/// 4.1.2): what `Received: from` may name (RFC 5321 4.4, From-domain).
+pub fn is_domain_or_literal(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.is_empty() || b.len() > MAX_DOMAIN {
+        return false;
+    }
+    let mut p = Parser { b, pos: 0 };
+    let parsed = if p.peek() == Some(b'[') {
+        p.address_literal()
+    } else {
+        p.domain()
+    };
+    parsed.is_ok() && p.pos == b.len()
+}
+
+/// `s` as the text of an RFC 5322 comment (3.2.2), whatever it holds: cut
+/// to `max` characters, anything but printable ASCII and space shown as
+/// `?`, `(`, `)` and `\` escaped as quoted pairs so that the parentheses
+/// balance, and `;` shown as `?`, since in `Received:` a `;` ends the
+/// tokens and starts the date (RFC 5322 3.6.7): a reader that looks for it
+/// without parsing comments must not find a date the client wrote.
+pub fn comment_text(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max) + 8);
+    for c in s.chars().take(max) {
+        match c {
+            '(' | ')' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            ';' => out.push('?'),
+            c if c == ' ' || c.is_ascii_graphic() => out.push(c),
+            _ => out.push('?'),
+        }
+    }
+    out
 }
 
 /// Parses a path argument: `<a@b>`, `<@x,@y:a@b>` (source route, ignored),
@@ -571,6 +610,86 @@ mod tests {
             "", ".", ".a", "a.", "a..b", "a b", "a\"b", "a@b", "a(b", "a\\b", "ü",
         ] {
             assert!(!is_dot_atom(s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn domains_and_literals_for_received() {
+        for s in [
+            "frogbog.localdomain",
+            "localhost",
+            "a",
+            "mx-1.example.org",
+            "[127.0.0.1]",
+            "[IPv6:::1]",
+            "[ipv6:2001:db8::1]",
+            "EXAMPLE.COM",
+        ] {
+            assert!(is_domain_or_literal(s), "{s:?}");
+        }
+        for s in [
+            "",
+            "evil(x);y=z)",
+            "a.b.",
+            ".a",
+            "a..b",
+            "-a",
+            "a-",
+            "Client_Host",
+            "a b",
+            "a>b",
+            "a,b",
+            "a:b",
+            "[127.0.0.1",
+            "[127.0.0.1]x",
+            "[1.2.3]",
+            "[x:y]",
+            "a;b",
+            "a\\b",
+            &"a".repeat(64),
+            &["a"; 129].join("."),
+        ] {
+            assert!(!is_domain_or_literal(s), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn comment_text_cannot_break_a_comment() {
+        let cases = [
+            ("evil(x);y=z)", "evil\\(x\\)?y=z\\)"),
+            ("plain.example", "plain.example"),
+            ("a\\b", "a\\\\b"),
+            (
+                "(by spoof; Thu, 1 Jan 2015 00:00:00 +0000",
+                "\\(by spoof? Thu, 1 Jan 2015 00:00:00 +0000",
+            ),
+            ("tab\there\r\nX: y", "tab?here??X: y"),
+            ("caf\u{e9}", "caf?"),
+            ("\"q\" <a@b>", "\"q\" <a@b>"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(comment_text(input, 100), want, "{input:?}");
+        }
+        assert_eq!(comment_text("((((", 2), "\\(\\(");
+    }
+
+    proptest! {
+        /// Whatever the input, the text between `(` and `)` is one
+        /// well-formed comment (RFC 5322 3.2.2): quoted pairs, ctext, no
+        /// unescaped parenthesis, and no `;` at all.
+        #[test]
+        fn comment_text_is_always_one_comment(s in ".{0,80}") {
+            let t = comment_text(&s, 80);
+            prop_assert!(!t.contains(';'));
+            let mut chars = t.chars();
+            while let Some(c) = chars.next() {
+                prop_assert!(c == ' ' || c.is_ascii_graphic(), "{:?}", t);
+                match c {
+                    '\\' => prop_assert!(matches!(chars.next(), Some('(' | ')' | '\\')), "{:?}", t),
+                    '(' | ')' => prop_assert!(false, "bare parenthesis in {:?}", t),
+                    _ => {}
+                }
+            }
         }
     }
 

@@ -41,15 +41,27 @@ pub enum Command {
 /// Why a line is not a command postie can act on; each maps to one reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParseError {
-    /// Not a command verb we know: `500 5.5.2`.
+    /// Not a command verb we know: `500 5.5.1`.
     Unknown,
     /// A known verb with bad arguments: `501 5.5.4` (the text says what).
     Syntax(&'static str),
-    /// A malformed address in MAIL or RCPT: `501 5.1.3` (from) / `501 5.1.3` (to).
+    /// A malformed sender in MAIL: `501 5.1.7` (RFC 3463 X.1.7).
+    BadSender(&'static str),
+    /// A malformed recipient in RCPT: `501 5.1.3` (RFC 3463 X.1.3).
     BadAddress(&'static str),
     /// An ESMTP parameter postie does not support: `555 5.5.4`.
     UnknownParam(String),
+    /// An HTTP request line (`GET / HTTP/1.1`): someone made an HTTP client
+    /// talk to the SMTP port, maybe a web page with an SMTP dialog as the
+    /// body of a POST. `502 5.7.0` and close, as chasquid; Postfix closes
+    /// too (`smtpd_forbidden_commands`).
+    NotSmtp,
 }
+
+/// HTTP methods (RFC 9110 9.3, RFC 5789). None is an SMTP verb.
+const HTTP_METHODS: [&[u8]; 9] = [
+    b"GET", b"POST", b"HEAD", b"PUT", b"CONNECT", b"OPTIONS", b"DELETE", b"PATCH", b"TRACE",
+];
 
 /// Parses one command line, without its line ending (`CRLF` or `LF`).
 pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
@@ -57,8 +69,16 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         .iter()
         .position(|c| !c.is_ascii_alphabetic())
         .unwrap_or(line.len());
-    let verb = Verb::from_bytes(&line[..verb_len]).ok_or(ParseError::Unknown)?;
+    let word = &line[..verb_len];
     let rest = &line[verb_len..];
+    // Checked before anything else on the line, so that no byte of an HTTP
+    // request makes it a mere syntax error.
+    if HTTP_METHODS.iter().any(|m| m.eq_ignore_ascii_case(word))
+        && rest.first().is_none_or(|&c| is_wsp(c))
+    {
+        return Err(ParseError::NotSmtp);
+    }
+    let verb = Verb::from_bytes(word).ok_or(ParseError::Unknown)?;
     // The verb ends at a space or the end of the line (`NOOPX`, `MAIL:` are
     // not commands); a control character there is a known verb's syntax error.
     if rest
@@ -175,7 +195,7 @@ fn after_keyword<'a>(rest: &'a str, keyword: &str) -> Option<&'a str> {
 fn parse_mail(rest: &str) -> Result<Command, ParseError> {
     let path =
         after_keyword(rest, "FROM:").ok_or(ParseError::Syntax("syntax: MAIL FROM:<address>"))?;
-    let (mailbox, params_text) = parse_path(path).map_err(|e| ParseError::BadAddress(e.0))?;
+    let (mailbox, params_text) = parse_path(path).map_err(|e| ParseError::BadSender(e.0))?;
     let from = mailbox.map_or(ReversePath::Null, ReversePath::Mailbox);
     let mut params = MailParams::default();
     for param in params_text.split(WSP).filter(|p| !p.is_empty()) {
@@ -247,7 +267,7 @@ fn parse_size(value: Option<&str>) -> Result<u64, ParseError> {
 mod tests {
     use super::*;
     use Command::*;
-    use ParseError::{BadAddress, Syntax, Unknown, UnknownParam};
+    use ParseError::{BadAddress, BadSender, NotSmtp, Syntax, Unknown, UnknownParam};
     use proptest::prelude::*;
 
     fn mb(local: &str, domain: Option<&str>) -> Mailbox {
@@ -355,6 +375,22 @@ mod tests {
             (b"\xff\xfe", Err(Unknown)),
             (b"\x00QUIT", Err(Unknown)),
             (b"\r", Err(Unknown)),
+            // HTTP request lines: cross-protocol requests, refused whole.
+            (b"GET / HTTP/1.1", Err(NotSmtp)),
+            (b"POST / HTTP/1.1", Err(NotSmtp)),
+            (b"HEAD / HTTP/1.0", Err(NotSmtp)),
+            (b"PUT /x HTTP/1.1", Err(NotSmtp)),
+            (b"CONNECT mx.example:25 HTTP/1.1", Err(NotSmtp)),
+            (b"OPTIONS * HTTP/1.1", Err(NotSmtp)),
+            (b"DELETE /x HTTP/1.1", Err(NotSmtp)),
+            (b"PATCH /x HTTP/1.1", Err(NotSmtp)),
+            (b"TRACE / HTTP/1.1", Err(NotSmtp)),
+            (b"get /", Err(NotSmtp)),
+            (b"GET", Err(NotSmtp)),
+            (b"GET\t/", Err(NotSmtp)),
+            (b"GET /\xff", Err(NotSmtp)),
+            (b"GETS /", Err(Unknown)),
+            (b"GET/ HTTP/1.1", Err(Unknown)),
             // Control characters and 8-bit bytes after a known verb.
             (b"QUIT\r", Err(Syntax("control character in command"))),
             (b"DATA\x00", Err(Syntax("control character in command"))),
@@ -444,17 +480,17 @@ mod tests {
                 b"MAIL FRM:<a@b>",
                 Err(Syntax("syntax: MAIL FROM:<address>")),
             ),
-            (b"MAIL FROM:", Err(BadAddress("empty address"))),
-            (b"MAIL FROM:  ", Err(BadAddress("empty address"))),
+            (b"MAIL FROM:", Err(BadSender("empty address"))),
+            (b"MAIL FROM:  ", Err(BadSender("empty address"))),
             (
                 b"MAIL FROM:<a@b",
-                Err(BadAddress("unbalanced angle brackets")),
+                Err(BadSender("unbalanced angle brackets")),
             ),
-            (b"MAIL FROM:<a@b.>", Err(BadAddress("bad domain"))),
-            (b"MAIL FROM:<@b>", Err(BadAddress("empty local part"))),
+            (b"MAIL FROM:<a@b.>", Err(BadSender("bad domain"))),
+            (b"MAIL FROM:<@b>", Err(BadSender("empty local part"))),
             (
                 b"MAIL FROM:<a@b>SIZE=1",
-                Err(BadAddress("junk after address")),
+                Err(BadSender("junk after address")),
             ),
             (
                 b"MAIL FROM:<a@b> SIZE",
@@ -608,7 +644,7 @@ mod tests {
         .join(".");
         assert_eq!(
             parse(format!("MAIL FROM:<a@{domain}>").as_bytes()),
-            Err(BadAddress("path too long"))
+            Err(BadSender("path too long"))
         );
         let ok = format!("MAIL FROM:<{}@{}> SIZE=1", "l".repeat(64), &domain[..189]);
         assert_eq!(

@@ -157,11 +157,13 @@ pub fn help() -> Reply {
     r.lines.push("see postie(8) and RFC 5321".into());
     r
 }
-/// RFC 5321 3.5.3: a server that will not verify says 252.
+/// RFC 5321 3.5.3: a server that will not verify says 252. Sendmail
+/// sends 2.5.2 with it, but X.5.2 is a syntax error, "useful only as a
+/// permanent error" (RFC 3463 3.6): 2.0.0, as Postfix.
 pub fn vrfy() -> Reply {
     Reply::build(
         252,
-        Some("2.5.2"),
+        Some("2.0.0"),
         "Cannot VRFY user, but will accept message and attempt delivery",
     )
 }
@@ -275,8 +277,24 @@ pub fn disk_full() -> Reply {
 pub fn over_quota() -> Reply {
     Reply::build(452, Some("4.2.2"), "Mailbox full, try again later")
 }
+/// RFC 3463 X.5.1, "unsupported" command, as sendmail and chasquid say
+/// (X.5.2 would fit "unrecognized" too; a verb postie does not know is
+/// both).
 pub fn unknown_command() -> Reply {
-    Reply::build(500, Some("5.5.2"), "Command unrecognized")
+    Reply::build(500, Some("5.5.1"), "Command unrecognized")
+}
+/// An HTTP request line on the SMTP port (a cross-protocol request):
+/// refused and the connection closed, so that nothing sent after it (the
+/// body of a POST) is read as SMTP. The code is chasquid's: 502, and X.7.0,
+/// a policy refusal. RFC 5321 7.8 lets a server under attack close the
+/// connection (Postfix answers `221 2.7.0` to the same lines and closes).
+pub fn not_smtp(host: &str) -> Reply {
+    Reply::build(
+        502,
+        Some("5.7.0"),
+        format!("{host} HTTP request refused, this is an SMTP server; closing connection"),
+    )
+    .close()
 }
 pub fn line_too_long() -> Reply {
     Reply::build(500, Some("5.5.2"), "Line too long")
@@ -284,6 +302,15 @@ pub fn line_too_long() -> Reply {
 pub fn syntax(detail: &'static str) -> Reply {
     Reply::build(501, Some("5.5.4"), format!("Syntax error: {detail}"))
 }
+/// RFC 3463 X.1.7, bad sender's mailbox address syntax.
+pub fn bad_sender(detail: &'static str) -> Reply {
+    Reply::build(
+        501,
+        Some("5.1.7"),
+        format!("Bad sender address syntax: {detail}"),
+    )
+}
+/// RFC 3463 X.1.3, bad destination mailbox address syntax.
 pub fn bad_address(detail: &'static str) -> Reply {
     Reply::build(501, Some("5.1.3"), format!("Bad address syntax: {detail}"))
 }

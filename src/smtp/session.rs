@@ -193,8 +193,10 @@ impl Session {
             Ok(cmd) => self.execute(cmd, policy),
             Err(ParseError::Unknown) => reply::unknown_command(),
             Err(ParseError::Syntax(why)) => reply::syntax(why),
+            Err(ParseError::BadSender(why)) => reply::bad_sender(why),
             Err(ParseError::BadAddress(why)) => reply::bad_address(why),
             Err(ParseError::UnknownParam(p)) => reply::unknown_parameter(&printable(&p, 64)),
+            Err(ParseError::NotSmtp) => reply::not_smtp(&self.cfg.hostname),
         };
         self.count(r)
     }
@@ -292,7 +294,7 @@ impl Session {
                 self.hello(name, true);
                 r
             }
-            Command::Mail { from, params } => {
+            Command::Mail { mut from, params } => {
                 if self.helo.is_none() {
                     return reply::bad_sequence("Send HELO or EHLO first");
                 }
@@ -303,6 +305,13 @@ impl Session {
                 // before any data is sent.
                 if params.size.is_some_and(|n| n > self.cfg.max_size) {
                     return reply::message_too_big(self.cfg.max_size);
+                }
+                // A sender without a domain is qualified with our name, as
+                // sendmail does with $j and Postfix with myorigin: a `From `
+                // line or Return-Path: of a bare `pepe` names no one a reply
+                // can reach.
+                if let ReversePath::Mailbox(m) = &mut from {
+                    m.domain.get_or_insert_with(|| self.cfg.hostname.clone());
                 }
                 let shown = match &from {
                     ReversePath::Null => "<>".to_string(),
@@ -604,6 +613,37 @@ mod tests {
         }
     }
 
+    /// A sender without a domain gets ours, as sendmail qualifies it with
+    /// `$j`: `MAIL FROM:<pepe>` is `pepe@razorback` in the envelope (the
+    /// `From ` line and `Return-Path:`) and in the reply.
+    #[test]
+    fn unqualified_sender_gets_our_domain() {
+        for line in ["MAIL FROM:<pepe>", "mail from: pepe", "MAIL FROM:<\"p p\">"] {
+            let mut s = session();
+            s.command(b"HELO c", &Fake);
+            let r = s.command(line.as_bytes(), &Fake);
+            assert_eq!(r.code, 250, "{line}");
+            assert!(
+                r.lines[0].ends_with("@razorback>... Sender ok"),
+                "{line}: {r:?}"
+            );
+            s.command(b"RCPT TO:<jon>", &Fake);
+            s.command(b"DATA", &Fake);
+            let env = s.data_done(DataOutcome::Complete { size: 1 }).unwrap();
+            let ReversePath::Mailbox(m) = env.sender else {
+                panic!("{line}: null sender");
+            };
+            assert_eq!(m.domain.as_deref(), Some("razorback"), "{line}");
+        }
+        let mut s = session();
+        s.command(b"HELO c", &Fake);
+        s.command(b"MAIL FROM:<>", &Fake);
+        s.command(b"RCPT TO:<jon>", &Fake);
+        s.command(b"DATA", &Fake);
+        let env = s.data_done(DataOutcome::Complete { size: 1 }).unwrap();
+        assert_eq!(env.sender, ReversePath::Null);
+    }
+
     #[test]
     fn sender_shown_in_brackets_once() {
         let mut s = session();
@@ -651,6 +691,61 @@ mod tests {
             ],
         );
         assert_eq!(s.command(b"QUIT", &Fake).action, Action::Close);
+    }
+
+    /// Each refusal carries the RFC 3463 code that names its cause: an
+    /// unknown verb X.5.1 (as sendmail and chasquid), a malformed sender
+    /// X.1.7, a malformed recipient X.1.3, and VRFY's 252 a success code
+    /// (X.5.2 is a syntax error, "useful only as a permanent error").
+    #[test]
+    fn enhanced_codes_follow_rfc3463() {
+        let mut s = session();
+        let cases: [(&[u8], u16, &str); 7] = [
+            (b"FROB", 500, "5.5.1"),
+            (b"VRFY jon", 252, "2.0.0"),
+            (b"EHLO c", 250, ""),
+            (b"MAIL FROM:<a@b", 501, "5.1.7"),
+            (b"MAIL FROM:<a@b.>", 501, "5.1.7"),
+            (b"MAIL FROM:<a@b>", 250, "2.1.0"),
+            (b"RCPT TO:<a@b", 501, "5.1.3"),
+        ];
+        for (line, code, enhanced) in cases {
+            let r = s.command(line, &Fake);
+            let line = String::from_utf8_lossy(line);
+            assert_eq!(r.code, code, "{line}: {}", r.to_wire());
+            assert_eq!(
+                r.enhanced.unwrap_or(""),
+                enhanced,
+                "{line}: {}",
+                r.to_wire()
+            );
+        }
+        let r = s.command(b"RCPT TO:<>", &Fake);
+        assert_eq!((r.code, r.enhanced), (501, Some("5.1.3")));
+        s.command(b"RSET", &Fake);
+        let r = s.command(b"MAIL FROM:", &Fake);
+        assert_eq!((r.code, r.enhanced), (501, Some("5.1.7")));
+    }
+
+    /// An HTTP request line (a browser or `curl` aimed at the SMTP port,
+    /// its body an SMTP dialog) ends the session, in any state: nothing
+    /// after it is read as SMTP.
+    #[test]
+    fn http_request_lines_close_the_session() {
+        for verb in ["GET", "POST", "HEAD", "PUT", "CONNECT", "post"] {
+            for before in [&[][..], &["EHLO c", "MAIL FROM:<a@b>"][..]] {
+                let mut s = session();
+                for line in before {
+                    assert_eq!(s.command(line.as_bytes(), &Fake).code, 250);
+                }
+                let r = s.command(format!("{verb} / HTTP/1.1").as_bytes(), &Fake);
+                assert_eq!(
+                    (r.code, r.enhanced, r.action),
+                    (502, Some("5.7.0"), Action::Close),
+                    "{verb} after {before:?}"
+                );
+            }
+        }
     }
 
     #[test]
