@@ -34,9 +34,10 @@
 //! to try again. If the process dies in the middle, the journal lets the
 //! next postie do the same: at its start, or when a delivery finds a
 //! dotlock the dead one left (then at most once a delivery, with no lock
-//! held, and once a second per spool: [`Journals::recovery_due`]). The cost is one fsync per mailbox and one
-//! data-only fdatasync of the journal, taken before the locks (and one
-//! fsync of the spool directory when a mailbox or a journal is created).
+//! held, and once a second per spool: [`Journals::recovery_due`]). The
+//! cost is one fsync per mailbox and one data-only fdatasync of the
+//! journal, taken before the locks (and one fsync of the spool directory
+//! when a mailbox or a journal is created).
 //!
 //! The journal is created with the process's own identity (root in the
 //! delivery process), never a recipient's: recovery trusts only journals of
@@ -515,13 +516,14 @@ impl Deliverer {
         // in the lock back-off.
         let paths: Vec<&Path> = targets.iter().map(|(p, _)| p.as_path()).collect();
         let first = paths.first().copied().unwrap_or(&self.spool);
-        let lock_deadline = deadline.min(mbox::deadline_after(self.mbox.lock_timeout));
         let enter = |until: Instant| {
             self.gates
                 .enter(&paths, until)
                 .ok_or_else(|| Failure::mbox(first, MboxError::LockTimeout))
         };
         *gate = Some(enter(deadline)?);
+        // The lock timeout counts from here, for the whole set.
+        let lock_deadline = deadline.min(mbox::deadline_after(self.mbox.lock_timeout));
         // Every mailbox locked, or none (DESIGN.md: no lock is waited for
         // while another is held): each is tried once a round, in the fixed
         // order; at one that is busy, those already locked are released,

@@ -9,10 +9,11 @@
 //! created with `O_EXCL`. Once locked, the path must still name the file
 //! locked (`lstat`: same device and inode), or a file swapped in while
 //! postie waited for a lock (a hard link to another file of the user's,
-//! removed again) would be written. While locked, the message is written with a few
-//! large `write`s and fdatasynced; on any failure the file is truncated back
-//! to the size it had when the locks were taken. [`check`] applies the same
-//! rules (with `lstat`) at RCPT time, without opening anything.
+//! removed again) would be written. While locked, the message is written
+//! with a few large `write`s and fdatasynced; on any failure the file is
+//! truncated back to the size it had when the locks were taken. [`check`]
+//! applies the same rules (with `lstat`) at RCPT time, without opening
+//! anything.
 //!
 //! # Locking
 //!
