@@ -145,7 +145,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::mbox::{self, LockHooks, LockId, LockedMailbox, MboxError, MboxOptions};
 use crate::sys;
-use crate::users::{User, plausible_user_name};
+use crate::users::{User, valid_user_name};
 
 /// The start of every journal's name in the spool.
 pub const PREFIX: &str = ".postie-txn.";
@@ -648,7 +648,10 @@ fn parse_intent(from: &str, wants: &[&str], end: &str, signed: &[u8]) -> Option<
             let uid = f.next()?.parse().ok()?;
             let gid = f.next()?.parse().ok()?;
             let name = f.next()?;
-            plausible_user_name(name).then(|| Want {
+            // Not `plausible_user_name`: a journal is our own, and one
+            // written before names like `x.lock` were refused must still
+            // be undone.
+            valid_user_name(name).then(|| Want {
                 name: name.to_string(),
                 uid,
                 gid,
@@ -673,7 +676,7 @@ fn parse_lock(tail: &str) -> Option<(String, LockId)> {
         mtime_nsec: f.next()?.parse().ok()?,
     };
     let name = f.next()?;
-    plausible_user_name(name).then(|| (name.to_string(), id))
+    valid_user_name(name).then(|| (name.to_string(), id))
 }
 
 fn parse_sizes(sizes: &[&str], end: &str, signed: &[u8]) -> Option<Vec<Size>> {
@@ -1570,6 +1573,28 @@ mod tests {
         }
         let mode = std::fs::metadata(j.path()).unwrap().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// A journal naming a user that is no recipient any more (`x.lock`,
+    /// refused since postie 5) is still read whole, so that a delivery
+    /// an older postie left is undone, not taken for garbage.
+    #[test]
+    fn journal_of_a_since_refused_name_still_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path()).unwrap();
+        let id = LockId {
+            dev: 1,
+            ino: 2,
+            mtime: 3,
+            mtime_nsec: 4,
+        };
+        let prefix = b"From a@b Sun Nov  1 06:05:04 2026\nReceived: x\n".to_vec();
+        j.begin().unwrap();
+        j.intend(&prefix, 500, &[want("old.lock")]).unwrap();
+        j.record_lock("old.lock", id).unwrap();
+        let p = parse(&std::fs::read(j.path()).unwrap());
+        assert_eq!(p.intent.unwrap().wants, vec![want("old.lock")]);
+        assert_eq!(p.locks, vec![("old.lock".to_string(), id)]);
     }
 
     /// Any prefix of a journal (a crash while writing it) parses to no

@@ -46,7 +46,7 @@ pub trait UserDb: Send + Sync {
 /// True if `name` could be a user name at all: not empty, at most 255
 /// bytes, no `/` (it names a file in the spool), no NUL or other control
 /// character, and no leading `-` (it would read as an option to tools).
-fn valid_user_name(name: &str) -> bool {
+pub(crate) fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && !name.starts_with('-')
