@@ -1575,6 +1575,23 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
     }
 
+    /// Deliveries scan a spool at most once a `RESCAN_EVERY` (postie 5,
+    /// item 4); another spool is counted apart.
+    #[test]
+    fn recovery_from_deliveries_is_rate_limited_per_spool() {
+        let js = Journals::default();
+        let (a, b) = (Path::new("/spool/a"), Path::new("/spool/b"));
+        assert!(js.recovery_due(a));
+        assert!(!js.recovery_due(a));
+        assert!(js.recovery_due(b));
+        js.scans
+            .lock()
+            .unwrap()
+            .insert(a.to_path_buf(), Instant::now() - RESCAN_EVERY);
+        assert!(js.recovery_due(a));
+        assert!(!js.recovery_due(a));
+    }
+
     /// A journal naming a user that is no recipient any more (`x.lock`,
     /// refused since postie 5) is still read whole, so that a delivery
     /// an older postie left is undone, not taken for garbage.
