@@ -15,10 +15,13 @@
 //!    append) and is synced, before any lock is taken;
 //! 2. deliveries of this process to any of the same mailboxes take turns
 //!    ([`Gates`]); then every mailbox is opened and locked, in one fixed
-//!    order (sorted by path), so that two sessions delivering to the same
-//!    mailboxes never deadlock; each dotlock is recorded in the journal
-//!    before it is made, and then each mailbox's size, where its append
-//!    begins;
+//!    order (sorted by path), all or none: each lock is tried once a
+//!    round, and at a busy one every lock held is released, the turn
+//!    given up, and the whole set tried again after a back-off, so that
+//!    no lock is waited for while another is held (a user holding a lock
+//!    on their own mailbox keeps no co-recipient's locked); each dotlock
+//!    is recorded in the journal before it is made, and then each
+//!    mailbox's size, where its append begins;
 //! 3. the message is appended to each mailbox and each is fsynced, each
 //!    mailbox on a thread of its own;
 //! 4. only then is the journal settled, the locks released and `250`
@@ -30,9 +33,11 @@
 //! recipient has half a message, and none has it while the client is told
 //! to try again. If the process dies in the middle, the journal lets the
 //! next postie do the same: at its start, or when a delivery finds a
-//! dotlock the dead one left. The cost is one fsync per mailbox and one
-//! data-only fdatasync of the journal, taken before the locks (and one
-//! fsync of the spool directory when a mailbox or a journal is created).
+//! dotlock the dead one left (then at most once a delivery, with no lock
+//! held, and once a second per spool: [`Journals::recovery_due`]). The
+//! cost is one fsync per mailbox and one data-only fdatasync of the
+//! journal, taken before the locks (and one fsync of the spool directory
+//! when a mailbox or a journal is created).
 //!
 //! The journal is created with the process's own identity (root in the
 //! delivery process), never a recipient's: recovery trusts only journals of
@@ -512,42 +517,104 @@ impl Deliverer {
         // this process to the same mailboxes take turns here rather than
         // in the lock back-off.
         let paths: Vec<&Path> = targets.iter().map(|(p, _)| p.as_path()).collect();
-        *gate = Some(self.gates.enter(&paths, deadline).ok_or_else(|| {
-            Failure::mbox(
-                paths.first().copied().unwrap_or(&self.spool),
-                MboxError::LockTimeout,
-            )
-        })?);
-        for (path, user) in targets {
-            let _id = self
-                .identity(user)
-                .map_err(|e| Failure::mbox(path, MboxError::Io(e)))?;
-            if !self.may_create(user) && !path.exists() {
-                return Err(Failure::mbox(path, MboxError::Unsafe(cannot_create(user))));
+        let first = paths.first().copied().unwrap_or(&self.spool);
+        let enter = |until: Instant| {
+            self.gates
+                .enter(&paths, until)
+                .ok_or_else(|| Failure::mbox(first, MboxError::LockTimeout))
+        };
+        *gate = Some(enter(deadline)?);
+        // The lock timeout counts from here, for the whole set.
+        let lock_deadline = deadline.min(mbox::deadline_after(self.mbox.lock_timeout));
+        // Every mailbox locked, or none (DESIGN.md: no lock is waited for
+        // while another is held): each is tried once a round, in the fixed
+        // order; at one that is busy, those already locked are released,
+        // the gate left, and the whole set tried again after a back-off,
+        // until the lock timeout. A user who holds a lock on their own
+        // mailbox keeps no other mailbox locked.
+        let mut backoff = mbox::Backoff::new();
+        // Whether this delivery has recovered, or may count on a
+        // recovery just made by another (see `Journals::recovery_due`).
+        let mut recovered = false;
+        let mut said_busy = false;
+        loop {
+            // A dotlock found without its fcntl lock: a crashed delivery's?
+            let mut orphan = false;
+            let mut busy = None;
+            for (path, user) in targets {
+                let _id = self
+                    .identity(user)
+                    .map_err(|e| Failure::mbox(path, MboxError::Io(e)))?;
+                if !self.may_create(user) && !path.exists() {
+                    return Err(Failure::mbox(path, MboxError::Unsafe(cannot_create(user))));
+                }
+                let name = user.name.as_str();
+                let mut record = |id: LockId| journal.record_lock(name, id);
+                let mut on_busy = || orphan = true;
+                let mut hooks = LockHooks {
+                    record: Some(&mut record),
+                    on_busy: Some(&mut on_busy),
+                    recovered,
+                    ..LockHooks::default()
+                };
+                // One try (a deadline already come).
+                match mbox::open_locked_with(path, user, &self.mbox, Instant::now(), &mut hooks) {
+                    Ok(mb) => locked.push((mb, user)),
+                    Err(MboxError::LockTimeout) => {
+                        busy = Some(path);
+                        break;
+                    }
+                    Err(e) => return Err(Failure::mbox(path, e)),
+                }
             }
-            let name = user.name.as_str();
-            let mut record = |id: LockId| journal.record_lock(name, id);
+            let Some(busy) = busy else {
+                break;
+            };
+            for (mb, user) in locked.drain(..).rev() {
+                let _id = self.identity(user);
+                mb.unlock();
+            }
+            *gate = None;
+            if !said_busy {
+                said_busy = true;
+                log::info!(
+                    "{}: busy; every lock of the delivery released, trying again",
+                    busy.display()
+                );
+            }
             // A dotlock without its fcntl lock may be a crashed delivery's
             // (another process's: a daemon's own are recovered at start):
-            // recover then, so that its half-written message goes before
-            // anything is appended after it.
-            let mut on_busy = || {
-                // As ourselves, not as this recipient: journals are ours.
-                match self.own_identity() {
-                    Ok(_me) => {
-                        journal::recover(&self.spool, &self.mbox, deadline, &self.journals);
+            // recover then, with nothing locked, so that its half-written
+            // message goes before anything is appended after it. Once a
+            // delivery, and not more often than `Journals::recovery_due`
+            // allows: a user can plant dotlocks and files by journals'
+            // names.
+            if orphan && !recovered {
+                recovered = true;
+                if self.journals.recovery_due(&self.spool) {
+                    log::info!(
+                        "{}: dotlock without its fcntl lock; recovery: scanning {}",
+                        busy.display(),
+                        self.spool.display()
+                    );
+                    // As ourselves, not as a recipient: journals are ours.
+                    match self.own_identity() {
+                        Ok(_me) => {
+                            journal::recover(
+                                &self.spool,
+                                &self.mbox,
+                                lock_deadline,
+                                &self.journals,
+                            );
+                        }
+                        Err(e) => log::warn!("recovery: {e}"),
                     }
-                    Err(e) => log::warn!("recovery: {e}"),
                 }
-            };
-            let mut hooks = LockHooks {
-                record: Some(&mut record),
-                on_busy: Some(&mut on_busy),
-                ..LockHooks::default()
-            };
-            let mb = mbox::open_locked_with(path, user, &self.mbox, deadline, &mut hooks)
-                .map_err(|e| Failure::mbox(path, e))?;
-            locked.push((mb, user));
+            }
+            backoff
+                .wait(lock_deadline)
+                .map_err(|e| Failure::mbox(busy, e))?;
+            *gate = Some(enter(lock_deadline)?);
         }
         // Every mailbox locked: where each append begins. Not synced: a
         // process that dies leaves it in the page cache, and after a

@@ -78,13 +78,16 @@
 //! mailbox's dotlock taken while its `fcntl` lock was free, which is what a
 //! delivery killed in another process leaves (a live postie holds both),
 //! so that a crashed `postie inetd`, with no daemon to restart, is undone
-//! by the next delivery that meets it. It reads the spool directory (one
+//! by the next delivery that meets it (once a delivery, and once a
+//! [`RESCAN_EVERY`] per spool: [`Journals::recovery_due`]; a user who can
+//! write the spool can plant dotlocks). It reads the spool directory (one
 //! `readdir`), skips this process's own journals, and takes the lock of
 //! every other journal it can (the others are in use, or being recovered
 //! by someone else). For each:
 //!
-//! * one that is not ours (not a regular file of our uid with one link) is
-//!   left alone, with a warning;
+//! * one that is not ours (not a regular file of our uid with one link,
+//!   seen with `lstat` before anything is opened) is left alone, with a
+//!   warning once per process and file;
 //! * idle, empty, garbage, or with its intent cut short or garbled by a
 //!   crash while it was written (the intent is trusted only whole and with
 //!   its checksum; since it is synced before any lock is taken, nothing was
@@ -130,7 +133,7 @@
 //! mailboxes, which is why deliveries do not scan unless they meet a
 //! dotlock they cannot explain.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::hash::{BuildHasher, Hasher};
 use std::io;
@@ -142,7 +145,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::mbox::{self, LockHooks, LockId, LockedMailbox, MboxError, MboxOptions};
 use crate::sys;
-use crate::users::{User, plausible_user_name};
+use crate::users::{User, valid_user_name};
 
 /// The start of every journal's name in the spool.
 pub const PREFIX: &str = ".postie-txn.";
@@ -373,7 +376,22 @@ fn header(generation: u64) -> [u8; HEADER_LEN] {
 pub struct Journals {
     idle: Mutex<Vec<Journal>>,
     own: Mutex<HashSet<String>>,
+    /// When a delivery last ran recovery, per spool.
+    scans: Mutex<HashMap<PathBuf, Instant>>,
+    /// The files by journals' names that are not ours, already warned
+    /// about (at most [`MAX_WARNED`]).
+    warned: Mutex<HashSet<String>>,
 }
+
+/// How often deliveries may scan one spool for journals to recover: at
+/// most once in this long (recovery at start is not counted). Planted
+/// dotlocks and files by journals' names made every back-off round of
+/// every delivery scan the spool and open them all as root.
+pub const RESCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// How many foreign files by journals' names are each warned about once;
+/// beyond that, one line per scan counts them.
+const MAX_WARNED: usize = 10_000;
 
 impl Journals {
     /// An idle journal in `spool`, or a new one.
@@ -410,6 +428,35 @@ impl Journals {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .contains(name)
+    }
+
+    /// Whether a delivery may run recovery in `spool` now: true (and
+    /// counted as run) if no delivery of this process has in the last
+    /// [`RESCAN_EVERY`]. When false, one has just run.
+    pub fn recovery_due(&self, spool: &Path) -> bool {
+        let now = Instant::now();
+        let mut scans = self.scans.lock().unwrap_or_else(|p| p.into_inner());
+        match scans.get(spool) {
+            Some(last) if now.duration_since(*last) < RESCAN_EVERY => false,
+            _ => {
+                scans.insert(spool.to_path_buf(), now);
+                true
+            }
+        }
+    }
+
+    /// True the first time it is asked about `name` (a file that is not
+    /// one of our journals), while fewer than [`MAX_WARNED`] are known.
+    fn first_warning(&self, name: &str) -> Option<bool> {
+        let mut warned = self.warned.lock().unwrap_or_else(|p| p.into_inner());
+        if warned.contains(name) {
+            return Some(false);
+        }
+        if warned.len() >= MAX_WARNED {
+            return None;
+        }
+        warned.insert(name.to_string());
+        Some(true)
     }
 
     /// Removes the idle journals, at exit.
@@ -601,7 +648,10 @@ fn parse_intent(from: &str, wants: &[&str], end: &str, signed: &[u8]) -> Option<
             let uid = f.next()?.parse().ok()?;
             let gid = f.next()?.parse().ok()?;
             let name = f.next()?;
-            plausible_user_name(name).then(|| Want {
+            // Not `plausible_user_name`: a journal is our own, and one
+            // written before names like `x.lock` were refused must still
+            // be undone.
+            valid_user_name(name).then(|| Want {
                 name: name.to_string(),
                 uid,
                 gid,
@@ -626,7 +676,7 @@ fn parse_lock(tail: &str) -> Option<(String, LockId)> {
         mtime_nsec: f.next()?.parse().ok()?,
     };
     let name = f.next()?;
-    plausible_user_name(name).then(|| (name.to_string(), id))
+    valid_user_name(name).then(|| (name.to_string(), id))
 }
 
 fn parse_sizes(sizes: &[&str], end: &str, signed: &[u8]) -> Option<Vec<Size>> {
@@ -695,7 +745,17 @@ pub fn recover(
     // pass: a delivery killed while it waited for a mailbox names it, but
     // the dotlock on it may be another dead delivery's, which any of them
     // may then take over.
-    let dead: Vec<Dead> = names.iter().filter_map(|n| open_dead(spool, n)).collect();
+    let mut unwarned = 0;
+    let dead: Vec<Dead> = names
+        .iter()
+        .filter_map(|n| open_dead(spool, n, journals, &mut unwarned))
+        .collect();
+    if unwarned > 0 {
+        log::warn!(
+            "recovery: {}: {unwarned} more files named like journals that are not ours; left alone",
+            spool.display()
+        );
+    }
     let dotlocks: Vec<(String, LockId)> = dead
         .iter()
         .flat_map(|d| d.parsed.locks.iter().cloned())
@@ -735,10 +795,39 @@ fn boot_time() -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// Opens, checks and locks the journal `name`, if its process is gone.
-fn open_dead(spool: &Path, name: &str) -> Option<Dead> {
+/// Whether `meta` ((l)stat) can be a journal of ours: a regular file of
+/// our uid with one link.
+fn ours(meta: &std::fs::Metadata) -> bool {
+    meta.is_file() && meta.uid() == nix::unistd::geteuid().as_raw() && meta.nlink() == 1
+}
+
+/// Opens, checks and locks the journal `name`, if its process is gone. A
+/// file that is not ours is not even opened (`lstat` first: as root, an
+/// open of a user's file is work done for them) and is warned about once
+/// per process, or counted in `unwarned`.
+fn open_dead(spool: &Path, name: &str, journals: &Journals, unwarned: &mut usize) -> Option<Dead> {
     let path = spool.join(name);
     let shown = path.display();
+    let foreign = |unwarned: &mut usize| match journals.first_warning(name) {
+        Some(true) => log::warn!(
+            "recovery: {shown}: not a journal of ours (a regular file of uid {} with one link); left alone",
+            nix::unistd::geteuid()
+        ),
+        Some(false) => {}
+        None => *unwarned += 1,
+    };
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) if ours(&meta) => {}
+        Ok(_) => {
+            foreign(unwarned);
+            return None;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            log::warn!("recovery: {shown}: {e}");
+            return None;
+        }
+    }
     let file = match OpenOptions::new()
         .read(true)
         .write(true)
@@ -758,11 +847,9 @@ fn open_dead(spool: &Path, name: &str) -> Option<Dead> {
         .metadata()
         .map_err(|e| log::warn!("recovery: {shown}: {e}"))
         .ok()?;
-    let me = nix::unistd::geteuid().as_raw();
-    if !meta.is_file() || meta.uid() != me || meta.nlink() != 1 {
-        log::warn!(
-            "recovery: {shown}: not a journal of ours (a regular file of uid {me} with one link); left alone"
-        );
+    if !ours(&meta) {
+        // Replaced since the lstat.
+        foreign(unwarned);
         return None;
     }
     match mbox::ofd_lock(&file, libc::F_WRLCK) {
@@ -973,7 +1060,7 @@ fn undo(cx: &Undo<'_>, s: &mut Summary) -> Option<&'static str> {
             record: Some(&mut record),
             adopt: &adopt,
             recovery: true,
-            on_busy: None,
+            ..LockHooks::default()
         };
         match mbox::open_locked_with(&path, &owner, opts, deadline, &mut hooks) {
             Ok(mb) => {
@@ -1486,6 +1573,45 @@ mod tests {
         }
         let mode = std::fs::metadata(j.path()).unwrap().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    /// Deliveries scan a spool at most once a `RESCAN_EVERY` (postie 5,
+    /// item 4); another spool is counted apart.
+    #[test]
+    fn recovery_from_deliveries_is_rate_limited_per_spool() {
+        let js = Journals::default();
+        let (a, b) = (Path::new("/spool/a"), Path::new("/spool/b"));
+        assert!(js.recovery_due(a));
+        assert!(!js.recovery_due(a));
+        assert!(js.recovery_due(b));
+        js.scans
+            .lock()
+            .unwrap()
+            .insert(a.to_path_buf(), Instant::now() - RESCAN_EVERY);
+        assert!(js.recovery_due(a));
+        assert!(!js.recovery_due(a));
+    }
+
+    /// A journal naming a user that is no recipient any more (`x.lock`,
+    /// refused since postie 5) is still read whole, so that a delivery
+    /// an older postie left is undone, not taken for garbage.
+    #[test]
+    fn journal_of_a_since_refused_name_still_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut j = Journal::create(dir.path()).unwrap();
+        let id = LockId {
+            dev: 1,
+            ino: 2,
+            mtime: 3,
+            mtime_nsec: 4,
+        };
+        let prefix = b"From a@b Sun Nov  1 06:05:04 2026\nReceived: x\n".to_vec();
+        j.begin().unwrap();
+        j.intend(&prefix, 500, &[want("old.lock")]).unwrap();
+        j.record_lock("old.lock", id).unwrap();
+        let p = parse(&std::fs::read(j.path()).unwrap());
+        assert_eq!(p.intent.unwrap().wants, vec![want("old.lock")]);
+        assert_eq!(p.locks, vec![("old.lock".to_string(), id)]);
     }
 
     /// Any prefix of a journal (a crash while writing it) parses to no

@@ -6,10 +6,14 @@
 //!
 //! Safety of the spool: the mailbox is opened with `O_NOFOLLOW` and must be a
 //! regular file with one link, owned by its user; a missing mailbox is
-//! created with `O_EXCL`. While locked, the message is written with a few
-//! large `write`s and fdatasynced; on any failure the file is truncated back
-//! to the size it had when the locks were taken. [`check`] applies the same
-//! rules (with `lstat`) at RCPT time, without opening anything.
+//! created with `O_EXCL`. Once locked, the path must still name the file
+//! locked (`lstat`: same device and inode), or a file swapped in while
+//! postie waited for a lock (a hard link to another file of the user's,
+//! removed again) would be written. While locked, the message is written
+//! with a few large `write`s and fdatasynced; on any failure the file is
+//! truncated back to the size it had when the locks were taken. [`check`]
+//! applies the same rules (with `lstat`) at RCPT time, without opening
+//! anything.
 //!
 //! # Locking
 //!
@@ -32,7 +36,9 @@
 //!    file (the result of `link()` itself is not trusted: over NFS it may
 //!    report failure after succeeding). A dotlock older than
 //!    [`MboxOptions::stale_lock`] (5 minutes by default) is taken to be left
-//!    over from a crash and removed. Programs that only dotlock (older
+//!    over from a crash and removed, if it is a small regular file (at most
+//!    [`MAX_DOTLOCK_LEN`] bytes; anything else is no lock and is left
+//!    alone: [`MboxError::Unsafe`]). Programs that only dotlock (older
 //!    MUAs, `dotlockfile`, `movemail`) see this one;
 //! 3. `flock(LOCK_EX)` on the file, for programs that use only `flock`
 //!    (on Linux it does not interact with `fcntl` locks at all).
@@ -422,7 +428,7 @@ pub fn append(
 }
 
 /// `timeout` from now, or far enough in the future if that overflows.
-fn deadline_after(timeout: Duration) -> Instant {
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(timeout)
         .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
@@ -520,8 +526,13 @@ pub struct LockHooks<'a> {
     /// the fcntl lock was free: what a postie that died in a delivery
     /// leaves (a live postie holds the fcntl lock too), so the caller
     /// recovers interrupted deliveries here. Once this is set, a stale
-    /// dotlock is removed only after it has been called.
+    /// dotlock is removed only after it has been called, or if
+    /// [`recovered`](Self::recovered).
     pub on_busy: Option<&'a mut dyn FnMut()>,
+    /// The caller has already dealt with what `on_busy` tells (recovered
+    /// interrupted deliveries) in an earlier call: a caller that tries
+    /// each lock once per call and backs off itself.
+    pub recovered: bool,
 }
 
 /// [`open_locked`] with the journal's [`LockHooks`].
@@ -549,6 +560,7 @@ pub fn open_locked_with(
     // releases everything.
     let meta = mailbox.file().metadata().map_err(MboxError::Io)?;
     check_meta(&meta, owner)?;
+    same_file_at(path, &meta)?;
     mailbox.old_size = meta.len();
     mailbox.dev = meta.dev();
     mailbox.ino = meta.ino();
@@ -818,6 +830,24 @@ fn check_meta(meta: &Metadata, owner: &User) -> Result<(), MboxError> {
     Ok(())
 }
 
+/// Checks, once every lock is held, that `path` still names the file
+/// opened and locked (`meta`, its `fstat`): `lstat` gives the same device
+/// and inode. The checks on the descriptor alone let a user who can write
+/// the spool (group `mail`) hard-link another file of the recipient's
+/// (`~/.ssh/authorized_keys`) as the mailbox, hold the dotlock while
+/// postie opened it, and remove both: the file then had one link, the
+/// right owner, and got the message (mail.local makes the same check).
+fn same_file_at(path: &Path, meta: &Metadata) -> Result<(), MboxError> {
+    let replaced =
+        || MboxError::Unsafe("mailbox removed or replaced while it was being locked".into());
+    match std::fs::symlink_metadata(path) {
+        Ok(now) if now.dev() == meta.dev() && now.ino() == meta.ino() => Ok(()),
+        Ok(_) => Err(replaced()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(replaced()),
+        Err(e) => Err(MboxError::Io(e)),
+    }
+}
+
 /// The flags every mailbox open adds to std's `O_CLOEXEC`: never follow a
 /// symbolic link, never acquire a controlling terminal.
 const SAFE_FLAGS: libc::c_int = libc::O_NOFOLLOW | libc::O_NOCTTY;
@@ -939,7 +969,7 @@ fn lock_all(
         if ofd_lock(&file, libc::F_WRLCK).map_err(MboxError::Io)? {
             // With `on_busy`, a stale dotlock may be a crashed delivery's,
             // which recovery takes over rather than anyone removing it.
-            let stale_ok = hooks.on_busy.is_none() || dotlock_busy;
+            let stale_ok = hooks.on_busy.is_none() || dotlock_busy || hooks.recovered;
             match DotLock::try_take(dotlock, stale_lock, stale_ok, hooks)? {
                 Some(dot) => match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
                     Ok(flocked) => return Ok((flocked, dot)),
@@ -996,7 +1026,7 @@ pub(crate) fn ofd_lock(file: &File, kind: libc::c_int) -> io::Result<bool> {
 /// The sleeps between rounds of lock attempts: about 1 ms, doubling up to
 /// about 100 ms, with a little jitter so that waiting deliveries do not
 /// retry in step.
-struct Backoff {
+pub(crate) struct Backoff {
     delay: Duration,
 }
 
@@ -1004,13 +1034,13 @@ impl Backoff {
     const FIRST: Duration = Duration::from_millis(1);
     const MAX: Duration = Duration::from_millis(100);
 
-    fn new() -> Backoff {
+    pub(crate) fn new() -> Backoff {
         Backoff { delay: Self::FIRST }
     }
 
     /// Sleeps before the next round, never past `deadline`; `LockTimeout`
     /// if `deadline` has come.
-    fn wait(&mut self, deadline: Instant) -> Result<(), MboxError> {
+    pub(crate) fn wait(&mut self, deadline: Instant) -> Result<(), MboxError> {
         let now = Instant::now();
         if now >= deadline {
             return Err(MboxError::LockTimeout);
@@ -1046,6 +1076,10 @@ struct DotLock {
     /// Left in place when dropped ([`LockedMailbox::unlock_keeping_dotlock`]).
     keep: bool,
 }
+
+/// The largest file removed as a stale dotlock: lock files hold a pid, a
+/// host name, or nothing (ours hold `0\n`).
+pub const MAX_DOTLOCK_LEN: u64 = 512;
 
 /// Makes the names of our temporary files unique within this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -1128,6 +1162,15 @@ impl DotLock {
                 .and_then(|m| SystemTime::now().duration_since(m).ok());
             match age {
                 Some(age) if age > stale_after && stale_ok => {
+                    // Only what a dotlock can be: the mailbox of a user
+                    // named `x.lock`, or a directory, is no lock of `x`'s.
+                    if !lock_meta.is_file() || lock_meta.len() > MAX_DOTLOCK_LEN {
+                        return Err(MboxError::Unsafe(format!(
+                            "{} looks stale ({} s old) but is not a small regular file (a dotlock is at most {MAX_DOTLOCK_LEN} bytes); left alone",
+                            lock.display(),
+                            age.as_secs()
+                        )));
+                    }
                     log::warn!(
                         "{}: removing stale lock file, {} s old",
                         lock.display(),
@@ -2527,6 +2570,109 @@ mod tests {
             .count();
         assert_eq!(separators, THREADS * EACH);
         assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    }
+
+    /// postie 5, item 2: the mailbox path is swapped while postie waits
+    /// for a lock with the file already open: a hard link to another file
+    /// of the recipient's (`~/.ssh/authorized_keys`) that is removed again,
+    /// or a different file put in its place. Once every lock is held the
+    /// path must still be the file locked: refused, nothing written.
+    #[test]
+    fn mailbox_swapped_while_waiting_for_a_lock_is_refused() {
+        for replace_with_other in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let victim = dir.path().join("authorized_keys");
+            std::fs::write(&victim, b"ssh-ed25519 AAAA victim\n").unwrap();
+            let path = dir.path().join("me");
+            std::fs::hard_link(&victim, &path).unwrap();
+            let lock = dotlock_path(&path);
+            std::fs::write(&lock, b"0\n").unwrap(); // the attacker's, fresh
+            let (tx, rx) = std::sync::mpsc::channel();
+            let handle = {
+                let path = path.clone();
+                thread::spawn(move || {
+                    let mut waiting = || {
+                        let _ = tx.send(());
+                    };
+                    let mut hooks = LockHooks {
+                        on_busy: Some(&mut waiting),
+                        ..LockHooks::default()
+                    };
+                    let o = opts(Duration::from_secs(60));
+                    let mut mb = open_locked_with(&path, &me(), &o, far(), &mut hooks)?;
+                    let n = mb.append(FROM, HEADERS, &mut &b"x\n"[..])?;
+                    mb.unlock();
+                    Ok::<u64, MboxError>(n)
+                })
+            };
+            // The victim is open in the delivery, which waits for the
+            // dotlock: swap the path, then let go of the lock.
+            rx.recv_timeout(Duration::from_secs(30)).unwrap();
+            std::fs::remove_file(&path).unwrap();
+            if replace_with_other {
+                std::fs::write(&path, b"").unwrap();
+            }
+            std::fs::remove_file(&lock).unwrap();
+            let res = handle.join().unwrap();
+            assert_unsafe(res, "replaced");
+            assert_eq!(
+                std::fs::read(&victim).unwrap(),
+                b"ssh-ed25519 AAAA victim\n"
+            );
+            if replace_with_other {
+                assert_eq!(std::fs::read(&path).unwrap(), b"");
+            }
+            assert!(!lock.exists());
+        }
+    }
+
+    /// postie 5, item 5: only a small regular file is removed as a stale
+    /// dotlock. Anything else by that name (the mailbox of a user called
+    /// `me.lock`, a directory) is left alone, and the delivery fails at
+    /// once rather than waiting for the lock timeout.
+    #[test]
+    fn stale_lock_that_is_no_small_file_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("me");
+        std::fs::write(&path, b"old\n").unwrap();
+        let lock = dotlock_path(&path);
+        let mailbox = message(&b"another user's mail\n".repeat(100));
+        std::fs::write(&lock, &mailbox).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(600);
+        File::options()
+            .write(true)
+            .open(&lock)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let start = Instant::now();
+        let res = append(
+            &path,
+            &me(),
+            &opts(Duration::from_secs(30)),
+            FROM,
+            HEADERS,
+            b"x\n",
+        );
+        assert_unsafe(res, "not a small regular file");
+        assert!(start.elapsed() < Duration::from_secs(20));
+        assert_eq!(std::fs::read(&lock).unwrap(), mailbox);
+        assert_eq!(std::fs::read(&path).unwrap(), b"old\n");
+
+        std::fs::remove_file(&lock).unwrap();
+        std::fs::create_dir(&lock).unwrap();
+        File::open(&lock).unwrap().set_modified(old).unwrap();
+        let res = append(
+            &path,
+            &me(),
+            &opts(Duration::from_secs(30)),
+            FROM,
+            HEADERS,
+            b"x\n",
+        );
+        assert_unsafe(res, "not a small regular file");
+        assert!(lock.is_dir());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old\n");
     }
 
     fn assert_check_unsafe(res: Result<(), MboxError>, contains: &str) {

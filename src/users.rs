@@ -46,14 +46,24 @@ pub trait UserDb: Send + Sync {
 /// True if `name` could be a user name at all: not empty, at most 255
 /// bytes, no `/` (it names a file in the spool), no NUL or other control
 /// character, and no leading `-` (it would read as an option to tools).
-///
-/// Names failing this are answered "no such user" without asking NSS, so
-/// a hostile local part never reaches an NSS module.
-pub fn plausible_user_name(name: &str) -> bool {
+pub(crate) fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && !name.starts_with('-')
         && !name.chars().any(|c| c == '/' || c.is_control())
+}
+
+/// True if `name` could be a recipient postie delivers to: a
+/// [valid](valid_user_name) user name whose mailbox, `SPOOL/name`, is no
+/// other file of the spool's: not ending in `.lock` (the mailbox of a user
+/// `x.lock` is `x`'s dotlock, removed when it looks stale) and not
+/// starting with `.` (postie's journals and temporary lock files).
+///
+/// Names failing this are answered "no such user" (550 5.1.1) without
+/// asking NSS, so a hostile local part never reaches an NSS module; the
+/// delivery process checks every name it is sent again.
+pub fn plausible_user_name(name: &str) -> bool {
+    valid_user_name(name) && !name.ends_with(".lock") && !name.starts_with('.')
 }
 
 /// The system passwd database through NSS (`getpwnam_r`).
@@ -121,7 +131,7 @@ impl PasswdFile {
                 ));
             }
             let name = fields[0];
-            if !plausible_user_name(name) {
+            if !valid_user_name(name) {
                 return Err((line_no, format!("invalid user name {name:?}")));
             }
             let uid = fields[2]
@@ -142,7 +152,12 @@ impl PasswdFile {
 
 impl UserDb for PasswdFile {
     /// Exact match on the name; the first entry wins, as with getpwnam(3).
+    /// A name that is no [plausible](plausible_user_name) recipient is
+    /// never found, as with [`Nss`].
     fn lookup(&self, name: &str) -> Result<Option<User>, LookupError> {
+        if !plausible_user_name(name) {
+            return Ok(None);
+        }
         Ok(self.users.iter().find(|u| u.name == name).cloned())
     }
 }
@@ -945,6 +960,27 @@ self: self, jon
         );
     }
 
+    /// postie 5, item 5: a passwd file may hold a user named `x.lock` (the
+    /// system's may), but postie knows no such recipient: its mailbox
+    /// would be `x`'s dotlock.
+    #[test]
+    fn lock_named_users_are_no_recipients() {
+        let f = passwd_file(
+            "secvic:x:1000:1000::/home/s:/bin/sh\n\
+             secvic.lock:x:1001:1001::/home/l:/bin/sh\n\
+             .hidden:x:1002:1002::/home/h:/bin/sh\n",
+        );
+        let db = PasswdFile::load(f.path()).unwrap();
+        assert_eq!(db.lookup("secvic"), Ok(Some(user("secvic", 1000))));
+        assert_eq!(db.lookup("secvic.lock"), Ok(None));
+        assert_eq!(db.lookup(".hidden"), Ok(None));
+        let r = Recipients::new(domains(), Box::new(db), Some('+'), AliasFile::empty());
+        assert_eq!(resolve(&r, "secvic.lock", None), Resolution::Unknown);
+        assert_eq!(resolve(&r, "SecVic.Lock", None), Resolution::Unknown);
+        assert_eq!(resolve(&r, "secvic.lock+x", None), Resolution::Unknown);
+        assert_eq!(r.user("secvic.lock"), Ok(None));
+    }
+
     fn load_error(text: &str) -> (tempfile::NamedTempFile, io::Error) {
         let f = passwd_file(text);
         let e = PasswdFile::load(f.path()).unwrap_err();
@@ -1000,11 +1036,27 @@ self: self, jon
             "-rf",
             "\u{7f}x",
             &"a".repeat(256),
+            // postie 5, item 5: a dotlock's name, or hidden (where postie's
+            // journals and temporary lock files are).
+            "secvic.lock",
+            "jon.lock",
+            ".lock",
+            ".hidden",
+            ".postie-txn.1.2.0123456789abcdef",
         ] {
             assert!(!plausible_user_name(name), "{name:?}");
             assert_eq!(Nss.lookup(name), Ok(None), "{name:?}");
         }
-        for name in ["jon", "jon-doe", "a_b.c", "+foo", &"a".repeat(255)] {
+        for name in [
+            "jon",
+            "jon-doe",
+            "a_b.c",
+            "+foo",
+            "jon.locksmith",
+            "lock",
+            "a.",
+            &"a".repeat(255),
+        ] {
             assert!(plausible_user_name(name), "{name:?}");
         }
     }
