@@ -39,14 +39,37 @@ fn me() -> String {
         .unwrap_or_else(|| nix::unistd::getuid().to_string())
 }
 
-/// `postie sendmail` with the fixture's options, submitting to `socket`,
-/// then `args`.
+/// A configuration file of its own with the fixture's options, `socket`
+/// as the daemon's, and `extra` lines. The sendmail command line may not
+/// move the spool, passwd, aliases or socket: only this file does. Mode
+/// 644, owned by whoever runs the tests: root reads only a file root owns
+/// that nobody else may write.
+fn sendmail_conf(fx: &Fixture, socket: &Path, extra: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = fx.dir.path().join(format!("sendmail-{n}.conf"));
+    let text = format!(
+        "{}submit-socket = {}\n{extra}",
+        fx.config_lines(),
+        socket.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    path
+}
+
+/// `postie sendmail -C FILE ARGS`: the fixture's options and `socket` in
+/// FILE ([`sendmail_conf`]).
 fn sendmail(fx: &Fixture, socket: &Path, args: &[&str]) -> Command {
+    sendmail_with(fx, socket, "", args)
+}
+
+/// [`sendmail`] with `extra` lines in the configuration file.
+fn sendmail_with(fx: &Fixture, socket: &Path, extra: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin());
     cmd.arg("sendmail")
-        .args(fx.args())
-        .arg("--submit-socket")
-        .arg(socket)
+        .arg("-C")
+        .arg(sendmail_conf(fx, socket, extra))
         .args(args);
     cmd
 }
@@ -502,6 +525,142 @@ fn unknown_recipient_is_nouser_and_nobody_gets_it() {
     assert!(!fx.mailbox("jon").exists());
 }
 
+/// What the attacker of issue "postie 5" prepares: a configuration file
+/// that points the spool at a directory holding `authorized_keys`, a
+/// passwd file with a root-owned user of that name, and aliases sending
+/// `root` there. Returns the file and the target, which holds one line.
+fn evil_config(fx: &Fixture) -> (PathBuf, PathBuf) {
+    let evil = fx.dir.path().join("evil");
+    let ssh = evil.join("ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    let keys = ssh.join("authorized_keys");
+    std::fs::write(&keys, "ssh-ed25519 AAAA root@legit\n").unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    std::fs::write(
+        evil.join("passwd"),
+        format!("authorized_keys:x:{uid}:{gid}::/:/bin/sh\n"),
+    )
+    .unwrap();
+    std::fs::write(evil.join("aliases"), "root: authorized_keys\n").unwrap();
+    let conf = evil.join("evil.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "spool = {}\npasswd = {}\naliases = {}\nsubmit-socket = {}\n",
+            ssh.display(),
+            evil.join("passwd").display(),
+            evil.join("aliases").display(),
+            evil.join("no-daemon.sock").display(),
+        ),
+    )
+    .unwrap();
+    (conf, keys)
+}
+
+/// Issue "postie 5", the reviewer's exploit: a root cron job runs
+/// `sendmail -i root "$ARG"` with one argument an attacker chose,
+/// `-C/tmp/evil.conf`. Options end at the first recipient, so the argument
+/// is an address: it goes to the daemon as a RCPT (refused there, exit 67
+/// EX_NOUSER, named on stderr), and the evil file's socket, spool, passwd
+/// and aliases are never used. Run as any user (against a fake daemon).
+#[test]
+fn argument_after_a_recipient_is_an_address() {
+    let fx = Fixture::new();
+    let (evil, keys) = evil_config(&fx);
+    let mut daemon = FakeDaemon::with(Box::new(|cmd| {
+        cmd.starts_with("RCPT TO:<-C")
+            .then(|| format!("550 5.1.1 <{}>... User unknown", &cmd[9..cmd.len() - 1]))
+    }));
+    let arg = format!("-C{}", evil.display());
+    let out = run(
+        sendmail(&fx, &daemon.path, &["-i", "root", &arg]),
+        b"Subject: cron\n\nssh-ed25519 AAAA attacker\n",
+    );
+    assert_eq!(out.status.code(), Some(67), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{arg}... ")),
+        "{}",
+        stderr(&out)
+    );
+    let d = daemon.dialog();
+    assert!(d.contains(&"RCPT TO:<root>\r\n".to_owned()), "{d:?}");
+    assert!(d.contains(&format!("RCPT TO:<{arg}>\r\n")), "{d:?}");
+    assert_eq!(
+        std::fs::read_to_string(&keys).unwrap(),
+        "ssh-ed25519 AAAA root@legit\n"
+    );
+}
+
+/// The same exploit as root with no daemon, where root's sendmail delivers
+/// in-process: nothing is written to the target file; root's mail goes to
+/// root's mailbox under the trusted configuration.
+#[test]
+fn root_cron_with_an_attackers_argument_writes_nothing_there() {
+    if !need_root("root_cron_with_an_attackers_argument_writes_nothing_there") {
+        return;
+    }
+    let fx = Fixture::new();
+    let (evil, keys) = evil_config(&fx);
+    // The attacker owns the file.
+    std::os::unix::fs::chown(&evil, Some(65534), Some(65534)).unwrap();
+    let arg = format!("-C{}", evil.display());
+    let out = run(
+        sendmail(&fx, &no_socket(&fx), &["-i", "root", &arg]),
+        b"Subject: cron\n\nssh-ed25519 AAAA attacker\n",
+    );
+    assert_eq!(out.status.code(), Some(67), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{arg}... ")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&keys).unwrap(),
+        "ssh-ed25519 AAAA root@legit\n"
+    );
+    assert!(!keys.with_file_name("authorized_keys.lock").exists());
+}
+
+/// Root's `-C FILE` is read only if root owns FILE and nobody else may
+/// write it: an attacker's file, or root's own left writable, is refused
+/// with EX_CONFIG (78) before anything is read or delivered.
+#[test]
+fn root_refuses_a_config_file_others_may_write() {
+    if !need_root("root_refuses_a_config_file_others_may_write") {
+        return;
+    }
+    let fx = Fixture::new();
+    let (evil, keys) = evil_config(&fx);
+    std::os::unix::fs::chown(&evil, Some(65534), Some(65534)).unwrap();
+    let cmd = |conf: &Path| {
+        let mut c = Command::new(bin());
+        c.arg("sendmail").arg("-C").arg(conf).args(["-i", "root"]);
+        c
+    };
+    let out = run(cmd(&evil), b"Subject: x\n\nssh-ed25519 AAAA attacker\n");
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("owned by uid 65534"),
+        "{}",
+        stderr(&out)
+    );
+    std::os::unix::fs::chown(&evil, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = run(cmd(&evil), b"Subject: x\n\nssh-ed25519 AAAA attacker\n");
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("mode 666"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&keys).unwrap(),
+        "ssh-ed25519 AAAA root@legit\n"
+    );
+    // Root's own file, writable by root alone, is read.
+    std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(cmd(&evil), b"Subject: x\n\nfrom root\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
 /// Usage errors: no recipient without -t, an unknown flag, a bad value of
 /// one of postie's options. Each is EX_USAGE with a usage line.
 #[test]
@@ -511,7 +670,11 @@ fn usage_errors() {
         (&[][..], "no recipients"),
         (&["-Z", "jon"][..], "unknown option -Z"),
         (&["-bt", "jon"][..], "unknown option -bt"),
-        (&["jon", "-f"][..], "option -f needs a value"),
+        (&["-f"][..], "option -f needs a value"),
+        (
+            &["--spool", "/tmp", "jon"][..],
+            "option --spool cannot be given to sendmail",
+        ),
     ] {
         let out = run(sendmail(&fx, &no_socket(&fx), args), b"");
         assert_eq!(out.status.code(), Some(64), "{args:?}");
@@ -569,8 +732,9 @@ fn newaliases_checks_the_aliases_file() {
     )
     .unwrap();
     let aliases = fx.aliases().display().to_string();
+    let conf = sendmail_conf(&fx, &no_socket(&fx), "");
     let out = run(
-        Command::new(link(&fx, "newaliases")).args(["--aliases", &aliases]),
+        Command::new(link(&fx, "newaliases")).arg("-C").arg(conf),
         b"",
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -585,9 +749,12 @@ fn newaliases_checks_the_aliases_file() {
     assert!(stdout(&out).contains("2 aliases"), "{}", stdout(&out));
     // A directory cannot be read as a file, whoever we are.
     let out = run(
-        Command::new(bin())
-            .args(["sendmail", "-bi", "--aliases"])
-            .arg(fx.dir.path()),
+        sendmail_with(
+            &fx,
+            &no_socket(&fx),
+            &format!("aliases = {}\n", fx.dir.path().display()),
+            &["-bi"],
+        ),
         b"",
     );
     assert_eq!(out.status.code(), Some(78), "{}", stdout(&out));
@@ -630,15 +797,9 @@ fn sendmail_link_submits() {
     let fx = Fixture::new();
     let mut daemon = FakeDaemon::start();
     let mut cmd = Command::new(link(&fx, "sendmail"));
-    cmd.arg("--submit-socket").arg(&daemon.path).args([
-        "--hostname",
-        HOST,
-        "-oi",
-        "-f",
-        "<>",
-        "--",
-        "jon",
-    ]);
+    cmd.arg("-C")
+        .arg(sendmail_conf(&fx, &daemon.path, ""))
+        .args(["--hostname", HOST, "-oi", "-f", "<>", "--", "jon"]);
     let out = run(cmd, b"Subject: via link\n\nx\n");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let d = daemon.dialog();
@@ -647,8 +808,8 @@ fn sendmail_link_submits() {
     // `postie --opt ... sendmail ...`: options before the word count.
     let mut daemon = FakeDaemon::start();
     let mut cmd = Command::new(bin());
-    cmd.arg("--submit-socket")
-        .arg(&daemon.path)
+    cmd.arg("-C")
+        .arg(sendmail_conf(&fx, &daemon.path, ""))
         .args(["--hostname", HOST, "sendmail", "-t"]);
     let out = run(cmd, b"To: alice\nSubject: x\n\nx\n");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -741,12 +902,7 @@ fn snail_sends_through_sendmail() {
         Some(d) => d.path.clone(),
         None => no_socket(&fx),
     };
-    let mta_args = fx
-        .args()
-        .into_iter()
-        .chain(["--submit-socket".into(), socket.display().to_string()])
-        .collect::<Vec<_>>()
-        .join(" ");
+    let mta_args = format!("-C {}", sendmail_conf(&fx, &socket, "").display());
     let mut cmd = Command::new("s-nail");
     cmd.args(["-#", "-:/", "-S", "sendwait", "-S"])
         .arg(format!("mta={}", link(&fx, "sendmail").display()))
@@ -828,9 +984,13 @@ fn cron_like_submission_through_the_real_daemon() {
 fn bd_serves_on_the_configured_listen_address() {
     let fx = Fixture::new();
     let port = free_port();
-    let conf = fx.write_config(&format!("listen = 127.0.0.1:{port}\n"));
     let sock = fx.dir.path().join("bd.sock");
-    let cmd = sendmail(&fx, &sock, &["-C", conf.to_str().unwrap(), "-bd"]);
+    let cmd = sendmail_with(
+        &fx,
+        &sock,
+        &format!("listen = 127.0.0.1:{port}\n"),
+        &["-bd"],
+    );
     let srv = Server::spawn_at(cmd, format!("127.0.0.1:{port}").parse().unwrap());
     let mut c = srv.connect();
     assert_eq!(c.reply().code, 220);
