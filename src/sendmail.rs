@@ -559,11 +559,12 @@ fn submit(inv: &Invocation) -> u8 {
         }
     };
     match result {
-        Ok(_) => EX_OK,
+        Ok(sent) => {
+            eprint!("{}", sent.report());
+            sent.exit_code()
+        }
         Err(e) => {
-            for line in e.to_string().lines() {
-                eprintln!("postie: {line}");
-            }
+            eprint!("{}", e.report());
             e.exit_code()
         }
     }
@@ -583,7 +584,7 @@ fn over_socket(
     env: &Envelope,
     data: &[u8],
     trace: bool,
-) -> Result<client::Reply, client::Error> {
+) -> Result<client::Sent, client::Error> {
     s.set_read_timeout(Some(REPLY_TIMEOUT))?;
     s.set_write_timeout(Some(REPLY_TIMEOUT))?;
     client::submit(BufReader::new(s), s, env, data, trace)
@@ -612,7 +613,7 @@ fn in_process(
     env: &Envelope,
     data: &[u8],
     trace: bool,
-) -> Result<Result<client::Reply, client::Error>, u8> {
+) -> Result<Result<client::Sent, client::Error>, u8> {
     let service = config::service(opts).map_err(|e| {
         eprintln!("postie: {e}; message not sent");
         EX_CONFIG
