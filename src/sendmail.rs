@@ -735,7 +735,10 @@ fn verify(opts: &Options, recipients: &[String]) -> u8 {
                 println!("{r}... deliverable: local user{s} {}", names.join(", "));
             }
             Resolution::Unknown => {
-                println!("{r}... User unknown");
+                match service.recipients.why_unknown(&mailbox) {
+                    Some(why) => println!("{r}... User unknown ({why})"),
+                    None => println!("{r}... User unknown"),
+                }
                 permanent = true;
             }
             Resolution::NotLocal => {

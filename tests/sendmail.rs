@@ -846,6 +846,16 @@ fn bv_verifies_recipients() {
     let o = stdout(&out);
     assert!(o.contains("elvis... User unknown\n"), "{o}");
     assert!(o.contains("x@relay.example... not deliverable"), "{o}");
+    // An alias to a program only: programs are not enabled, and -bv says
+    // so rather than that none of its users exists.
+    std::fs::write(fx.aliases(), "reports: \"|/usr/local/bin/file-report\"\n").unwrap();
+    let out = run(sendmail(&fx, &no_socket(&fx), &["-bv", "reports"]), b"");
+    assert_eq!(out.status.code(), Some(67));
+    assert_eq!(
+        stdout(&out),
+        "reports... User unknown (alias reports: \"|/usr/local/bin/file-report\": \
+         program targets are not enabled)\n"
+    );
 }
 
 /// Called `sendmail` (a link), with postie's options before the flags
