@@ -251,9 +251,8 @@ pub fn parse(call: Call) -> Result<Invocation, ParseError> {
         argv.pop();
     }
     if let Some(file) = &flags.config {
-        // `-C FILE` is postie's configuration file, if this postie has one
-        // (the `cli` option with the short name C). Until then it is
-        // accepted and ignored, as sendmail's own -C would be meaningless.
+        // `-C FILE` is postie's configuration file (the `cli` option with
+        // the short name C); root reads it only if root owns it (below).
         if let Some(c) = cmd.get_arguments().find(|a| a.get_short() == Some('C')) {
             let mut arg = match c.get_long() {
                 Some(l) => OsString::from(format!("--{l}=")),
