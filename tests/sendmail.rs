@@ -25,8 +25,13 @@ fn is_root() -> bool {
 
 /// True if running as root; else prints why `test` is skipped.
 fn need_root(test: &str) -> bool {
+    need_root_for(test, "direct delivery without a daemon")
+}
+
+/// [`need_root`] for another reason, `why`.
+fn need_root_for(test: &str, why: &str) -> bool {
     if !is_root() {
-        eprintln!("SKIP {test}: needs root (direct delivery without a daemon)");
+        eprintln!("SKIP {test}: needs root ({why})");
     }
     is_root()
 }
@@ -686,7 +691,10 @@ fn root_cron_with_an_attackers_argument_writes_nothing_there() {
 /// with EX_CONFIG (78) before anything is read or delivered.
 #[test]
 fn root_refuses_a_config_file_others_may_write() {
-    if !need_root("root_refuses_a_config_file_others_may_write") {
+    if !need_root_for(
+        "root_refuses_a_config_file_others_may_write",
+        "only root's -C file is vetted, and only root can give files away",
+    ) {
         return;
     }
     let fx = Fixture::new();
