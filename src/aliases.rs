@@ -93,6 +93,23 @@ pub struct Expansion {
     /// TARGET: why`), in the order met; already logged by
     /// [`Aliases::expand`].
     pub refused: Vec<String>,
+    /// The same refusals, short: `TARGET: why`.
+    pub reasons: Vec<String>,
+}
+
+impl Expansion {
+    /// Why the expansion reaches no user, for a report that the alias is
+    /// an unknown recipient: its leaves are no users (`none of its users
+    /// exists`) and/or its targets were refused (`"|/usr/bin/prog":
+    /// program targets are not enabled`).
+    pub fn why_nobody(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.users.is_empty() || self.reasons.is_empty() {
+            parts.push("none of its users exists");
+        }
+        parts.extend(self.reasons.iter().map(String::as_str));
+        parts.join("; ")
+    }
 }
 
 impl Aliases {
@@ -190,6 +207,7 @@ impl Aliases {
             path: Vec::new(),
             users: Vec::new(),
             refused: Vec::new(),
+            reasons: Vec::new(),
             visits: 0,
         };
         walk.visit(name, None);
@@ -199,6 +217,7 @@ impl Aliases {
         Expansion {
             users,
             refused: walk.refused,
+            reasons: walk.reasons,
         }
     }
 }
@@ -399,6 +418,7 @@ struct Walk<'a> {
     path: Vec<&'a str>,
     users: Vec<&'a str>,
     refused: Vec<String>,
+    reasons: Vec<String>,
     visits: usize,
 }
 
@@ -447,9 +467,10 @@ impl<'a> Walk<'a> {
                         self.refuse(here, target, "not a local domain; not relayed");
                     }
                 }
-                Target::Command(_) => self.refuse(here, target, "delivery to programs is disabled"),
-                Target::File(_) => self.refuse(here, target, "delivery to files is disabled"),
-                Target::Include(_) => self.refuse(here, target, ":include: is disabled"),
+                // postie delivers to mailboxes only, for now.
+                Target::Command(_) => self.refuse(here, target, "program targets are not enabled"),
+                Target::File(_) => self.refuse(here, target, "file targets are not enabled"),
+                Target::Include(_) => self.refuse(here, target, ":include: is not enabled"),
             }
         }
         self.path.pop();
@@ -464,6 +485,7 @@ impl<'a> Walk<'a> {
         };
         log::warn!("{line}");
         self.refused.push(line);
+        self.reasons.push(format!("{target}: {why}"));
     }
 }
 
@@ -934,14 +956,37 @@ shared: zed
         assert_eq!(e.users, ["jon"]);
         assert_eq!(e.refused.len(), 4, "{:?}", e.refused);
         for (r, what) in e.refused.iter().zip([
-            "\"|/usr/bin/prog\": delivery to programs",
-            "/var/spool/f: delivery to files",
-            ":include:/etc/l: :include:",
+            "\"|/usr/bin/prog\": program targets are not enabled",
+            "/var/spool/f: file targets are not enabled",
+            ":include:/etc/l: :include: is not enabled",
             "x@example.com: not a local domain",
         ]) {
             assert!(r.starts_with("/etc/aliases:2: alias list: "), "{r:?}");
             assert!(r.contains(what), "{r:?} should mention {what:?}");
         }
+    }
+
+    /// "A new user's first hour": an alias to `|prog` alone was reported
+    /// as "none of its users exists"; the report says that program
+    /// targets are not enabled.
+    #[test]
+    fn why_an_alias_reaches_nobody() {
+        let (aliases, _) = Aliases::parse(
+            "pipe: \"|/usr/bin/prog\"\nghost: nobody-here\nboth: ghost, /tmp/f\n",
+            "/etc/aliases",
+        );
+        assert_eq!(
+            expand(&aliases, "pipe").why_nobody(),
+            "\"|/usr/bin/prog\": program targets are not enabled"
+        );
+        assert_eq!(
+            expand(&aliases, "ghost").why_nobody(),
+            "none of its users exists"
+        );
+        assert_eq!(
+            expand(&aliases, "both").why_nobody(),
+            "none of its users exists; /tmp/f: file targets are not enabled"
+        );
     }
 
     /// `a0: a1`, `a1: a2`, ... `a{n-1}: jon`: n aliases deep.
@@ -967,6 +1012,7 @@ shared: zed
             Expansion {
                 users: strings(&["jon"]),
                 refused: vec![],
+                reasons: vec![],
             }
         );
 

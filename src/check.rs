@@ -584,8 +584,10 @@ fn recipient(
     let users = match service.recipients.resolve(&mailbox) {
         Resolution::Local(users) => users,
         Resolution::Unknown => {
-            let why = alias_of(o, aliases, &mailbox)
-                .map(|name| format!(" (alias {name}: none of its users exists)"))
+            let why = service
+                .recipients
+                .why_unknown(&mailbox)
+                .map(|why| format!(" ({why})"))
                 .unwrap_or_default();
             return r.error(
                 Verdict::NoUser,
@@ -862,6 +864,16 @@ mod tests {
         assert_eq!(
             r.texts(Level::Error),
             ["empty: 550 5.1.1 user unknown (alias empty: none of its users exists)"]
+        );
+        // An alias to a program alone: say why, not "none of its users".
+        std::fs::write(s.dir.path().join("aliases"), "pipe: \"|/bin/prog\"\n").unwrap();
+        let r = s.run(&[], Some("pipe"));
+        assert_eq!(r.verdict, Verdict::NoUser);
+        assert_eq!(
+            r.texts(Level::Error),
+            [
+                "pipe: 550 5.1.1 user unknown (alias pipe: \"|/bin/prog\": program targets are not enabled)"
+            ]
         );
     }
 

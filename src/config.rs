@@ -325,13 +325,29 @@ impl Loaded {
 /// `key = value`; an unknown key; a key other than `domain` and `listen`
 /// set twice; a value the option's parser refuses. Each names `FILE:LINE`.
 pub fn load(cl: CommandLine) -> Result<Loaded, ConfigError> {
+    load_vetted(cl, &|_| Ok(()))
+}
+
+/// [`load`], asking `vet` about the file before reading it: on the open
+/// file, so that the file vetted is the file read (the sendmail command
+/// line run by root reads only a file root owns: `sendmail::root_may_read`).
+pub fn load_vetted(
+    cl: CommandLine,
+    vet: &dyn Fn(&std::fs::Metadata) -> Result<(), String>,
+) -> Result<Loaded, ConfigError> {
     let (path, explicit) = match &cl.cli.opts.config {
         Some(p) => (p.clone(), true),
         None => (PathBuf::from(DEFAULT_FILE), false),
     };
     let source = path.display().to_string();
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
+    let read = |mut f: std::fs::File| -> Result<Vec<u8>, String> {
+        vet(&f.metadata().map_err(|e| e.to_string())?)?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut bytes).map_err(|e| e.to_string())?;
+        Ok(bytes)
+    };
+    let bytes = match std::fs::File::open(&path) {
+        Ok(f) => read(f).map_err(|why| ConfigError(format!("{source}: {why}")))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             return Ok(Loaded::without_file(cl.cli));
         }

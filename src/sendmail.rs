@@ -11,7 +11,11 @@
 //!   `SO_PEERCRED`; this works for any user, without a setuid binary;
 //! * when there is no daemon and we are root, to an in-process session
 //!   (`Service::run_session` on one end of a socket pair), which delivers
-//!   directly;
+//!   directly: root's cron mail on a host that runs postie from inetd
+//!   only. It reads only the system's configuration: the options that say
+//!   where mail goes ([`SYSTEM_OPTIONS`]) are refused on the command line,
+//!   and root reads a `-C` file only if root owns it ([`root_may_read`]);
+//!   the options end at the first recipient ([`args`]);
 //! * otherwise not at all: a clear message on stderr and EX_TEMPFAIL, never
 //!   a message lost in silence.
 //!
@@ -25,6 +29,7 @@ pub mod message;
 
 use std::ffi::OsString;
 use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -180,6 +185,52 @@ impl From<UsageError> for ParseError {
     }
 }
 
+/// postie's options that the sendmail command line may not set, before or
+/// after the word `sendmail`: where mailboxes are written, whose passwd
+/// and aliases say who a recipient is, which daemon gets the message,
+/// where messages are spooled, the mode of new mailboxes, who the
+/// privilege-separated side runs as, and when another program's dotlock
+/// may be broken. Root runs sendmail from cron and scripts, with arguments
+/// it did not all write; these come from the configuration file only.
+/// Every other option of postie's is harmless per call (a test checks that
+/// each option is in one list or the other).
+pub const SYSTEM_OPTIONS: &[&str] = &[
+    "spool",
+    "passwd",
+    "aliases",
+    "submit-socket",
+    "mailbox-mode",
+    "temp-dir",
+    "user",
+    "group",
+    "stale-lock",
+];
+
+/// Whether root may read a configuration file owned by `uid`, with `mode`:
+/// only a regular file that root owns and nobody else may write. Anyone
+/// else who could write it would choose root's spool, passwd and aliases.
+/// (sendmail 8 gives up its privileges for `-C`, which for root changes
+/// nothing; Postfix's sendmail honours root's `-C` as it is. Here root's
+/// sendmail may deliver in-process, so the file is vetted instead.)
+pub fn root_may_read(uid: u32, mode: u32, is_file: bool) -> Result<(), String> {
+    if !is_file {
+        return Err("not a regular file; root reads only a file root owns".into());
+    }
+    if uid != 0 {
+        return Err(format!(
+            "owned by uid {uid}; root reads only a configuration file root owns"
+        ));
+    }
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "mode {:03o} lets others write it; root reads only a configuration file \
+             nobody else may write",
+            mode & 0o7777
+        ));
+    }
+    Ok(())
+}
+
 /// Parses the sendmail flags, then postie's options (those before the
 /// sendmail arguments and the long ones among them) through [`cli::parse`],
 /// so that they mean and check the same as everywhere else.
@@ -200,9 +251,8 @@ pub fn parse(call: Call) -> Result<Invocation, ParseError> {
         argv.pop();
     }
     if let Some(file) = &flags.config {
-        // `-C FILE` is postie's configuration file, if this postie has one
-        // (the `cli` option with the short name C). Until then it is
-        // accepted and ignored, as sendmail's own -C would be meaningless.
+        // `-C FILE` is postie's configuration file (the `cli` option with
+        // the short name C); root reads it only if root owns it (below).
         if let Some(c) = cmd.get_arguments().find(|a| a.get_short() == Some('C')) {
             let mut arg = match c.get_long() {
                 Some(l) => OsString::from(format!("--{l}=")),
@@ -219,7 +269,20 @@ pub fn parse(call: Call) -> Result<Invocation, ParseError> {
     // The configuration file goes beneath the command line, as for
     // every other mode.
     let cl = cli::command_line(argv).map_err(ParseError::Cli)?;
-    let loaded = crate::config::load(cl).map_err(ParseError::Config)?;
+    for name in SYSTEM_OPTIONS {
+        let id = cmd.get_arguments().find(|a| a.get_long() == Some(name));
+        if id.is_some_and(|a| cl.given(a.get_id().as_str())) {
+            return Err(UsageError::SystemOption(format!("--{name}")).into());
+        }
+    }
+    let loaded = if nix::unistd::geteuid().is_root() {
+        crate::config::load_vetted(cl, &|m| {
+            root_may_read(m.uid(), m.mode(), m.file_type().is_file())
+        })
+    } else {
+        crate::config::load(cl)
+    }
+    .map_err(ParseError::Config)?;
     let listen = match loaded.cli.mode {
         cli::Mode::Serve { listen } => listen,
         _ => Vec::new(),
@@ -495,11 +558,12 @@ fn submit(inv: &Invocation) -> u8 {
         }
     };
     match result {
-        Ok(_) => EX_OK,
+        Ok(sent) => {
+            eprint!("{}", sent.report());
+            sent.exit_code()
+        }
         Err(e) => {
-            for line in e.to_string().lines() {
-                eprintln!("postie: {line}");
-            }
+            eprint!("{}", e.report());
             e.exit_code()
         }
     }
@@ -519,7 +583,7 @@ fn over_socket(
     env: &Envelope,
     data: &[u8],
     trace: bool,
-) -> Result<client::Reply, client::Error> {
+) -> Result<client::Sent, client::Error> {
     s.set_read_timeout(Some(REPLY_TIMEOUT))?;
     s.set_write_timeout(Some(REPLY_TIMEOUT))?;
     client::submit(BufReader::new(s), s, env, data, trace)
@@ -548,7 +612,7 @@ fn in_process(
     env: &Envelope,
     data: &[u8],
     trace: bool,
-) -> Result<Result<client::Reply, client::Error>, u8> {
+) -> Result<Result<client::Sent, client::Error>, u8> {
     let service = config::service(opts).map_err(|e| {
         eprintln!("postie: {e}; message not sent");
         EX_CONFIG
@@ -670,7 +734,10 @@ fn verify(opts: &Options, recipients: &[String]) -> u8 {
                 println!("{r}... deliverable: local user{s} {}", names.join(", "));
             }
             Resolution::Unknown => {
-                println!("{r}... User unknown");
+                match service.recipients.why_unknown(&mailbox) {
+                    Some(why) => println!("{r}... User unknown ({why})"),
+                    None => println!("{r}... User unknown"),
+                }
                 permanent = true;
             }
             Resolution::NotLocal => {
@@ -790,8 +857,8 @@ mod tests {
     fn postie_options_in_both_places() {
         let c = Call::from_argv(&os(&[
             "postie",
-            "--spool",
-            "/tmp/a",
+            "--domain",
+            "a.example",
             "sendmail",
             "-t",
             "--hostname",
@@ -801,7 +868,7 @@ mod tests {
         .unwrap();
         let inv = parse(c).unwrap();
         assert!(inv.flags.extract);
-        assert_eq!(inv.opts.spool, Path::new("/tmp/a"));
+        assert_eq!(inv.opts.domains, vec!["a.example".to_owned()]);
         assert_eq!(inv.opts.hostname.as_deref(), Some("h.example"));
         assert_eq!(inv.opts.max_size, 1000);
         assert_eq!(inv.opts.submit_socket, Path::new("/run/postie/submit.sock"));
@@ -810,6 +877,90 @@ mod tests {
         assert!(matches!(parse(c), Err(ParseError::Cli(_))));
         let c = Call::from_argv(&os(&["sendmail", "-X"])).unwrap();
         assert!(matches!(parse(c), Err(ParseError::Usage(_))));
+    }
+
+    /// Issue "postie 5": a root cron job passed an attacker's argument
+    /// that moved the spool, passwd and aliases. Those options are the
+    /// configuration file's alone, wherever they stand on the command line.
+    #[test]
+    fn system_options_are_refused_anywhere() {
+        for argv in [
+            &["sendmail", "--spool", "/root/.ssh", "jon"][..],
+            &["sendmail", "--passwd=/tmp/p", "jon"],
+            &["postie", "--aliases", "/tmp/a", "sendmail", "jon"],
+            &["postie", "sendmail", "--submit-socket=/tmp/s", "-bs"],
+            &["sendmail", "--temp-dir", "/tmp", "-bd"],
+            &["sendmail", "--mailbox-mode=666", "jon"],
+            &["postie", "--user", "jon", "sendmail", "-bs"],
+            &["sendmail", "--stale-lock", "0", "jon"],
+        ] {
+            let c = Call::from_argv(&os(argv)).unwrap();
+            match parse(c) {
+                Err(ParseError::Usage(UsageError::SystemOption(o))) => {
+                    assert!(argv.iter().any(|a| a.starts_with(&o)), "{argv:?}: {o}")
+                }
+                other => panic!("{argv:?}: {other:?}"),
+            }
+        }
+        // After the first recipient it is no option at all.
+        let c = Call::from_argv(&os(&["sendmail", "jon", "--spool=/root/.ssh"])).unwrap();
+        let inv = parse(c).unwrap();
+        assert_eq!(inv.flags.recipients, vec!["jon", "--spool=/root/.ssh"]);
+        assert_eq!(inv.opts.spool, Path::new("/var/mail"));
+    }
+
+    /// Each of postie's options is either a system option or one that
+    /// may be set per call: a new option must be put in one list.
+    #[test]
+    fn every_option_is_classified() {
+        const PER_CALL: &[&str] = &[
+            "config",
+            "hostname",
+            "domain",
+            "max-size",
+            "max-recipients",
+            "max-line",
+            "max-errors",
+            "max-connections",
+            "max-per-client",
+            "timeout-command",
+            "timeout-data",
+            "timeout-data-end",
+            "lock-timeout",
+            "spill-threshold",
+            "shutdown-grace",
+            "bare-lf",
+            "quoting",
+            "extension-delimiter",
+            "log",
+            "log-level",
+        ];
+        let cmd = cli::Cli::command();
+        for a in cmd.get_arguments() {
+            let Some(long) = a.get_long() else { continue };
+            if long == "help" || long == "version" {
+                continue;
+            }
+            let system = SYSTEM_OPTIONS.contains(&long);
+            assert!(
+                system != PER_CALL.contains(&long),
+                "--{long}: put it in SYSTEM_OPTIONS or PER_CALL"
+            );
+        }
+    }
+
+    #[test]
+    fn root_reads_only_files_root_owns() {
+        assert_eq!(root_may_read(0, 0o100644, true), Ok(()));
+        assert_eq!(root_may_read(0, 0o100600, true), Ok(()));
+        assert_eq!(root_may_read(0, 0o100755, true), Ok(()));
+        let e = root_may_read(1000, 0o100644, true).unwrap_err();
+        assert!(e.contains("owned by uid 1000"), "{e}");
+        let e = root_may_read(0, 0o100664, true).unwrap_err();
+        assert!(e.contains("mode 664"), "{e}");
+        let e = root_may_read(0, 0o100646, true).unwrap_err();
+        assert!(e.contains("mode 646"), "{e}");
+        assert!(root_may_read(0, 0o010644, false).is_err());
     }
 
     #[test]

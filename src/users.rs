@@ -449,7 +449,10 @@ impl Recipients {
                     Err(e) => Resolution::TempFail(e.0),
                 };
             }
-            log::warn!("alias {name}: no user exists; recipient refused");
+            log::warn!(
+                "alias {name}: {}; recipient refused",
+                expansion.why_nobody()
+            );
             return Resolution::Unknown;
         }
         users.sort_by(|a, b| a.name.cmp(&b.name));
@@ -465,6 +468,21 @@ impl Recipients {
             uid: 0,
             gid: 0,
         }))
+    }
+
+    /// Why `to`, which [`Recipients::resolve`] finds unknown, reaches
+    /// nobody, if it is an alias: `alias pipe: "|/usr/bin/prog": program
+    /// targets are not enabled`, or `alias staff: none of its users
+    /// exists`. `None` if it is no alias (or the aliases cannot be read).
+    pub fn why_unknown(&self, to: &Mailbox) -> Option<String> {
+        let local = to.local.to_ascii_lowercase();
+        let name = self.strip_extension(&local);
+        let aliases = self.aliases.get().ok()?;
+        if !aliases.contains(name) {
+            return None;
+        }
+        let expansion = aliases.expand(name, &|domain| self.domains.is_local(domain));
+        Some(format!("alias {name}: {}", expansion.why_nobody()))
     }
 
     /// Re-reads the aliases file now (SIGHUP).

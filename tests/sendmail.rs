@@ -25,8 +25,13 @@ fn is_root() -> bool {
 
 /// True if running as root; else prints why `test` is skipped.
 fn need_root(test: &str) -> bool {
+    need_root_for(test, "direct delivery without a daemon")
+}
+
+/// [`need_root`] for another reason, `why`.
+fn need_root_for(test: &str, why: &str) -> bool {
     if !is_root() {
-        eprintln!("SKIP {test}: needs root (direct delivery without a daemon)");
+        eprintln!("SKIP {test}: needs root ({why})");
     }
     is_root()
 }
@@ -39,14 +44,37 @@ fn me() -> String {
         .unwrap_or_else(|| nix::unistd::getuid().to_string())
 }
 
-/// `postie sendmail` with the fixture's options, submitting to `socket`,
-/// then `args`.
+/// A configuration file of its own with the fixture's options, `socket`
+/// as the daemon's, and `extra` lines. The sendmail command line may not
+/// move the spool, passwd, aliases or socket: only this file does. Mode
+/// 644, owned by whoever runs the tests: root reads only a file root owns
+/// that nobody else may write.
+fn sendmail_conf(fx: &Fixture, socket: &Path, extra: &str) -> PathBuf {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = fx.dir.path().join(format!("sendmail-{n}.conf"));
+    let text = format!(
+        "{}submit-socket = {}\n{extra}",
+        fx.config_lines(),
+        socket.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    path
+}
+
+/// `postie sendmail -C FILE ARGS`: the fixture's options and `socket` in
+/// FILE ([`sendmail_conf`]).
 fn sendmail(fx: &Fixture, socket: &Path, args: &[&str]) -> Command {
+    sendmail_with(fx, socket, "", args)
+}
+
+/// [`sendmail`] with `extra` lines in the configuration file.
+fn sendmail_with(fx: &Fixture, socket: &Path, extra: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin());
     cmd.arg("sendmail")
-        .args(fx.args())
-        .arg("--submit-socket")
-        .arg(socket)
+        .arg("-C")
+        .arg(sendmail_conf(fx, socket, extra))
         .args(args);
     cmd
 }
@@ -302,27 +330,59 @@ fn submits_to_the_daemon_socket() {
     assert_eq!(d.len(), end + 2);
 }
 
-/// A refused recipient: the transaction is reset, no DATA is sent, the
-/// refused address is named on stderr, and the exit status is EX_NOUSER.
-/// Other refusals map to other sysexits codes.
+/// Refusals map to sysexits codes and are named on stderr. A recipient
+/// refused for good does not stop the message to the others (DATA is
+/// sent; the refusal is printed in sendmail's words: `elvis... User
+/// unknown`); one refused for now stops it (RSET, no DATA, 75).
 #[test]
 fn daemon_refusals_map_to_exit_codes() {
-    let cases: Vec<(&str, &str, i32)> = vec![
-        ("RCPT TO:<elvis>", "550 5.1.1 <elvis>... User unknown", 67),
-        ("RCPT TO:<elvis>", "451 4.3.0 try later", 75),
+    let cases: Vec<(&str, &str, i32, &str)> = vec![
+        (
+            "RCPT TO:<elvis>",
+            "550 5.1.1 <elvis>... User unknown",
+            67,
+            "elvis... User unknown\n",
+        ),
+        (
+            "RCPT TO:<elvis>",
+            "451 4.3.0 try later",
+            75,
+            "elvis... try later\n",
+        ),
         (
             "RCPT TO:<elvis>",
             "550 5.7.1 <elvis>... Relaying denied",
             69,
+            "elvis... Relaying denied\n",
         ),
-        ("MAIL", "501 5.1.7 bad sender", 65),
-        (".", "552 5.3.4 Message size exceeds fixed limit", 65),
-        (".", "452 4.3.1 Insufficient system storage", 75),
-        (".", "554 5.0.0 no", 69),
-        ("DATA", "554 5.5.1 No valid recipients", 69),
-        ("EHLO", "421 4.3.2 shutting down", 75),
+        ("MAIL", "501 5.1.7 bad sender", 65, "501 5.1.7 bad sender"),
+        (
+            ".",
+            "552 5.3.4 Message size exceeds fixed limit",
+            65,
+            "552 5.3.4 Message size exceeds fixed limit",
+        ),
+        (
+            ".",
+            "452 4.3.1 Insufficient system storage",
+            75,
+            "452 4.3.1 Insufficient system storage",
+        ),
+        (".", "554 5.0.0 no", 69, "554 5.0.0 no"),
+        (
+            "DATA",
+            "554 5.5.1 No valid recipients",
+            69,
+            "554 5.5.1 No valid recipients",
+        ),
+        (
+            "EHLO",
+            "421 4.3.2 shutting down",
+            75,
+            "421 4.3.2 shutting down",
+        ),
     ];
-    for (when, reply, code) in cases {
+    for (when, reply, code, says) in cases {
         let fx = Fixture::new();
         let (w, r) = (when.to_owned(), reply.to_owned());
         let mut daemon =
@@ -338,15 +398,15 @@ fn daemon_refusals_map_to_exit_codes() {
             stderr(&out)
         );
         assert!(
-            stderr(&out).contains(reply),
+            stderr(&out).contains(says),
             "{when} {reply}: {}",
             stderr(&out)
         );
         let d = daemon.dialog();
         if when.starts_with("RCPT") {
-            assert!(stderr(&out).contains("elvis... "), "{}", stderr(&out));
-            assert!(!d.contains(&"DATA\r\n".to_owned()), "{d:?}");
-            assert!(d.contains(&"RSET\r\n".to_owned()), "{d:?}");
+            let data = d.contains(&"DATA\r\n".to_owned());
+            assert_eq!(data, reply.starts_with('5'), "{d:?}");
+            assert_eq!(d.contains(&"RSET\r\n".to_owned()), !data, "{d:?}");
         }
         if when != "EHLO" {
             assert_eq!(d.last().map(String::as_str), Some("QUIT\r\n"), "{d:?}");
@@ -481,11 +541,12 @@ fn lone_dot_ends_input_unless_i() {
     }
 }
 
-/// An unknown recipient: EX_NOUSER, the address on stderr, and the others
-/// get nothing either (all or nothing).
+/// "A new user's first hour": `sendmail jon elvis` as root without a
+/// daemon delivers to jon, prints `elvis... User unknown` (sendmail's
+/// words) and exits 67 (EX_NOUSER), as sendmail 8 does.
 #[test]
-fn unknown_recipient_is_nouser_and_nobody_gets_it() {
-    if !need_root("unknown_recipient_is_nouser_and_nobody_gets_it") {
+fn unknown_recipient_is_reported_and_the_others_get_it() {
+    if !need_root("unknown_recipient_is_reported_and_the_others_get_it") {
         return;
     }
     let fx = Fixture::new();
@@ -495,11 +556,175 @@ fn unknown_recipient_is_nouser_and_nobody_gets_it() {
     );
     assert_eq!(out.status.code(), Some(67), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("elvis... 550 5.1.1"),
+        stderr(&out).lines().any(|l| l == "elvis... User unknown"),
         "{}",
         stderr(&out)
     );
-    assert!(!fx.mailbox("jon").exists());
+    assert_eq!(body_of(&fx, "jon", 0), "y\n");
+}
+
+/// The same through the real daemon, as any user (nobody when the tests
+/// run as root): the good recipient gets the message.
+#[test]
+fn unknown_recipient_through_the_daemon() {
+    let fx = Fixture::new();
+    open_to_all(&fx);
+    let sock = fx.dir.path().join("submit.sock");
+    let srv = Server::start(&fx, &["--submit-socket", sock.to_str().unwrap()]);
+    assert!(
+        wait_for(Duration::from_secs(5), || sock.exists()),
+        "{}",
+        srv.log()
+    );
+    let test = "unknown_recipient_through_the_daemon";
+    let Some(cmd) = unprivileged(sendmail(&fx, &sock, &["-i", "jon", "nosuchuser"]), test) else {
+        return;
+    };
+    let out = run(cmd, b"Subject: first hour\n\nhello\n");
+    assert_eq!(out.status.code(), Some(67), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "nosuchuser... User unknown\n");
+    assert_eq!(body_of(&fx, "jon", 0), "hello\n");
+}
+
+/// What the attacker of issue "postie 5" prepares: a configuration file
+/// that points the spool at a directory holding `authorized_keys`, a
+/// passwd file with a root-owned user of that name, and aliases sending
+/// `root` there. Returns the file and the target, which holds one line.
+fn evil_config(fx: &Fixture) -> (PathBuf, PathBuf) {
+    let evil = fx.dir.path().join("evil");
+    let ssh = evil.join("ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    let keys = ssh.join("authorized_keys");
+    std::fs::write(&keys, "ssh-ed25519 AAAA root@legit\n").unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let uid = nix::unistd::geteuid().as_raw();
+    let gid = nix::unistd::getegid().as_raw();
+    std::fs::write(
+        evil.join("passwd"),
+        format!("authorized_keys:x:{uid}:{gid}::/:/bin/sh\n"),
+    )
+    .unwrap();
+    std::fs::write(evil.join("aliases"), "root: authorized_keys\n").unwrap();
+    let conf = evil.join("evil.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "spool = {}\npasswd = {}\naliases = {}\nsubmit-socket = {}\n",
+            ssh.display(),
+            evil.join("passwd").display(),
+            evil.join("aliases").display(),
+            evil.join("no-daemon.sock").display(),
+        ),
+    )
+    .unwrap();
+    (conf, keys)
+}
+
+/// Issue "postie 5", the reviewer's exploit: a root cron job runs
+/// `sendmail -i root "$ARG"` with one argument an attacker chose,
+/// `-C/tmp/evil.conf`. Options end at the first recipient, so the argument
+/// is an address: it goes to the daemon as a RCPT (refused there, exit 67
+/// EX_NOUSER, named on stderr), and the evil file's socket, spool, passwd
+/// and aliases are never used. Run as any user (against a fake daemon).
+#[test]
+fn argument_after_a_recipient_is_an_address() {
+    let fx = Fixture::new();
+    let (evil, keys) = evil_config(&fx);
+    let mut daemon = FakeDaemon::with(Box::new(|cmd| {
+        cmd.starts_with("RCPT TO:<-C")
+            .then(|| format!("550 5.1.1 <{}>... User unknown", &cmd[9..cmd.len() - 1]))
+    }));
+    let arg = format!("-C{}", evil.display());
+    let out = run(
+        sendmail(&fx, &daemon.path, &["-i", "root", &arg]),
+        b"Subject: cron\n\nssh-ed25519 AAAA attacker\n",
+    );
+    assert_eq!(out.status.code(), Some(67), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{arg}... User unknown\n")),
+        "{}",
+        stderr(&out)
+    );
+    let d = daemon.dialog();
+    assert!(d.contains(&"RCPT TO:<root>\r\n".to_owned()), "{d:?}");
+    assert!(d.contains(&format!("RCPT TO:<{arg}>\r\n")), "{d:?}");
+    assert_eq!(
+        std::fs::read_to_string(&keys).unwrap(),
+        "ssh-ed25519 AAAA root@legit\n"
+    );
+}
+
+/// The same exploit as root with no daemon, where root's sendmail delivers
+/// in-process: nothing is written to the target file; root's mail goes to
+/// root's mailbox under the trusted configuration.
+#[test]
+fn root_cron_with_an_attackers_argument_writes_nothing_there() {
+    if !need_root("root_cron_with_an_attackers_argument_writes_nothing_there") {
+        return;
+    }
+    let fx = Fixture::new();
+    let (evil, keys) = evil_config(&fx);
+    // The attacker owns the file.
+    std::os::unix::fs::chown(&evil, Some(65534), Some(65534)).unwrap();
+    let arg = format!("-C{}", evil.display());
+    let out = run(
+        sendmail(&fx, &no_socket(&fx), &["-i", "root", &arg]),
+        b"Subject: cron\n\nssh-ed25519 AAAA attacker\n",
+    );
+    assert_eq!(out.status.code(), Some(67), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{arg}... User unknown\n")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&keys).unwrap(),
+        "ssh-ed25519 AAAA root@legit\n"
+    );
+    assert!(!keys.with_file_name("authorized_keys.lock").exists());
+    // root's own mail went where the trusted configuration says.
+    assert_eq!(body_of(&fx, "root", 0), "ssh-ed25519 AAAA attacker\n");
+}
+
+/// Root's `-C FILE` is read only if root owns FILE and nobody else may
+/// write it: an attacker's file, or root's own left writable, is refused
+/// with EX_CONFIG (78) before anything is read or delivered.
+#[test]
+fn root_refuses_a_config_file_others_may_write() {
+    if !need_root_for(
+        "root_refuses_a_config_file_others_may_write",
+        "only root's -C file is vetted, and only root can give files away",
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let (evil, keys) = evil_config(&fx);
+    std::os::unix::fs::chown(&evil, Some(65534), Some(65534)).unwrap();
+    let cmd = |conf: &Path| {
+        let mut c = Command::new(bin());
+        c.arg("sendmail").arg("-C").arg(conf).args(["-i", "root"]);
+        c
+    };
+    let out = run(cmd(&evil), b"Subject: x\n\nssh-ed25519 AAAA attacker\n");
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("owned by uid 65534"),
+        "{}",
+        stderr(&out)
+    );
+    std::os::unix::fs::chown(&evil, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = run(cmd(&evil), b"Subject: x\n\nssh-ed25519 AAAA attacker\n");
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("mode 666"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&keys).unwrap(),
+        "ssh-ed25519 AAAA root@legit\n"
+    );
+    // Root's own file, writable by root alone, is read.
+    std::fs::set_permissions(&evil, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(cmd(&evil), b"Subject: x\n\nfrom root\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 /// Usage errors: no recipient without -t, an unknown flag, a bad value of
@@ -511,7 +736,11 @@ fn usage_errors() {
         (&[][..], "no recipients"),
         (&["-Z", "jon"][..], "unknown option -Z"),
         (&["-bt", "jon"][..], "unknown option -bt"),
-        (&["jon", "-f"][..], "option -f needs a value"),
+        (&["-f"][..], "option -f needs a value"),
+        (
+            &["--spool", "/tmp", "jon"][..],
+            "option --spool cannot be given to sendmail",
+        ),
     ] {
         let out = run(sendmail(&fx, &no_socket(&fx), args), b"");
         assert_eq!(out.status.code(), Some(64), "{args:?}");
@@ -569,8 +798,9 @@ fn newaliases_checks_the_aliases_file() {
     )
     .unwrap();
     let aliases = fx.aliases().display().to_string();
+    let conf = sendmail_conf(&fx, &no_socket(&fx), "");
     let out = run(
-        Command::new(link(&fx, "newaliases")).args(["--aliases", &aliases]),
+        Command::new(link(&fx, "newaliases")).arg("-C").arg(conf),
         b"",
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -585,9 +815,12 @@ fn newaliases_checks_the_aliases_file() {
     assert!(stdout(&out).contains("2 aliases"), "{}", stdout(&out));
     // A directory cannot be read as a file, whoever we are.
     let out = run(
-        Command::new(bin())
-            .args(["sendmail", "-bi", "--aliases"])
-            .arg(fx.dir.path()),
+        sendmail_with(
+            &fx,
+            &no_socket(&fx),
+            &format!("aliases = {}\n", fx.dir.path().display()),
+            &["-bi"],
+        ),
         b"",
     );
     assert_eq!(out.status.code(), Some(78), "{}", stdout(&out));
@@ -621,6 +854,16 @@ fn bv_verifies_recipients() {
     let o = stdout(&out);
     assert!(o.contains("elvis... User unknown\n"), "{o}");
     assert!(o.contains("x@relay.example... not deliverable"), "{o}");
+    // An alias to a program only: programs are not enabled, and -bv says
+    // so rather than that none of its users exists.
+    std::fs::write(fx.aliases(), "reports: \"|/usr/local/bin/file-report\"\n").unwrap();
+    let out = run(sendmail(&fx, &no_socket(&fx), &["-bv", "reports"]), b"");
+    assert_eq!(out.status.code(), Some(67));
+    assert_eq!(
+        stdout(&out),
+        "reports... User unknown (alias reports: \"|/usr/local/bin/file-report\": \
+         program targets are not enabled)\n"
+    );
 }
 
 /// Called `sendmail` (a link), with postie's options before the flags
@@ -630,15 +873,9 @@ fn sendmail_link_submits() {
     let fx = Fixture::new();
     let mut daemon = FakeDaemon::start();
     let mut cmd = Command::new(link(&fx, "sendmail"));
-    cmd.arg("--submit-socket").arg(&daemon.path).args([
-        "--hostname",
-        HOST,
-        "-oi",
-        "-f",
-        "<>",
-        "--",
-        "jon",
-    ]);
+    cmd.arg("-C")
+        .arg(sendmail_conf(&fx, &daemon.path, ""))
+        .args(["--hostname", HOST, "-oi", "-f", "<>", "--", "jon"]);
     let out = run(cmd, b"Subject: via link\n\nx\n");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let d = daemon.dialog();
@@ -647,8 +884,8 @@ fn sendmail_link_submits() {
     // `postie --opt ... sendmail ...`: options before the word count.
     let mut daemon = FakeDaemon::start();
     let mut cmd = Command::new(bin());
-    cmd.arg("--submit-socket")
-        .arg(&daemon.path)
+    cmd.arg("-C")
+        .arg(sendmail_conf(&fx, &daemon.path, ""))
         .args(["--hostname", HOST, "sendmail", "-t"]);
     let out = run(cmd, b"To: alice\nSubject: x\n\nx\n");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -741,12 +978,7 @@ fn snail_sends_through_sendmail() {
         Some(d) => d.path.clone(),
         None => no_socket(&fx),
     };
-    let mta_args = fx
-        .args()
-        .into_iter()
-        .chain(["--submit-socket".into(), socket.display().to_string()])
-        .collect::<Vec<_>>()
-        .join(" ");
+    let mta_args = format!("-C {}", sendmail_conf(&fx, &socket, "").display());
     let mut cmd = Command::new("s-nail");
     cmd.args(["-#", "-:/", "-S", "sendwait", "-S"])
         .arg(format!("mta={}", link(&fx, "sendmail").display()))
@@ -828,9 +1060,13 @@ fn cron_like_submission_through_the_real_daemon() {
 fn bd_serves_on_the_configured_listen_address() {
     let fx = Fixture::new();
     let port = free_port();
-    let conf = fx.write_config(&format!("listen = 127.0.0.1:{port}\n"));
     let sock = fx.dir.path().join("bd.sock");
-    let cmd = sendmail(&fx, &sock, &["-C", conf.to_str().unwrap(), "-bd"]);
+    let cmd = sendmail_with(
+        &fx,
+        &sock,
+        &format!("listen = 127.0.0.1:{port}\n"),
+        &["-bd"],
+    );
     let srv = Server::spawn_at(cmd, format!("127.0.0.1:{port}").parse().unwrap());
     let mut c = srv.connect();
     assert_eq!(c.reply().code, 220);

@@ -5,9 +5,12 @@
 //! Short options follow getopt(3) as sendmail uses it: flags without a
 //! value may be clustered (`-ti`), a value may be attached (`-fjon`) or be
 //! the next argument (`-f jon`), and a flag taking a value ends its cluster
-//! (`-tfjon` is `-t -f jon`). Options and recipients may be mixed; `--`
-//! ends the options. postie's own long options (`--spool DIR`,
-//! `--spool=DIR`) are collected for the `cli` layer, which validates them.
+//! (`-tfjon` is `-t -f jon`). The options end at `--` or at the first
+//! recipient, as getopt(3) ends them without GNU's permutation (sendmail's
+//! and Postfix's rule): whatever follows is a recipient, even if it starts
+//! with `-`. postie's own long options (`--hostname NAME`,
+//! `--hostname=NAME`) are collected for the `cli` layer, which validates
+//! them (and refuses those the sendmail command line may not set).
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -106,6 +109,9 @@ pub enum UsageError {
     NotUtf8(String),
     /// A message to send, but nobody to send it to.
     NoRecipients,
+    /// One of postie's options that only the configuration file may set
+    /// (`--spool`, ...: [`super::SYSTEM_OPTIONS`]).
+    SystemOption(String),
 }
 
 impl fmt::Display for UsageError {
@@ -115,6 +121,10 @@ impl fmt::Display for UsageError {
             UsageError::MissingValue(o) => write!(f, "option {o} needs a value"),
             UsageError::NotUtf8(a) => write!(f, "argument {a:?} is not valid UTF-8"),
             UsageError::NoRecipients => f.write_str("no recipients given (and no -t)"),
+            UsageError::SystemOption(o) => write!(
+                f,
+                "option {o} cannot be given to sendmail; it is set in the configuration file"
+            ),
         }
     }
 }
@@ -195,9 +205,14 @@ pub fn parse(
             if bytes == b"-" {
                 return Err(UsageError::Unknown("-".into()));
             }
-            add_recipients(&mut flags, raw)?;
-            i += 1;
-            continue;
+            // The first recipient ends the options: every argument after
+            // it is a recipient, whatever it looks like (getopt's POSIX
+            // rule, which sendmail and Postfix follow). Scripts run by
+            // root put arguments they did not write after the options.
+            for r in &args[i..] {
+                add_recipients(&mut flags, r)?;
+            }
+            break;
         }
         // A cluster of short options.
         let text = utf8(raw)?;
@@ -517,12 +532,44 @@ mod tests {
                     ..base()
                 },
             ),
-            // postie's own options, in both forms, anywhere.
+            // postie's own options, in both forms, before the recipients.
             (
-                &["--spool", "/tmp/s", "jon", "--hostname=h.example"],
+                &["--spool", "/tmp/s", "--hostname=h.example", "jon"],
                 Flags {
                     postie_args: vec!["--spool=/tmp/s".into(), "--hostname=h.example".into()],
                     ..base()
+                },
+            ),
+            // Options end at the first recipient (getopt's POSIX rule, as
+            // sendmail and Postfix parse): what follows is addresses, even
+            // when it looks like an option. A root cron job that passes
+            // one argument it did not write must not be steered by it.
+            (
+                &[
+                    "-i",
+                    "root",
+                    "-C/tmp/evil.conf",
+                    "--spool=/root/.ssh",
+                    "-f",
+                    "--",
+                ],
+                Flags {
+                    ignore_dots: true,
+                    recipients: rcpts(&[
+                        "root",
+                        "-C/tmp/evil.conf",
+                        "--spool=/root/.ssh",
+                        "-f",
+                        "--",
+                    ]),
+                    ..Flags::default()
+                },
+            ),
+            (
+                &["jon", "-bs"],
+                Flags {
+                    recipients: rcpts(&["jon", "-bs"]),
+                    ..Flags::default()
                 },
             ),
             // Everything after `--` is a recipient.
@@ -563,11 +610,8 @@ mod tests {
             (&["-bt", "jon"], UsageError::Unknown("-bt".into())),
             (&["-"], UsageError::Unknown("-".into())),
             (&["--bogus", "jon"], UsageError::Unknown("--bogus".into())),
-            (&["jon", "-f"], UsageError::MissingValue("-f".into())),
-            (
-                &["jon", "--spool"],
-                UsageError::MissingValue("--spool".into()),
-            ),
+            (&["-f"], UsageError::MissingValue("-f".into())),
+            (&["--spool"], UsageError::MissingValue("--spool".into())),
             (&[], UsageError::NoRecipients),
             (&["-i", "-f", "a@b"], UsageError::NoRecipients),
             (&["-bv"], UsageError::NoRecipients),

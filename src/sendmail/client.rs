@@ -3,13 +3,19 @@
 //! its replies to sysexits.h exit codes (in [`Error::exit_code`], and
 //! nowhere else).
 //!
-//! The transaction is all or nothing, like postie's delivery: if any
-//! recipient is refused, the transaction is reset and nothing is sent.
+//! A recipient refused for good does not stop the others, as in sendmail
+//! 8: the message goes to the recipients the server took, the refused
+//! ones are named on stderr in sendmail's words (`nosuchuser... User
+//! unknown`) and the exit status says that not every address succeeded
+//! (67, sendmail's EX_NOUSER). A recipient refused for now (4xx) stops the
+//! whole message: without a queue nobody would try it again for that one
+//! recipient, and a caller that tries again would send the others a
+//! second copy; so nothing is sent and the status is 75.
 
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 
-use super::{EX_DATAERR, EX_NOUSER, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE};
+use super::{EX_DATAERR, EX_NOUSER, EX_OK, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE};
 
 /// Longest reply line we read, and most lines in one reply: a reply over
 /// these is not from postie.
@@ -77,8 +83,79 @@ pub enum Error {
     Protocol(String),
     /// A refusal outside RCPT.
     Refused { stage: Stage, reply: Reply },
-    /// Recipients refused, each with its reply; the transaction was reset.
+    /// Recipients refused, each with its reply, and nothing sent: every
+    /// recipient was refused, or one was refused for now. The transaction
+    /// was reset.
     Recipients(Vec<(String, Reply)>),
+}
+
+/// A message the server took, for all recipients but those it refused for
+/// good.
+#[derive(Debug)]
+pub struct Sent {
+    /// The reply to the final dot.
+    pub reply: Reply,
+    /// The recipients refused at RCPT (5xx), each with its reply.
+    pub refused: Vec<(String, Reply)>,
+}
+
+impl Sent {
+    /// 0 if every recipient took the message, else the status of the
+    /// first refusal (as sendmail keeps the first error's status).
+    pub fn exit_code(&self) -> u8 {
+        self.refused
+            .first()
+            .map_or(EX_OK, |(_, r)| code_for(Stage::Rcpt, r))
+    }
+
+    /// What to print on stderr: a line per refused recipient.
+    pub fn report(&self) -> String {
+        lines(&self.refused)
+    }
+}
+
+/// `addr... text` for each refusal, one a line.
+fn lines(list: &[(String, Reply)]) -> String {
+    list.iter()
+        .map(|(a, r)| refusal_line(a, r) + "\n")
+        .collect()
+}
+
+/// How sendmail reports a refused recipient: `nosuchuser... User unknown`,
+/// the reply's text without its codes and without the `<addr>... ` the
+/// server put in front of it.
+pub fn refusal_line(addr: &str, r: &Reply) -> String {
+    let texts: Vec<&str> = r
+        .lines
+        .iter()
+        .filter_map(|l| {
+            let t = l.get(4..)?.trim();
+            let t = match t.split_once(' ') {
+                Some((word, rest)) if is_enhanced(word) => rest,
+                _ if is_enhanced(t) => "",
+                _ => t,
+            };
+            let t = match t.strip_prefix('<').and_then(|t| t.split_once(">... ")) {
+                Some((_, rest)) => rest,
+                None => t,
+            };
+            (!t.is_empty()).then_some(t)
+        })
+        .collect();
+    if texts.is_empty() {
+        return format!("{addr}... {}", r.code);
+    }
+    format!("{addr}... {}", texts.join(" "))
+}
+
+/// True if `word` is an RFC 3463 enhanced status code (`5.1.1`).
+fn is_enhanced(word: &str) -> bool {
+    let parts: Vec<&str> = word.split('.').collect();
+    parts.len() == 3
+        && matches!(parts[0], "2" | "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
 }
 
 impl From<io::Error> for Error {
@@ -95,18 +172,31 @@ impl Error {
     /// recipient refused as an address (5.1.x) EX_NOUSER (67); a sender
     /// refused as an address, or a message refused for its size or content
     /// (5.3.4, 5.6.x), EX_DATAERR (65); any other 5xx EX_UNAVAILABLE (69).
-    /// With several refused recipients, a permanent refusal wins over a
-    /// temporary one: trying again would not help.
+    /// When refused recipients stopped the message, one refused for now
+    /// makes it EX_TEMPFAIL (trying again will reach the others), else the
+    /// first refusal decides.
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Io { .. } => EX_TEMPFAIL,
             Error::Protocol(_) => EX_PROTOCOL,
             Error::Refused { stage, reply } => code_for(*stage, reply),
-            Error::Recipients(list) => list
-                .iter()
-                .map(|(_, r)| code_for(Stage::Rcpt, r))
-                .min_by_key(|&c| if c == EX_TEMPFAIL { 1 } else { 0 })
-                .unwrap_or(EX_TEMPFAIL),
+            Error::Recipients(list) => {
+                if list.iter().any(|(_, r)| r.code < 500) {
+                    EX_TEMPFAIL
+                } else {
+                    list.first()
+                        .map_or(EX_TEMPFAIL, |(_, r)| code_for(Stage::Rcpt, r))
+                }
+            }
+        }
+    }
+
+    /// What to print on stderr, one or more lines: refused recipients in
+    /// sendmail's words, everything else after `postie: `.
+    pub fn report(&self) -> String {
+        match self {
+            Error::Recipients(list) => format!("{}postie: {self}\n", lines(list)),
+            other => format!("postie: {other}\n"),
         }
     }
 }
@@ -157,15 +247,17 @@ impl fmt::Display for Error {
                 )
             }
             Error::Recipients(list) => {
-                for (addr, reply) in list {
-                    writeln!(f, "{addr}... {}", reply.text())?;
+                let n = list.len();
+                let s = if n == 1 { "" } else { "s" };
+                if list.iter().any(|(_, r)| r.code < 500) {
+                    write!(
+                        f,
+                        "message not sent to anybody: {n} recipient{s} refused, \
+                         one or more for now; try again later"
+                    )
+                } else {
+                    write!(f, "message not sent: {n} recipient{s} refused")
                 }
-                write!(
-                    f,
-                    "message not sent: {} recipient{} refused",
-                    list.len(),
-                    if list.len() == 1 { "" } else { "s" }
-                )
             }
         }
     }
@@ -263,14 +355,15 @@ impl<R: BufRead, W: Write> Client<R, W> {
 /// not known), `MAIL FROM` (with `SIZE=` and `BODY=8BITMIME` when the
 /// server offers them), one `RCPT TO` per recipient, `DATA`, the message
 /// (`data`: CRLF lines, already dot-stuffed, without the final dot), `.`,
-/// `QUIT`. Returns the server's reply to the final dot.
+/// `QUIT`. Returns the server's reply to the final dot and the
+/// recipients it refused for good; see the module's docs for refusals.
 pub fn submit<R: BufRead, W: Write>(
     r: R,
     w: W,
     env: &Envelope,
     data: &[u8],
     trace: bool,
-) -> Result<Reply, Error> {
+) -> Result<Sent, Error> {
     let mut c = Client { r, w, trace };
     let greeting = c.reply()?;
     if greeting.code != 220 {
@@ -325,8 +418,8 @@ pub fn submit<R: BufRead, W: Write>(
             refused.push((to.clone(), reply));
         }
     }
-    if !refused.is_empty() {
-        // All or nothing: nobody gets the message if anybody is refused.
+    let for_now = refused.iter().any(|(_, r)| r.code < 500);
+    if refused.len() == env.recipients.len() || for_now {
         if c.cmd("RSET").is_ok() {
             c.quit();
         }
@@ -360,7 +453,7 @@ pub fn submit<R: BufRead, W: Write>(
         });
     }
     c.quit();
-    Ok(reply)
+    Ok(Sent { reply, refused })
 }
 
 #[cfg(test)]
@@ -377,7 +470,7 @@ mod tests {
 
     /// Runs `submit` against canned server replies; returns the result and
     /// what the client sent.
-    fn run(server: &str, env: &Envelope, data: &[u8]) -> (Result<Reply, Error>, String) {
+    fn run(server: &str, env: &Envelope, data: &[u8]) -> (Result<Sent, Error>, String) {
         let mut sent = Vec::new();
         let res = submit(Cursor::new(server.as_bytes()), &mut sent, env, data, false);
         (res, String::from_utf8(sent).unwrap())
@@ -397,7 +490,7 @@ mod tests {
             &env(&["jon", "alice@h.example"]),
             b"Subject: x\r\n\r\nhi\r\n",
         );
-        assert_eq!(res.unwrap().code, 250);
+        assert_eq!(res.unwrap().reply.code, 250);
         assert_eq!(
             sent,
             "EHLO localhost\r\nMAIL FROM:<jon@h.example> SIZE=18\r\nRCPT TO:<jon>\r\n\
@@ -427,21 +520,100 @@ mod tests {
         );
     }
 
+    /// "A new user's first hour": `sendmail gooduser nosuchuser` delivers
+    /// to the good one, as sendmail 8 does, names the other in sendmail's
+    /// words, and exits 67 (sendmail's EX_NOUSER: not every address
+    /// succeeded).
     #[test]
-    fn refused_recipient_resets_and_sends_nothing() {
+    fn unknown_recipient_does_not_stop_the_others() {
         let server = format!(
             "220 h\r\n{EHLO}250 ok\r\n250 2.1.5 ok\r\n550 5.1.1 <elvis>... User unknown\r\n\
-             250 2.0.0 Reset\r\n221 bye\r\n"
+             354 go\r\n250 2.0.0 accepted\r\n221 bye\r\n"
         );
         let (res, sent) = run(&server, &env(&["jon", "elvis"]), b"x\r\n");
+        let done = res.unwrap();
+        assert_eq!(done.reply.code, 250);
+        assert_eq!(done.exit_code(), EX_NOUSER);
+        assert_eq!(done.report(), "elvis... User unknown\n");
+        assert!(
+            sent.ends_with("RCPT TO:<elvis>\r\nDATA\r\nx\r\n.\r\nQUIT\r\n"),
+            "{sent}"
+        );
+    }
+
+    /// Everybody refused: nothing to send; reset, and say so.
+    #[test]
+    fn all_refused_sends_nothing() {
+        let server = format!(
+            "220 h\r\n{EHLO}250 ok\r\n550 5.1.1 <elvis>... User unknown\r\n\
+             250 2.0.0 Reset\r\n221 bye\r\n"
+        );
+        let (res, sent) = run(&server, &env(&["elvis"]), b"x\r\n");
         let e = res.unwrap_err();
         assert_eq!(e.exit_code(), EX_NOUSER);
-        assert!(e.to_string().contains("elvis... 550 5.1.1"), "{e}");
+        assert_eq!(
+            e.report(),
+            "elvis... User unknown\npostie: message not sent: 1 recipient refused\n"
+        );
         assert!(
             sent.ends_with("RCPT TO:<elvis>\r\nRSET\r\nQUIT\r\n"),
             "{sent}"
         );
         assert!(!sent.contains("DATA"));
+    }
+
+    /// A recipient that cannot take the message now: without a queue,
+    /// sending to the others would have a retry deliver to them twice, so
+    /// nobody gets it and the caller is told to try again (75), even if
+    /// another recipient was refused for good.
+    #[test]
+    fn temporary_refusal_sends_nothing() {
+        let server = format!(
+            "220 h\r\n{EHLO}250 ok\r\n250 2.1.5 ok\r\n451 4.2.0 <alice>... mailbox busy\r\n\
+             550 5.1.1 <elvis>... User unknown\r\n250 2.0.0 Reset\r\n221 bye\r\n"
+        );
+        let (res, sent) = run(&server, &env(&["jon", "alice", "elvis"]), b"x\r\n");
+        let e = res.unwrap_err();
+        assert_eq!(e.exit_code(), EX_TEMPFAIL);
+        let report = e.report();
+        assert!(
+            report.starts_with("alice... mailbox busy\nelvis... User unknown\n"),
+            "{report}"
+        );
+        assert!(report.contains("try again later"), "{report}");
+        assert!(!sent.contains("DATA"));
+        assert!(sent.ends_with("RSET\r\nQUIT\r\n"), "{sent}");
+    }
+
+    #[test]
+    fn refusals_in_sendmail_words() {
+        let r = |lines: &[&str]| Reply {
+            code: 550,
+            lines: lines.iter().map(|l| (*l).to_owned()).collect(),
+        };
+        assert_eq!(
+            refusal_line(
+                "nosuchuser",
+                &r(&["550 5.1.1 <nosuchuser>... User unknown"])
+            ),
+            "nosuchuser... User unknown"
+        );
+        assert_eq!(
+            refusal_line(
+                "x@y.example",
+                &r(&["550 5.7.1 <x@y.example>... Relaying denied"])
+            ),
+            "x@y.example... Relaying denied"
+        );
+        assert_eq!(
+            refusal_line("a", &r(&["550 no such user"])),
+            "a... no such user"
+        );
+        assert_eq!(
+            refusal_line("a", &r(&["550-5.1.1 first", "550 5.1.1 second"])),
+            "a... first second"
+        );
+        assert_eq!(refusal_line("a", &r(&["550"])), "a... 550");
     }
 
     #[test]
@@ -453,6 +625,23 @@ mod tests {
         let rcpt = |list: Vec<Reply>| {
             Error::Recipients(list.into_iter().map(|r| ("x".to_owned(), r)).collect()).exit_code()
         };
+        let partial = |list: Vec<Reply>| {
+            Sent {
+                reply: r(250, "2.0.0 ok"),
+                refused: list.into_iter().map(|r| ("x".to_owned(), r)).collect(),
+            }
+            .exit_code()
+        };
+        assert_eq!(partial(vec![]), EX_OK);
+        assert_eq!(partial(vec![r(550, "5.1.1 unknown")]), EX_NOUSER);
+        assert_eq!(
+            partial(vec![r(550, "5.7.1 relaying denied")]),
+            EX_UNAVAILABLE
+        );
+        assert_eq!(
+            partial(vec![r(550, "5.7.1 relaying denied"), r(550, "5.1.1 x")]),
+            EX_UNAVAILABLE
+        );
         let refused = |stage, reply| Error::Refused { stage, reply }.exit_code();
         assert_eq!(rcpt(vec![r(550, "5.1.1 unknown")]), EX_NOUSER);
         assert_eq!(rcpt(vec![r(550, "unknown, no enhanced code")]), EX_NOUSER);
@@ -461,11 +650,11 @@ mod tests {
         assert_eq!(rcpt(vec![r(451, "4.3.0 later")]), EX_TEMPFAIL);
         assert_eq!(
             rcpt(vec![r(451, "4.3.0 later"), r(550, "5.1.1 x")]),
-            EX_NOUSER
+            EX_TEMPFAIL
         );
         assert_eq!(
             rcpt(vec![r(550, "5.1.1 x"), r(451, "4.3.0 later")]),
-            EX_NOUSER
+            EX_TEMPFAIL
         );
         assert_eq!(refused(Stage::Greeting, r(421, "4.3.2 busy")), EX_TEMPFAIL);
         assert_eq!(refused(Stage::Greeting, r(554, "no")), EX_UNAVAILABLE);
