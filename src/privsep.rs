@@ -28,7 +28,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
@@ -67,6 +67,11 @@ pub struct Remote {
     /// Set when this side lets go of the channel, so that the delivery
     /// process ending then is expected, not a failure.
     closing: Arc<AtomicBool>,
+    /// The delivery process, and whether it has been reaped: [`close`]
+    /// waits for it (`None` in unit tests, where there is no process).
+    ///
+    /// [`close`]: Delivery::close
+    child: Option<(nix::unistd::Pid, Arc<Reaped>)>,
     /// Users whose mailbox passed the RCPT-time check, and when.
     passed: Mutex<HashMap<String, Instant>>,
     /// How long a passed check stands ([`CHECK_STANDS`]).
@@ -91,14 +96,22 @@ impl Remote {
             control: Mutex::new(control),
             idle: Mutex::new(Vec::new()),
             closing: Arc::new(AtomicBool::new(false)),
+            child: None,
             passed: Mutex::new(HashMap::new()),
             check_stands: CHECK_STANDS,
         }
     }
 
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
     /// A channel to the delivery process: an idle one, or a new socketpair
     /// whose other end is handed over on the control socket.
     fn channel(&self) -> io::Result<UnixStream> {
+        if self.is_closing() {
+            return Err(io::Error::other("shutting down"));
+        }
         if let Some(c) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(c);
         }
@@ -108,8 +121,13 @@ impl Remote {
         Ok(ours)
     }
 
+    /// Keeps a channel for the next request; once closing, drops it, so
+    /// that the delivery process sees it end.
     fn release(&self, c: UnixStream) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.is_closing() {
+            idle.push(c);
+        }
     }
 
     /// One request and its response; a broken channel is dropped.
@@ -175,6 +193,52 @@ impl Delivery for Remote {
             Err(e) => Err(format!("delivery process: {e}")),
         }
     }
+
+    /// Lets go of the delivery process and waits until it has ended and
+    /// been reaped: it finishes the requests in progress, then removes its
+    /// journals, and only then may this process exit (a service manager
+    /// takes the main process's exit for the end of the service, and a
+    /// test or an admin for the end of postie).
+    fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        // End of file on every channel not in use now; those in use end
+        // when their request is answered ([`Remote::release`]), and the
+        // control socket ends the delivery process's main loop.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let _ = self
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .shutdown(std::net::Shutdown::Both);
+        let Some((pid, reaped)) = &self.child else {
+            return;
+        };
+        log::info!("waiting for the delivery process {pid} to finish");
+        reaped.wait();
+        log::info!("delivery process {pid} ended");
+    }
+}
+
+/// Whether the delivery process has ended and been reaped, set by the
+/// thread that waits for it.
+#[derive(Default)]
+struct Reaped {
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Reaped {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        while !*done {
+            done = self.cv.wait(done).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 /// Splits the process (see the module documentation). Returns, in the
@@ -197,7 +261,8 @@ pub fn split(
                 sys::null_fd(*fd);
             }
             // A delivery in progress must finish: stop signals here; the
-            // process ends when the SMTP side closes the control socket.
+            // process ends when the SMTP side closes the control socket
+            // (and that side waits for it to end).
             let mut set = nix::sys::signal::SigSet::empty();
             set.add(nix::sys::signal::Signal::SIGTERM);
             set.add(nix::sys::signal::Signal::SIGINT);
@@ -210,18 +275,28 @@ pub fn split(
             service.delivery.recover();
             log::info!("delivery process {} serving", std::process::id());
             serve_delivery(delivery_end, service.delivery.clone(), Arc::new(lookup));
+            // The SMTP side has let go, and waits for this process to end.
+            // A process that died while this one served (a crashed postie
+            // still exiting when this one started, an inetd session) may
+            // have left journals the first recovery saw locked: recovered
+            // now, then this process's idle journals removed, so that a
+            // clean shutdown leaves none.
+            service.delivery.recover();
             service.delivery.close();
             std::process::exit(0);
         }
         sys::Forked::Parent { child } => {
             drop(delivery_end);
             sys::drop_privileges(uid, gid)?;
-            let remote = Remote::new(smtp_end);
+            let mut remote = Remote::new(smtp_end);
             // Without its delivery process the SMTP side could only answer
             // 4xx: exit, so that the service manager (or inetd, at the next
             // connection) starts a whole postie again. When this side is
-            // closing, the delivery process ending is expected.
+            // closing, the delivery process ending is expected, and
+            // [`Remote::close`] waits for it.
             let closing = remote.closing.clone();
+            let reaped = Arc::new(Reaped::default());
+            remote.child = Some((child, reaped.clone()));
             std::thread::Builder::new()
                 .name("watch".into())
                 .stack_size(64 * 1024)
@@ -231,6 +306,10 @@ pub fn split(
                         log::error!("delivery process {child} ended ({status:?}); exiting");
                         std::process::exit(71);
                     }
+                    if !matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) {
+                        log::warn!("delivery process {child} ended ({status:?})");
+                    }
+                    reaped.set();
                 })?;
             log::info!(
                 "SMTP side runs as {user} (uid {uid}, gid {gid}); delivery process {child} keeps root"
