@@ -50,7 +50,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow};
 
 use crate::journal::{self, Journal, Journals, Size, Want};
 use crate::mbox::{self, LockHooks, LockId, LockedMailbox, MboxError, MboxOptions};
@@ -268,26 +268,46 @@ fn each_in_parallel<T: Send>(
     })
 }
 
-/// Holds SIGTERM, SIGINT and SIGHUP off the delivering thread while a
-/// delivery runs, so that a signal cannot end the process between a write
-/// and its rollback. In the daemon they are blocked already (the accept
-/// loop reads them from a signalfd); under inetd this is what protects the
-/// append. A signal that arrives meanwhile is delivered when this drops.
-struct HoldSignals(Option<SigSet>);
+/// Holds the signals of [`sys::delivery_signals`] (those that end or stop
+/// the process) off the delivering thread while a delivery runs, so that
+/// no signal can end the process between a write and its rollback, or
+/// stop it with mailboxes locked. In the daemon they are blocked already
+/// in every thread (the accept loop reads them from a signalfd); under
+/// inetd this is what protects the append. A signal that arrives
+/// meanwhile is delivered when this drops.
+///
+/// It also holds [`DELIVERING`] for reading: the daemon's accept loop,
+/// told to stop (`SIGTSTP`), takes it for writing first ([`quiesce`]),
+/// so that the process stops only once no delivery is in progress.
+pub(crate) struct HoldSignals {
+    old: Option<SigSet>,
+    delivering: Option<std::sync::RwLockReadGuard<'static, ()>>,
+}
+
+/// Held for reading by each delivery in progress in this process.
+static DELIVERING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Waits until no delivery is in progress in this process, and holds
+/// new ones off until the guard drops: the daemon stops (`SIGTSTP`) under
+/// it, never with a mailbox locked.
+pub fn quiesce() -> std::sync::RwLockWriteGuard<'static, ()> {
+    DELIVERING.write().unwrap_or_else(|p| p.into_inner())
+}
 
 impl HoldSignals {
-    fn new() -> Self {
-        let mut set = SigSet::empty();
-        set.add(Signal::SIGTERM);
-        set.add(Signal::SIGINT);
-        set.add(Signal::SIGHUP);
-        HoldSignals(set.thread_swap_mask(SigmaskHow::SIG_BLOCK).ok())
+    pub(crate) fn new() -> Self {
+        let old = sys::delivery_signals()
+            .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+            .ok();
+        let delivering = Some(DELIVERING.read().unwrap_or_else(|p| p.into_inner()));
+        HoldSignals { old, delivering }
     }
 }
 
 impl Drop for HoldSignals {
     fn drop(&mut self) {
-        if let Some(old) = self.0 {
+        drop(self.delivering.take());
+        if let Some(old) = self.old {
             let _ = old.thread_set_mask();
         }
     }

@@ -153,6 +153,9 @@ impl Delivery for Remote {
             }
         };
         let req = encode_deliver(env, message.len());
+        // Nor does the SMTP side stop (SIGTSTP) while it waits for the
+        // outcome of a delivery.
+        let _held = crate::deliver::HoldSignals::new();
         match self.call(&req, Some(&fd)).and_then(|r| decode_response(&r)) {
             Ok(Response::Ok) => Outcome::Delivered,
             Ok(Response::Temp(r)) => Outcome::Temporary(r),
@@ -263,11 +266,9 @@ pub fn split(
             // A delivery in progress must finish: stop signals here; the
             // process ends when the SMTP side closes the control socket
             // (and that side waits for it to end).
-            let mut set = nix::sys::signal::SigSet::empty();
-            set.add(nix::sys::signal::Signal::SIGTERM);
-            set.add(nix::sys::signal::Signal::SIGINT);
-            set.add(nix::sys::signal::Signal::SIGHUP);
-            let _ = set.thread_block();
+            // SIGTSTP, SIGTTIN and SIGTTOU too: it never stops with a
+            // mailbox locked.
+            let _ = sys::delivery_signals().thread_block();
             let recipients = service.recipients.clone();
             let lookup = move |name: &str| recipients.user(name).ok().flatten();
             // Deliveries a crash interrupted are undone before any request

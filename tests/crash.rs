@@ -826,3 +826,80 @@ fn the_smtp_side_exits_after_its_delivery_process() {
     assert!(String::from_utf8_lossy(&fx.read_mailbox("alice")).contains("waits for a lock"));
     assert_eq!(c.reply().code, 250, "the client is told");
 }
+
+/// The state letter of process `pid` (`T` when stopped), from /proc.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Issue postie 5, item 10: SIGTSTP (^Z at the terminal, to every process
+/// of the server) in the middle of a delivery held up by another
+/// program's dotlock. The delivery completes once the lock is let go, and
+/// releases its locks; only then does postie stop. Before, the process
+/// that delivers stopped at once, keeping the mailbox locked until
+/// SIGCONT. Runs as root (a delivery process) and not (one process).
+#[test]
+fn sigtstp_during_a_delivery_stops_postie_only_after_it() {
+    let fx = Fixture::new();
+    let dotlock = fx.spool().join("alice.lock");
+    std::fs::write(&dotlock, b"").unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .args(fx.args())
+        .args(["--lock-timeout", "600"])
+        .arg("--submit-socket")
+        .arg(fx.dir.path().join("submit.sock"))
+        .process_group(0);
+    let mut srv = Server::spawn(cmd);
+    let pid = srv.child.id();
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("HELO c", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<alice>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: tstp\r\n\r\nstopped in the middle\r\n.\r\n");
+    assert!(
+        wait_for(Duration::from_secs(60), || delivery_in_progress(&fx)),
+        "no delivery began:\n{}",
+        srv.log()
+    );
+    killpg(Pid::from_raw(pid as i32), Signal::SIGTSTP).unwrap();
+    std::fs::remove_file(&dotlock).unwrap();
+    // The delivery completes and lets go of the mailbox; postie stops.
+    let delivered = || {
+        String::from_utf8_lossy(&fx.read_mailbox("alice")).contains("stopped in the middle")
+            && !dotlock.exists()
+            && !delivery_in_progress(&fx)
+    };
+    assert!(
+        wait_for(Duration::from_secs(120), delivered),
+        "the delivery did not complete after SIGTSTP (postie is {:?}):\n{}",
+        proc_state(pid),
+        srv.log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(120), || proc_state(pid) == Some('T')),
+        "postie did not stop after the delivery (state {:?}):\n{}",
+        proc_state(pid),
+        srv.log()
+    );
+    killpg(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
+    assert_eq!(c.reply().code, 250);
+    c.send_message(
+        "a@b.example",
+        "alice",
+        b"Subject: again\r\n\r\nafter SIGCONT\r\n",
+    );
+    c.expect("QUIT", 221);
+    let status = srv.terminate(Duration::from_secs(120));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        srv.log()
+    );
+    assert_eq!(python_mbox(&fx.mailbox("alice")).len(), 2);
+}
