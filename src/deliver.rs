@@ -97,12 +97,23 @@ pub trait MessageSource: Sync {
     }
 }
 
-/// A copy of `message` in an anonymous memory file (memfd).
+/// A copy of `message` in an anonymous memory file (memfd), sealed so
+/// that neither its size nor its content can change any more: the
+/// delivery process refuses an unsealed one.
 fn memfd_copy<M: MessageSource + ?Sized>(message: &M) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
     use nix::sys::memfd::{MFdFlags, memfd_create};
-    let fd = memfd_create(c"postie-message", MFdFlags::MFD_CLOEXEC)?;
+    let fd = memfd_create(
+        c"postie-message",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
     let mut f = std::fs::File::from(fd);
     std::io::copy(&mut message.reader()?, &mut f)?;
+    let seals = SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_SEAL;
+    fcntl(&f, FcntlArg::F_ADD_SEALS(seals))?;
     Ok(f.into())
 }
 
@@ -1110,6 +1121,60 @@ mod tests {
                 )),
                 "{h}"
             );
+        }
+    }
+
+    /// Issue postie 5, item 7: a spilled message passed as its file, which
+    /// the SMTP side could still change, shortened in the middle of a
+    /// delivery to two mailboxes: the delivery fails with 451 and neither
+    /// mailbox keeps any of it.
+    #[test]
+    fn a_message_file_shortened_during_delivery_is_rolled_back() {
+        use crate::privsep::{FdMessage, Limits};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Shrinking {
+            inner: FdMessage,
+            other: std::fs::File,
+            readers: AtomicUsize,
+        }
+        impl MessageSource for Shrinking {
+            fn len(&self) -> u64 {
+                self.inner.len()
+            }
+            fn reader(&self) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+                // The first reader sizes the append; the next two write
+                // the mailboxes (at once): the file shrinks before the
+                // second of those.
+                if self.readers.fetch_add(1, Ordering::SeqCst) == 2 {
+                    self.other.set_len(100)?;
+                }
+                self.inner.reader()
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = deliverer(dir.path());
+        let body: Vec<u8> = (0..200)
+            .flat_map(|i| format!("line {i:04} of the message\n").into_bytes())
+            .collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&body).unwrap();
+        let other = file.try_clone().unwrap();
+        let limits = Limits {
+            max_size: 1 << 20,
+            max_recipients: 100,
+            spill_threshold: 100,
+            max_channels: 4,
+        };
+        let message = Shrinking {
+            inner: FdMessage::new(file, body.len() as u64, &limits).unwrap(),
+            other,
+            readers: AtomicUsize::new(0),
+        };
+        let outcome = d.deliver(&envelope(&["alice", "jon"]), &message);
+        assert_eq!(outcome, Outcome::Temporary(TempReason::Local));
+        for u in ["alice", "jon"] {
+            let kept = std::fs::read(dir.path().join(u)).unwrap_or_default();
+            assert!(kept.is_empty(), "{u}: {}", String::from_utf8_lossy(&kept));
         }
     }
 }
