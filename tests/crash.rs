@@ -903,3 +903,61 @@ fn sigtstp_during_a_delivery_stops_postie_only_after_it() {
     );
     assert_eq!(python_mbox(&fx.mailbox("alice")).len(), 2);
 }
+
+/// Item 10 for the sendmail command line run by root without a daemon,
+/// which delivers in its own process (the SMTP dialog on one thread, the
+/// session and delivery on another): SIGTSTP (^Z) in the middle of the
+/// delivery stops it only once the delivery is over and its locks are
+/// released. Before, the thread that was not delivering took the signal
+/// and the whole process stopped with the mailbox locked.
+#[test]
+fn sigtstp_during_a_direct_sendmail_delivery_stops_it_only_after() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIP sigtstp_during_a_direct_sendmail_delivery_stops_it_only_after: needs root (direct delivery)"
+        );
+        return;
+    }
+    let fx = Fixture::new();
+    let dotlock = fx.spool().join("alice.lock");
+    std::fs::write(&dotlock, b"").unwrap();
+    let mut child = Command::new(bin())
+        .arg("sendmail")
+        .args(fx.args())
+        .args(["--lock-timeout", "600"])
+        .arg("--submit-socket")
+        .arg(fx.dir.path().join("no-daemon.sock"))
+        .arg("alice")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"Subject: tstp\n\nsent by sendmail\n")
+        .unwrap();
+    drop(stdin);
+    assert!(
+        wait_for(Duration::from_secs(60), || delivery_in_progress(&fx)),
+        "no delivery began"
+    );
+    killpg(Pid::from_raw(pid as i32), Signal::SIGTSTP).unwrap();
+    std::fs::remove_file(&dotlock).unwrap();
+    let delivered = || {
+        String::from_utf8_lossy(&fx.read_mailbox("alice")).contains("sent by sendmail")
+            && !dotlock.exists()
+    };
+    let done = wait_for(Duration::from_secs(120), delivered);
+    let state = proc_state(pid);
+    killpg(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        done,
+        "the delivery did not complete after SIGTSTP (state {state:?})"
+    );
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(python_mbox(&fx.mailbox("alice")).len(), 1);
+}
