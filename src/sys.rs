@@ -567,6 +567,18 @@ mod tests {
     }
 
     #[test]
+    fn deliveries_hold_off_the_signals_that_end_or_stop_the_process() {
+        use nix::sys::signal::Signal::*;
+        let set = delivery_signals();
+        for s in [SIGTERM, SIGINT, SIGHUP, SIGTSTP, SIGTTIN, SIGTTOU] {
+            assert!(set.contains(s), "{s}");
+        }
+        for s in [SIGCONT, SIGCHLD, SIGPIPE, SIGUSR1] {
+            assert!(!set.contains(s), "{s}");
+        }
+    }
+
+    #[test]
     fn syslog_message_replaces_nul() {
         assert_eq!(syslog_message("a\0b%s").as_bytes(), b"a?b%s");
         assert_eq!(syslog_message("").as_bytes(), b"");
