@@ -55,7 +55,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signal::{SigSet, SigmaskHow};
 
 use crate::journal::{self, Journal, Journals, Size, Want};
 use crate::mbox::{self, LockHooks, LockId, LockedMailbox, MboxError, MboxOptions};
@@ -103,12 +103,23 @@ pub trait MessageSource: Sync {
     }
 }
 
-/// A copy of `message` in an anonymous memory file (memfd).
+/// A copy of `message` in an anonymous memory file (memfd), sealed so
+/// that neither its size nor its content can change any more: the
+/// delivery process refuses an unsealed one.
 fn memfd_copy<M: MessageSource + ?Sized>(message: &M) -> std::io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
     use nix::sys::memfd::{MFdFlags, memfd_create};
-    let fd = memfd_create(c"postie-message", MFdFlags::MFD_CLOEXEC)?;
+    let fd = memfd_create(
+        c"postie-message",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
     let mut f = std::fs::File::from(fd);
     std::io::copy(&mut message.reader()?, &mut f)?;
+    let seals = SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_SEAL;
+    fcntl(&f, FcntlArg::F_ADD_SEALS(seals))?;
     Ok(f.into())
 }
 
@@ -274,26 +285,46 @@ fn each_in_parallel<T: Send>(
     })
 }
 
-/// Holds SIGTERM, SIGINT and SIGHUP off the delivering thread while a
-/// delivery runs, so that a signal cannot end the process between a write
-/// and its rollback. In the daemon they are blocked already (the accept
-/// loop reads them from a signalfd); under inetd this is what protects the
-/// append. A signal that arrives meanwhile is delivered when this drops.
-struct HoldSignals(Option<SigSet>);
+/// Holds the signals of [`sys::delivery_signals`] (those that end or stop
+/// the process) off the delivering thread while a delivery runs, so that
+/// no signal can end the process between a write and its rollback, or
+/// stop it with mailboxes locked. In the daemon they are blocked already
+/// in every thread (the accept loop reads them from a signalfd); under
+/// inetd this is what protects the append. A signal that arrives
+/// meanwhile is delivered when this drops.
+///
+/// It also holds [`DELIVERING`] for reading: the daemon's accept loop,
+/// told to stop (`SIGTSTP`), takes it for writing first ([`quiesce`]),
+/// so that the process stops only once no delivery is in progress.
+pub(crate) struct HoldSignals {
+    old: Option<SigSet>,
+    delivering: Option<std::sync::RwLockReadGuard<'static, ()>>,
+}
+
+/// Held for reading by each delivery in progress in this process.
+static DELIVERING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Waits until no delivery is in progress in this process, and holds
+/// new ones off until the guard drops: the daemon stops (`SIGTSTP`) under
+/// it, never with a mailbox locked.
+pub fn quiesce() -> std::sync::RwLockWriteGuard<'static, ()> {
+    DELIVERING.write().unwrap_or_else(|p| p.into_inner())
+}
 
 impl HoldSignals {
-    fn new() -> Self {
-        let mut set = SigSet::empty();
-        set.add(Signal::SIGTERM);
-        set.add(Signal::SIGINT);
-        set.add(Signal::SIGHUP);
-        HoldSignals(set.thread_swap_mask(SigmaskHow::SIG_BLOCK).ok())
+    pub(crate) fn new() -> Self {
+        let old = sys::delivery_signals()
+            .thread_swap_mask(SigmaskHow::SIG_BLOCK)
+            .ok();
+        let delivering = Some(DELIVERING.read().unwrap_or_else(|p| p.into_inner()));
+        HoldSignals { old, delivering }
     }
 }
 
 impl Drop for HoldSignals {
     fn drop(&mut self) {
-        if let Some(old) = self.0 {
+        drop(self.delivering.take());
+        if let Some(old) = self.old {
             let _ = old.thread_set_mask();
         }
     }
@@ -1254,6 +1285,60 @@ mod tests {
                 )),
                 "{h}"
             );
+        }
+    }
+
+    /// Issue postie 5, item 7: a spilled message passed as its file, which
+    /// the SMTP side could still change, shortened in the middle of a
+    /// delivery to two mailboxes: the delivery fails with 451 and neither
+    /// mailbox keeps any of it.
+    #[test]
+    fn a_message_file_shortened_during_delivery_is_rolled_back() {
+        use crate::privsep::{FdMessage, Limits};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Shrinking {
+            inner: FdMessage,
+            other: std::fs::File,
+            readers: AtomicUsize,
+        }
+        impl MessageSource for Shrinking {
+            fn len(&self) -> u64 {
+                self.inner.len()
+            }
+            fn reader(&self) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+                // The first reader sizes the append; the next two write
+                // the mailboxes (at once): the file shrinks before the
+                // second of those.
+                if self.readers.fetch_add(1, Ordering::SeqCst) == 2 {
+                    self.other.set_len(100)?;
+                }
+                self.inner.reader()
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let d = deliverer(dir.path());
+        let body: Vec<u8> = (0..200)
+            .flat_map(|i| format!("line {i:04} of the message\n").into_bytes())
+            .collect();
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&body).unwrap();
+        let other = file.try_clone().unwrap();
+        let limits = Limits {
+            max_size: 1 << 20,
+            max_recipients: 100,
+            spill_threshold: 100,
+            max_channels: 4,
+        };
+        let message = Shrinking {
+            inner: FdMessage::new(file, body.len() as u64, &limits).unwrap(),
+            other,
+            readers: AtomicUsize::new(0),
+        };
+        let outcome = d.deliver(&envelope(&["alice", "jon"]), &message);
+        assert_eq!(outcome, Outcome::Temporary(TempReason::Local));
+        for u in ["alice", "jon"] {
+            let kept = std::fs::read(dir.path().join(u)).unwrap_or_default();
+            assert!(kept.is_empty(), "{u}: {}", String::from_utf8_lossy(&kept));
         }
     }
 }

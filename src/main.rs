@@ -316,6 +316,10 @@ fn serve(
         sigfd,
         listen::notify_ready,
     );
+    // Journals of processes that died while this one served are recovered
+    // before it exits, and its idle journals removed (when separated, the
+    // delivery process does both as it ends, and close waits for that).
+    service.delivery.recover();
     service.delivery.close();
     result
 }

@@ -14,11 +14,38 @@
 //! (SCM_RIGHTS); the child serves each on its own thread. A request is a
 //! frame: a 4-byte big-endian length, then the payload (version byte, kind
 //! byte, fields as length-prefixed strings and fixed-size integers); a
-//! delivery request carries the message as a file descriptor (a memfd).
+//! delivery request carries the message as a file descriptor.
 //! The child treats every request as hostile input: versions, kinds,
 //! lengths, names and addresses are checked, users are looked up again in
 //! its own user database, and the descriptor must be a regular file of the
 //! declared size. A bad request gets a refusal and harms nothing.
+//!
+//! Defence in depth: the child enforces the limits of the configuration
+//! itself ([`Limits`]): `--max-size` (the message as stored is never
+//! longer than as received), `--max-recipients`, and at most
+//! `--max-connections` + 16 channels, each served on one thread (a channel
+//! past that is closed at once: the SMTP side answers that request 4xx).
+//! The descriptor limit (`RLIMIT_NOFILE`) is raised to its hard limit
+//! before the fork, so that both processes have it.
+//!
+//! The message must not change while it is delivered: it is read once to
+//! size the append (recorded in the journal), then once per mailbox.
+//! * A message held in memory (at most `--spill-threshold` octets) is
+//!   copied into a memfd that the SMTP side seals (`F_SEAL_SHRINK`,
+//!   `F_SEAL_GROW`, `F_SEAL_WRITE`, then `F_SEAL_SEAL`) before it sends
+//!   it. The child refuses any other descriptor for such a message: a
+//!   memfd without those seals, one that cannot be sealed, a file.
+//! * A larger message, which the SMTP side spilled to an unnamed
+//!   temporary file, is passed as that file, not copied: copying it into
+//!   a memfd would cost a copy of every large message and hold it all in
+//!   memory (the reason it was spilled). Such a file cannot be sealed, and
+//!   the SMTP side could still write to it; so the child reads it with
+//!   positional reads of exactly the declared length, a read that ends
+//!   short (the file shortened) is an error, and an append whose length is
+//!   not the one recorded fails ([`crate::deliver`]). Either way the whole
+//!   transaction is rolled back and the client gets `451`: nothing is ever
+//!   half-written. What such a file can still do, change bytes in place,
+//!   gives the SMTP side nothing it could not have sent as the message.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -28,7 +55,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
@@ -51,6 +78,39 @@ const MAX_STR: usize = 4096;
 /// Most recipients (and users per recipient) in one request.
 const MAX_ITEMS: usize = 10_000;
 
+/// Channels the delivery process serves beyond `--max-connections` (one
+/// per request in progress; the SMTP side has at most one per session).
+const CHANNEL_SLACK: usize = 16;
+
+/// What the delivery process accepts, whatever the SMTP side asks: the
+/// SMTP side enforces the same limits, a forged one would not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest message, in octets (`--max-size`; the message as stored is
+    /// never longer than as received).
+    pub max_size: u64,
+    /// Most recipients in one request (`--max-recipients`).
+    pub max_recipients: usize,
+    /// A message of at most this many octets (`--spill-threshold`) must
+    /// come as a sealed memfd; a larger one may come as the SMTP side's
+    /// temporary file (see the module documentation).
+    pub spill_threshold: u64,
+    /// Channels served at once, each on a thread of its own.
+    pub max_channels: usize,
+}
+
+impl Limits {
+    /// The limits of `service`'s configuration.
+    pub fn of(service: &Service) -> Self {
+        Limits {
+            max_size: service.session.max_size,
+            max_recipients: service.session.max_recipients,
+            spill_threshold: service.conn.spill_threshold as u64,
+            max_channels: service.server.max_connections.saturating_add(CHANNEL_SLACK),
+        }
+    }
+}
+
 const KIND_CHECK: u8 = 1;
 const KIND_DELIVER: u8 = 2;
 
@@ -67,6 +127,11 @@ pub struct Remote {
     /// Set when this side lets go of the channel, so that the delivery
     /// process ending then is expected, not a failure.
     closing: Arc<AtomicBool>,
+    /// The delivery process, and whether it has been reaped: [`close`]
+    /// waits for it (`None` in unit tests, where there is no process).
+    ///
+    /// [`close`]: Delivery::close
+    child: Option<(nix::unistd::Pid, Arc<Reaped>)>,
     /// Users whose mailbox passed the RCPT-time check, and when.
     passed: Mutex<HashMap<String, Instant>>,
     /// How long a passed check stands ([`CHECK_STANDS`]).
@@ -91,14 +156,22 @@ impl Remote {
             control: Mutex::new(control),
             idle: Mutex::new(Vec::new()),
             closing: Arc::new(AtomicBool::new(false)),
+            child: None,
             passed: Mutex::new(HashMap::new()),
             check_stands: CHECK_STANDS,
         }
     }
 
+    fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
     /// A channel to the delivery process: an idle one, or a new socketpair
     /// whose other end is handed over on the control socket.
     fn channel(&self) -> io::Result<UnixStream> {
+        if self.is_closing() {
+            return Err(io::Error::other("shutting down"));
+        }
         if let Some(c) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(c);
         }
@@ -108,8 +181,13 @@ impl Remote {
         Ok(ours)
     }
 
+    /// Keeps a channel for the next request; once closing, drops it, so
+    /// that the delivery process sees it end.
     fn release(&self, c: UnixStream) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(c);
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.is_closing() {
+            idle.push(c);
+        }
     }
 
     /// One request and its response; a broken channel is dropped.
@@ -135,6 +213,9 @@ impl Delivery for Remote {
             }
         };
         let req = encode_deliver(env, message.len());
+        // Nor does the SMTP side stop (SIGTSTP) while it waits for the
+        // outcome of a delivery.
+        let _held = crate::deliver::HoldSignals::new();
         match self.call(&req, Some(&fd)).and_then(|r| decode_response(&r)) {
             Ok(Response::Ok) => Outcome::Delivered,
             Ok(Response::Temp(r)) => Outcome::Temporary(r),
@@ -175,6 +256,52 @@ impl Delivery for Remote {
             Err(e) => Err(format!("delivery process: {e}")),
         }
     }
+
+    /// Lets go of the delivery process and waits until it has ended and
+    /// been reaped: it finishes the requests in progress, then removes its
+    /// journals, and only then may this process exit (a service manager
+    /// takes the main process's exit for the end of the service, and a
+    /// test or an admin for the end of postie).
+    fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        // End of file on every channel not in use now; those in use end
+        // when their request is answered ([`Remote::release`]), and the
+        // control socket ends the delivery process's main loop.
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let _ = self
+            .control
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .shutdown(std::net::Shutdown::Both);
+        let Some((pid, reaped)) = &self.child else {
+            return;
+        };
+        log::info!("waiting for the delivery process {pid} to finish");
+        reaped.wait();
+        log::info!("delivery process {pid} ended");
+    }
+}
+
+/// Whether the delivery process has ended and been reaped, set by the
+/// thread that waits for it.
+#[derive(Default)]
+struct Reaped {
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Reaped {
+    fn set(&self) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        while !*done {
+            done = self.cv.wait(done).unwrap_or_else(|p| p.into_inner());
+        }
+    }
 }
 
 /// Splits the process (see the module documentation). Returns, in the
@@ -190,6 +317,10 @@ pub fn split(
     inherited: &[std::os::fd::RawFd],
 ) -> io::Result<Service> {
     let (smtp_end, delivery_end) = UnixStream::pair()?;
+    // Before the fork, so that the delivery process has the higher limit
+    // too: it holds a descriptor per channel, mailbox and journal.
+    crate::server::raise_fd_limit();
+    let limits = Limits::of(&service);
     match sys::fork()? {
         sys::Forked::Child => {
             drop(smtp_end);
@@ -197,31 +328,45 @@ pub fn split(
                 sys::null_fd(*fd);
             }
             // A delivery in progress must finish: stop signals here; the
-            // process ends when the SMTP side closes the control socket.
-            let mut set = nix::sys::signal::SigSet::empty();
-            set.add(nix::sys::signal::Signal::SIGTERM);
-            set.add(nix::sys::signal::Signal::SIGINT);
-            set.add(nix::sys::signal::Signal::SIGHUP);
-            let _ = set.thread_block();
+            // process ends when the SMTP side closes the control socket
+            // (and that side waits for it to end).
+            // SIGTSTP, SIGTTIN and SIGTTOU too: it never stops with a
+            // mailbox locked.
+            let _ = sys::delivery_signals().thread_block();
             let recipients = service.recipients.clone();
             let lookup = move |name: &str| recipients.user(name).ok().flatten();
             // Deliveries a crash interrupted are undone before any request
             // is served.
             service.delivery.recover();
             log::info!("delivery process {} serving", std::process::id());
-            serve_delivery(delivery_end, service.delivery.clone(), Arc::new(lookup));
+            serve_delivery(
+                delivery_end,
+                service.delivery.clone(),
+                Arc::new(lookup),
+                limits,
+            );
+            // The SMTP side has let go, and waits for this process to end.
+            // A process that died while this one served (a crashed postie
+            // still exiting when this one started, an inetd session) may
+            // have left journals the first recovery saw locked: recovered
+            // now, then this process's idle journals removed, so that a
+            // clean shutdown leaves none.
+            service.delivery.recover();
             service.delivery.close();
             std::process::exit(0);
         }
         sys::Forked::Parent { child } => {
             drop(delivery_end);
             sys::drop_privileges(uid, gid)?;
-            let remote = Remote::new(smtp_end);
+            let mut remote = Remote::new(smtp_end);
             // Without its delivery process the SMTP side could only answer
             // 4xx: exit, so that the service manager (or inetd, at the next
             // connection) starts a whole postie again. When this side is
-            // closing, the delivery process ending is expected.
+            // closing, the delivery process ending is expected, and
+            // [`Remote::close`] waits for it.
             let closing = remote.closing.clone();
+            let reaped = Arc::new(Reaped::default());
+            remote.child = Some((child, reaped.clone()));
             std::thread::Builder::new()
                 .name("watch".into())
                 .stack_size(64 * 1024)
@@ -231,6 +376,10 @@ pub fn split(
                         log::error!("delivery process {child} ended ({status:?}); exiting");
                         std::process::exit(71);
                     }
+                    if !matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) {
+                        log::warn!("delivery process {child} ended ({status:?})");
+                    }
+                    reaped.set();
                 })?;
             log::info!(
                 "SMTP side runs as {user} (uid {uid}, gid {gid}); delivery process {child} keeps root"
@@ -263,9 +412,16 @@ pub enum Response {
 
 /// The delivery process's main loop: receives channels on `control` and
 /// serves each on a thread until the SMTP process goes away (end of file
-/// on the control socket), then waits for requests in progress.
-pub fn serve_delivery(control: UnixStream, delivery: Arc<dyn Delivery>, lookup: Arc<UserLookup>) {
+/// on the control socket), then waits for requests in progress. A channel
+/// beyond [`Limits::max_channels`] is closed at once.
+pub fn serve_delivery(
+    control: UnixStream,
+    delivery: Arc<dyn Delivery>,
+    lookup: Arc<UserLookup>,
+    limits: Limits,
+) {
     let mut workers = Vec::new();
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     loop {
         let (payload, fd) = match recv_frame(&control) {
             Ok(f) => f,
@@ -280,13 +436,23 @@ pub fn serve_delivery(control: UnixStream, delivery: Arc<dyn Delivery>, lookup: 
             continue;
         };
         let channel = UnixStream::from(fd);
+        if open.load(Ordering::SeqCst) >= limits.max_channels {
+            log::error!(
+                "delivery process: refused a channel: {} open, the most allowed",
+                limits.max_channels
+            );
+            continue;
+        }
+        let counted = Counted::new(&open);
         let d = delivery.clone();
         let l = lookup.clone();
         match std::thread::Builder::new()
             .name("deliver".into())
             .stack_size(256 * 1024)
-            .spawn(move || serve_channel(channel, &*d, &*l))
-        {
+            .spawn(move || {
+                let _counted = counted;
+                serve_channel(channel, &*d, &*l, &limits)
+            }) {
             Ok(h) => workers.push(h),
             Err(e) => log::error!("delivery process: cannot start a thread: {e}"),
         }
@@ -297,11 +463,29 @@ pub fn serve_delivery(control: UnixStream, delivery: Arc<dyn Delivery>, lookup: 
     }
 }
 
+/// One open channel, counted while this lives (dropped with its thread, or
+/// with the closure if no thread could be started).
+struct Counted(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Counted {
+    fn new(n: &Arc<std::sync::atomic::AtomicUsize>) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Counted(n.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Serves requests on one channel until it closes.
 pub fn serve_channel(
     channel: UnixStream,
     delivery: &dyn Delivery,
     lookup: &dyn Fn(&str) -> Option<User>,
+    limits: &Limits,
 ) {
     loop {
         let (payload, fd) = match recv_frame(&channel) {
@@ -318,7 +502,7 @@ pub fn serve_channel(
                 return;
             }
         };
-        let response = handle(&payload, fd, delivery, lookup);
+        let response = handle(&payload, fd, delivery, lookup, limits);
         if let Response::Bad(why) = &response {
             log::warn!("delivery process: refused request: {why}");
         }
@@ -334,6 +518,7 @@ pub fn handle(
     fd: Option<OwnedFd>,
     delivery: &dyn Delivery,
     lookup: &dyn Fn(&str) -> Option<User>,
+    limits: &Limits,
 ) -> Response {
     let mut r = Reader { buf: payload };
     let parsed = (|| -> Result<Response, String> {
@@ -355,13 +540,26 @@ pub fn handle(
             }
             KIND_DELIVER => {
                 let (env, len) = decode_deliver(&mut r)?;
+                if len > limits.max_size {
+                    return Err(format!(
+                        "message of {len} bytes over the limit of {}",
+                        limits.max_size
+                    ));
+                }
+                if env.recipients.len() > limits.max_recipients {
+                    return Err(format!(
+                        "{} recipients over the limit of {}",
+                        env.recipients.len(),
+                        limits.max_recipients
+                    ));
+                }
                 for rcpt in &env.recipients {
                     for u in &rcpt.users {
                         known_user(u, lookup)?;
                     }
                 }
                 let fd = fd.ok_or("no message descriptor")?;
-                let message = FdMessage::new(File::from(fd), len)?;
+                let message = FdMessage::new(File::from(fd), len, limits)?;
                 Ok(match delivery.deliver(&env, &message) {
                     Outcome::Delivered => Response::Ok,
                     Outcome::Temporary(t) => Response::Temp(t),
@@ -383,15 +581,25 @@ fn known_user(name: &str, lookup: &dyn Fn(&str) -> Option<User>) -> Result<User,
     lookup(name).ok_or_else(|| format!("no such user {name:?}"))
 }
 
-/// The message of a delivery request: a regular file (a memfd) of the
-/// declared length, read with positional reads.
+/// The message of a delivery request: a regular file of the declared
+/// length, read with positional reads. Up to the spill threshold it must
+/// be a memfd sealed against any change; a larger one may be a file the
+/// SMTP side can still change, and then a read that ends short fails the
+/// delivery (see the module documentation).
 pub struct FdMessage {
     file: File,
     len: u64,
 }
 
+/// The seals a memfd must carry: its size and content cannot change.
+fn required_seals() -> nix::fcntl::SealFlag {
+    use nix::fcntl::SealFlag;
+    SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE
+}
+
 impl FdMessage {
-    fn new(file: File, len: u64) -> Result<Self, String> {
+    pub(crate) fn new(file: File, len: u64, limits: &Limits) -> Result<Self, String> {
+        use nix::fcntl::{FcntlArg, SealFlag, fcntl};
         let md = file
             .metadata()
             .map_err(|e| format!("message descriptor: {e}"))?;
@@ -400,6 +608,25 @@ impl FdMessage {
         }
         if md.len() != len {
             return Err(format!("message is {} bytes, request says {len}", md.len()));
+        }
+        // A memfd (or any tmpfs file) tells its seals; any other file
+        // cannot be sealed (EINVAL).
+        let seals = fcntl(&file, FcntlArg::F_GET_SEALS)
+            .ok()
+            .map(SealFlag::from_bits_truncate);
+        match seals {
+            Some(s) if s.contains(required_seals()) => {}
+            // Could be sealed and is not: the SMTP side always seals.
+            Some(s) if !s.contains(SealFlag::F_SEAL_SEAL) => {
+                return Err("message in an unsealed memory file".into());
+            }
+            // Cannot be sealed: only for a message the SMTP side spilled.
+            _ if len > limits.spill_threshold => {}
+            _ => {
+                return Err(format!(
+                    "message of {len} bytes not in a sealed memory file"
+                ));
+            }
         }
         Ok(FdMessage { file, len })
     }
@@ -433,6 +660,17 @@ impl Read for AtReader<'_> {
             return Ok(0);
         }
         let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            // Shortened under us (an unsealed file): the delivery fails
+            // and is rolled back rather than append part of a message.
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "message file ends at {} of {} bytes: changed during delivery",
+                    self.pos, self.len
+                ),
+            ));
+        }
         self.pos += n as u64;
         Ok(n)
     }
@@ -822,9 +1060,31 @@ mod tests {
         });
         let (ours, theirs) = UnixStream::pair().unwrap();
         let d: Arc<dyn Delivery> = rec.clone();
-        std::thread::spawn(move || serve_delivery(theirs, d, Arc::new(lookup)));
+        std::thread::spawn(move || serve_delivery(theirs, d, Arc::new(lookup), LIMITS));
         let raw = ours.try_clone().unwrap();
         (Remote::new(ours), rec, raw)
+    }
+
+    const LIMITS: Limits = Limits {
+        max_size: 10 << 20,
+        max_recipients: 100,
+        spill_threshold: 16,
+        max_channels: 4,
+    };
+
+    /// A memfd holding `bytes`, with `seals` added.
+    fn memfd_sealed(bytes: &[u8], seals: nix::fcntl::SealFlag) -> OwnedFd {
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        let fd = memfd_create(c"t", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).unwrap();
+        let mut f = File::from(fd);
+        f.write_all(bytes).unwrap();
+        nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_ADD_SEALS(seals)).unwrap();
+        OwnedFd::from(f)
+    }
+
+    /// A memfd holding `bytes`, sealed as the SMTP side seals it.
+    fn memfd(bytes: &[u8]) -> OwnedFd {
+        memfd_sealed(bytes, required_seals())
     }
 
     #[test]
@@ -875,13 +1135,6 @@ mod tests {
             delivered: Mutex::new(Vec::new()),
             checks: AtomicUsize::new(0),
         };
-        let memfd = |bytes: &[u8]| {
-            let fd = nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-                .unwrap();
-            let mut f = File::from(fd);
-            f.write_all(bytes).unwrap();
-            OwnedFd::from(f)
-        };
         let good = encode_deliver(&envelope(), 3);
         let mut other_user = envelope();
         other_user.recipients[0].users = vec!["../../etc/passwd".into()];
@@ -927,7 +1180,7 @@ mod tests {
             ),
         ];
         for (name, payload, fd) in cases {
-            match handle(&payload, fd, &rec, &lookup) {
+            match handle(&payload, fd, &rec, &lookup, &LIMITS) {
                 Response::Bad(_) => {}
                 other => panic!("{name}: {other:?}"),
             }
@@ -935,7 +1188,7 @@ mod tests {
         // A directory as the message descriptor.
         let dir = File::open(std::env::temp_dir()).unwrap();
         assert!(matches!(
-            handle(&good, Some(OwnedFd::from(dir)), &rec, &lookup),
+            handle(&good, Some(OwnedFd::from(dir)), &rec, &lookup, &LIMITS),
             Response::Bad(_)
         ));
         assert!(
@@ -945,7 +1198,7 @@ mod tests {
         assert_eq!(rec.checks.load(Ordering::SeqCst), 0, "nothing checked");
         // And the good one works.
         assert_eq!(
-            handle(&good, Some(memfd(b"abc")), &rec, &lookup),
+            handle(&good, Some(memfd(b"abc")), &rec, &lookup, &LIMITS),
             Response::Ok
         );
     }
@@ -969,5 +1222,143 @@ mod tests {
         msg.write_all(b"x\n").unwrap();
         assert_eq!(remote.deliver(&envelope(), &msg), Outcome::Delivered);
         assert_eq!(rec.delivered.lock().unwrap().len(), 1);
+    }
+
+    /// Issue postie 5, item 7: requests a forged SMTP side could send past
+    /// the limits the real one keeps (a message of 30 times --max-size,
+    /// too many recipients, a message that could change under the
+    /// delivery) are refused, and nothing is delivered.
+    #[test]
+    fn forged_requests_past_the_limits_are_refused_without_harm() {
+        use nix::fcntl::SealFlag;
+        let rec = Recorder {
+            delivered: Mutex::new(Vec::new()),
+            checks: AtomicUsize::new(0),
+        };
+        let limits = Limits {
+            max_size: 10 << 20,
+            max_recipients: 3,
+            spill_threshold: 100,
+            max_channels: 4,
+        };
+        let refused = |name: &str, payload: &[u8], fd: OwnedFd| match handle(
+            payload,
+            Some(fd),
+            &rec,
+            &lookup,
+            &limits,
+        ) {
+            Response::Bad(why) => why,
+            other => panic!("{name}: {other:?}"),
+        };
+        // 300 MiB (sparse), sealed: over --max-size.
+        let huge = {
+            use nix::sys::memfd::{MFdFlags, memfd_create};
+            let fd =
+                memfd_create(c"t", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING).unwrap();
+            let f = File::from(fd);
+            f.set_len(300 << 20).unwrap();
+            nix::fcntl::fcntl(&f, nix::fcntl::FcntlArg::F_ADD_SEALS(required_seals())).unwrap();
+            OwnedFd::from(f)
+        };
+        let why = refused("huge", &encode_deliver(&envelope(), 300 << 20), huge);
+        assert!(why.contains("over the limit"), "{why}");
+        let mut crowd = envelope();
+        crowd.recipients = (0..4).map(|_| envelope().recipients[0].clone()).collect();
+        let why = refused("recipients", &encode_deliver(&crowd, 3), memfd(b"abc"));
+        assert!(why.contains("recipients over the limit"), "{why}");
+        let good = encode_deliver(&envelope(), 3);
+        let unsealed = memfd_sealed(b"abc", SealFlag::empty());
+        let why = refused("unsealed", &good, unsealed);
+        assert!(why.contains("unsealed"), "{why}");
+        let part = memfd_sealed(b"abc", SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW);
+        refused("write seal missing", &good, part);
+        // A memfd made without sealing, and a file on disk: not for a
+        // message the SMTP side holds in memory.
+        let unsealable = {
+            let fd = nix::sys::memfd::memfd_create(c"t", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+                .unwrap();
+            let mut f = File::from(fd);
+            f.write_all(b"abc").unwrap();
+            OwnedFd::from(f)
+        };
+        refused("unsealable memfd", &good, unsealable);
+        let mut disk = tempfile::tempfile().unwrap();
+        disk.write_all(b"abc").unwrap();
+        refused("small file", &good, OwnedFd::from(disk));
+        assert!(
+            rec.delivered.lock().unwrap().is_empty(),
+            "nothing delivered"
+        );
+        // A spilled message (over the threshold) may come as its file; a
+        // sealed memfd is accepted at any size within the limit.
+        let big = vec![b'x'; 101];
+        let mut disk = tempfile::tempfile().unwrap();
+        disk.write_all(&big).unwrap();
+        let ok = |fd| {
+            handle(
+                &encode_deliver(&envelope(), 101),
+                Some(fd),
+                &rec,
+                &lookup,
+                &limits,
+            )
+        };
+        assert_eq!(ok(OwnedFd::from(disk)), Response::Ok);
+        assert_eq!(ok(memfd(&big)), Response::Ok);
+        assert_eq!(rec.delivered.lock().unwrap().len(), 2);
+    }
+
+    /// A message file that gets shorter during the delivery (an unsealed
+    /// spilled file, changed by the SMTP side) is a read error, not the
+    /// end of the message.
+    #[test]
+    fn a_message_file_that_shrinks_is_a_read_error() {
+        let mut disk = tempfile::tempfile().unwrap();
+        disk.write_all(&[b'x'; 200]).unwrap();
+        let other = disk.try_clone().unwrap();
+        let m = FdMessage::new(disk, 200, &LIMITS).unwrap();
+        other.set_len(50).unwrap();
+        let mut got = Vec::new();
+        let e = m.reader().unwrap().read_to_end(&mut got).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{e}");
+    }
+
+    /// Channels past [`Limits::max_channels`] are closed at once; the
+    /// others are served, and once one closes a new one is taken.
+    #[test]
+    fn channels_past_the_limit_are_refused() {
+        let (_remote, _rec, raw) = start();
+        let open = || {
+            let (ours, theirs) = UnixStream::pair().unwrap();
+            send_frame(&raw, &[VERSION], Some(theirs.as_raw_fd())).unwrap();
+            ours
+        };
+        let check = |c: &UnixStream| {
+            let mut req = vec![VERSION, KIND_CHECK];
+            put_str(&mut req, "jon");
+            send_frame(c, &req, None).ok()?;
+            recv_frame(c)
+                .ok()
+                .map(|(r, _)| decode_response(&r).unwrap())
+        };
+        let served: Vec<UnixStream> = (0..LIMITS.max_channels).map(|_| open()).collect();
+        for c in &served {
+            assert_eq!(check(c), Some(Response::Ok));
+        }
+        let extra = open();
+        assert_eq!(check(&extra), None, "a channel past the limit is closed");
+        drop(served);
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            if check(&open()) == Some(Response::Ok) {
+                break;
+            }
+            assert!(
+                Instant::now() < until,
+                "no channel taken after others closed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

@@ -628,6 +628,13 @@ fn in_process(
     // As a daemon would at start: undo what a crash interrupted.
     service.delivery.recover();
     let service = &service;
+    // The signals that end or stop the process are held off this thread,
+    // and so off the session's, for the dialog: a signal taken by a thread
+    // that is not delivering would end or stop the whole process with
+    // mailboxes locked. One that comes meanwhile takes effect after.
+    let old_mask = sys::delivery_signals()
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .ok();
     let result = std::thread::scope(|scope| {
         scope.spawn(move || service.run_session(UnixReader(reader), theirs, None));
         let result = over_socket(&ours, env, data, trace);
@@ -636,6 +643,9 @@ fn in_process(
         result
     });
     service.delivery.close();
+    if let Some(old) = old_mask {
+        let _ = old.thread_set_mask();
+    }
     Ok(result)
 }
 

@@ -412,14 +412,12 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
-/// Blocks SIGTERM, SIGINT and SIGHUP in this thread and every thread it
-/// starts from now on, and returns a signalfd that reports them. Call
-/// before starting any thread.
+/// Blocks the signals held off deliveries ([`crate::sys::delivery_signals`]:
+/// SIGTERM, SIGINT, SIGHUP, SIGTSTP, SIGTTIN, SIGTTOU) in this thread and
+/// every thread it starts from now on, and returns a signalfd that reports
+/// them. Call before starting any thread.
 pub fn signals() -> io::Result<SignalFd> {
-    let mut set = SigSet::empty();
-    set.add(Signal::SIGTERM);
-    set.add(Signal::SIGINT);
-    set.add(Signal::SIGHUP);
+    let set: SigSet = crate::sys::delivery_signals();
     set.thread_block()?;
     Ok(SignalFd::with_flags(
         &set,
@@ -485,6 +483,17 @@ pub fn serve(
                         log::info!("SIGHUP: reloading the aliases");
                         service.recipients.reload_aliases();
                     }
+                    Ok(Signal::SIGTSTP) => {
+                        // Stop as asked, but never with a mailbox locked:
+                        // once the deliveries in progress here are over
+                        // (started as root, the delivery process does not
+                        // stop at all).
+                        let _quiet = crate::deliver::quiesce();
+                        log::info!("SIGTSTP: stopping");
+                        crate::sys::stop_self();
+                        log::info!("continued");
+                    }
+                    Ok(Signal::SIGTTIN | Signal::SIGTTOU) => {}
                     Ok(s) => {
                         log::info!("{s}: no longer accepting connections");
                         break 'outer;

@@ -385,6 +385,35 @@ pub fn drop_privileges(uid: u32, gid: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The signals held off a delivery, from its first lock to the last
+/// unlock: those that end the process (`SIGTERM`, `SIGINT`, `SIGHUP`) and
+/// those that stop it with its locks held, so that other mail programs
+/// wait for them until `SIGCONT` (`SIGTSTP`, and `SIGTTIN` and `SIGTTOU`,
+/// which a background process gets when it reads or, with `stty tostop`,
+/// logs to its terminal; blocked, a write goes through and a read fails
+/// with `EIO`). `SIGSTOP` and `SIGKILL` cannot be held.
+pub fn delivery_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGTSTP,
+        Signal::SIGTTIN,
+        Signal::SIGTTOU,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Stops this process as `SIGTSTP` would have (with `SIGSTOP`, which
+/// cannot be blocked); returns once it is continued.
+pub fn stop_self() {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGSTOP);
+}
+
 /// Asks the kernel to send `SIGKILL` to this process when its parent dies
 /// (PR_SET_PDEATHSIG): the delivery process never outlives the SMTP side.
 pub fn die_with_parent() -> std::io::Result<()> {
@@ -534,6 +563,18 @@ mod tests {
         if let Some(name) = fqdn() {
             assert!(name.contains('.'), "{name}");
             assert!(!name.ends_with('.'), "{name}");
+        }
+    }
+
+    #[test]
+    fn deliveries_hold_off_the_signals_that_end_or_stop_the_process() {
+        use nix::sys::signal::Signal::*;
+        let set = delivery_signals();
+        for s in [SIGTERM, SIGINT, SIGHUP, SIGTSTP, SIGTTIN, SIGTTOU] {
+            assert!(set.contains(s), "{s}");
+        }
+        for s in [SIGCONT, SIGCHLD, SIGPIPE, SIGUSR1] {
+            assert!(!set.contains(s), "{s}");
         }
     }
 

@@ -709,3 +709,255 @@ fn daemon_recovers_another_process_crash_it_meets() {
     assert_eq!(python_mbox(&fx.mailbox("dave")).len(), 2);
     assert!(leftovers(&fx).iter().all(|n| n.starts_with(".postie-txn.")));
 }
+
+/// Regression (issue postie 5, "CI must not fail at random": the SIGKILL
+/// test left journals after its final, clean SIGTERM under load). A
+/// journal whose process was still alive when the daemon started (on a
+/// loaded machine, a process killed with SIGKILL goes on holding its
+/// locks until a pending fsync returns), so that the start-up recovery
+/// left it alone, is gone once the daemon has shut down cleanly: it is
+/// recovered as the process that delivers ends, and the daemon exits only
+/// after that. Checked at the exit, without waiting.
+#[test]
+fn a_clean_shutdown_leaves_no_journal_of_a_process_that_died_meanwhile() {
+    use postie::journal::Journal;
+    let fx = Fixture::new();
+    // The other process's journal, locked (by this test) while open.
+    let journal = Journal::create(&fx.spool()).unwrap();
+    let path = journal.path().to_owned();
+    let mut srv = start(&fx);
+    let mut c = srv.connect();
+    c.reply();
+    // Requests are served once the start-up recovery is over.
+    c.send_message("a@b.example", "jon", b"Subject: hi\r\n\r\nhi\r\n");
+    c.expect("QUIT", 221);
+    assert!(path.exists(), "recovery left a live journal alone");
+    // The other process dies.
+    drop(journal);
+    let status = srv.terminate(Duration::from_secs(120));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert_eq!(leftovers(&fx), Vec::<String>::new(), "{}", srv.log());
+    assert!(srv.log_has("removed the journal, idle"), "{}", srv.log());
+}
+
+/// The PID of the delivery process, from the server's log (started as
+/// root).
+fn delivery_pid(srv: &Server) -> Pid {
+    let log = srv.log_with(&["keeps root"]);
+    let pid = log
+        .lines()
+        .find_map(|l| l.split("delivery process ").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no delivery process in the log:\n{log}"));
+    Pid::from_raw(pid)
+}
+
+/// True once a journal in the spool holds a delivery in progress (a
+/// header with a generation other than the idle one).
+fn delivery_in_progress(fx: &Fixture) -> bool {
+    leftovers(fx)
+        .iter()
+        .filter(|n| n.starts_with(".postie-txn."))
+        .filter_map(|n| std::fs::read(fx.spool().join(n)).ok())
+        .any(|b| b.starts_with(b"postie-txn ") && b.get(13..29) != Some(&[b'0'; 16][..]))
+}
+
+/// Issue postie 5: at SIGTERM, started as root, the SMTP side waits for
+/// its delivery process, which finishes the delivery in progress (held up
+/// here by another program's dotlock, past the shutdown grace), removes
+/// its journals and ends; the SMTP side reaps it and only then exits.
+/// Before, the SMTP side exited after the grace and left the delivery
+/// process running on its own.
+#[test]
+fn the_smtp_side_exits_after_its_delivery_process() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIP the_smtp_side_exits_after_its_delivery_process: not running as root (no delivery process)"
+        );
+        return;
+    }
+    let fx = Fixture::new();
+    let dotlock = fx.spool().join("alice.lock");
+    std::fs::write(&dotlock, b"").unwrap();
+    let mut srv = Server::start(&fx, &["--shutdown-grace", "0", "--lock-timeout", "600"]);
+    let pid = delivery_pid(&srv);
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("HELO c", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<alice>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: slow\r\n\r\nwaits for a lock\r\n.\r\n");
+    assert!(
+        wait_for(Duration::from_secs(60), || delivery_in_progress(&fx)),
+        "no delivery began:\n{}",
+        srv.log()
+    );
+    srv.signal(Signal::SIGTERM);
+    let until = Instant::now() + Duration::from_secs(120);
+    let mut exited = None;
+    while Instant::now() < until
+        && exited.is_none()
+        && !srv.log_has("waiting for the delivery process")
+    {
+        exited = srv.child.try_wait().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        exited.is_none() && srv.child.try_wait().unwrap().is_none(),
+        "the SMTP side exited ({exited:?}) while its delivery process was delivering:\n{}",
+        srv.log()
+    );
+    // The other program lets go: the delivery ends, then both processes.
+    std::fs::remove_file(&dotlock).unwrap();
+    let status = srv.wait_exit(Duration::from_secs(120));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        srv.log()
+    );
+    assert_eq!(
+        nix::sys::signal::kill(pid, None),
+        Err(nix::errno::Errno::ESRCH),
+        "the delivery process {pid} is still there"
+    );
+    assert_eq!(leftovers(&fx), Vec::<String>::new(), "{}", srv.log());
+    assert!(String::from_utf8_lossy(&fx.read_mailbox("alice")).contains("waits for a lock"));
+    assert_eq!(c.reply().code, 250, "the client is told");
+}
+
+/// The state letter of process `pid` (`T` when stopped), from /proc.
+fn proc_state(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?.1.chars().next()
+}
+
+/// Issue postie 5, item 10: SIGTSTP (^Z at the terminal, to every process
+/// of the server) in the middle of a delivery held up by another
+/// program's dotlock. The delivery completes once the lock is let go, and
+/// releases its locks; only then does postie stop. Before, the process
+/// that delivers stopped at once, keeping the mailbox locked until
+/// SIGCONT. Runs as root (a delivery process) and not (one process).
+#[test]
+fn sigtstp_during_a_delivery_stops_postie_only_after_it() {
+    let fx = Fixture::new();
+    let dotlock = fx.spool().join("alice.lock");
+    std::fs::write(&dotlock, b"").unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .args(fx.args())
+        .args(["--lock-timeout", "600"])
+        .arg("--submit-socket")
+        .arg(fx.dir.path().join("submit.sock"))
+        .process_group(0);
+    let mut srv = Server::spawn(cmd);
+    let pid = srv.child.id();
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("HELO c", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<alice>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: tstp\r\n\r\nstopped in the middle\r\n.\r\n");
+    assert!(
+        wait_for(Duration::from_secs(60), || delivery_in_progress(&fx)),
+        "no delivery began:\n{}",
+        srv.log()
+    );
+    killpg(Pid::from_raw(pid as i32), Signal::SIGTSTP).unwrap();
+    std::fs::remove_file(&dotlock).unwrap();
+    // The delivery completes and lets go of the mailbox; postie stops.
+    let delivered = || {
+        String::from_utf8_lossy(&fx.read_mailbox("alice")).contains("stopped in the middle")
+            && !dotlock.exists()
+            && !delivery_in_progress(&fx)
+    };
+    assert!(
+        wait_for(Duration::from_secs(120), delivered),
+        "the delivery did not complete after SIGTSTP (postie is {:?}):\n{}",
+        proc_state(pid),
+        srv.log()
+    );
+    assert!(
+        wait_for(Duration::from_secs(120), || proc_state(pid) == Some('T')),
+        "postie did not stop after the delivery (state {:?}):\n{}",
+        proc_state(pid),
+        srv.log()
+    );
+    killpg(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
+    assert_eq!(c.reply().code, 250);
+    c.send_message(
+        "a@b.example",
+        "alice",
+        b"Subject: again\r\n\r\nafter SIGCONT\r\n",
+    );
+    c.expect("QUIT", 221);
+    let status = srv.terminate(Duration::from_secs(120));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{}",
+        srv.log()
+    );
+    assert_eq!(python_mbox(&fx.mailbox("alice")).len(), 2);
+}
+
+/// Item 10 for the sendmail command line run by root without a daemon,
+/// which delivers in its own process (the SMTP dialog on one thread, the
+/// session and delivery on another): SIGTSTP (^Z) in the middle of the
+/// delivery stops it only once the delivery is over and its locks are
+/// released. Before, the thread that was not delivering took the signal
+/// and the whole process stopped with the mailbox locked.
+#[test]
+fn sigtstp_during_a_direct_sendmail_delivery_stops_it_only_after() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIP sigtstp_during_a_direct_sendmail_delivery_stops_it_only_after: needs root (direct delivery)"
+        );
+        return;
+    }
+    let fx = Fixture::new();
+    let dotlock = fx.spool().join("alice.lock");
+    std::fs::write(&dotlock, b"").unwrap();
+    let mut child = Command::new(bin())
+        .arg("sendmail")
+        .args(fx.args())
+        .args(["--lock-timeout", "600"])
+        .arg("--submit-socket")
+        .arg(fx.dir.path().join("no-daemon.sock"))
+        .arg("alice")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin
+        .write_all(b"Subject: tstp\n\nsent by sendmail\n")
+        .unwrap();
+    drop(stdin);
+    assert!(
+        wait_for(Duration::from_secs(60), || delivery_in_progress(&fx)),
+        "no delivery began"
+    );
+    killpg(Pid::from_raw(pid as i32), Signal::SIGTSTP).unwrap();
+    std::fs::remove_file(&dotlock).unwrap();
+    let delivered = || {
+        String::from_utf8_lossy(&fx.read_mailbox("alice")).contains("sent by sendmail")
+            && !dotlock.exists()
+    };
+    let done = wait_for(Duration::from_secs(120), delivered);
+    let state = proc_state(pid);
+    killpg(Pid::from_raw(pid as i32), Signal::SIGCONT).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        done,
+        "the delivery did not complete after SIGTSTP (state {state:?})"
+    );
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(python_mbox(&fx.mailbox("alice")).len(), 1);
+}
