@@ -78,8 +78,9 @@ const MAX_STR: usize = 4096;
 /// Most recipients (and users per recipient) in one request.
 const MAX_ITEMS: usize = 10_000;
 
-/// Channels the delivery process serves beyond `--max-connections` (one
-/// per request in progress; the SMTP side has at most one per session).
+/// Channels the delivery process serves beyond `--max-connections` and
+/// `--max-local-connections` (one per request in progress; the SMTP side
+/// has at most one per session, and sessions of both kinds count).
 const CHANNEL_SLACK: usize = 16;
 
 /// What the delivery process accepts, whatever the SMTP side asks: the
@@ -106,7 +107,11 @@ impl Limits {
             max_size: service.session.max_size,
             max_recipients: service.session.max_recipients,
             spill_threshold: service.conn.spill_threshold as u64,
-            max_channels: service.server.max_connections.saturating_add(CHANNEL_SLACK),
+            max_channels: service
+                .server
+                .max_connections
+                .saturating_add(service.server.max_local_connections)
+                .saturating_add(CHANNEL_SLACK),
         }
     }
 }
