@@ -203,36 +203,6 @@ pub fn fqdn() -> Option<String> {
     name.contains('.').then_some(name)
 }
 
-/// Opens the connection to syslog(3): facility mail, `LOG_PID`, never the
-/// console or stderr.
-pub fn openlog(ident: &'static std::ffi::CStr) {
-    // No LOG_CONS or LOG_PERROR: in inetd mode stderr is the client's socket.
-    // SAFETY: openlog keeps the `ident` pointer; it is 'static, so it stays
-    // valid for every later syslog call.
-    unsafe {
-        libc::openlog(
-            ident.as_ptr(),
-            libc::LOG_PID | libc::LOG_NDELAY,
-            libc::LOG_MAIL,
-        )
-    };
-}
-
-/// `msg` as a C string for syslog, interior NUL bytes replaced by `?`.
-fn syslog_message(msg: &str) -> CString {
-    let bytes: Vec<u8> = msg.bytes().map(|b| if b == 0 { b'?' } else { b }).collect();
-    CString::new(bytes).unwrap_or_default()
-}
-
-/// Sends one message to syslog at `priority` (a `libc::LOG_*` level).
-/// Interior NUL bytes are replaced.
-pub fn syslog(priority: libc::c_int, msg: &str) {
-    let cmsg = syslog_message(msg);
-    // SAFETY: the format is the literal "%s" with exactly one matching
-    // NUL-terminated string argument, so `%` in the message is inert.
-    unsafe { libc::syslog(priority, c"%s".as_ptr(), cmsg.as_ptr()) };
-}
-
 /// Takes ownership of a descriptor the process inherited: a socket passed by
 /// systemd (`LISTEN_FDS`) or inetd (fd 0), or stdin/stdout. The caller must
 /// name an fd that nothing else in the process owns, and call this once per
@@ -414,18 +384,6 @@ pub fn stop_self() {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::this(), nix::sys::signal::Signal::SIGSTOP);
 }
 
-/// Asks the kernel to send `SIGKILL` to this process when its parent dies
-/// (PR_SET_PDEATHSIG): the delivery process never outlives the SMTP side.
-pub fn die_with_parent() -> std::io::Result<()> {
-    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and no
-    // pointers.
-    let rc = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -576,12 +534,6 @@ mod tests {
         for s in [SIGCONT, SIGCHLD, SIGPIPE, SIGUSR1] {
             assert!(!set.contains(s), "{s}");
         }
-    }
-
-    #[test]
-    fn syslog_message_replaces_nul() {
-        assert_eq!(syslog_message("a\0b%s").as_bytes(), b"a?b%s");
-        assert_eq!(syslog_message("").as_bytes(), b"");
     }
 
     #[test]
