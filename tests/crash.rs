@@ -921,12 +921,18 @@ fn sigtstp_during_a_direct_sendmail_delivery_stops_it_only_after() {
     let fx = Fixture::new();
     let dotlock = fx.spool().join("alice.lock");
     std::fs::write(&dotlock, b"").unwrap();
+    // The sendmail command line takes the spool, passwd and socket from
+    // a configuration file only.
+    let conf = fx.write_config(&format!(
+        "{}submit-socket = {}\n",
+        fx.config_lines(),
+        fx.dir.path().join("no-daemon.sock").display()
+    ));
     let mut child = Command::new(bin())
         .arg("sendmail")
-        .args(fx.args())
+        .arg("-C")
+        .arg(&conf)
         .args(["--lock-timeout", "600"])
-        .arg("--submit-socket")
-        .arg(fx.dir.path().join("no-daemon.sock"))
         .arg("alice")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
