@@ -727,6 +727,55 @@ fn root_refuses_a_config_file_others_may_write() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
+/// Root's `-C FILE` naming a FIFO (which anyone can make in /tmp) is
+/// refused with EX_CONFIG (78) without opening it: an open of a FIFO
+/// without a writer blocks forever, so root's cron job hung (found by the
+/// audit after "postie 5"). Also through a symbolic link to the FIFO.
+#[test]
+fn root_refuses_a_fifo_as_config_file_without_blocking() {
+    if !need_root_for(
+        "root_refuses_a_fifo_as_config_file_without_blocking",
+        "only root's -C file is vetted",
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let fifo = fx.dir.path().join("evil.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let link = fx.dir.path().join("evil.link");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    for conf in [&fifo, &link] {
+        let mut child = Command::new(bin())
+            .arg("sendmail")
+            .arg("-C")
+            .arg(conf)
+            .args(["-i", "root"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A generous bound: the fixed program exits at once; the broken
+        // one never does.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if child.try_wait().unwrap().is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sendmail -C {} (a FIFO) blocked", conf.display());
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("not a regular file"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
 /// Usage errors: no recipient without -t, an unknown flag, a bad value of
 /// one of postie's options. Each is EX_USAGE with a usage line.
 #[test]
