@@ -754,11 +754,17 @@ fn submission_socket_is_served_when_the_tcp_slots_are_full() {
     step("Subject: beside the crowd\r\n\r\nhi\r\n.\r\n", 250);
     step("QUIT\r\n", 221);
 
+    // The sendmail command line takes the spool, passwd and socket from
+    // a configuration file only.
+    let conf = fx.write_config(&format!(
+        "{}submit-socket = {}\n",
+        fx.config_lines(),
+        sock.display()
+    ));
     let mut child = Command::new(bin())
         .arg("sendmail")
-        .args(fx.args())
-        .arg("--submit-socket")
-        .arg(&sock)
+        .arg("-C")
+        .arg(&conf)
         .args(["-i", "alice"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
