@@ -728,6 +728,27 @@ impl Deliverer {
         if !self.may_create(user) && std::fs::symlink_metadata(&path).is_err() {
             return Err(format!("{}: {}", path.display(), cannot_create(user)));
         }
+        // As root, the dotlock (and a missing mailbox) are made with the
+        // user's identity: a spool it cannot write would defer the whole
+        // message at the end of DATA, every other recipient's copy too.
+        // faccessat with AT_EACCESS checks with the fsuid and fsgid now in
+        // force.
+        if nix::unistd::geteuid().is_root() {
+            if let Err(e) = nix::unistd::faccessat(
+                nix::fcntl::AT_FDCWD,
+                &self.spool,
+                nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+                nix::fcntl::AtFlags::AT_EACCESS,
+            ) {
+                return Err(format!(
+                    "{}: uid {} cannot create the mailbox or its dotlock in {} ({})",
+                    path.display(),
+                    user.uid,
+                    self.spool.display(),
+                    e.desc()
+                ));
+            }
+        }
         mbox::check(&path, user).map_err(|e| format!("{}: {}", path.display(), mbox_error_text(&e)))
     }
 }
