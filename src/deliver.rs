@@ -740,11 +740,15 @@ impl Deliverer {
                 nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
                 nix::fcntl::AtFlags::AT_EACCESS,
             ) {
+                let gid = self.fs_gid(user);
+                let group = match nix::unistd::Group::from_gid(gid.into()) {
+                    Ok(Some(g)) => g.name,
+                    _ => gid.to_string(),
+                };
                 return Err(format!(
-                    "{}: uid {} cannot create the mailbox or its dotlock in {} ({})",
+                    "{}: uid {} with group {group} cannot create the mailbox or its dotlock there ({})",
                     path.display(),
                     user.uid,
-                    self.spool.display(),
                     e.desc()
                 ));
             }
