@@ -395,7 +395,7 @@ pub fn spool_access(dir: &Path) -> SpoolAccess {
         ),
     };
     SpoolAccess::Partial(format!(
-        "spool {shown} is {}: only {} mail can arrive, mail to any other user is deferred (451): a new mailbox and the USER.lock dotlock are made with {how}; {fix}",
+        "spool {shown} is {}: only {} mail can arrive, mail to any other user is deferred (450 at RCPT): a new mailbox and the USER.lock dotlock are made with {how}; {fix}",
         described(&meta),
         can.join(" and ")
     ))

@@ -127,6 +127,7 @@ pub struct Options {
     pub max_connections: u32,
     /// Concurrent connections on the submission socket, a cap of their own:
     /// remote clients filling --max-connections do not stop local mail.
+    /// Root's submissions are not refused for this total.
     #[arg(long, global = true, value_name = "N", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_local_connections: u32,

@@ -328,8 +328,8 @@ pub fn load(cl: CommandLine) -> Result<Loaded, ConfigError> {
     load_vetted(cl, &|_| Ok(()))
 }
 
-/// [`load`], asking `vet` about the file before reading it: on the open
-/// file, so that the file vetted is the file read (the sendmail command
+/// [`load`], asking `vet` about the file before opening it and again on the
+/// open file, so that the file vetted is the file read (the sendmail command
 /// line run by root reads only a file root owns: `sendmail::root_may_read`).
 pub fn load_vetted(
     cl: CommandLine,
@@ -346,7 +346,26 @@ pub fn load_vetted(
         std::io::Read::read_to_end(&mut f, &mut bytes).map_err(|e| e.to_string())?;
         Ok(bytes)
     };
-    let bytes = match std::fs::File::open(&path) {
+    // `vet` sees the file before it is opened too: an open of a FIFO
+    // without a writer blocks for ever, and an open of a device may do
+    // something. A regular file is opened with O_NONBLOCK (which changes
+    // nothing for it), so that one swapped for a FIFO since is not waited
+    // on either; anything else (`-C <(...)`, where nothing is vetted) is
+    // opened as it is.
+    use std::os::unix::fs::OpenOptionsExt;
+    let regular = match std::fs::metadata(&path) {
+        Ok(meta) => {
+            vet(&meta).map_err(|why| ConfigError(format!("{source}: {why}")))?;
+            meta.is_file()
+        }
+        Err(_) => false,
+    };
+    let nonblock = if regular { libc::O_NONBLOCK } else { 0 };
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOCTTY | nonblock)
+        .open(&path);
+    let bytes = match opened {
         Ok(f) => read(f).map_err(|why| ConfigError(format!("{source}: {why}")))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             return Ok(Loaded::without_file(cl.cli));

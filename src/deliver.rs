@@ -759,6 +759,31 @@ impl Deliverer {
         if !self.may_create(user) && std::fs::symlink_metadata(&path).is_err() {
             return Err(format!("{}: {}", path.display(), cannot_create(user)));
         }
+        // As root, the dotlock (and a missing mailbox) are made with the
+        // user's identity: a spool it cannot write would defer the whole
+        // message at the end of DATA, every other recipient's copy too.
+        // faccessat with AT_EACCESS checks with the fsuid and fsgid now in
+        // force.
+        if nix::unistd::geteuid().is_root() {
+            if let Err(e) = nix::unistd::faccessat(
+                nix::fcntl::AT_FDCWD,
+                &self.spool,
+                nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+                nix::fcntl::AtFlags::AT_EACCESS,
+            ) {
+                let gid = self.fs_gid(user);
+                let group = match nix::unistd::Group::from_gid(gid.into()) {
+                    Ok(Some(g)) => g.name,
+                    _ => gid.to_string(),
+                };
+                return Err(format!(
+                    "{}: uid {} with group {group} cannot create the mailbox or its dotlock there ({})",
+                    path.display(),
+                    user.uid,
+                    e.desc()
+                ));
+            }
+        }
         mbox::check(&path, user).map_err(|e| format!("{}: {}", path.display(), mbox_error_text(&e)))
     }
 }

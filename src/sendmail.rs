@@ -231,6 +231,26 @@ pub fn root_may_read(uid: u32, mode: u32, is_file: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// An error of root's configuration `file` that names one of its lines
+/// (and may quote it), when others may not read the file: its lines are
+/// not shown. A root script may pass `-C` an argument someone else chose
+/// (`/etc/shadow`, through a link), and show them the output.
+fn hide_private_lines(e: config::ConfigError, file: &Path) -> config::ConfigError {
+    let prefix = format!("{}:", file.display());
+    let names_a_line =
+        e.0.strip_prefix(&prefix)
+            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
+    let private = std::fs::metadata(file).map_or(true, |m| m.mode() & 0o004 == 0);
+    if names_a_line && private {
+        config::ConfigError(format!(
+            "{}: not a valid configuration file (its lines are not shown: others may not read it; postie -C FILE check shows them)",
+            file.display()
+        ))
+    } else {
+        e
+    }
+}
+
 /// Parses the sendmail flags, then postie's options (those before the
 /// sendmail arguments and the long ones among them) through [`cli::parse`],
 /// so that they mean and check the same as everywhere else.
@@ -276,9 +296,16 @@ pub fn parse(call: Call) -> Result<Invocation, ParseError> {
         }
     }
     let loaded = if nix::unistd::geteuid().is_root() {
+        let file = cl
+            .cli
+            .opts
+            .config
+            .clone()
+            .unwrap_or_else(|| config::DEFAULT_FILE.into());
         crate::config::load_vetted(cl, &|m| {
             root_may_read(m.uid(), m.mode(), m.file_type().is_file())
         })
+        .map_err(|e| hide_private_lines(e, &file))
     } else {
         crate::config::load(cl)
     }
@@ -932,6 +959,7 @@ mod tests {
             "max-line",
             "max-errors",
             "max-connections",
+            "max-local-connections",
             "max-per-client",
             "max-local-connections",
             "timeout-command",

@@ -351,6 +351,10 @@ impl Slot {
         let mut c = lock(conns);
         let per = c.per_client.get(&client).copied().unwrap_or(0);
         let full = match client {
+            // Root's submissions (cron, the system's daemons) are not
+            // refused for the total: one user's idle connections filling
+            // the local slots would otherwise stop the system's mail.
+            Client::Uid(0) => false,
             Client::Uid(_) => c.local >= limits.max_local_connections,
             _ => c.total - c.local >= limits.max_connections,
         };

@@ -688,7 +688,7 @@ fn root_says_at_start_whose_mail_cannot_arrive() {
     std::os::unix::fs::chown(fx.spool(), Some(0), Some(0)).unwrap();
     std::fs::set_permissions(fx.spool(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let want = format!(
-        "spool {} is root:root 0755: only root's mail can arrive, mail to any other user is deferred (451)",
+        "spool {} is root:root 0755: only root's mail can arrive, mail to any other user is deferred (450 at RCPT)",
         fx.spool().display()
     );
     let srv = Server::start(&fx, &[]);

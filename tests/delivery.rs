@@ -339,16 +339,15 @@ fn root_delivers_with_the_recipients_identity() {
     c.reply();
     c.expect("HELO c", 250);
     c.expect("MAIL FROM:<a@b.example>", 250);
-    c.expect("RCPT TO:<carol>", 250);
-    c.expect("DATA", 354);
-    c.send_raw(b"Subject: as carol\r\n\r\nx\r\n.\r\n");
-    let r = c.reply();
+    // Known at RCPT (carol's identity cannot write the spool): 450.
+    let r = c.cmd("RCPT TO:<carol>");
     assert_eq!(
         r.code,
-        451,
+        450,
         "root must not create carol's mailbox as root: {}",
         r.text()
     );
+    c.expect("RSET", 250);
     assert!(!fx.mailbox("carol").exists());
     // Debian's spool: root:mail 2775.
     nix::unistd::chown(&fx.spool(), None, Some(mail.gid)).unwrap();
@@ -1182,4 +1181,46 @@ fn lock_named_user_is_unknown_and_its_mailbox_kept() {
     assert!(r.lines[0].starts_with("451 4."), "{}", r.text());
     assert_eq!(std::fs::read_to_string(&theirs).unwrap(), mail);
     assert!(srv.log_has("not a small regular file"), "{}", srv.log());
+}
+
+/// Found by the audit after issue 5 (a new user's first hour): started as
+/// root on a spool where a recipient's identity cannot create files (the
+/// README's `mkdir spool` as root: root:root 0755), RCPT said 250 and the
+/// whole message, root's copy too, was deferred with 451 at the end of
+/// DATA. The dotlock (and a new mailbox) are made with the recipient's
+/// identity, so that is known at RCPT: 450 4.2.0 for that recipient, and
+/// the others get the message.
+#[test]
+fn recipient_who_cannot_write_the_spool_is_deferred_at_rcpt() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "SKIP recipient_who_cannot_write_the_spool_is_deferred_at_rcpt: needs root (delivery with another user's identity)"
+        );
+        return;
+    }
+    let fx = Fixture::new();
+    std::fs::set_permissions(fx.spool(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let passwd = fx.dir.path().join("passwd");
+    let mut text = std::fs::read_to_string(&passwd).unwrap();
+    text.push_str("nob:x:65534:65534:Nobody:/nonexistent:/bin/sh\n");
+    std::fs::write(&passwd, text).unwrap();
+    let srv = Server::start(&fx, &[]);
+    let mut c = srv.connect();
+    c.expect_reply(220);
+    c.expect("HELO frogbog", 250);
+    c.expect("MAIL FROM:<jon@frogbog>", 250);
+    c.expect("RCPT TO:<root>", 250);
+    let r = c.cmd("RCPT TO:<nob>");
+    assert!(r.lines[0].starts_with("450 4.2.0 "), "{}", r.text());
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: first hour\r\n\r\nhello\r\n.\r\n");
+    c.expect_reply(250);
+    c.expect("QUIT", 221);
+    assert_eq!(python_mbox(&fx.mailbox("root"))[0].subject, "first hour");
+    assert!(!fx.mailbox("nob").exists());
+    assert!(
+        srv.log_has("cannot create"),
+        "the log says why: {}",
+        srv.log()
+    );
 }

@@ -800,6 +800,104 @@ fn submission_socket_is_served_when_the_tcp_slots_are_full() {
     assert_eq!(again.reply().code, 421);
 }
 
+/// The audit after issue 5, item 6: one local user holding every slot of
+/// the submission socket (`--max-local-connections`; the per-user cap was
+/// as large) made root's cron mail get 421, and `sendmail` exit 75. Root's
+/// submissions are not refused by the total local cap (only by the
+/// per-client one): with three idle connections of `nobody` filling
+/// `--max-local-connections 3`, a fourth of nobody's gets 421, root's
+/// session is served and delivers. Needs root (the filler must be another
+/// user) and /usr/bin/python3 (to hold connections as nobody).
+#[test]
+fn a_local_user_filling_the_submission_slots_does_not_stop_root() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::net::UnixStream;
+    use std::process::Stdio;
+    let test = "a_local_user_filling_the_submission_slots_does_not_stop_root";
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP {test}: needs root (the local user filling the slots is another user)");
+        return;
+    }
+    let python = std::path::Path::new("/usr/bin/python3");
+    if !python.is_file() || !have("setpriv", test) {
+        eprintln!("SKIP {test}: needs /usr/bin/python3 and setpriv");
+        return;
+    }
+    let fx = Fixture::new();
+    std::fs::set_permissions(fx.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = fx.dir.path().join("submit.sock");
+    let srv = start(
+        &fx,
+        &[
+            "--max-local-connections",
+            "3",
+            "--max-per-client",
+            "1000",
+            "--submit-socket",
+            sock.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        srv.log_has("accepting local submissions on"),
+        "{}",
+        srv.log()
+    );
+    // nobody's three connections, each greeted, then a fourth; holds them
+    // until its stdin closes.
+    let script = r#"
+import socket, sys
+held = []
+for i in range(4):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    s.settimeout(120)
+    line = s.makefile('rb').readline()
+    print(line[:3].decode(), flush=True)
+    held.append(s)
+sys.stdin.read()
+"#;
+    let mut holder = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(python)
+        .args(["-c", script])
+        .arg(&sock)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(holder.stdout.take().unwrap());
+    let mut codes = Vec::new();
+    for _ in 0..4 {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        codes.push(l.trim().to_owned());
+    }
+    assert_eq!(codes, ["220", "220", "220", "421"], "{}", srv.log());
+
+    let s = UnixStream::connect(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let mut step = |send: &str, code: u16| {
+        w.write_all(send.as_bytes()).unwrap();
+        let got = read_reply(&mut r).expect("a reply on the submission socket");
+        assert_eq!(got.code, code, "after {send:?}: {}", got.text());
+    };
+    step("", 220);
+    step("HELO localhost\r\n", 250);
+    step("MAIL FROM:<root@razorback.test>\r\n", 250);
+    step("RCPT TO:<jon>\r\n", 250);
+    step("DATA\r\n", 354);
+    step("Subject: cron beside the crowd\r\n\r\nhi\r\n.\r\n", 250);
+    step("QUIT\r\n", 221);
+    drop(holder.stdin.take());
+    holder.wait().unwrap();
+    assert_eq!(
+        python_mbox(&fx.mailbox("jon"))[0].subject,
+        "cron beside the crowd"
+    );
+}
+
 /// Issue 5, item 6: a session bounded in total time. A client that keeps
 /// its session busy (a NOOP every 100 ms, well inside the command timeout)
 /// is closed with `421 4.4.2` once `--timeout-session` (here 2 s) has

@@ -727,6 +727,101 @@ fn root_refuses_a_config_file_others_may_write() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
+/// Root's `-C FILE` naming a FIFO (which anyone can make in /tmp) is
+/// refused with EX_CONFIG (78) without opening it: an open of a FIFO
+/// without a writer blocks forever, so root's cron job hung (found by the
+/// audit after "postie 5"). Also through a symbolic link to the FIFO.
+#[test]
+fn root_refuses_a_fifo_as_config_file_without_blocking() {
+    if !need_root_for(
+        "root_refuses_a_fifo_as_config_file_without_blocking",
+        "only root's -C file is vetted",
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let fifo = fx.dir.path().join("evil.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let link = fx.dir.path().join("evil.link");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    for conf in [&fifo, &link] {
+        let mut child = Command::new(bin())
+            .arg("sendmail")
+            .arg("-C")
+            .arg(conf)
+            .args(["-i", "root"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A generous bound: the fixed program exits at once; the broken
+        // one never does.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if child.try_wait().unwrap().is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sendmail -C {} (a FIFO) blocked", conf.display());
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("not a regular file"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+/// Root's `-C FILE` naming a root-owned file others may not read (the
+/// audit used `/etc/shadow`, through a symbolic link in /tmp) is refused
+/// with EX_CONFIG (78), and the error does not quote its lines: it said
+/// `expected "key = value", found "root:$6$...:"` to whoever reads the
+/// output of a root script with one argument chosen by someone else.
+#[test]
+fn root_does_not_show_lines_of_a_file_others_may_not_read() {
+    if !need_root_for(
+        "root_does_not_show_lines_of_a_file_others_may_not_read",
+        "only root's -C file is vetted",
+    ) {
+        return;
+    }
+    let fx = Fixture::new();
+    let secret = fx.dir.path().join("shadow");
+    std::fs::write(&secret, "root:$6$secret-hash-xyz:20000:0:99999:7:::\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let link = fx.dir.path().join("evil.conf");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    for conf in [&secret, &link] {
+        let out = run(
+            Command::new(bin())
+                .arg("sendmail")
+                .arg("-C")
+                .arg(conf)
+                .args(["-i", "root"]),
+            b"Subject: x\n\nx\n",
+        );
+        assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+        assert!(!stderr(&out).contains("secret-hash"), "{}", stderr(&out));
+        assert!(stderr(&out).contains("not shown"), "{}", stderr(&out));
+    }
+    // A file anyone may read: its errors say what they found, as always.
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = run(
+        Command::new(bin())
+            .arg("sendmail")
+            .arg("-C")
+            .arg(&secret)
+            .args(["-i", "root"]),
+        b"Subject: x\n\nx\n",
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stderr(&out).contains("secret-hash"), "{}", stderr(&out));
+}
+
 /// Usage errors: no recipient without -t, an unknown flag, a bad value of
 /// one of postie's options. Each is EX_USAGE with a usage line.
 #[test]
