@@ -961,7 +961,6 @@ mod tests {
             "max-connections",
             "max-local-connections",
             "max-per-client",
-            "max-local-connections",
             "timeout-command",
             "timeout-data",
             "timeout-data-end",
