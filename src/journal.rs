@@ -2305,6 +2305,7 @@ mod tests {
             // lock is held when the dotlock is recorded): before that, any
             // program gets it.
             if rounds.is_empty() {
+                std::thread::sleep(Duration::from_millis(1));
                 continue;
             }
             if let Ok(mb) = mbox::open_locked(
