@@ -605,6 +605,11 @@ impl Deliverer {
                 let _id = self.identity(user);
                 mb.unlock();
             }
+            // The next round's dotlocks are recorded over this one's: the
+            // journal does not grow with the wait.
+            journal
+                .released()
+                .map_err(|e| journal_failure(journal, e))?;
             *gate = None;
             if !said_busy {
                 said_busy = true;

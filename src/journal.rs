@@ -36,7 +36,11 @@
 //!    be made, *before* its `link()` ([`crate::mbox::LockHooks`]): the lock
 //!    file's device, inode and modification time, so that a dotlock a crash
 //!    leaves behind is known for ours (even if the inode number is used
-//!    again) and taken over;
+//!    again) and taken over. Every attempt makes a new temporary file, so
+//!    each is recorded; when a busy mailbox makes the delivery release
+//!    every lock and try the whole set again, the next round's lines are
+//!    written over this round's ([`Journal::released`]), whose dotlocks
+//!    are gone: the journal does not grow with the wait;
 //! 4. once every mailbox is locked, before the first append
 //!    ([`Journal::locked`]): each mailbox's device, inode and size, where
 //!    its append begins (not synced);
@@ -101,7 +105,12 @@
 //! * otherwise every mailbox it names is locked again, in the same order,
 //!   taking over the dotlock left behind (its own, or that of another dead
 //!   delivery it was waiting for, which is left in place for that one's
-//!   recovery). Where its append begins is read from the journal, or else
+//!   recovery); all of them or none, as a delivery locks them: each is
+//!   tried once a round, and at a busy one every lock held is released (a
+//!   dotlock taken over stays in place) and the whole set tried again after
+//!   a back-off, until the lock timeout, so that no lock is waited for
+//!   while another is held. Nothing is looked at or truncated before every
+//!   one is locked. Where its append begins is read from the journal, or else
 //!   looked for: the last line that begins with the whole beginning of the
 //!   append, else the end of the mailbox if it ends with part of it. Each
 //!   mailbox is then *whole* (the append is all there: the recorded
@@ -193,6 +202,11 @@ pub struct Journal {
     generation: u64,
     /// Bytes of the current delivery written.
     len: u64,
+    /// Where the `lock` lines of the current round of locking begin: the
+    /// next round's overwrite them ([`released`](Self::released)).
+    locks_at: u64,
+    /// The dotlocks those lines name: mailbox name and lock.
+    round: Vec<(String, LockId)>,
 }
 
 /// Makes journal names and generations unique within this process.
@@ -268,6 +282,8 @@ impl Journal {
                 name,
                 generation: IDLE,
                 len: 0,
+                locks_at: 0,
+                round: Vec::new(),
             });
         }
     }
@@ -296,7 +312,10 @@ impl Journal {
             }
         };
         self.len = 0;
-        self.write(&header(self.generation))
+        self.round.clear();
+        self.write(&header(self.generation))?;
+        self.locks_at = self.len;
+        Ok(())
     }
 
     /// Records, before any mailbox is locked, what the delivery is about to
@@ -312,13 +331,17 @@ impl Journal {
         let sum = checksum(s.as_bytes());
         s.push_str(&self.line("end", &format!("{} {sum:016x}", wants.len())));
         self.write(s.as_bytes())?;
+        self.locks_at = self.len;
         self.file.sync_data()
     }
 
     /// Records the dotlock about to be made for mailbox `name` (not
     /// synced: what a power failure loses of these costs at worst a stale
-    /// dotlock).
+    /// dotlock). Each attempt at a dotlock makes a new temporary file, so
+    /// each is recorded: a delivery killed just after its `link()` leaves
+    /// that very file as the lock.
     pub fn record_lock(&mut self, name: &str, id: LockId) -> io::Result<()> {
+        self.round.push((name.to_string(), id));
         let line = self.line(
             "lock",
             &format!(
@@ -327,6 +350,33 @@ impl Journal {
             ),
         );
         self.write(line.as_bytes())
+    }
+
+    /// Tells the journal that every lock of the set has been released (a
+    /// mailbox was busy, and the whole set is tried again after a
+    /// back-off): the `lock` lines of this round are overwritten by the
+    /// next round's, so that a delivery that waits does not grow its
+    /// journal by a line per dotlock per round (some 600 a mailbox in a
+    /// minute). The line of a dotlock that is still there (one that could
+    /// not be removed) is kept; the others name lock files that are gone
+    /// for good (each was linked from a temporary file already removed),
+    /// which recovery would find nothing of. Lines of the round before
+    /// that the next one does not reach stay behind it; they too name
+    /// dotlocks that are gone.
+    pub fn released(&mut self) -> io::Result<()> {
+        let spool = self.path.parent().unwrap_or(Path::new("."));
+        let mut round = std::mem::take(&mut self.round);
+        round.retain(|(name, id)| {
+            match std::fs::symlink_metadata(spool.join(format!("{name}.lock"))) {
+                Ok(meta) => LockId::of(&meta) == *id,
+                Err(e) => e.kind() != io::ErrorKind::NotFound,
+            }
+        });
+        self.len = self.locks_at;
+        for (name, id) in round {
+            self.record_lock(&name, id)?;
+        }
+        Ok(())
     }
 
     /// Records where each append begins, once every mailbox is locked and
@@ -1029,78 +1079,135 @@ fn undo(cx: &Undo<'_>, s: &mut Summary) -> Option<&'static str> {
             None
         }
     };
-    let mut locked: Vec<(LockedMailbox, &Want, State)> = Vec::new();
+    // Every mailbox locked, or none, as a delivery locks them (DESIGN.md:
+    // no lock is waited for while another is held): each is tried once a
+    // round, in the journal's order; at one that is busy, those already
+    // locked are released (a dotlock taken over stays, so that nothing is
+    // appended after a broken message meanwhile) and the whole set tried
+    // again after a back-off, until the lock timeout. Nothing is looked at
+    // or truncated until every one is locked.
+    let deadline = deadline.min(mbox::deadline_after(opts.lock_timeout));
+    let mut backoff = mbox::Backoff::new();
+    let mut held: Vec<(LockedMailbox, &Want)> = Vec::new();
+    // Mailboxes missing or unsafe: nothing to lock or undo there.
+    let mut skip: HashSet<&str> = HashSet::new();
     let mut failed = false;
-    for w in &intent.wants {
-        let adopt: Vec<LockId> = dotlocks
-            .iter()
-            .filter(|(n, _)| *n == w.name)
-            .map(|l| l.1)
-            .collect();
-        let owner = User {
-            name: w.name.clone(),
-            uid: w.uid,
-            gid: w.gid,
-        };
-        let path = spool.join(&w.name);
-        let _id = match as_user(w.uid, w.gid) {
-            Ok(id) => id,
-            Err(err) => {
-                log::error!("recovery: {journal}: {}: {err}", w.name);
-                failed = true;
-                break;
+    let mut said_busy = false;
+    loop {
+        let mut busy = None;
+        for w in &intent.wants {
+            if skip.contains(w.name.as_str()) {
+                continue;
             }
-        };
-        let name = w.name.as_str();
-        let mut record = |id: LockId| match &mut recorder {
-            Some(j) => j.record_lock(name, id),
-            None => Ok(()),
-        };
-        let mut hooks = LockHooks {
-            record: Some(&mut record),
-            adopt: &adopt,
-            recovery: true,
-            ..LockHooks::default()
-        };
-        match mbox::open_locked_with(&path, &owner, opts, deadline, &mut hooks) {
-            Ok(mb) => {
-                if mb.adopted_dotlock().is_some() {
-                    log::info!(
-                        "recovery: {journal}: took over {}.lock, left by the interrupted delivery",
+            let adopt: Vec<LockId> = dotlocks
+                .iter()
+                .filter(|(n, _)| *n == w.name)
+                .map(|l| l.1)
+                .collect();
+            let owner = User {
+                name: w.name.clone(),
+                uid: w.uid,
+                gid: w.gid,
+            };
+            let path = spool.join(&w.name);
+            let _id = match as_user(w.uid, w.gid) {
+                Ok(id) => id,
+                Err(err) => {
+                    log::error!("recovery: {journal}: {}: {err}", w.name);
+                    failed = true;
+                    break;
+                }
+            };
+            let name = w.name.as_str();
+            let mut record = |id: LockId| match &mut recorder {
+                Some(j) => j.record_lock(name, id),
+                None => Ok(()),
+            };
+            let mut hooks = LockHooks {
+                record: Some(&mut record),
+                adopt: &adopt,
+                recovery: true,
+                ..LockHooks::default()
+            };
+            // One try (a deadline already come).
+            match mbox::open_locked_with(&path, &owner, opts, Instant::now(), &mut hooks) {
+                Ok(mb) => held.push((mb, w)),
+                Err(MboxError::LockTimeout) => {
+                    busy = Some(path);
+                    break;
+                }
+                Err(MboxError::Io(err)) if err.kind() == io::ErrorKind::NotFound => {
+                    remove_dotlocks(spool, journal, &own_locks(parsed, &w.name));
+                    skip.insert(name);
+                }
+                Err(MboxError::Unsafe(why)) => {
+                    log::warn!("recovery: {journal}: {}: {why}; left alone", path.display());
+                    remove_dotlocks(spool, journal, &own_locks(parsed, &w.name));
+                    skip.insert(name);
+                }
+                Err(err) => {
+                    log::error!(
+                        "recovery: {journal}: {}: {err}; will try again",
                         path.display()
                     );
-                }
-                let size = parsed
-                    .sizes
-                    .as_ref()
-                    .and_then(|z| z.iter().find(|z| z.name == w.name));
-                match state(&mb, intent, size, search) {
-                    Ok(st) => locked.push((mb, w, st)),
-                    Err(err) => {
-                        log::error!(
-                            "recovery: {journal}: {}: {err}; will try again",
-                            path.display()
-                        );
-                        locked.push((mb, w, State::Changed));
-                        failed = true;
-                        break;
-                    }
+                    failed = true;
+                    break;
                 }
             }
-            Err(MboxError::Io(err)) if err.kind() == io::ErrorKind::NotFound => {
-                remove_dotlocks(spool, journal, &own_locks(parsed, &w.name));
-            }
-            Err(MboxError::Unsafe(why)) => {
-                log::warn!("recovery: {journal}: {}: {why}; left alone", path.display());
-                remove_dotlocks(spool, journal, &own_locks(parsed, &w.name));
-            }
+        }
+        let Some(busy) = busy.filter(|_| !failed) else {
+            break;
+        };
+        let_go(&mut held);
+        // The next round's dotlocks are recorded over this one's.
+        if let Some(Err(err)) = recorder.as_mut().map(|j| j.released()) {
+            log::error!("recovery: {journal}: cannot write our own journal: {err}; will try again");
+            failed = true;
+            break;
+        }
+        if !said_busy {
+            said_busy = true;
+            log::info!(
+                "recovery: {journal}: {}: busy; every lock released, trying again",
+                busy.display()
+            );
+        }
+        if backoff.wait(deadline).is_err() {
+            log::error!(
+                "recovery: {journal}: {}: {}; will try again",
+                busy.display(),
+                MboxError::LockTimeout
+            );
+            failed = true;
+            break;
+        }
+    }
+    let mut locked: Vec<(LockedMailbox, &Want, State)> = Vec::new();
+    for (mb, w) in held {
+        if failed {
+            locked.push((mb, w, State::Changed));
+            continue;
+        }
+        let _id = as_user(w.uid, w.gid);
+        if mb.adopted_dotlock().is_some() {
+            log::info!(
+                "recovery: {journal}: took over {}.lock, left by the interrupted delivery",
+                mb.path().display()
+            );
+        }
+        let size = parsed
+            .sizes
+            .as_ref()
+            .and_then(|z| z.iter().find(|z| z.name == w.name));
+        match state(&mb, intent, size, search) {
+            Ok(st) => locked.push((mb, w, st)),
             Err(err) => {
                 log::error!(
                     "recovery: {journal}: {}: {err}; will try again",
-                    path.display()
+                    mb.path().display()
                 );
+                locked.push((mb, w, State::Changed));
                 failed = true;
-                break;
             }
         }
     }
@@ -1174,6 +1281,21 @@ fn undo(cx: &Undo<'_>, s: &mut Summary) -> Option<&'static str> {
     } else {
         "of an interrupted delivery that had appended nothing"
     })
+}
+
+/// Lets go of the mailboxes of a round that could not lock them all,
+/// before the back-off: a dotlock taken over stays in place (nothing is
+/// appended after a broken message meanwhile), for the next round to take
+/// over again; those recovery made are removed.
+fn let_go(held: &mut Vec<(LockedMailbox, &Want)>) {
+    for (mb, w) in held.drain(..).rev() {
+        let _id = as_user(w.uid, w.gid);
+        if mb.adopted_dotlock().is_some() {
+            mb.unlock_keeping_dotlock();
+        } else {
+            mb.unlock();
+        }
+    }
 }
 
 fn own_locks(parsed: &Parsed, mailbox: &str) -> Vec<(String, LockId)> {
@@ -1910,6 +2032,57 @@ mod tests {
         }
     }
 
+    /// Rounds of locking whose locks were all released again (a busy
+    /// mailbox) write their `lock` lines over the last round's: the
+    /// journal keeps its size however long the wait. The line of a
+    /// dotlock still there (one that could not be removed) is kept, and
+    /// recovery removes that dotlock.
+    #[test]
+    fn lock_lines_of_released_rounds_are_written_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path();
+        let mut j = Journal::create(spool).unwrap();
+        j.begin().unwrap();
+        let prefix = b"From a@b Sun Nov  1 06:05:04 2026\nReceived: x\n";
+        j.intend(prefix, 500, &[want("alice"), want("jon")])
+            .unwrap();
+        for round in 0..200 {
+            let mut held = Vec::new();
+            for n in ["alice", "jon"] {
+                let mut record = |id: LockId| j.record_lock(n, id);
+                let mut hooks = LockHooks {
+                    record: Some(&mut record),
+                    ..LockHooks::default()
+                };
+                let mb = mbox::open_locked_with(&spool.join(n), &me(n), &opts(), far(), &mut hooks)
+                    .unwrap();
+                held.push((n, mb));
+            }
+            for (n, mb) in held {
+                // The last round cannot remove jon's dotlock.
+                if round == 199 && n == "jon" {
+                    mb.unlock_keeping_dotlock();
+                } else {
+                    mb.unlock();
+                }
+            }
+            j.released().unwrap();
+        }
+        let bytes = std::fs::read(j.path()).unwrap();
+        assert_eq!(bytes.len(), SLOT_SIZE);
+        let jon_lock = LockId::of(&std::fs::symlink_metadata(spool.join("jon.lock")).unwrap());
+        let p = parse(&bytes);
+        assert!(p.intent.is_some());
+        assert_eq!(p.locks.first(), Some(&("jon".to_string(), jon_lock)));
+        assert!(p.locks.len() <= 2, "{:?}", p.locks);
+        // Killed now: recovery finds the dotlock by its line.
+        drop(j);
+        let s = rec(spool);
+        assert_eq!(s.journals, 1);
+        assert!(!spool.join("jon.lock").exists());
+        assert!(!spool.join("alice.lock").exists());
+    }
+
     /// A journal cut short (a crash while writing it): nothing can have
     /// been locked or appended, so it is just removed; and so are an
     /// empty journal and an idle one.
@@ -2058,5 +2231,113 @@ mod tests {
         assert_eq!(s.truncated, 2);
         assert!(!spool.join("alice.lock").exists());
         assert!(!spool.join("jon.lock").exists());
+    }
+
+    /// The `lock` lines naming `mailbox` in the journals of `spool` other
+    /// than `except`: each dotlock's device, inode and modification time.
+    fn lock_lines(spool: &Path, except: &Path, mailbox: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        for name in journals(spool) {
+            let path = spool.join(name);
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            if path == except {
+                continue;
+            }
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                let f: Vec<&str> = line.splitn(3, ' ').collect();
+                if f[0] == "lock" && line.ends_with(&format!(" {mailbox}")) && f.len() == 3 {
+                    lines.push(f[2].to_string());
+                }
+            }
+        }
+        lines
+    }
+
+    /// Recovery follows the rule of deliveries (postie 5, item 3): no lock
+    /// is waited for while another is held. With one mailbox of a crashed
+    /// delivery flocked by another program, it holds no lock on the other
+    /// while it waits (another program takes all three, again and again),
+    /// truncates nothing meanwhile, records the dotlock it makes each round
+    /// over the last round's (its journal does not grow), and undoes the
+    /// delivery once the holder lets go.
+    #[test]
+    fn recovery_waiting_for_one_mailbox_holds_no_lock_on_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().to_owned();
+        let msg = message("C.4", "v");
+        let crashed_journal =
+            crashed_delivery(&spool, &["alice", "jon"], b"", &msg, &[msg.len(), 1], true);
+        // Recovery makes alice's dotlock itself (and lets go of it while it
+        // waits); jon's mailbox is flocked by another program.
+        std::fs::remove_file(spool.join("alice.lock")).unwrap();
+        let jon = File::open(spool.join("jon")).unwrap();
+        let held =
+            nix::fcntl::Flock::lock(jon, nix::fcntl::FlockArg::LockExclusiveNonblock).unwrap();
+        let patient = MboxOptions {
+            lock_timeout: Duration::from_secs(600),
+            ..opts()
+        };
+        let recovery = std::thread::spawn({
+            let spool = spool.clone();
+            move || {
+                let js = Journals::default();
+                let s = recover(&spool, &patient, far() + Duration::from_secs(600), &js);
+                js.close();
+                s
+            }
+        });
+        // Every lock of alice's mailbox taken by another program, in
+        // between recovery's rounds, until 20 rounds of recovery's have
+        // been seen (each makes a dotlock of its own, recorded in its
+        // journal).
+        let alice = spool.join("alice");
+        let mut probes = 0;
+        let mut rounds = HashSet::new();
+        let mut most_lines = 0;
+        let until = Instant::now() + Duration::from_secs(60);
+        while (probes == 0 || rounds.len() < 20) && Instant::now() < until {
+            let lines = lock_lines(&spool, &crashed_journal, "alice");
+            most_lines = most_lines.max(lines.len());
+            rounds.extend(lines);
+            // Only once recovery has locked alice's mailbox (its fcntl
+            // lock is held when the dotlock is recorded): before that, any
+            // program gets it.
+            if rounds.is_empty() {
+                std::thread::sleep(Duration::from_millis(1));
+                continue;
+            }
+            if let Ok(mb) = mbox::open_locked(
+                &alice,
+                &me("alice"),
+                &opts(),
+                Instant::now() + Duration::from_millis(50),
+            ) {
+                assert!(!recovery.is_finished());
+                assert_eq!(std::fs::read(&alice).unwrap(), msg, "truncated unlocked");
+                probes += 1;
+                mb.unlock();
+            }
+        }
+        assert!(
+            probes > 0,
+            "alice's mailbox stayed locked while recovery waited for jon's"
+        );
+        assert!(rounds.len() >= 20, "{} rounds", rounds.len());
+        assert!(most_lines <= 3, "{most_lines} lock lines");
+        assert!(!recovery.is_finished());
+        assert_eq!(std::fs::read(&alice).unwrap(), msg);
+        drop(held);
+        let s = recovery.join().unwrap();
+        assert_eq!(
+            (s.journals, s.undone, s.truncated, s.deferred),
+            (1, 1, 2, 0)
+        );
+        for n in ["alice", "jon"] {
+            assert_eq!(std::fs::read(spool.join(n)).unwrap(), b"", "{n}");
+            assert!(!spool.join(format!("{n}.lock")).exists(), "{n}.lock");
+        }
+        assert!(journals(&spool).is_empty());
     }
 }

@@ -595,6 +595,102 @@ fn failing_user_lookup_is_451() {
     assert!(!mbox.is_empty());
 }
 
+/// The `lock` lines of the journals in `spool` naming `mailbox`, each
+/// without its key and generation (the dotlock's device, inode and
+/// modification time), and the largest journal's size.
+fn journal_lock_lines(spool: &std::path::Path, mailbox: &str) -> (Vec<String>, u64) {
+    let mut lines = Vec::new();
+    let mut largest = 0;
+    for e in std::fs::read_dir(spool).unwrap() {
+        let e = e.unwrap();
+        if !e.file_name().to_string_lossy().starts_with(".postie-txn.") {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(e.path()) else {
+            continue;
+        };
+        largest = largest.max(bytes.len() as u64);
+        let suffix = format!(" {mailbox}");
+        for line in String::from_utf8_lossy(&bytes).lines() {
+            let mut f = line.splitn(3, ' ');
+            if f.next() == Some("lock") && line.ends_with(&suffix) {
+                if let (Some(_generation), Some(rest)) = (f.next(), f.next()) {
+                    lines.push(rest.to_string());
+                }
+            }
+        }
+    }
+    (lines, largest)
+}
+
+/// A delivery that waits for a busy mailbox (flocked by its user) tries the
+/// whole set again every round, and records each dotlock it makes in its
+/// journal before making it (so that recovery finds the ones a SIGKILL
+/// leaves); once a round's locks are all released again, its records are
+/// overwritten by the next round's. However long the wait, the journal
+/// keeps its size: it used to grow by a line per dotlock per round and
+/// stay that size (11 KB after a 10 s wait).
+#[test]
+fn journal_keeps_its_size_while_a_delivery_waits() {
+    let fx = Fixture::new();
+    for u in ["alice", "jon"] {
+        std::fs::write(fx.mailbox(u), b"").unwrap();
+    }
+    let srv = Server::start(&fx, &["--lock-timeout", "600"]);
+    let jon = std::fs::File::open(fx.mailbox("jon")).unwrap();
+    let held = nix::fcntl::Flock::lock(jon, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let addr = srv.addr;
+    let delivery = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        c.w.set_read_timeout(Some(Duration::from_secs(600)))
+            .unwrap();
+        c.reply();
+        c.expect("HELO c", 250);
+        c.expect("MAIL FROM:<a@b.example>", 250);
+        c.expect("RCPT TO:<alice>", 250);
+        c.expect("RCPT TO:<jon>", 250);
+        c.expect("DATA", 354);
+        c.send_raw(b"Subject: waited\r\n\r\nbody\r\n.\r\n");
+        c.reply()
+    });
+    // Every round makes a new dotlock on alice's mailbox (she sorts first
+    // and is free): wait for 50 of them.
+    let mut rounds = std::collections::HashSet::new();
+    let (mut most_lines, mut largest) = (0, 0);
+    let until = Instant::now() + Duration::from_secs(300);
+    while rounds.len() < 50 && Instant::now() < until && !delivery.is_finished() {
+        let (alice, size) = journal_lock_lines(&fx.spool(), "alice");
+        let (jon, _) = journal_lock_lines(&fx.spool(), "jon");
+        most_lines = most_lines.max(alice.len() + jon.len());
+        largest = largest.max(size);
+        rounds.extend(alice);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(
+        rounds.len() >= 50,
+        "{} rounds seen\n{}",
+        rounds.len(),
+        srv.log()
+    );
+    // One dotlock per mailbox a round (a few more if a stale one is
+    // removed), and the journal as created: 4 KiB.
+    assert!(
+        most_lines <= 6,
+        "{most_lines} lock lines after {} rounds",
+        rounds.len()
+    );
+    assert!(largest <= 4096, "journal of {largest} bytes");
+    drop(held);
+    let r = delivery.join().unwrap();
+    assert_eq!(r.code, 250, "{}", r.text());
+    for u in ["alice", "jon"] {
+        assert_eq!(python_mbox(&fx.mailbox(u)).len(), 1, "{u}");
+        assert!(!fx.spool().join(format!("{u}.lock")).exists());
+    }
+    let (_, size) = journal_lock_lines(&fx.spool(), "alice");
+    assert!(size <= 4096, "journal of {size} bytes after the delivery");
+}
+
 /// Another process's delivery (inetd mode, or a second postie) killed in
 /// the middle, met by a running daemon started as root, in Debian's spool
 /// (root:mail 2775) with recipients of their own uids: the next delivery to
