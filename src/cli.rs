@@ -132,7 +132,8 @@ pub struct Options {
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_local_connections: u32,
     /// Concurrent connections from one client: an IPv4 address, an IPv6
-    /// /64, or a local user.
+    /// /64, or a local user. A local user other than root also gets at most
+    /// a quarter of --max-local-connections (at least 1).
     #[arg(long, global = true, value_name = "N", default_value_t = 50,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_per_client: u32,

@@ -12,7 +12,9 @@
 //! (over TCP it counts per IPv4 address or per IPv6 /64: `client_of`).
 //! Local submissions have a cap of their own, `max_local_connections`:
 //! remote clients filling `max_connections` (idle ones cost them nothing)
-//! must not stop cron and mail(1) from submitting.
+//! must not stop cron and mail(1) from submitting. One local user other
+//! than root holds at most a quarter of it, so that no user can fill it
+//! alone; root is not refused for it at all.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -48,6 +50,22 @@ pub struct ServerLimits {
     pub shutdown_grace: Duration,
     /// Stack of a connection thread; small, so idle clients cost little.
     pub thread_stack: usize,
+}
+
+impl ServerLimits {
+    /// The most connections `client` may hold at once: `max_per_client`,
+    /// and for a local user other than root also a quarter of
+    /// `max_local_connections` (at least one), so that one user cannot
+    /// take every local slot from the others.
+    fn per_client_cap(&self, client: Client) -> usize {
+        match client {
+            Client::Uid(0) => self.max_per_client,
+            Client::Uid(_) => self
+                .max_per_client
+                .min((self.max_local_connections / 4).max(1)),
+            _ => self.max_per_client,
+        }
+    }
 }
 
 /// What every session of this process shares: the policy, the delivery
@@ -358,7 +376,7 @@ impl Slot {
             Client::Uid(_) => c.local >= limits.max_local_connections,
             _ => c.total - c.local >= limits.max_connections,
         };
-        if full || per >= limits.max_per_client {
+        if full || per >= limits.per_client_cap(client) {
             return None;
         }
         c.total += 1;
@@ -664,6 +682,28 @@ fn refuse<S: io::Write + AsFd>(stream: S, r: &reply::Reply) {
 mod tests {
     use super::*;
     use std::sync::mpsc;
+
+    /// A non-root local user gets a quarter of the local slots (at least
+    /// one), never more than `max_per_client`; root and TCP clients get
+    /// `max_per_client`.
+    #[test]
+    fn a_local_user_gets_a_share_of_the_local_slots() {
+        let limits = |local, per| ServerLimits {
+            max_connections: 100,
+            max_local_connections: local,
+            max_per_client: per,
+            shutdown_grace: Duration::from_secs(1),
+            thread_stack: 1 << 16,
+        };
+        let user = Client::Uid(1000);
+        let tcp = Client::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(limits(50, 50).per_client_cap(user), 12);
+        assert_eq!(limits(50, 5).per_client_cap(user), 5);
+        assert_eq!(limits(3, 50).per_client_cap(user), 1);
+        assert_eq!(limits(1, 50).per_client_cap(user), 1);
+        assert_eq!(limits(50, 50).per_client_cap(Client::Uid(0)), 50);
+        assert_eq!(limits(50, 50).per_client_cap(tcp), 50);
+    }
 
     #[test]
     fn ipv6_clients_count_per_64_and_v4_mapped_as_ipv4() {

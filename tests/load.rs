@@ -800,27 +800,73 @@ fn submission_socket_is_served_when_the_tcp_slots_are_full() {
     assert_eq!(again.reply().code, 421);
 }
 
+/// Connections to the submission socket `sock` as `uid` (and gid): a
+/// python3 process under `setpriv` opens `n`, one after another, each
+/// read to its first reply line, and holds them until its stdin closes.
+/// Returns it and the reply code each connection got.
+fn hold_local(sock: &std::path::Path, uid: u32, n: usize) -> (std::process::Child, Vec<String>) {
+    use std::process::Stdio;
+    let script = r#"
+import socket, sys
+held = []
+for i in range(int(sys.argv[2])):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(sys.argv[1])
+    s.settimeout(120)
+    line = s.makefile('rb').readline()
+    print(line[:3].decode(), flush=True)
+    held.append(s)
+sys.stdin.read()
+"#;
+    let mut holder = Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .args(["--clear-groups", "--", "/usr/bin/python3", "-c", script])
+        .arg(sock)
+        .arg(n.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(holder.stdout.take().unwrap());
+    let mut codes = Vec::new();
+    for _ in 0..n {
+        let mut l = String::new();
+        out.read_line(&mut l).unwrap();
+        codes.push(l.trim().to_owned());
+    }
+    (holder, codes)
+}
+
+/// Whether the tests holding local connections as other users can run:
+/// they need root, setpriv and /usr/bin/python3.
+fn can_hold_local(test: &str) -> bool {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP {test}: needs root (the local users holding slots are other users)");
+        return false;
+    }
+    if !std::path::Path::new("/usr/bin/python3").is_file() || !have("setpriv", test) {
+        eprintln!("SKIP {test}: needs /usr/bin/python3 and setpriv");
+        return false;
+    }
+    true
+}
+
 /// The audit after issue 5, item 6: one local user holding every slot of
 /// the submission socket (`--max-local-connections`; the per-user cap was
 /// as large) made root's cron mail get 421, and `sendmail` exit 75. Root's
 /// submissions are not refused by the total local cap (only by the
-/// per-client one): with three idle connections of `nobody` filling
-/// `--max-local-connections 3`, a fourth of nobody's gets 421, root's
-/// session is served and delivers. Needs root (the filler must be another
-/// user) and /usr/bin/python3 (to hold connections as nobody).
+/// per-client one): with `--max-local-connections 3` (one slot per
+/// non-root user) filled by three users (a second connection of the first
+/// gets 421, and so does a fourth user), root's session is served and
+/// delivers. Needs root (the fillers must be other users), setpriv and
+/// /usr/bin/python3 (to hold connections as them).
 #[test]
 fn a_local_user_filling_the_submission_slots_does_not_stop_root() {
     use std::os::unix::fs::PermissionsExt;
     use std::os::unix::net::UnixStream;
-    use std::process::Stdio;
     let test = "a_local_user_filling_the_submission_slots_does_not_stop_root";
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIP {test}: needs root (the local user filling the slots is another user)");
-        return;
-    }
-    let python = std::path::Path::new("/usr/bin/python3");
-    if !python.is_file() || !have("setpriv", test) {
-        eprintln!("SKIP {test}: needs /usr/bin/python3 and setpriv");
+    if !can_hold_local(test) {
         return;
     }
     let fx = Fixture::new();
@@ -842,37 +888,17 @@ fn a_local_user_filling_the_submission_slots_does_not_stop_root() {
         "{}",
         srv.log()
     );
-    // nobody's three connections, each greeted, then a fourth; holds them
-    // until its stdin closes.
-    let script = r#"
-import socket, sys
-held = []
-for i in range(4):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(sys.argv[1])
-    s.settimeout(120)
-    line = s.makefile('rb').readline()
-    print(line[:3].decode(), flush=True)
-    held.append(s)
-sys.stdin.read()
-"#;
-    let mut holder = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(python)
-        .args(["-c", script])
-        .arg(&sock)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(holder.stdout.take().unwrap());
-    let mut codes = Vec::new();
-    for _ in 0..4 {
-        let mut l = String::new();
-        out.read_line(&mut l).unwrap();
-        codes.push(l.trim().to_owned());
+    let mut holders = Vec::new();
+    for (uid, n, want) in [
+        (65534, 2, &["220", "421"][..]),
+        (65533, 1, &["220"][..]),
+        (65532, 1, &["220"][..]),
+        (65531, 1, &["421"][..]),
+    ] {
+        let (holder, codes) = hold_local(&sock, uid, n);
+        assert_eq!(codes, want, "uid {uid}: {}", srv.log());
+        holders.push(holder);
     }
-    assert_eq!(codes, ["220", "220", "220", "421"], "{}", srv.log());
 
     let s = UnixStream::connect(&sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
@@ -890,12 +916,49 @@ sys.stdin.read()
     step("DATA\r\n", 354);
     step("Subject: cron beside the crowd\r\n\r\nhi\r\n.\r\n", 250);
     step("QUIT\r\n", 221);
-    drop(holder.stdin.take());
-    holder.wait().unwrap();
+    for mut h in holders {
+        drop(h.stdin.take());
+        h.wait().unwrap();
+    }
     assert_eq!(
         python_mbox(&fx.mailbox("jon"))[0].subject,
         "cron beside the crowd"
     );
+}
+
+/// The audit of the postie 5 fixes: one non-root user holding 50
+/// connections to the submission socket (the defaults: 50 local slots, 50
+/// per client) left every other user's `sendmail` with 421. One non-root
+/// user now gets at most a quarter of the local slots: with the defaults,
+/// nobody's first 12 connections get 220 and the other 38 get 421, and
+/// another user still gets 220. Needs root, setpriv and /usr/bin/python3.
+#[test]
+fn one_local_user_cannot_take_every_submission_slot() {
+    use std::os::unix::fs::PermissionsExt;
+    let test = "one_local_user_cannot_take_every_submission_slot";
+    if !can_hold_local(test) {
+        return;
+    }
+    let fx = Fixture::new();
+    std::fs::set_permissions(fx.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = fx.dir.path().join("submit.sock");
+    let srv = start(&fx, &["--submit-socket", sock.to_str().unwrap()]);
+    assert!(
+        srv.log_has("accepting local submissions on"),
+        "{}",
+        srv.log()
+    );
+    let (mut greedy, codes) = hold_local(&sock, 65534, 50);
+    let mut want = vec!["220"; 12];
+    want.extend(["421"; 38]);
+    assert_eq!(codes, want, "{}", srv.log());
+    assert!(srv.log_has("refusing local submission by uid 65534: too many connections"));
+    let (mut other, codes) = hold_local(&sock, 65533, 1);
+    assert_eq!(codes, ["220"], "{}", srv.log());
+    for h in [&mut greedy, &mut other] {
+        drop(h.stdin.take());
+        h.wait().unwrap();
+    }
 }
 
 /// Issue 5, item 6: a session bounded in total time. A client that keeps
