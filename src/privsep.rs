@@ -23,7 +23,9 @@
 //! Defence in depth: the child enforces the limits of the configuration
 //! itself ([`Limits`]): `--max-size` (the message as stored is never
 //! longer than as received), `--max-recipients`, and at most
-//! `--max-connections` + 16 channels, each served on one thread (a channel
+//! `--max-connections` + `--max-local-connections` + `--max-per-client`
+//! (root's local sessions, which the local total does not refuse) + 16
+//! channels, each served on one thread (a channel
 //! past that is closed at once: the SMTP side answers that request 4xx).
 //! The descriptor limit (`RLIMIT_NOFILE`) is raised to its hard limit
 //! before the fork, so that both processes have it.
@@ -78,9 +80,10 @@ const MAX_STR: usize = 4096;
 /// Most recipients (and users per recipient) in one request.
 const MAX_ITEMS: usize = 10_000;
 
-/// Channels the delivery process serves beyond `--max-connections` and
-/// `--max-local-connections` (one per request in progress; the SMTP side
-/// has at most one per session, and sessions of both kinds count).
+/// Channels the delivery process serves beyond `--max-connections`,
+/// `--max-local-connections` and `--max-per-client` (root's local sessions
+/// beyond the local total) (one per request in progress; the SMTP side has
+/// at most one per session, and sessions of every kind count).
 const CHANNEL_SLACK: usize = 16;
 
 /// What the delivery process accepts, whatever the SMTP side asks: the
@@ -111,6 +114,9 @@ impl Limits {
                 .server
                 .max_connections
                 .saturating_add(service.server.max_local_connections)
+                // Root's local sessions are not refused for the local total,
+                // only for the per-client cap.
+                .saturating_add(service.server.max_per_client)
                 .saturating_add(CHANNEL_SLACK),
         }
     }
@@ -1068,6 +1074,33 @@ mod tests {
         std::thread::spawn(move || serve_delivery(theirs, d, Arc::new(lookup), LIMITS));
         let raw = ours.try_clone().unwrap();
         (Remote::new(ours), rec, raw)
+    }
+
+    /// The channel cap counts every session the SMTP side may run at
+    /// once: the TCP ones, the local ones, and root's local ones beyond
+    /// `--max-local-connections` (at most `--max-per-client`), then 16.
+    #[test]
+    fn channels_cover_every_session_of_the_smtp_side() {
+        let spool = tempfile::tempdir().unwrap();
+        let argv = [
+            "postie",
+            "inetd",
+            "--spool",
+            spool.path().to_str().unwrap(),
+            "--passwd",
+            "/dev/null",
+            "--max-connections",
+            "100",
+            "--max-local-connections",
+            "20",
+            "--max-per-client",
+            "7",
+        ];
+        let cl = crate::cli::command_line(argv.iter().map(std::ffi::OsString::from)).unwrap();
+        let service = crate::config::Loaded::without_file(cl.cli)
+            .service()
+            .unwrap();
+        assert_eq!(Limits::of(&service).max_channels, 100 + 20 + 7 + 16);
     }
 
     const LIMITS: Limits = Limits {
