@@ -851,6 +851,31 @@ fn ours(meta: &std::fs::Metadata) -> bool {
     meta.is_file() && meta.uid() == nix::unistd::geteuid().as_raw() && meta.nlink() == 1
 }
 
+/// Why a file named like a journal, of (l)stat `meta`, is skipped.
+fn not_ours(meta: &std::fs::Metadata) -> String {
+    let t = meta.file_type();
+    let kind = if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a special file"
+    };
+    let links = match meta.nlink() {
+        1 => "1 link".to_string(),
+        n => format!("{n} links"),
+    };
+    format!(
+        "skipped, not a journal this postie may recover ({kind} of uid {}, mode {:04o}, {links}; \
+         a journal is a regular file of uid {} with one link)",
+        meta.uid(),
+        meta.mode() & 0o7777,
+        nix::unistd::geteuid()
+    )
+}
+
 /// Opens, checks and locks the journal `name`, if its process is gone. A
 /// file that is not ours is not even opened (`lstat` first: as root, an
 /// open of a user's file is work done for them) and is warned about once
@@ -858,18 +883,16 @@ fn ours(meta: &std::fs::Metadata) -> bool {
 fn open_dead(spool: &Path, name: &str, journals: &Journals, unwarned: &mut usize) -> Option<Dead> {
     let path = spool.join(name);
     let shown = path.display();
-    let foreign = |unwarned: &mut usize| match journals.first_warning(name) {
-        Some(true) => log::warn!(
-            "recovery: {shown}: not a journal of ours (a regular file of uid {} with one link); left alone",
-            nix::unistd::geteuid()
-        ),
-        Some(false) => {}
-        None => *unwarned += 1,
-    };
+    let foreign =
+        |meta: &std::fs::Metadata, unwarned: &mut usize| match journals.first_warning(name) {
+            Some(true) => log::warn!("recovery: {shown}: {}", not_ours(meta)),
+            Some(false) => {}
+            None => *unwarned += 1,
+        };
     match std::fs::symlink_metadata(&path) {
         Ok(meta) if ours(&meta) => {}
-        Ok(_) => {
-            foreign(unwarned);
+        Ok(meta) => {
+            foreign(&meta, unwarned);
             return None;
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
@@ -899,7 +922,7 @@ fn open_dead(spool: &Path, name: &str, journals: &Journals, unwarned: &mut usize
         .ok()?;
     if !ours(&meta) {
         // Replaced since the lstat.
-        foreign(unwarned);
+        foreign(&meta, unwarned);
         return None;
     }
     match mbox::ofd_lock(&file, libc::F_WRLCK) {
@@ -2153,6 +2176,38 @@ mod tests {
         assert!(spool.join("jon.lock").exists());
         assert!(spool.join(".postie-txn.not-ours").exists());
         drop(live);
+    }
+
+    /// The warning for a file named like a journal that is not one says
+    /// what the file is and what a journal must be.
+    #[test]
+    fn a_file_that_is_not_a_journal_is_described() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let me = nix::unistd::geteuid();
+        let planted = dir.path().join(".postie-txn.1.2.0000000000000003");
+        std::fs::write(&planted, b"x").unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::hard_link(&planted, dir.path().join("other")).unwrap();
+        let meta = std::fs::symlink_metadata(&planted).unwrap();
+        assert_eq!(
+            not_ours(&meta),
+            format!(
+                "skipped, not a journal this postie may recover (a regular file of uid {me}, \
+                 mode 0640, 2 links; a journal is a regular file of uid {me} with one link)"
+            )
+        );
+        std::fs::remove_file(dir.path().join("other")).unwrap();
+        let link = dir.path().join(".postie-txn.1.2.0000000000000004");
+        std::os::unix::fs::symlink(&planted, &link).unwrap();
+        let meta = std::fs::symlink_metadata(&link).unwrap();
+        assert_eq!(
+            not_ours(&meta),
+            format!(
+                "skipped, not a journal this postie may recover (a symbolic link of uid {me}, \
+                 mode 0777, 1 link; a journal is a regular file of uid {me} with one link)"
+            )
+        );
     }
 
     /// A recovery interrupted after it settled the journal (a crash before
