@@ -33,8 +33,10 @@
 //! recipient has half a message, and none has it while the client is told
 //! to try again. If the process dies in the middle, the journal lets the
 //! next postie do the same: at its start, or when a delivery finds a
-//! dotlock the dead one left (then at most once a delivery, with no lock
-//! held, and once a second per spool: [`Journals::recovery_due`]). The
+//! dotlock the dead one left (then with no lock held, once a second per
+//! spool ([`Journals::recovery_due`]), and once a delivery unless a journal
+//! of another process was still held by it, as a process being killed
+//! holds its files for a moment). The
 //! cost is one fsync per mailbox and one data-only fdatasync of the
 //! journal, taken before the locks (and one fsync of the spool directory
 //! when a mailbox or a journal is created).
@@ -564,8 +566,8 @@ impl Deliverer {
         // until the lock timeout. A user who holds a lock on their own
         // mailbox keeps no other mailbox locked.
         let mut backoff = mbox::Backoff::new();
-        // Whether this delivery has recovered, or may count on a
-        // recovery just made by another (see `Journals::recovery_due`).
+        // Whether this delivery has recovered (and found no journal of
+        // ours still held by its process).
         let mut recovered = false;
         let mut said_busy = false;
         loop {
@@ -621,29 +623,32 @@ impl Deliverer {
             // A dotlock without its fcntl lock may be a crashed delivery's
             // (another process's: a daemon's own are recovered at start):
             // recover then, with nothing locked, so that its half-written
-            // message goes before anything is appended after it. Once a
-            // delivery, and not more often than `Journals::recovery_due`
-            // allows: a user can plant dotlocks and files by journals'
-            // names.
-            if orphan && !recovered {
-                recovered = true;
-                if self.journals.recovery_due(&self.spool) {
-                    log::info!(
-                        "{}: dotlock without its fcntl lock; recovery: scanning {}",
-                        busy.display(),
-                        self.spool.display()
-                    );
-                    // As ourselves, not as a recipient: journals are ours.
-                    match self.own_identity() {
-                        Ok(_me) => {
-                            journal::recover(
-                                &self.spool,
-                                &self.mbox,
-                                lock_deadline,
-                                &self.journals,
-                            );
-                        }
-                        Err(e) => log::warn!("recovery: {e}"),
+            // message goes before anything is appended after it. Not more
+            // often than `Journals::recovery_due` allows, and once a
+            // delivery: a user can plant dotlocks and files by journals'
+            // names. Only a journal of ours that its process still held
+            // (one just killed holds its files until its exit is done)
+            // earns the delivery another scan, as rate-limited.
+            if orphan && !recovered && self.journals.recovery_due(&self.spool) {
+                log::info!(
+                    "{}: dotlock without its fcntl lock; recovery: scanning {}",
+                    busy.display(),
+                    self.spool.display()
+                );
+                // As ourselves, not as a recipient: journals are ours.
+                match self.own_identity() {
+                    Ok(_me) => {
+                        let s = journal::recover(
+                            &self.spool,
+                            &self.mbox,
+                            lock_deadline,
+                            &self.journals,
+                        );
+                        recovered = s.held == 0;
+                    }
+                    Err(e) => {
+                        log::warn!("recovery: {e}");
+                        recovered = true;
                     }
                 }
             }
@@ -1071,6 +1076,52 @@ mod tests {
         });
         // And left again when it dropped its gate.
         assert!(gates.enter(&[a, b, c], Instant::now()).is_some());
+    }
+
+    /// A delivery that meets the dotlock of a delivery killed in another
+    /// process whose exit is not done yet (its journal still locked) scans
+    /// the spool again once a second while that journal is held, rather
+    /// than waiting out the lock timeout and answering 451 (the crash test
+    /// met this under load: the first scan found the journal held, and
+    /// the delivery never looked again).
+    #[test]
+    fn a_journal_its_dying_process_still_holds_is_recovered_a_round_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path();
+        let d = deliverer(spool);
+        let crashed = b"From a@b Thu Jan  1 00:00:00 1970\nReturn-Path: <a@b>\n\nhalf\n";
+        let journal =
+            crate::journal::crashed_delivery(spool, &["alice"], b"", crashed, &[40], false);
+        assert!(spool.join("alice.lock").exists());
+        // The dying process: it holds its journal a moment longer.
+        let held = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&journal)
+            .unwrap();
+        assert!(crate::mbox::ofd_lock(&held, libc::F_WRLCK).unwrap());
+        let mut msg = MessageBuf::new(1024, spool.to_path_buf());
+        msg.write_all(b"Subject: x\n\nbody\n").unwrap();
+        let out = std::thread::scope(|s| {
+            let t = s.spawn(|| d.deliver(&envelope(&["alice"]), &msg));
+            // Past the first scan and its once-a-second limit, well within
+            // the lock timeout (5 s).
+            std::thread::sleep(Duration::from_millis(1500));
+            drop(held);
+            t.join().unwrap()
+        });
+        assert_eq!(out, Outcome::Delivered);
+        assert!(!journal.exists(), "the crashed delivery's journal is left");
+        let mbox = std::fs::read(spool.join("alice")).unwrap();
+        assert!(
+            mbox.ends_with(b"body\n\n"),
+            "{:?}",
+            String::from_utf8_lossy(&mbox)
+        );
+        assert!(
+            !mbox.windows(4).any(|w| w == b"half"),
+            "the half message is left"
+        );
     }
 
     #[test]

@@ -84,7 +84,8 @@
 //! so that a crashed `postie inetd`, with no daemon to restart, is undone
 //! by the next delivery that meets it (once a delivery, and once a
 //! [`RESCAN_EVERY`] per spool: [`Journals::recovery_due`]; a user who can
-//! write the spool can plant dotlocks). It reads the spool directory (one
+//! write the spool can plant dotlocks; a delivery scans again only while
+//! a journal of ours was still held by its process, [`Summary::held`]). It reads the spool directory (one
 //! `readdir`), skips this process's own journals, and takes the lock of
 //! every other journal it can (the others are in use, or being recovered
 //! by someone else). For each:
@@ -761,6 +762,9 @@ pub struct Summary {
     pub truncated: usize,
     /// Journals that could not be dealt with now (left for later).
     pub deferred: usize,
+    /// Journals of ours still locked by their process: a live one, or one
+    /// being killed that has not yet let go of its files.
+    pub held: usize,
 }
 
 /// Recovers every journal in `spool` left by a process that is gone,
@@ -798,7 +802,7 @@ pub fn recover(
     let mut unwarned = 0;
     let dead: Vec<Dead> = names
         .iter()
-        .filter_map(|n| open_dead(spool, n, journals, &mut unwarned))
+        .filter_map(|n| open_dead(spool, n, journals, &mut unwarned, &mut summary.held))
         .collect();
     if unwarned > 0 {
         log::warn!(
@@ -879,8 +883,15 @@ fn not_ours(meta: &std::fs::Metadata) -> String {
 /// Opens, checks and locks the journal `name`, if its process is gone. A
 /// file that is not ours is not even opened (`lstat` first: as root, an
 /// open of a user's file is work done for them) and is warned about once
-/// per process, or counted in `unwarned`.
-fn open_dead(spool: &Path, name: &str, journals: &Journals, unwarned: &mut usize) -> Option<Dead> {
+/// per process, or counted in `unwarned`. A journal its process still
+/// holds is counted in `held`.
+fn open_dead(
+    spool: &Path,
+    name: &str,
+    journals: &Journals,
+    unwarned: &mut usize,
+    held: &mut usize,
+) -> Option<Dead> {
     let path = spool.join(name);
     let shown = path.display();
     let foreign =
@@ -928,7 +939,10 @@ fn open_dead(spool: &Path, name: &str, journals: &Journals, unwarned: &mut usize
     match mbox::ofd_lock(&file, libc::F_WRLCK) {
         Ok(true) => {}
         // In use by its process, or being recovered by another.
-        Ok(false) => return None,
+        Ok(false) => {
+            *held += 1;
+            return None;
+        }
         Err(e) => {
             log::warn!("recovery: {shown}: cannot lock: {e}");
             return None;
@@ -1854,7 +1868,8 @@ mod tests {
                 journals: 1,
                 undone: 1,
                 truncated: 2,
-                deferred: 0
+                deferred: 0,
+                held: 0
             }
         );
         for n in ["alice", "jon", "root"] {
@@ -2167,7 +2182,14 @@ mod tests {
         let dead_path = dead.path().to_owned();
         drop(dead);
         std::fs::write(spool.join(".postie-txn.not-ours"), b"x").unwrap();
-        assert_eq!(recover(spool, &opts(), far(), &js), Summary::default());
+        // The live journal is counted as held by its process.
+        assert_eq!(
+            recover(spool, &opts(), far(), &js),
+            Summary {
+                held: 1,
+                ..Summary::default()
+            }
+        );
         assert!(dead_path.exists());
         let s = rec(spool);
         assert_eq!(s.journals, 1);
