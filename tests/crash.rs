@@ -168,6 +168,34 @@ fn crash(srv: &mut Server) {
     let pgid = Pid::from_raw(srv.child.id() as i32);
     killpg(pgid, Signal::SIGKILL).unwrap();
     let _ = srv.child.wait();
+    // The crash is over when every process of the group is gone (a zombie
+    // has let go of its files), as systemd waits for a unit's processes
+    // before it starts it again. Until then the delivery process, killed
+    // but still exiting on a loaded machine, holds its journals, and the
+    // next server rightly leaves them alone as live.
+    assert!(
+        wait_for(Duration::from_secs(120), || !group_alive(pgid.as_raw())),
+        "the killed server's processes did not end"
+    );
+}
+
+/// Whether a process of group `pgid` is alive (not a zombie), from /proc.
+fn group_alive(pgid: i32) -> bool {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .any(|stat| {
+            // pid (comm) state ppid pgrp ...; comm may hold spaces.
+            let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+                return false;
+            };
+            let mut f = rest.split_whitespace();
+            let state = f.next();
+            let pgrp = f.nth(1).and_then(|p| p.parse::<i32>().ok());
+            pgrp == Some(pgid) && state != Some("Z") && state != Some("X")
+        })
 }
 
 /// What the mailboxes hold: for each user, how many times each message.
