@@ -177,6 +177,8 @@ pub enum ParseError {
     Cli(clap::Error),
     /// The configuration file (`-C FILE`, or the default one) is wrong.
     Config(crate::config::ConfigError),
+    /// The same, for `-bs`: stdout is an SMTP client, owed a 421.
+    SmtpConfig(crate::config::ConfigError),
 }
 
 impl From<UsageError> for ParseError {
@@ -309,7 +311,10 @@ pub fn parse(call: Call) -> Result<Invocation, ParseError> {
     } else {
         crate::config::load(cl)
     }
-    .map_err(ParseError::Config)?;
+    .map_err(|e| match flags.action {
+        Action::Smtp => ParseError::SmtpConfig(e),
+        _ => ParseError::Config(e),
+    })?;
     let listen = match loaded.cli.mode {
         cli::Mode::Serve { listen } => listen,
         _ => Vec::new(),

@@ -1031,6 +1031,24 @@ fn bs_without_daemon_when_not_root_is_421() {
     assert_eq!(stderr(&out), "");
 }
 
+/// Audit of "postie 5", item 4: `sendmail -bs` with a configuration file
+/// that does not load answers its client, on stdout, with the 421 that
+/// `postie inetd` gives (exit 78, EX_CONFIG), and writes nothing on
+/// stderr, which an inetd-style caller may have joined to the socket.
+#[test]
+fn bs_with_a_bad_config_file_is_421() {
+    let fx = Fixture::new();
+    let conf = fx.dir.path().join("bad.conf");
+    std::fs::write(&conf, "no-such-option = 1\n").unwrap();
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.arg("sendmail").arg("-bs").arg("-C").arg(&conf);
+    let out = run(cmd, b"QUIT\r\n");
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("421 4.3.5 "), "{}", stdout(&out));
+    assert_eq!(stderr(&out), "");
+}
+
 /// `sendmail -bs` as root is postie's inetd mode: the article's session,
 /// delivered in-process.
 #[test]
