@@ -400,32 +400,20 @@ fn gecos_name(gecos: &str, user: &str) -> Option<String> {
     Some(first.replace('&', &cap))
 }
 
-/// `addr` with `@host` added when it has no domain.
-fn qualify(addr: &str, host: &str) -> String {
-    if addr.contains('@') {
-        addr.to_owned()
-    } else {
-        format!("{addr}@{host}")
-    }
-}
-
-/// The envelope sender: `-f`/`-r` (angle brackets removed, qualified with
-/// our host name; empty for `<>`), else the invoking user at our host.
-fn envelope_sender(given: Option<&str>, me: &Invoker, host: &str) -> String {
-    match given.map(|s| s.trim()) {
-        Some(s) => {
-            let s = s
-                .strip_prefix('<')
-                .and_then(|s| s.strip_suffix('>'))
-                .unwrap_or(s)
-                .trim();
-            if s.is_empty() {
-                String::new()
-            } else {
-                qualify(s, host)
-            }
+/// The envelope sender: `-f`/`-r` through the server's own parser
+/// (qualified with our host name when it has no domain; empty for `<>`),
+/// else the invoking user at our host.
+fn envelope_sender(given: Option<&str>, me: &Invoker, host: &str) -> Result<String, String> {
+    let Some(given) = given else {
+        return Ok(user_address(&me.name, host));
+    };
+    match client::sender_path(given) {
+        Ok(Some(mut m)) => {
+            m.domain.get_or_insert_with(|| host.to_owned());
+            Ok(m.to_string())
         }
-        None => user_address(&me.name, host),
+        Ok(None) => Ok(String::new()),
+        Err(e) => Err(format!("{given}... bad sender address: {}", e.0)),
     }
 }
 
@@ -466,7 +454,7 @@ fn prepare(
     if recipients.is_empty() {
         return Err("no recipients in the To:, Cc: or Bcc: fields".into());
     }
-    let sender = envelope_sender(flags.sender.as_deref(), cx.me, cx.host);
+    let sender = envelope_sender(flags.sender.as_deref(), cx.me, cx.host)?;
     for a in recipients.iter().chain([&sender]) {
         if a.chars().any(|c| c.is_control()) {
             return Err(format!("bad address {a:?}: control character"));
@@ -1024,7 +1012,7 @@ mod tests {
             name: "jon".into(),
             full_name: None,
         };
-        let s = |g: Option<&str>| envelope_sender(g, &me, "h.example");
+        let s = |g: Option<&str>| envelope_sender(g, &me, "h.example").unwrap();
         assert_eq!(s(None), "jon@h.example");
         assert_eq!(s(Some("cron@x.example")), "cron@x.example");
         assert_eq!(s(Some("<cron@x.example>")), "cron@x.example");
@@ -1035,7 +1023,8 @@ mod tests {
             name: "a b".into(),
             full_name: None,
         };
-        assert_eq!(envelope_sender(None, &odd, "h"), "\"a b\"@h");
+        assert_eq!(envelope_sender(None, &odd, "h").unwrap(), "\"a b\"@h");
+        assert!(envelope_sender(Some("a@b> SIZE=1"), &me, "h").is_err());
     }
 
     fn cx<'a>(me: &'a Invoker) -> Context<'a> {

@@ -592,6 +592,56 @@ fn unknown_recipient_through_the_daemon() {
     assert_eq!(body_of(&fx, "jon", 0), "hello\n");
 }
 
+/// Audit of "postie 5", item 5: no byte of an argument reaches the SMTP
+/// stream outside `<...>` as a parsed address. A `-f` sender that does
+/// not parse is a usage error (64); a recipient that does not parse, on
+/// the command line or in a -t header, is named on stderr like an unknown
+/// one (67) and the others still get the message.
+#[test]
+fn addresses_cannot_carry_smtp_parameters() {
+    let fx = Fixture::new();
+    open_to_all(&fx);
+    let out = run(
+        sendmail(&fx, &no_socket(&fx), &["-f", "a@b> SIZE=1", "jon"]),
+        b"Subject: x\n\ny\n",
+    );
+    assert_eq!(out.status.code(), Some(64), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a@b> SIZE=1... bad sender address: "),
+        "{}",
+        stderr(&out)
+    );
+    assert!(stderr(&out).contains("usage: sendmail"), "{}", stderr(&out));
+    let mut daemon = FakeDaemon::start();
+    let test = "addresses_cannot_carry_smtp_parameters";
+    let cmd = sendmail(&fx, &daemon.path, &["-t", "-i", "jon", "x@y> NOTIFY=NEVER"]);
+    let Some(cmd) = unprivileged(cmd, test) else {
+        return;
+    };
+    let out = run(
+        cmd,
+        b"To: alice@razorback.test, <c@d> ORCPT=rfc822;e\nSubject: s\n\nbody\n",
+    );
+    assert_eq!(out.status.code(), Some(67), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .lines()
+            .any(|l| l.starts_with("x@y> NOTIFY=NEVER... bad address: ")),
+        "{}",
+        stderr(&out)
+    );
+    let d = daemon.dialog();
+    let rcpts: Vec<&String> = d.iter().filter(|l| l.starts_with("RCPT")).collect();
+    assert_eq!(rcpts[0], "RCPT TO:<jon>\r\n", "{d:?}");
+    assert_eq!(rcpts[1], "RCPT TO:<alice@razorback.test>\r\n", "{d:?}");
+    for l in &d {
+        if l.starts_with("MAIL") || l.starts_with("RCPT") {
+            assert!(!l.contains("NOTIFY") && !l.contains("ORCPT"), "{d:?}");
+        }
+    }
+    assert!(d.iter().any(|l| l == "DATA\r\n"), "{d:?}");
+}
+
 /// What the attacker of issue "postie 5" prepares: a configuration file
 /// that points the spool at a directory holding `authorized_keys`, a
 /// passwd file with a root-owned user of that name, and aliases sending
