@@ -204,6 +204,14 @@ fn run_sendmail(call: sendmail::Call) -> ExitCode {
             eprintln!("postie: {e}");
             return ExitCode::from(EX_CONFIG);
         }
+        Err(sendmail::ParseError::SmtpConfig(e)) => {
+            // -bs: the client is on stdin/stdout and, as in inetd mode,
+            // perhaps on stderr too. It gets inetd's 421; the log the rest.
+            sys::silence_stderr();
+            let sink = maillog::Sink::Syslog;
+            maillog::init(sink, log::LevelFilter::Info, false);
+            return config_error(&e.to_string(), true, sink);
+        }
     };
     let root = nix::unistd::geteuid().is_root();
     match inv.flags.action {

@@ -177,6 +177,8 @@ pub enum ParseError {
     Cli(clap::Error),
     /// The configuration file (`-C FILE`, or the default one) is wrong.
     Config(crate::config::ConfigError),
+    /// The same, for `-bs`: stdout is an SMTP client, owed a 421.
+    SmtpConfig(crate::config::ConfigError),
 }
 
 impl From<UsageError> for ParseError {
@@ -309,7 +311,10 @@ pub fn parse(call: Call) -> Result<Invocation, ParseError> {
     } else {
         crate::config::load(cl)
     }
-    .map_err(ParseError::Config)?;
+    .map_err(|e| match flags.action {
+        Action::Smtp => ParseError::SmtpConfig(e),
+        _ => ParseError::Config(e),
+    })?;
     let listen = match loaded.cli.mode {
         cli::Mode::Serve { listen } => listen,
         _ => Vec::new(),
@@ -395,32 +400,20 @@ fn gecos_name(gecos: &str, user: &str) -> Option<String> {
     Some(first.replace('&', &cap))
 }
 
-/// `addr` with `@host` added when it has no domain.
-fn qualify(addr: &str, host: &str) -> String {
-    if addr.contains('@') {
-        addr.to_owned()
-    } else {
-        format!("{addr}@{host}")
-    }
-}
-
-/// The envelope sender: `-f`/`-r` (angle brackets removed, qualified with
-/// our host name; empty for `<>`), else the invoking user at our host.
-fn envelope_sender(given: Option<&str>, me: &Invoker, host: &str) -> String {
-    match given.map(|s| s.trim()) {
-        Some(s) => {
-            let s = s
-                .strip_prefix('<')
-                .and_then(|s| s.strip_suffix('>'))
-                .unwrap_or(s)
-                .trim();
-            if s.is_empty() {
-                String::new()
-            } else {
-                qualify(s, host)
-            }
+/// The envelope sender: `-f`/`-r` through the server's own parser
+/// (qualified with our host name when it has no domain; empty for `<>`),
+/// else the invoking user at our host.
+fn envelope_sender(given: Option<&str>, me: &Invoker, host: &str) -> Result<String, String> {
+    let Some(given) = given else {
+        return Ok(user_address(&me.name, host));
+    };
+    match client::sender_path(given) {
+        Ok(Some(mut m)) => {
+            m.domain.get_or_insert_with(|| host.to_owned());
+            Ok(m.to_string())
         }
-        None => user_address(&me.name, host),
+        Ok(None) => Ok(String::new()),
+        Err(e) => Err(format!("{given}... bad sender address: {}", e.0)),
     }
 }
 
@@ -461,7 +454,7 @@ fn prepare(
     if recipients.is_empty() {
         return Err("no recipients in the To:, Cc: or Bcc: fields".into());
     }
-    let sender = envelope_sender(flags.sender.as_deref(), cx.me, cx.host);
+    let sender = envelope_sender(flags.sender.as_deref(), cx.me, cx.host)?;
     for a in recipients.iter().chain([&sender]) {
         if a.chars().any(|c| c.is_control()) {
             return Err(format!("bad address {a:?}: control character"));
@@ -560,29 +553,44 @@ fn submit(inv: &Invocation) -> u8 {
         }
     };
     let data = msg.to_smtp();
-    let result = match UnixStream::connect(&opts.submit_socket) {
-        Ok(s) => over_socket(&s, &env, &data, flags.verbose),
+    let root = nix::unistd::geteuid().is_root();
+    let socket = opts.submit_socket.display();
+    // The daemon's socket, or None for root's in-process delivery.
+    let daemon = match UnixStream::connect(&opts.submit_socket) {
+        Ok(s) => match untrusted_peer(&s, &opts.user) {
+            None => Some(s),
+            Some(why) if root => {
+                log::warn!("{socket}: {why}; delivering directly");
+                eprintln!("postie: warning: {socket}: {why}; delivering directly");
+                None
+            }
+            Some(why) => {
+                log::error!("{socket}: {why}");
+                eprintln!("postie: cannot submit to {socket}: {why}; message not sent");
+                return EX_TEMPFAIL;
+            }
+        },
         Err(e) if no_daemon(&e) => {
-            if !nix::unistd::geteuid().is_root() {
+            if !root {
                 eprintln!(
-                    "postie: cannot submit: no postie daemon at {} ({e}), and only root can \
-                     deliver directly; message not sent",
-                    opts.submit_socket.display()
+                    "postie: cannot submit: no postie daemon at {socket} ({e}), and only root can \
+                     deliver directly; message not sent"
                 );
                 return EX_TEMPFAIL;
             }
-            match in_process(opts, &env, &data, flags.verbose) {
-                Ok(r) => r,
-                Err(code) => return code,
-            }
+            None
         }
         Err(e) => {
-            eprintln!(
-                "postie: cannot submit to {}: {e}; message not sent",
-                opts.submit_socket.display()
-            );
+            eprintln!("postie: cannot submit to {socket}: {e}; message not sent");
             return EX_TEMPFAIL;
         }
+    };
+    let result = match daemon {
+        Some(s) => over_socket(&s, &env, &data, flags.verbose),
+        None => match in_process(opts, &env, &data, flags.verbose) {
+            Ok(r) => r,
+            Err(code) => return code,
+        },
     };
     match result {
         Ok(sent) => {
@@ -593,6 +601,39 @@ fn submit(inv: &Invocation) -> u8 {
             eprint!("{}", e.report());
             e.exit_code()
         }
+    }
+}
+
+/// Why the server at the other end of `s` is not to be trusted with a
+/// message, if it is not (audit of "postie 5": a socket in a directory
+/// others may write can be anybody's). Its uid (SO_PEERCRED: who made
+/// the listening socket) must be root's, that of postie's SMTP side
+/// (`--user`, resolved as the daemon does), or our own when we are not
+/// root.
+fn untrusted_peer(s: &UnixStream, user: &str) -> Option<String> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let uid = match getsockopt(s, PeerCredentials) {
+        Ok(c) => c.uid(),
+        Err(e) => return Some(format!("cannot tell who listens there: {e}")),
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    if uid == 0 || (me != 0 && uid == me) || smtp_side_uid(user) == Some(uid) {
+        return None;
+    }
+    Some(format!(
+        "the server there runs as uid {uid}, neither root nor postie's user ({user}); \
+         not submitting to it"
+    ))
+}
+
+/// The uid of `--user` as the daemon resolves it: `_postie`, when it
+/// does not exist, is `nobody`.
+fn smtp_side_uid(user: &str) -> Option<u32> {
+    use nix::unistd::User;
+    match User::from_name(user) {
+        Ok(Some(u)) => Some(u.uid.as_raw()),
+        Ok(None) if user == "_postie" => Some(User::from_name("nobody").ok()??.uid.as_raw()),
+        _ => None,
     }
 }
 
@@ -699,6 +740,17 @@ fn relay_smtp(opts: &Options) -> u8 {
             return EX_TEMPFAIL;
         }
     };
+    if let Some(why) = untrusted_peer(&stream, &opts.user) {
+        log::error!("-bs: {}: {why}", opts.submit_socket.display());
+        let host = config::mail_name(opts.hostname.as_deref());
+        let mut out = io::stdout().lock();
+        let _ = write!(
+            out,
+            "421 4.3.2 {host} The mail daemon's socket is not trusted, try again later\r\n"
+        );
+        let _ = out.flush();
+        return EX_TEMPFAIL;
+    }
     let up = match stream.try_clone() {
         Ok(s) => s,
         Err(e) => {
@@ -1019,7 +1071,7 @@ mod tests {
             name: "jon".into(),
             full_name: None,
         };
-        let s = |g: Option<&str>| envelope_sender(g, &me, "h.example");
+        let s = |g: Option<&str>| envelope_sender(g, &me, "h.example").unwrap();
         assert_eq!(s(None), "jon@h.example");
         assert_eq!(s(Some("cron@x.example")), "cron@x.example");
         assert_eq!(s(Some("<cron@x.example>")), "cron@x.example");
@@ -1030,7 +1082,8 @@ mod tests {
             name: "a b".into(),
             full_name: None,
         };
-        assert_eq!(envelope_sender(None, &odd, "h"), "\"a b\"@h");
+        assert_eq!(envelope_sender(None, &odd, "h").unwrap(), "\"a b\"@h");
+        assert!(envelope_sender(Some("a@b> SIZE=1"), &me, "h").is_err());
     }
 
     fn cx<'a>(me: &'a Invoker) -> Context<'a> {

@@ -112,6 +112,8 @@ pub enum UsageError {
     /// One of postie's options that only the configuration file may set
     /// (`--spool`, ...: [`super::SYSTEM_OPTIONS`]).
     SystemOption(String),
+    /// A `-f`/`-r` sender that is not an address: it and why.
+    BadSender(String, &'static str),
 }
 
 impl fmt::Display for UsageError {
@@ -125,6 +127,7 @@ impl fmt::Display for UsageError {
                 f,
                 "option {o} cannot be given to sendmail; it is set in the configuration file"
             ),
+            UsageError::BadSender(a, why) => write!(f, "{a}... bad sender address: {why}"),
         }
     }
 }
@@ -245,7 +248,14 @@ pub fn parse(
                 }
             };
             match c {
-                'f' | 'r' => flags.sender = Some(value),
+                'f' | 'r' => {
+                    // Parsed as the server parses MAIL FROM (audit of
+                    // "postie 5": `-f 'a@b> SIZE=1'` added a parameter).
+                    if let Err(e) = super::client::sender_path(&value) {
+                        return Err(UsageError::BadSender(value, e.0));
+                    }
+                    flags.sender = Some(value)
+                }
                 'F' => flags.full_name = Some(value),
                 'C' => flags.config = Some(OsString::from(value)),
                 'b' => action = Some(b_mode(&value)?),

@@ -16,6 +16,8 @@ use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 
 use super::{EX_DATAERR, EX_NOUSER, EX_OK, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE};
+use crate::smtp::Mailbox;
+use crate::smtp::address::{AddrError, parse_path};
 
 /// Longest reply line we read, and most lines in one reply: a reply over
 /// these is not from postie.
@@ -265,6 +267,27 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+/// A sender as `-f` gives it, through the server's own parser: `a@b`,
+/// `<a@b>`, a bare local part; `None` for the null sender (`<>` or
+/// empty). Anything after the address (`a@b> SIZE=1`) is refused: no byte
+/// of an argument may reach the dialog outside `<...>` as a parsed
+/// address (audit of "postie 5").
+pub fn sender_path(s: &str) -> Result<Option<Mailbox>, AddrError> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    match parse_path(s)? {
+        (m, rest) if rest.trim().is_empty() => Ok(m),
+        _ => Err(AddrError("junk after the address")),
+    }
+}
+
+/// A recipient through the server's own parser, as [`sender_path`].
+pub fn recipient_path(s: &str) -> Result<Mailbox, AddrError> {
+    sender_path(s)?.ok_or(AddrError("the null address is no recipient"))
+}
+
 /// The envelope: the sender (empty for the null sender `<>`) and the
 /// recipients, as they go into `MAIL FROM:<...>` and `RCPT TO:<...>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,6 +374,15 @@ impl<R: BufRead, W: Write> Client<R, W> {
     }
 }
 
+/// The refusal the server would give an address that does not parse:
+/// `501 ENHANCED bad address: WHY`.
+fn bad_address(enhanced: &str, e: &AddrError) -> Reply {
+    Reply {
+        code: 501,
+        lines: vec![format!("501 {enhanced} bad address: {}", e.0)],
+    }
+}
+
 /// Runs one transaction: greeting, `EHLO localhost` (`HELO` if EHLO is
 /// not known), `MAIL FROM` (with `SIZE=` and `BODY=8BITMIME` when the
 /// server offers them), one `RCPT TO` per recipient, `DATA`, the message
@@ -397,7 +429,17 @@ pub fn submit<R: BufRead, W: Write>(
             reply: ehlo,
         });
     };
-    let mut mail = format!("MAIL FROM:<{}>", env.sender);
+    // Only parsed addresses go into MAIL and RCPT, rendered again.
+    let sender = match sender_path(&env.sender) {
+        Ok(m) => m.map(|m| m.to_string()).unwrap_or_default(),
+        Err(e) => {
+            return c.fail(Error::Refused {
+                stage: Stage::Mail,
+                reply: bad_address("5.1.7", &e),
+            });
+        }
+    };
+    let mut mail = format!("MAIL FROM:<{sender}>");
     if size {
         mail.push_str(&format!(" SIZE={}", data.len()));
     }
@@ -413,7 +455,11 @@ pub fn submit<R: BufRead, W: Write>(
     }
     let mut refused = Vec::new();
     for to in &env.recipients {
-        let reply = c.cmd(&format!("RCPT TO:<{to}>"))?;
+        // One that does not parse is refused here, as the server would.
+        let reply = match recipient_path(to) {
+            Ok(m) => c.cmd(&format!("RCPT TO:<{m}>"))?,
+            Err(e) => bad_address("5.1.3", &e),
+        };
         if reply.code != 250 && reply.code != 251 {
             refused.push((to.clone(), reply));
         }
@@ -496,6 +542,45 @@ mod tests {
             "EHLO localhost\r\nMAIL FROM:<jon@h.example> SIZE=18\r\nRCPT TO:<jon>\r\n\
              RCPT TO:<alice@h.example>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n"
         );
+    }
+
+    /// Audit of "postie 5": an address that does not parse never reaches
+    /// the dialog; a recipient is refused as the server would, the others
+    /// get the message; a sender stops it before MAIL.
+    #[test]
+    fn only_parsed_addresses_are_sent() {
+        let server = format!("220 h\r\n{EHLO}250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n");
+        let e = env(&["x@y> NOTIFY=NEVER", "jon", "<>"]);
+        let (res, sent) = run(&server, &e, b"hi\r\n");
+        let sent_ok = res.unwrap();
+        assert_eq!(
+            sent,
+            "EHLO localhost\r\nMAIL FROM:<jon@h.example> SIZE=4\r\nRCPT TO:<jon>\r\n\
+             DATA\r\nhi\r\n.\r\nQUIT\r\n"
+        );
+        assert_eq!(sent_ok.exit_code(), EX_NOUSER);
+        assert!(
+            sent_ok
+                .report()
+                .starts_with("x@y> NOTIFY=NEVER... bad address: "),
+            "{}",
+            sent_ok.report()
+        );
+        let e = Envelope {
+            sender: "a@b> SIZE=1".into(),
+            recipients: vec!["jon".into()],
+        };
+        let (res, sent) = run(&format!("220 h\r\n{EHLO}221 bye\r\n"), &e, b"hi\r\n");
+        assert_eq!(res.unwrap_err().exit_code(), EX_DATAERR);
+        assert_eq!(sent, "EHLO localhost\r\nQUIT\r\n");
+        // Quoted forms are rendered again from the parse.
+        assert_eq!(
+            sender_path("<\"a b\"@h>").unwrap().unwrap().to_string(),
+            "\"a b\"@h"
+        );
+        assert_eq!(sender_path(" <> ").unwrap(), None);
+        assert!(recipient_path("<>").is_err());
+        assert!(recipient_path("a@b c@d").is_err());
     }
 
     #[test]
