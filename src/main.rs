@@ -285,12 +285,24 @@ fn serve(
     // Before any thread starts, so that every thread blocks these signals.
     let sigfd = server::signals()?;
     let (mut listeners, mut local) = listen::systemd()?;
-    if local.is_none() {
+    if let Some(l) = &local {
+        if let Some(p) = l.local_addr().ok().as_ref().and_then(|a| a.as_pathname()) {
+            log::info!(
+                "accepting local submissions on {} (from systemd)",
+                p.display()
+            );
+        }
+    } else {
         // The submission socket is optional: without it, local programs
         // cannot submit through this daemon, but SMTP works.
         match submit.parent() {
             Some(dir) if dir.is_dir() => match listen::bind_unix(submit) {
-                Ok(l) => local = Some(l),
+                // Named here: the socket's own address is the private
+                // directory it was bound in before the rename.
+                Ok(l) => {
+                    log::info!("accepting local submissions on {}", submit.display());
+                    local = Some(l);
+                }
                 Err(e) => log::warn!("no local submission socket: {}: {e}", submit.display()),
             },
             _ => log::info!(

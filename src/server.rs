@@ -464,11 +464,6 @@ pub fn serve(
     }
     if let Some(l) = &local {
         l.set_nonblocking(true)?;
-        let addr = l.local_addr().ok();
-        let path = addr.as_ref().and_then(|a| a.as_pathname());
-        if let Some(p) = path {
-            log::info!("accepting local submissions on {}", p.display());
-        }
     }
     let conns = Arc::new(Mutex::new(Connections::default()));
     let files = raise_fd_limit();

@@ -321,6 +321,16 @@ fn submission_socket_mode_and_a_planted_symlink() {
         "{}",
         srv.log()
     );
+    // The log names the socket's path, not the private directory it was
+    // bound in before the rename.
+    assert!(
+        srv.log_has(&format!(
+            "accepting local submissions on {}",
+            sock.display()
+        )),
+        "{}",
+        srv.log()
+    );
     let m = std::fs::symlink_metadata(&sock).unwrap();
     assert!(m.file_type().is_socket(), "{:?}", m.file_type());
     assert_eq!(m.permissions().mode() & 0o7777, 0o666);
