@@ -167,6 +167,8 @@ deb: deb-build-deps
 	@ls -l dist
 
 # Build-Depends of debian/control but cargo and rustc (see deb).
+# dpkg-checkbuilddeps reads DPKG_ADMINDIR only as --admindir: passed on,
+# so that .ci/make-test can play a machine without debhelper.
 deb-build-deps:
 	@command -v dpkg-buildpackage >/dev/null && command -v dpkg-checkbuilddeps >/dev/null || { \
 	  echo "make deb: dpkg-buildpackage is missing: apt-get install dpkg-dev debhelper" >&2; \
@@ -174,7 +176,7 @@ deb-build-deps:
 	@deps=$$(sed -n '/^Build-Depends:/,/^[^[:space:]]/{/^Build-Depends:/{s/^Build-Depends://;p;d};/^[[:space:]]/p}' debian/control \
 	  | tr ',' '\n' | sed 's/^[[:space:]]*//; s/[[:space:]]*$$//' \
 	  | grep -Ev '^(cargo|rustc)([[:space:](]|$$)' | grep -v '^$$' | paste -sd, -); \
-	dpkg-checkbuilddeps -d "$$deps" || { \
+	dpkg-checkbuilddeps $${DPKG_ADMINDIR:+--admindir=$$DPKG_ADMINDIR} -d "$$deps" || { \
 	  echo "make deb: install the build dependencies named above" \
 	       "(debhelper-compat comes with debhelper): apt-get install debhelper" >&2; \
 	  exit 1; }
