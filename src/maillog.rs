@@ -1,5 +1,7 @@
 //! Where log lines go: syslog (facility mail) for the daemon, inetd and
-//! socket-activated runs, or stderr in the foreground.
+//! socket-activated runs, or stderr in the foreground. Both sinks are
+//! ours: syslog(3) drops every line when nothing listens on /dev/log, and
+//! env_logger brought seven crates for the stderr line.
 //!
 //! Under inetd and systemd Accept=yes, stdout and stderr are the client's
 //! socket, so nothing may be printed there: the syslog sink writes to a
@@ -157,6 +159,72 @@ impl Log for Syslog {
     fn flush(&self) {}
 }
 
+/// The foreground sink: one line a record on stderr,
+/// `[2026-12-05T00:31:21+01:00 INFO ] text` (local time with its offset, as
+/// RFC 3339 writes it), each line in one write under a lock so that the
+/// lines of threads never mix. Ours rather than env_logger's, which brought
+/// seven crates (regex among them) for this line.
+pub struct Stderr<W> {
+    level: LevelFilter,
+    out: Mutex<W>,
+}
+
+impl<W: Write + Send> Stderr<W> {
+    pub fn new(level: LevelFilter, out: W) -> Self {
+        Stderr {
+            level,
+            out: Mutex::new(out),
+        }
+    }
+}
+
+/// One line of the stderr sink.
+fn stderr_line(level: Level, t: &sys::LocalTime, text: &str) -> String {
+    let sign = if t.utc_offset < 0 { '-' } else { '+' };
+    let off = t.utc_offset.unsigned_abs();
+    format!(
+        "[{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02} {:<5}] {text}\n",
+        t.year,
+        t.month,
+        t.day,
+        t.hour,
+        t.minute,
+        t.second,
+        off / 3600,
+        off % 3600 / 60,
+        level.as_str()
+    )
+}
+
+impl<W: Write + Send> Log for Stderr<W> {
+    fn enabled(&self, m: &Metadata<'_>) -> bool {
+        m.level() <= self.level
+    }
+
+    fn log(&self, r: &Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let now = sys::localtime(std::time::SystemTime::now());
+        let line = stderr_line(r.level(), &now, &r.args().to_string());
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        // Lost if stderr is gone: there is nowhere else to say so.
+        let _ = out.write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {
+        let _ = self.out.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    }
+}
+
+/// The level of the stderr sink: `RUST_LOG`, when it is a level (`debug`,
+/// `warn`, `off`, ...), else `level` (`--log-level`).
+fn stderr_level(level: LevelFilter, rust_log: Option<&str>) -> LevelFilter {
+    rust_log
+        .and_then(|v| v.trim().parse::<LevelFilter>().ok())
+        .unwrap_or(level)
+}
+
 /// Installs the logger. Call once, before any thread starts. With
 /// `stderr_ok` the syslog sink says once on stderr if no syslog socket
 /// takes its lines; never under inetd, where stderr is the client.
@@ -174,11 +242,12 @@ pub fn init(sink: Sink, level: LevelFilter, stderr_ok: bool) {
             }
         }
         Sink::Stderr => {
-            let _ = env_logger::Builder::new()
-                .filter_level(level)
-                .parse_env("RUST_LOG")
-                .format_target(false)
-                .try_init();
+            let rust_log = std::env::var("RUST_LOG").ok();
+            let level = stderr_level(level, rust_log.as_deref());
+            let sink = Stderr::new(level, std::io::stderr());
+            if log::set_boxed_logger(Box::new(sink)).is_ok() {
+                log::set_max_level(level);
+            }
         }
     }
 }
@@ -201,6 +270,77 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn stderr_lines_carry_the_local_time_with_its_offset_and_the_level() {
+        let t = sys::LocalTime {
+            year: 2026,
+            month: 12,
+            day: 5,
+            hour: 0,
+            minute: 31,
+            second: 2,
+            weekday: 6,
+            utc_offset: -(5 * 3600 + 30 * 60),
+        };
+        assert_eq!(
+            stderr_line(Level::Info, &t, "listening on 127.0.0.1:25"),
+            "[2026-12-05T00:31:02-05:30 INFO ] listening on 127.0.0.1:25\n"
+        );
+        let t = sys::LocalTime {
+            utc_offset: 3600,
+            ..t
+        };
+        assert!(
+            stderr_line(Level::Error, &t, "x").starts_with("[2026-12-05T00:31:02+01:00 ERROR] x")
+        );
+    }
+
+    #[test]
+    fn the_stderr_sink_filters_by_level_and_writes_whole_lines() {
+        let out = Shared::default();
+        let sink = Stderr::new(LevelFilter::Info, out.clone());
+        for (level, text) in [
+            (Level::Debug, "hidden"),
+            (Level::Info, "one"),
+            (Level::Warn, "two"),
+        ] {
+            sink.log(
+                &Record::builder()
+                    .args(format_args!("{text}"))
+                    .level(level)
+                    .build(),
+            );
+        }
+        let got = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = got.lines().collect();
+        assert_eq!(lines.len(), 2, "{got:?}");
+        assert!(lines[0].ends_with(" INFO ] one"), "{got:?}");
+        assert!(lines[1].ends_with(" WARN ] two"), "{got:?}");
+        assert!(got.ends_with('\n'));
+    }
+
+    #[test]
+    fn rust_log_sets_the_stderr_level_when_it_is_one() {
+        assert_eq!(stderr_level(LevelFilter::Info, None), LevelFilter::Info);
+        assert_eq!(
+            stderr_level(LevelFilter::Info, Some("debug")),
+            LevelFilter::Debug
+        );
+        assert_eq!(
+            stderr_level(LevelFilter::Info, Some(" WARN ")),
+            LevelFilter::Warn
+        );
+        assert_eq!(
+            stderr_level(LevelFilter::Info, Some("off")),
+            LevelFilter::Off
+        );
+        // Module filters (env_logger's) are not ours: --log-level stands.
+        assert_eq!(
+            stderr_level(LevelFilter::Warn, Some("postie=debug")),
+            LevelFilter::Warn
+        );
     }
 
     fn line(sink: &Syslog, level: Level, text: &str) {
