@@ -566,9 +566,12 @@ impl Deliverer {
         // until the lock timeout. A user who holds a lock on their own
         // mailbox keeps no other mailbox locked.
         let mut backoff = mbox::Backoff::new();
-        // Whether this delivery has recovered (and found no journal of
-        // ours still held by its process).
-        let mut recovered = false;
+        // Whether this delivery has scanned the spool (then a stale
+        // dotlock may be removed: recovery took over any it explains), and
+        // whether it needs no more scans (the last found no journal of
+        // ours with a delivery still held by its process).
+        let mut scanned = false;
+        let mut scans_done = false;
         let mut said_busy = false;
         loop {
             // A dotlock found without its fcntl lock: a crashed delivery's?
@@ -587,7 +590,7 @@ impl Deliverer {
                 let mut hooks = LockHooks {
                     record: Some(&mut record),
                     on_busy: Some(&mut on_busy),
-                    recovered,
+                    recovered: scanned,
                     ..LockHooks::default()
                 };
                 // One try (a deadline already come).
@@ -629,7 +632,7 @@ impl Deliverer {
             // names. Only a journal of ours that its process still held
             // (one just killed holds its files until its exit is done)
             // earns the delivery another scan, as rate-limited.
-            if orphan && !recovered && self.journals.recovery_due(&self.spool) {
+            if orphan && !scans_done && self.journals.recovery_due(&self.spool) {
                 log::info!(
                     "{}: dotlock without its fcntl lock; recovery: scanning {}",
                     busy.display(),
@@ -644,13 +647,14 @@ impl Deliverer {
                             lock_deadline,
                             &self.journals,
                         );
-                        recovered = s.held == 0;
+                        scans_done = s.held == 0;
                     }
                     Err(e) => {
                         log::warn!("recovery: {e}");
-                        recovered = true;
+                        scans_done = true;
                     }
                 }
+                scanned = true;
             }
             backoff
                 .wait(lock_deadline)
@@ -1125,6 +1129,47 @@ mod tests {
             !mbox.windows(4).any(|w| w == b"half"),
             "the half message is left"
         );
+    }
+
+    /// A stale dotlock (an old one no journal explains) is removed once
+    /// the delivery has scanned, even while another postie process is
+    /// alive with its journals locked (review of postie 5: the rescan rule
+    /// had made a live process's journals keep every stale dotlock).
+    #[test]
+    fn a_stale_dotlock_goes_while_another_postie_lives() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path();
+        let mut d = deliverer(spool);
+        d.mbox.lock_timeout = Duration::from_secs(60);
+        d.deadline = Duration::from_secs(60);
+        // Another process's journals: one idle, one with a delivery in it.
+        let other = Journals::default();
+        let idle = other.take(spool).unwrap();
+        let mut busy = other.take(spool).unwrap();
+        busy.begin().unwrap();
+        busy.intend(
+            b"From x Sun Nov  1 06:05:04 2026\n",
+            80,
+            &[journal::Want {
+                name: "jon".into(),
+                uid: nix::unistd::geteuid().as_raw(),
+                gid: nix::unistd::getegid().as_raw(),
+            }],
+        )
+        .unwrap();
+        let lock = spool.join("alice.lock");
+        std::fs::write(&lock, b"0\n").unwrap();
+        let f = std::fs::File::options().write(true).open(&lock).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(600))
+            .unwrap();
+        drop(f);
+        let mut msg = MessageBuf::new(1024, spool.to_path_buf());
+        msg.write_all(b"Subject: x\n\nbody\n").unwrap();
+        let t = Instant::now();
+        assert_eq!(d.deliver(&envelope(&["alice"]), &msg), Outcome::Delivered);
+        assert!(t.elapsed() < Duration::from_secs(50), "{:?}", t.elapsed());
+        assert!(!lock.exists());
+        drop((idle, busy));
     }
 
     #[test]

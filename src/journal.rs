@@ -762,8 +762,9 @@ pub struct Summary {
     pub truncated: usize,
     /// Journals that could not be dealt with now (left for later).
     pub deferred: usize,
-    /// Journals of ours still locked by their process: a live one, or one
-    /// being killed that has not yet let go of its files.
+    /// Journals of ours with a delivery in them, still locked by their
+    /// process: a live one, or one being killed that has not yet let go of
+    /// its files.
     pub held: usize,
 }
 
@@ -938,9 +939,16 @@ fn open_dead(
     }
     match mbox::ofd_lock(&file, libc::F_WRLCK) {
         Ok(true) => {}
-        // In use by its process, or being recovered by another.
+        // In use by its process, or being recovered by another. Counted
+        // if it holds a delivery (not idle): that process may be one being
+        // killed, whose dotlocks only this journal explains.
         Ok(false) => {
-            *held += 1;
+            let mut header = [0u8; HEADER_LEN];
+            let busy = io::Read::read_exact(&mut &file, &mut header).is_ok()
+                && parse(&header).generation != IDLE;
+            if busy {
+                *held += 1;
+            }
             return None;
         }
         Err(e) => {
@@ -2182,14 +2190,8 @@ mod tests {
         let dead_path = dead.path().to_owned();
         drop(dead);
         std::fs::write(spool.join(".postie-txn.not-ours"), b"x").unwrap();
-        // The live journal is counted as held by its process.
-        assert_eq!(
-            recover(spool, &opts(), far(), &js),
-            Summary {
-                held: 1,
-                ..Summary::default()
-            }
-        );
+        // The live journal is idle: not counted as held.
+        assert_eq!(recover(spool, &opts(), far(), &js), Summary::default());
         assert!(dead_path.exists());
         let s = rec(spool);
         assert_eq!(s.journals, 1);
