@@ -346,30 +346,44 @@ pub fn load_vetted(
         std::io::Read::read_to_end(&mut f, &mut bytes).map_err(|e| e.to_string())?;
         Ok(bytes)
     };
-    // `vet` sees the file before it is opened too: an open of a FIFO
-    // without a writer blocks for ever, and an open of a device may do
-    // something. A regular file is opened with O_NONBLOCK (which changes
-    // nothing for it), so that one swapped for a FIFO since is not waited
-    // on either; anything else (`-C <(...)`, where nothing is vetted) is
-    // opened as it is.
+    // `vet` sees the file before it is opened for reading: an open of a
+    // FIFO without a writer blocks for ever, and an open of a device may
+    // do something. So the path is first opened with O_PATH, which opens
+    // nothing (no device driver, no FIFO wait), that descriptor is vetted
+    // (fstat), and the very inode it names is opened for reading through
+    // /proc/self/fd: a path swapped since (a link in /tmp) cannot slip
+    // another file in. Without /proc, the path is opened again, with
+    // O_NONBLOCK, and the open file is vetted once more before it is read.
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::OpenOptionsExt;
-    let regular = match std::fs::metadata(&path) {
-        Ok(meta) => {
-            vet(&meta).map_err(|why| ConfigError(format!("{source}: {why}")))?;
-            meta.is_file()
-        }
-        Err(_) => false,
-    };
-    let nonblock = if regular { libc::O_NONBLOCK } else { 0 };
-    let opened = std::fs::OpenOptions::new()
+    let handle = match std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOCTTY | nonblock)
-        .open(&path);
-    let bytes = match opened {
-        Ok(f) => read(f).map_err(|why| ConfigError(format!("{source}: {why}")))?,
+        .custom_flags(libc::O_PATH)
+        .open(&path)
+    {
+        Ok(h) => h,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
             return Ok(Loaded::without_file(cl.cli));
         }
+        Err(e) => return Err(ConfigError(format!("{source}: {e}"))),
+    };
+    let meta = handle
+        .metadata()
+        .map_err(|e| ConfigError(format!("{source}: {e}")))?;
+    vet(&meta).map_err(|why| ConfigError(format!("{source}: {why}")))?;
+    let nonblock = if meta.is_file() { libc::O_NONBLOCK } else { 0 };
+    let reopen = |p: &Path| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOCTTY | nonblock)
+            .open(p)
+    };
+    let opened = match reopen(Path::new(&format!("/proc/self/fd/{}", handle.as_raw_fd()))) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => reopen(&path),
+        other => other,
+    };
+    let bytes = match opened {
+        Ok(f) => read(f).map_err(|why| ConfigError(format!("{source}: {why}")))?,
         Err(e) => return Err(ConfigError(format!("{source}: {e}"))),
     };
     let text = String::from_utf8(bytes).map_err(|e| {

@@ -233,17 +233,21 @@ pub fn root_may_read(uid: u32, mode: u32, is_file: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// An error of root's configuration `file` that names one of its lines
-/// (and may quote it), when others may not read the file: its lines are
-/// not shown. A root script may pass `-C` an argument someone else chose
-/// (`/etc/shadow`, through a link), and show them the output.
-fn hide_private_lines(e: config::ConfigError, file: &Path) -> config::ConfigError {
+/// An error about the content of root's configuration `file` (a line,
+/// or a value, that it may quote), when others may not read the file: its
+/// content is not shown. A root script may pass `-C` an argument someone
+/// else chose (`/etc/shadow`, through a link), and show them the output.
+/// `vetted` is the mode of the file that passed the vetting, as its
+/// descriptor said (`None`: none did, and no content was read).
+fn hide_private_lines(
+    e: config::ConfigError,
+    file: &Path,
+    vetted: Option<u32>,
+) -> config::ConfigError {
     let prefix = format!("{}:", file.display());
-    let names_a_line =
-        e.0.strip_prefix(&prefix)
-            .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()));
-    let private = std::fs::metadata(file).map_or(true, |m| m.mode() & 0o004 == 0);
-    if names_a_line && private {
+    let about_the_file = e.0.starts_with(&prefix);
+    let private = vetted.is_some_and(|mode| mode & 0o004 == 0);
+    if about_the_file && private {
         config::ConfigError(format!(
             "{}: not a valid configuration file (its lines are not shown: others may not read it; postie -C FILE check shows them)",
             file.display()
@@ -304,10 +308,15 @@ pub fn parse(call: Call) -> Result<Invocation, ParseError> {
             .config
             .clone()
             .unwrap_or_else(|| config::DEFAULT_FILE.into());
+        // The mode of the file as vetted on its descriptor (the file that
+        // is read), not as its path says later.
+        let vetted = std::cell::Cell::new(None);
         crate::config::load_vetted(cl, &|m| {
-            root_may_read(m.uid(), m.mode(), m.file_type().is_file())
+            let ok = root_may_read(m.uid(), m.mode(), m.file_type().is_file());
+            vetted.set(ok.is_ok().then_some(m.mode()));
+            ok
         })
-        .map_err(|e| hide_private_lines(e, &file))
+        .map_err(|e| hide_private_lines(e, &file, vetted.get()))
     } else {
         crate::config::load(cl)
     }
