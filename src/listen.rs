@@ -6,7 +6,7 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::Arc;
@@ -96,8 +96,28 @@ pub fn systemd() -> io::Result<(Vec<TcpListener>, Option<UnixListener>)> {
 /// made by us mode 0700 (nobody else can enter it, so the chmod by path
 /// there names our socket), and then renamed over `path`: rename(2) is
 /// atomic (clients never find no socket at all, even when a stale one is
-/// replaced) and replaces a symlink rather than following it.
+/// replaced) and replaces a symlink rather than following it. That holds
+/// only where nobody else may rename the fresh directory away (and plant
+/// their own with a symlink in it): so the socket's directory must not be
+/// writable by others, unless it is sticky (/tmp), where only its owner
+/// may rename an entry.
 pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let dir = std::fs::metadata(parent)?;
+    if dir.mode() & 0o022 != 0 && dir.mode() & 0o1000 == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: others may write this directory (mode {:04o}, not sticky): \
+                 the socket's directory must be writable by its owner only",
+                parent.display(),
+                dir.mode() & 0o7777
+            ),
+        ));
+    }
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             if UnixStream::connect(path).is_ok() {
@@ -118,10 +138,6 @@ pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
         }
         Err(_) => {}
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
     // A short name: a socket's path has room for 107 octets only.
     let private = tempfile::Builder::new()
         .prefix(".postie.")
@@ -131,7 +147,12 @@ pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     let l = UnixListener::bind(&fresh)?;
     std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o666))?;
     std::fs::rename(&fresh, path)?;
-    private.close()?;
+    // The socket is in place: an empty directory left behind is no reason
+    // to give it up.
+    let left = private.path().to_path_buf();
+    if let Err(e) = private.close() {
+        log::warn!("{}: {e}", left.display());
+    }
     Ok(l)
 }
 
@@ -273,4 +294,38 @@ fn sockaddr_ip(a: &SockaddrStorage) -> Option<IpAddr> {
             None => IpAddr::V6(ip),
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In a directory others may write (and that is not sticky), another
+    /// user could rename the fresh directory away between bind and chmod
+    /// and plant a symlink in its place: such a directory is refused.
+    #[test]
+    fn the_socket_directory_must_be_ours_alone_or_sticky() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("submit.sock");
+        for (mode, ok) in [
+            (0o777, false),
+            (0o775, false),
+            (0o1777, true),
+            (0o755, true),
+        ] {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            match bind_unix(&sock) {
+                Ok(l) => {
+                    assert!(ok, "mode {mode:o}: bound");
+                    drop(l);
+                }
+                Err(e) => {
+                    assert!(!ok, "mode {mode:o}: {e}");
+                    assert_eq!(e.kind(), io::ErrorKind::PermissionDenied);
+                    assert!(!sock.exists());
+                }
+            }
+            let _ = std::fs::remove_file(&sock);
+        }
+    }
 }

@@ -145,7 +145,10 @@ fn unprivileged(cmd: Command, test: &str) -> Option<Command> {
 /// Opens the fixture to `nobody`, who runs the unprivileged commands when
 /// the tests run as root.
 fn open_to_all(fx: &Fixture) {
-    for d in [fx.dir.path(), &fx.spool(), &fx.dir.path().join("tmp")] {
+    // The fixture's directory holds the submission socket: sticky, as a
+    // socket's directory others may write must be (`listen::bind_unix`).
+    std::fs::set_permissions(fx.dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    for d in [&fx.spool(), &fx.dir.path().join("tmp")] {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
     std::fs::set_permissions(
