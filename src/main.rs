@@ -80,9 +80,12 @@ fn run(conf: Loaded) -> ExitCode {
     // As the delivery process will write: before the first RCPT gets 250.
     match check::spool_access(&opts.spool) {
         SpoolAccess::Good => {}
+        // Under inetd this runs at every connection: said at debug level
+        // there (each refused recipient's RCPT logs why in any case).
+        SpoolAccess::Partial(why) if inetd => log::debug!("{why}"),
         SpoolAccess::Partial(why) => {
             log::warn!("{why}");
-            if !inetd && sink != maillog::Sink::Stderr {
+            if sink != maillog::Sink::Stderr {
                 eprintln!("postie: warning: {why}");
             }
         }
