@@ -92,7 +92,8 @@
 //!
 //! * one that is not ours (not a regular file of our uid with one link,
 //!   seen with `lstat` before anything is opened) is left alone, with a
-//!   warning once per process and file;
+//!   warning once per process and file, in a line of its own for the first
+//!   ten of a scan and counted in one line after that;
 //! * idle, empty, garbage, or with its intent cut short or garbled by a
 //!   crash while it was written (the intent is trusted only whole and with
 //!   its checksum; since it is synced before any lock is taken, nothing was
@@ -800,15 +801,16 @@ pub fn recover(
     // pass: a delivery killed while it waited for a mailbox names it, but
     // the dotlock on it may be another dead delivery's, which any of them
     // may then take over.
-    let mut unwarned = 0;
+    let mut foreign = Foreign::default();
     let dead: Vec<Dead> = names
         .iter()
-        .filter_map(|n| open_dead(spool, n, journals, &mut unwarned, &mut summary.held))
+        .filter_map(|n| open_dead(spool, n, journals, &mut foreign, &mut summary.held))
         .collect();
-    if unwarned > 0 {
+    if foreign.unnamed > 0 {
         log::warn!(
-            "recovery: {}: {unwarned} more files named like journals that are not ours; left alone",
-            spool.display()
+            "recovery: {}: {} more files named like journals that are not ours; left alone",
+            spool.display(),
+            foreign.unnamed
         );
     }
     let dotlocks: Vec<(String, LockId)> = dead
@@ -881,30 +883,48 @@ fn not_ours(meta: &std::fs::Metadata) -> String {
     )
 }
 
+/// Files named like journals that are not ours, in one scan: at most
+/// [`NAMED_PER_SCAN`] are named in a line of their own, the others
+/// counted. A process under inetd scans once or twice in its life, so
+/// the once-a-process memory alone would still let planted files cost a
+/// line each at every connection.
+#[derive(Default)]
+struct Foreign {
+    named: usize,
+    unnamed: usize,
+}
+
+/// Foreign files named in their own line, per scan.
+const NAMED_PER_SCAN: usize = 10;
+
 /// Opens, checks and locks the journal `name`, if its process is gone. A
 /// file that is not ours is not even opened (`lstat` first: as root, an
 /// open of a user's file is work done for them) and is warned about once
-/// per process, or counted in `unwarned`. A journal its process still
+/// per process, in its own line for the first few of a scan, or counted
+/// ([`Foreign`]). A journal with a delivery in it that its process still
 /// holds is counted in `held`.
 fn open_dead(
     spool: &Path,
     name: &str,
     journals: &Journals,
-    unwarned: &mut usize,
+    seen: &mut Foreign,
     held: &mut usize,
 ) -> Option<Dead> {
     let path = spool.join(name);
     let shown = path.display();
-    let foreign =
-        |meta: &std::fs::Metadata, unwarned: &mut usize| match journals.first_warning(name) {
-            Some(true) => log::warn!("recovery: {shown}: {}", not_ours(meta)),
-            Some(false) => {}
-            None => *unwarned += 1,
-        };
+    let foreign = |meta: &std::fs::Metadata, seen: &mut Foreign| match journals.first_warning(name)
+    {
+        Some(true) if seen.named < NAMED_PER_SCAN => {
+            seen.named += 1;
+            log::warn!("recovery: {shown}: {}", not_ours(meta));
+        }
+        Some(false) => {}
+        Some(true) | None => seen.unnamed += 1,
+    };
     match std::fs::symlink_metadata(&path) {
         Ok(meta) if ours(&meta) => {}
         Ok(meta) => {
-            foreign(&meta, unwarned);
+            foreign(&meta, seen);
             return None;
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
@@ -934,7 +954,7 @@ fn open_dead(
         .ok()?;
     if !ours(&meta) {
         // Replaced since the lstat.
-        foreign(&meta, unwarned);
+        foreign(&meta, seen);
         return None;
     }
     match mbox::ofd_lock(&file, libc::F_WRLCK) {
