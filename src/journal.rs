@@ -146,7 +146,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::hash::{BuildHasher, Hasher};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -216,20 +215,6 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 const SAFE_FLAGS: libc::c_int = libc::O_NOFOLLOW | libc::O_NOCTTY;
 
-fn random_u64() -> u64 {
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(count);
-    hasher.write_u32(std::process::id());
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    hasher.finish()
-}
-
 impl Journal {
     /// Creates, locks and fills a new journal in `spool`, durably (with
     /// the spool directory), with this thread's filesystem identity: call
@@ -242,7 +227,7 @@ impl Journal {
                 "{PREFIX}{}.{}.{:016x}",
                 std::process::id(),
                 COUNTER.fetch_add(1, Ordering::Relaxed),
-                random_u64()
+                sys::random_u64()
             );
             let path = spool.join(&name);
             let file = match OpenOptions::new()
@@ -308,7 +293,7 @@ impl Journal {
     /// Starts a delivery: a new generation in the header (not synced).
     pub fn begin(&mut self) -> io::Result<()> {
         self.generation = loop {
-            let g = random_u64();
+            let g = sys::random_u64();
             if g != IDLE {
                 break g;
             }

@@ -67,7 +67,6 @@
 
 use std::ffi::OsString;
 use std::fs::{File, Metadata, OpenOptions, Permissions};
-use std::hash::{BuildHasher, Hasher};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -1240,20 +1239,12 @@ fn create_temp(lock: &Path) -> io::Result<(PathBuf, File)> {
     loop {
         tries += 1;
         let count = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-        hasher.write_u64(count);
-        hasher.write_u128(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0),
-        );
         let mut name = OsString::from(".");
         name.push(std::ffi::OsStr::from_bytes(base));
         name.push(format!(
             ".lk.{}.{count}.{:016x}",
             std::process::id(),
-            hasher.finish()
+            crate::sys::random_u64()
         ));
         let temp = dir.join(name);
         let mut file = match OpenOptions::new()

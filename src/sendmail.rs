@@ -501,20 +501,6 @@ fn prepare(
     Ok((Envelope { sender, recipients }, msg))
 }
 
-/// 64 random bits for the Message-ID, from the standard library's
-/// randomly keyed hasher (seeded from the OS) and the clock.
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0),
-    );
-    h.finish()
-}
-
 /// The host name for addresses and the Message-ID, checked as
 /// `config::service` checks it.
 fn host_name(opts: &Options) -> Result<String, String> {
@@ -552,7 +538,7 @@ fn submit(inv: &Invocation) -> u8 {
         host: &host,
         now: SystemTime::now(),
         pid: std::process::id(),
-        random: random_u64(),
+        random: crate::sys::random_u64(),
     };
     let (env, msg) = match prepare(flags, Message::parse(lines), &cx) {
         Ok(x) => x,

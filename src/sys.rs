@@ -51,6 +51,27 @@ unsafe extern "C" {
     fn tzset();
 }
 
+/// 64 unpredictable bits, different at every call: the standard library's
+/// randomly keyed hasher (seeded from the operating system once per
+/// process, a fresh key per `RandomState`) over a process-wide counter, the
+/// pid and the clock. For names that must not collide or be guessed in
+/// advance (journals, dotlock temporaries, Message-IDs); not for keys.
+pub fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.finish()
+}
+
 /// The local time at `t`. Times before the epoch are taken as the epoch.
 pub fn localtime(t: SystemTime) -> LocalTime {
     // POSIX does not require localtime_r to read TZ (tzset); localtime and
