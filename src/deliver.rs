@@ -59,7 +59,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use nix::sys::signal::{SigSet, SigmaskHow};
 
-use crate::journal::{self, Journal, Journals, Size, Want};
+use crate::journal::{self, AppendStart, Journal, Journals, Want};
 use crate::mbox::{self, LockHooks, LockId, LockedMailbox, MboxError, MboxOptions};
 use crate::message::MessageBuf;
 use crate::smtp::address::{comment_text, is_domain_or_literal};
@@ -664,11 +664,11 @@ impl Deliverer {
         // Every mailbox locked: where each append begins. Not synced: a
         // process that dies leaves it in the page cache, and after a
         // power failure recovery finds the appends by their beginning.
-        let sizes: Vec<Size> = locked
+        let sizes: Vec<AppendStart> = locked
             .iter()
             .map(|(mb, user)| {
                 let (dev, ino) = mb.file_id();
-                Size {
+                AppendStart {
                     name: user.name.clone(),
                     dev,
                     ino,
@@ -677,7 +677,7 @@ impl Deliverer {
             })
             .collect();
         journal
-            .locked(&sizes)
+            .record_starts(&sizes)
             .map_err(|e| journal_failure(journal, e))?;
         // Each mailbox is written and synced as its recipient; several at
         // once, each on a thread of its own (see `each_in_parallel`).

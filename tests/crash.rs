@@ -727,7 +727,7 @@ fn journal_keeps_its_size_while_a_delivery_waits() {
 /// half-written message is gone from both mailboxes.
 #[test]
 fn daemon_recovers_another_process_crash_it_meets() {
-    use postie::journal::{Journal, Size, Want};
+    use postie::journal::{AppendStart, Journal, Want};
     use postie::mbox::{self, LockHooks, LockId};
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     if !nix::unistd::geteuid().is_root() {
@@ -797,7 +797,7 @@ fn daemon_recovers_another_process_crash_it_meets() {
         };
         let mb = mbox::open_locked_with(&fx.mailbox(name), &owner, &opts, far, &mut hooks).unwrap();
         let (dev, ino) = mb.file_id();
-        sizes.push(Size {
+        sizes.push(AppendStart {
             name: name.into(),
             dev,
             ino,
@@ -805,7 +805,7 @@ fn daemon_recovers_another_process_crash_it_meets() {
         });
         locked.push(mb);
     }
-    journal.locked(&sizes).unwrap();
+    journal.record_starts(&sizes).unwrap();
     for (name, n) in [("carol", msg.len()), ("dave", 100)] {
         let mut f = std::fs::OpenOptions::new()
             .append(true)
