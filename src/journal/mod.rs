@@ -80,7 +80,7 @@
 //!   above, and [`Journals`], the journals of one process;
 //! * `record.rs`: the format on disk (header, lines, checksums) and its
 //!   parser, pure, without any file system access;
-//! * `recover.rs`: [`recover`], which finds the journals of processes that
+//! * `recover.rs`: [`recover()`], which finds the journals of processes that
 //!   are gone and deals with each;
 //! * `undo.rs`: what recovery does for a delivery that may have appended:
 //!   locks its mailboxes again, sorts out what each holds, truncates.
@@ -343,7 +343,7 @@ impl Journals {
     }
 
     /// Lets go of a journal that must be recovered (closes it): the next
-    /// [`recover`] undoes its delivery.
+    /// [`recover()`] undoes its delivery.
     pub fn abandon(&self, j: Journal) {
         self.own
             .lock()

@@ -3,7 +3,7 @@
 //!
 //! Pure: nothing here touches the file system, so that the format can be
 //! tested on bytes alone; [`super::Journal`] writes what this builds, and
-//! recovery ([`super::recover`]) reads what this parses. Journals written by
+//! recovery ([`super::recover()`]) reads what this parses. Journals written by
 //! an earlier postie must still be read the same: no constant or line here
 //! may change without a new [`MAGIC`].
 //!

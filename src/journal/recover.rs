@@ -4,7 +4,7 @@
 //! is read by `record.rs`; this file only opens, checks, locks and removes
 //! the files.
 //!
-//! [`recover`] runs when a daemon (or the delivery process of a
+//! [`recover()`] runs when a daemon (or the delivery process of a
 //! privilege-separated one) starts, before it serves; when `postie inetd`
 //! or an in-process `sendmail` starts; and whenever a delivery finds a
 //! mailbox's dotlock taken while its `fcntl` lock was free, which is what a
@@ -51,7 +51,7 @@ use super::undo::{self, Undo, Undone, remove_dotlocks};
 use super::{Journals, SAFE_FLAGS};
 use crate::mbox::{self, LockId, MboxOptions};
 
-/// What one run of [`recover`] did.
+/// What one run of [`recover()`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Summary {
     /// Journals of processes that are gone, dealt with and removed.

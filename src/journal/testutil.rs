@@ -12,6 +12,7 @@ use super::{AppendStart, Journal, Journals, PREFIX, Summary, Want, recover};
 use crate::mbox::{self, LockHooks, LockId, MboxOptions, Quoting};
 use crate::users::User;
 
+/// The mailbox options of the tests: mboxrd, a 5 s lock timeout.
 pub(super) fn opts() -> MboxOptions {
     MboxOptions {
         mode: 0o600,
@@ -21,10 +22,12 @@ pub(super) fn opts() -> MboxOptions {
     }
 }
 
+/// A deadline no test reaches.
 pub(super) fn far() -> Instant {
     Instant::now() + Duration::from_secs(60)
 }
 
+/// The user `name`, with the identity the test runs as.
 pub(super) fn me(name: &str) -> User {
     User {
         name: name.into(),
@@ -42,6 +45,7 @@ pub(super) fn message(id: &str, body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The mailbox `name`, written with the identity the test runs as.
 pub(super) fn want(name: &str) -> Want {
     let u = me(name);
     Want {
@@ -60,10 +64,12 @@ pub(super) fn recover_until(spool: &Path, deadline: Instant) -> Summary {
     s
 }
 
+/// [`recover_until`] a deadline no test reaches.
 pub(super) fn rec(spool: &Path) -> Summary {
     recover_until(spool, far())
 }
 
+/// The names of the journals in `spool`, sorted.
 pub(super) fn journals(spool: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(spool)
         .unwrap()
@@ -74,6 +80,7 @@ pub(super) fn journals(spool: &Path) -> Vec<String> {
     v
 }
 
+/// [`crashed_delivery`] that had recorded where the appends begin.
 pub(super) fn crashed(spool: &Path, names: &[&str], before: &[u8], msg: &[u8], written: &[usize]) {
     crashed_delivery(spool, names, before, msg, written, true);
 }
