@@ -286,6 +286,9 @@ fn open_dead(
     })
 }
 
+/// Deals with the dead journal `d`, as the module documentation says, and
+/// removes it, unless its delivery must be undone later; counts what was
+/// done in `s`. `dotlocks` are those of every dead journal of the pass.
 fn recover_one(
     spool: &Path,
     d: &Dead,
