@@ -5,6 +5,8 @@
 //! `postie sendmail ARGS...`, it takes sendmail's command line instead
 //! (`postie::sendmail`).
 
+#![deny(unsafe_code)]
+
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
@@ -13,10 +15,10 @@ use std::sync::Arc;
 use postie::check::{self, SpoolAccess, Verdict};
 use postie::cli::{self, Cli, LogTo, Mode};
 use postie::config::{self, Loaded};
-// sysexits.h, defined once in the library.
-use postie::sendmail::{
-    self, Action, EX_CONFIG, EX_DATAERR, EX_NOUSER, EX_OSERR, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE,
+use postie::exit::{
+    EX_CONFIG, EX_DATAERR, EX_NOUSER, EX_OK, EX_OSERR, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE,
 };
+use postie::sendmail::{self, Action};
 use postie::{listen, maillog, privsep, server, sys};
 
 fn main() -> ExitCode {
@@ -27,7 +29,7 @@ fn main() -> ExitCode {
     let cl = match cli::command_line(argv.iter().cloned()) {
         Ok(a) => a,
         Err(e) => {
-            let code = if e.use_stderr() { EX_USAGE } else { 0 };
+            let code = if e.use_stderr() { EX_USAGE } else { EX_OK };
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -135,7 +137,7 @@ fn report(r: &check::Report) -> ExitCode {
         println!("{f}");
     }
     ExitCode::from(match r.verdict {
-        Verdict::Ok => 0,
+        Verdict::Ok => EX_OK,
         Verdict::BadAddress => EX_DATAERR,
         Verdict::NoUser => EX_NOUSER,
         Verdict::NotLocal => EX_UNAVAILABLE,
@@ -199,7 +201,7 @@ fn run_sendmail(call: sendmail::Call) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
         Err(sendmail::ParseError::Cli(e)) => {
-            let code = if e.use_stderr() { EX_USAGE } else { 0 };
+            let code = if e.use_stderr() { EX_USAGE } else { EX_OK };
             let _ = e.print();
             return ExitCode::from(code);
         }

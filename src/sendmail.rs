@@ -42,25 +42,15 @@ use crate::aliases::Aliases;
 use crate::cli::{self, Options};
 use crate::config;
 use crate::conn::TimedRead;
+use crate::exit::{
+    EX_CONFIG, EX_DATAERR, EX_IOERR, EX_NOUSER, EX_OK, EX_OSERR, EX_SOFTWARE, EX_TEMPFAIL,
+};
 use crate::smtp::Mailbox;
 use crate::smtp::address::parse_path;
 use crate::sys;
 use crate::users::Resolution;
 use client::Envelope;
 use message::Message;
-
-// sysexits.h
-pub const EX_OK: u8 = 0;
-pub const EX_USAGE: u8 = 64;
-pub const EX_DATAERR: u8 = 65;
-pub const EX_NOUSER: u8 = 67;
-pub const EX_UNAVAILABLE: u8 = 69;
-pub const EX_SOFTWARE: u8 = 70;
-pub const EX_OSERR: u8 = 71;
-pub const EX_IOERR: u8 = 74;
-pub const EX_TEMPFAIL: u8 = 75;
-pub const EX_PROTOCOL: u8 = 76;
-pub const EX_CONFIG: u8 = 78;
 
 /// How long to wait for each reply of the daemon: more than its own bound
 /// on a delivery (`--timeout-data-end`, 10 minutes by default).

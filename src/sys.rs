@@ -1,7 +1,21 @@
-//! The only module with `unsafe` code: the few libc calls std and nix do
-//! not wrap (local time with its offset, syslog, the host's FQDN).
+//! The operating system below std, in one place, and the only module
+//! with `unsafe` code (the crate denies it everywhere else): the libc
+//! calls std and nix do not wrap or mark unsafe, each behind a safe
+//! function with its contract stated.
 //!
-//! Every function here is small and safe to call from any thread.
+//! * the clock and the host: local time with its offset (`localtime_r`),
+//!   the host name and its FQDN (`getaddrinfo`), unpredictable names
+//!   ([`random_u64`]);
+//! * descriptors: taking ownership of inherited and received ones,
+//!   pointing one at `/dev/null` ([`null_fd`], [`silence_stderr`]);
+//! * identity: a thread's filesystem uid and gid ([`become_fs`]),
+//!   dropping groups and root ([`drop_privileges`]), [`fork`];
+//! * signals: the set held off a delivery ([`delivery_signals`], the only
+//!   definition: the daemon's signalfd, the delivery process and the
+//!   sendmail command block the same set), and stopping oneself.
+//!
+//! Every function here is small; all but [`fork`] are safe to call from
+//! any thread.
 
 use std::ffi::{CStr, CString};
 use std::sync::Once;
