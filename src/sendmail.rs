@@ -41,10 +41,10 @@ pub use args::{Action, Flags, Personality, USAGE, UsageError};
 use crate::aliases::Aliases;
 use crate::cli::{self, Options};
 use crate::config;
-use crate::conn::TimedRead;
 use crate::exit::{
     EX_CONFIG, EX_DATAERR, EX_IOERR, EX_NOUSER, EX_OK, EX_OSERR, EX_SOFTWARE, EX_TEMPFAIL,
 };
+use crate::listen;
 use crate::smtp::Mailbox;
 use crate::smtp::address::parse_path;
 use crate::sys;
@@ -642,21 +642,6 @@ fn over_socket(
     client::submit(BufReader::new(s), s, env, data, trace)
 }
 
-/// A Unix stream as the session loop reads it.
-struct UnixReader(UnixStream);
-
-impl Read for UnixReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl TimedRead for UnixReader {
-    fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
-        self.0.set_read_timeout(Some(t))
-    }
-}
-
 /// Root without a daemon: the same SMTP dialog with a session of our own,
 /// on a thread at the other end of a socket pair. Delivery is the daemon's
 /// code, run here.
@@ -670,11 +655,7 @@ fn in_process(
         eprintln!("postie: {e}; message not sent");
         EX_CONFIG
     })?;
-    let pair = UnixStream::pair().and_then(|(ours, theirs)| {
-        let reader = theirs.try_clone()?;
-        Ok((ours, theirs, reader))
-    });
-    let (ours, theirs, reader) = pair.map_err(|e| {
+    let (ours, theirs) = UnixStream::pair().map_err(|e| {
         eprintln!("postie: cannot deliver: {e}; message not sent");
         EX_OSERR
     })?;
@@ -689,7 +670,8 @@ fn in_process(
         .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
         .ok();
     let result = std::thread::scope(|scope| {
-        scope.spawn(move || service.run_session(UnixReader(reader), theirs, None));
+        let (reader, writer) = listen::halves(std::sync::Arc::new(theirs));
+        scope.spawn(move || service.run_session(reader, writer, None));
         let result = over_socket(&ours, env, data, trace);
         // The session ends at QUIT, or at end of file if we left early.
         let _ = ours.shutdown(std::net::Shutdown::Both);
