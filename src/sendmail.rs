@@ -406,13 +406,13 @@ fn envelope_sender(given: Option<&str>, me: &Invoker, host: &str) -> Result<Stri
     let Some(given) = given else {
         return Ok(user_address(&me.name, host));
     };
-    match client::sender_path(given) {
+    match args::sender(given) {
         Ok(Some(mut m)) => {
             m.domain.get_or_insert_with(|| host.to_owned());
             Ok(m.to_string())
         }
         Ok(None) => Ok(String::new()),
-        Err(e) => Err(format!("{given}... bad sender address: {}", e.0)),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -611,15 +611,10 @@ fn untrusted_peer(s: &UnixStream, user: &str) -> Option<String> {
     ))
 }
 
-/// The uid of `--user` as the daemon resolves it: `_postie`, when it
-/// does not exist, is `nobody`.
+/// The uid of `--user` as the daemon resolves it.
 fn smtp_side_uid(user: &str) -> Option<u32> {
-    use nix::unistd::User;
-    match User::from_name(user) {
-        Ok(Some(u)) => Some(u.uid.as_raw()),
-        Ok(None) if user == "_postie" => Some(User::from_name("nobody").ok()??.uid.as_raw()),
-        _ => None,
-    }
+    let user = cli::SmtpSideUser::resolve(user).ok()?.user()?;
+    Some(user.uid.as_raw())
 }
 
 /// Nobody listens at the socket path: no daemon (as opposed to one we may
