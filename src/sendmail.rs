@@ -960,8 +960,11 @@ mod tests {
         assert_eq!(inv.opts.spool, Path::new("/var/mail"));
     }
 
-    /// Each of postie's options is either a system option or one that
-    /// may be set per call: a new option must be put in one list.
+    /// Each option of postie's command line as the binary parses it
+    /// (`cli::command()`: `Cli`'s options and the hidden top-level
+    /// `--listen` it adds) is a system option, one that may be set per
+    /// call, or one that sendmail's command line does not take at all: a
+    /// new option must be put in one list.
     #[test]
     fn every_option_is_classified() {
         const PER_CALL: &[&str] = &[
@@ -988,16 +991,37 @@ mod tests {
             "log",
             "log-level",
         ];
-        let cmd = cli::Cli::command();
+        // Refused by sendmail as unknown options (checked below): -bd
+        // listens where the configuration file says.
+        const NOT_TAKEN: &[&str] = &["listen"];
+        let cmd = cli::command();
+        let mut seen = 0;
         for a in cmd.get_arguments() {
             let Some(long) = a.get_long() else { continue };
             if long == "help" || long == "version" {
                 continue;
             }
-            let system = SYSTEM_OPTIONS.contains(&long);
+            seen += 1;
+            let lists = [SYSTEM_OPTIONS, PER_CALL, NOT_TAKEN];
+            assert_eq!(
+                lists.iter().filter(|l| l.contains(&long)).count(),
+                1,
+                "--{long}: put it in one of SYSTEM_OPTIONS, PER_CALL or NOT_TAKEN"
+            );
+        }
+        assert_eq!(
+            seen,
+            SYSTEM_OPTIONS.len() + PER_CALL.len() + NOT_TAKEN.len()
+        );
+        for long in NOT_TAKEN {
+            let call = Call {
+                personality: Personality::Sendmail,
+                base: vec!["postie".into(), "sendmail".into()],
+                args: vec![format!("--{long}=127.0.0.1:25").into(), "jon".into()],
+            };
             assert!(
-                system != PER_CALL.contains(&long),
-                "--{long}: put it in SYSTEM_OPTIONS or PER_CALL"
+                matches!(parse(call), Err(ParseError::Usage(UsageError::Unknown(_)))),
+                "--{long}"
             );
         }
     }
