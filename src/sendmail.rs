@@ -661,9 +661,7 @@ fn in_process(
     // and so off the session's, for the dialog: a signal taken by a thread
     // that is not delivering would end or stop the whole process with
     // mailboxes locked. One that comes meanwhile takes effect after.
-    let old_mask = sys::delivery_signals()
-        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
-        .ok();
+    let held = sys::hold_delivery_signals();
     let result = std::thread::scope(|scope| {
         let (reader, writer) = listen::halves(std::sync::Arc::new(theirs));
         scope.spawn(move || service.run_session(reader, writer, None));
@@ -673,9 +671,7 @@ fn in_process(
         result
     });
     service.delivery.close();
-    if let Some(old) = old_mask {
-        let _ = old.thread_set_mask();
-    }
+    drop(held);
     Ok(result)
 }
 

@@ -10,9 +10,11 @@
 //!   pointing one at `/dev/null` ([`null_fd`], [`silence_stderr`]);
 //! * identity: a thread's filesystem uid and gid ([`become_fs`]),
 //!   dropping groups and root ([`drop_privileges`]), [`fork`];
-//! * signals: the set held off a delivery ([`delivery_signals`], the only
-//!   definition: the daemon's signalfd, the delivery process and the
-//!   sendmail command block the same set), and stopping oneself.
+//! * signals: the one set that ends or stops the process
+//!   ([`delivery_signals`]), which every part blocks (a delivery in
+//!   progress, the daemon's signalfd, the delivery process, root's
+//!   sendmail dialog), held off a thread for a while
+//!   ([`hold_delivery_signals`]), and stopping oneself.
 //!
 //! Every function here is small; all but [`fork`] are safe to call from
 //! any thread.
@@ -413,6 +415,31 @@ pub fn delivery_signals() -> nix::sys::signal::SigSet {
     set
 }
 
+/// [`delivery_signals`] blocked on the calling thread (and on the threads
+/// it starts) until the guard drops, which restores the thread's previous
+/// mask: a signal that came meanwhile takes effect then.
+#[must_use]
+pub struct DeliverySignalsHeld {
+    old: Option<nix::sys::signal::SigSet>,
+}
+
+/// Holds [`delivery_signals`] off the calling thread; see
+/// [`DeliverySignalsHeld`].
+pub fn hold_delivery_signals() -> DeliverySignalsHeld {
+    let old = delivery_signals()
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .ok();
+    DeliverySignalsHeld { old }
+}
+
+impl Drop for DeliverySignalsHeld {
+    fn drop(&mut self) {
+        if let Some(old) = self.old {
+            let _ = old.thread_set_mask();
+        }
+    }
+}
+
 /// Stops this process as `SIGTSTP` would have (with `SIGSTOP`, which
 /// cannot be blocked); returns once it is continued.
 pub fn stop_self() {
@@ -569,6 +596,30 @@ mod tests {
         for s in [SIGCONT, SIGCHLD, SIGPIPE, SIGUSR1] {
             assert!(!set.contains(s), "{s}");
         }
+    }
+
+    #[test]
+    fn held_delivery_signals_are_blocked_until_the_guard_drops() {
+        use nix::sys::signal::{SigSet, Signal::*};
+        // On a thread of its own: the test harness's threads keep theirs.
+        std::thread::spawn(|| {
+            let before = SigSet::thread_get_mask().unwrap();
+            assert!(!before.contains(SIGTERM));
+            {
+                let _held = hold_delivery_signals();
+                let during = SigSet::thread_get_mask().unwrap();
+                for s in delivery_signals().iter() {
+                    assert!(during.contains(s), "{s}");
+                }
+            }
+            let after = SigSet::thread_get_mask().unwrap();
+            assert_eq!(
+                after.iter().collect::<Vec<_>>(),
+                before.iter().collect::<Vec<_>>()
+            );
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
