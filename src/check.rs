@@ -20,7 +20,7 @@ use std::path::Path;
 use nix::unistd::{AccessFlags, Gid, Group, Uid, User as PwUser};
 
 use crate::aliases::Aliases;
-use crate::cli::Options;
+use crate::cli::{Options, SmtpSideUser};
 use crate::config::{self, ConfigError, DEFAULT_FILE, Loaded};
 use crate::server::Service;
 use crate::smtp::address::parse_path;
@@ -241,10 +241,10 @@ fn spool(r: &mut Report, dir: &Path) {
     if meta.uid() != 0 {
         r.warn(format!("spool {shown}: owned by {owner}, not root"));
     }
-    match Group::from_name("mail") {
-        Ok(Some(mail)) if mail.gid.as_raw() == meta.gid() => {}
-        Ok(Some(_)) => r.warn(format!("spool {shown}: group {group}, not mail")),
-        _ => r.warn(format!(
+    match mail_gid() {
+        Some(mail) if mail == meta.gid() => {}
+        Some(_) => r.warn(format!("spool {shown}: group {group}, not mail")),
+        None => r.warn(format!(
             "spool {shown}: this host has no group mail, which other mail programs expect"
         )),
     }
@@ -433,19 +433,19 @@ fn smtp_user(r: &mut Report, o: &Options) {
         true => r.error(Verdict::Config, text),
         false => r.warn(text),
     };
-    match PwUser::from_name(&o.user) {
-        Ok(Some(u)) if u.uid.is_root() => fatal(
+    match SmtpSideUser::resolve(&o.user) {
+        Ok(SmtpSideUser::Named(u)) if u.uid.is_root() => fatal(
             r,
             format!("user {}: is root: started as root, postie does not start", o.user),
         ),
-        Ok(Some(u)) => r.ok(format!(
+        Ok(SmtpSideUser::Named(u)) => r.ok(format!(
             "user {} (uid {}): started as root, the SMTP side runs as it",
             u.name, u.uid
         )),
-        Ok(None) if o.user == "_postie" => r.warn(
+        Ok(SmtpSideUser::Nobody(_)) => r.warn(
             "user _postie does not exist: started as root, the SMTP side runs as nobody; create it: adduser --system --group _postie",
         ),
-        Ok(None) => fatal(
+        Ok(SmtpSideUser::Missing) => fatal(
             r,
             format!(
                 "user {}: no such user: started as root, postie does not start",
@@ -464,15 +464,10 @@ fn smtp_side_can_read(r: &mut Report, o: &crate::cli::Options) {
     if !nix::unistd::geteuid().is_root() || o.aliases.as_os_str().is_empty() {
         return;
     }
-    let user = nix::unistd::User::from_name(&o.user)
+    // As the server resolves it: without _postie, nobody.
+    let user = SmtpSideUser::resolve(&o.user)
         .ok()
-        .flatten()
-        .or_else(|| {
-            // As the server does: without _postie, nobody.
-            (o.user == "_postie")
-                .then(|| nix::unistd::User::from_name("nobody").ok().flatten())
-                .flatten()
-        });
+        .and_then(SmtpSideUser::user);
     let Some(user) = user else {
         // Reported by smtp_user.
         return;

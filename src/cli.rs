@@ -2,6 +2,9 @@
 //! system (host name, local domains, users) is [`crate::config`]'s job, and
 //! so is the configuration file, whose keys are the long names of
 //! [`Options`] and whose values go through the same clap value parsers.
+//! One resolution is here, beside its option: what `--user` names
+//! ([`SmtpSideUser`]), which the daemon, `postie check` and sendmail must
+//! agree on.
 //!
 //! Sendmail's `-bs` (SMTP on stdin/stdout) and `-bd` (daemon) are accepted
 //! as the first argument, for inetd.conf lines and scripts written for
@@ -188,7 +191,7 @@ pub struct Options {
     /// The unprivileged user the SMTP side runs as when postie is started
     /// as root (privilege separation); delivery keeps root in a separate
     /// process.
-    #[arg(long, global = true, value_name = "NAME", default_value = "_postie")]
+    #[arg(long, global = true, value_name = "NAME", default_value = DEFAULT_USER)]
     pub user: String,
     /// The group of the SMTP side when started as root. Default: the
     /// --user's primary group.
@@ -240,6 +243,53 @@ impl CommandLine {
             m.try_contains_id(id).is_ok() && m.value_source(id) == Some(ValueSource::CommandLine)
         };
         on(&self.matches) || self.matches.subcommand().is_some_and(|(_, m)| on(m))
+    }
+}
+
+/// `--user`'s default, the account the postie package creates.
+pub const DEFAULT_USER: &str = "_postie";
+
+/// What `--user` names, as every part of postie resolves it: the daemon
+/// dropping privileges, `postie check`, and sendmail deciding whether to
+/// trust the daemon's socket. The default [`DEFAULT_USER`], on a host
+/// without it, is `nobody`: a hand-started postie still never speaks SMTP
+/// as root.
+#[derive(Debug)]
+pub enum SmtpSideUser {
+    /// The user named.
+    Named(nix::unistd::User),
+    /// [`DEFAULT_USER`] does not exist; `nobody` stands in (`None`: no
+    /// `nobody` either, or its lookup failed).
+    Nobody(Option<nix::unistd::User>),
+    /// Another name, and no such user.
+    Missing,
+}
+
+impl SmtpSideUser {
+    /// Looks `name` (the value of `--user`) up in the user database.
+    pub fn resolve(name: &str) -> nix::Result<SmtpSideUser> {
+        Self::resolve_with_default(name, DEFAULT_USER)
+    }
+
+    /// [`Self::resolve`], `default` standing for [`DEFAULT_USER`] (tests
+    /// name one the host does not have).
+    fn resolve_with_default(name: &str, default: &str) -> nix::Result<SmtpSideUser> {
+        use nix::unistd::User;
+        Ok(match User::from_name(name)? {
+            Some(u) => SmtpSideUser::Named(u),
+            None if name == default => {
+                SmtpSideUser::Nobody(User::from_name("nobody").ok().flatten())
+            }
+            None => SmtpSideUser::Missing,
+        })
+    }
+
+    /// The user the SMTP side runs as, if there is one.
+    pub fn user(self) -> Option<nix::unistd::User> {
+        match self {
+            SmtpSideUser::Named(u) | SmtpSideUser::Nobody(Some(u)) => Some(u),
+            SmtpSideUser::Nobody(None) | SmtpSideUser::Missing => None,
+        }
     }
 }
 
@@ -308,6 +358,39 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, clap::Err
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `--user` resolves to the user named; the default alone, missing,
+    /// falls back to `nobody`; any other missing name is missing.
+    #[test]
+    fn the_smtp_side_user_falls_back_to_nobody_for_the_default_only() {
+        let absent = "postie-test-no-such-user";
+        let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+            println!(
+                "SKIP the_smtp_side_user_falls_back_to_nobody_for_the_default_only: no user nobody"
+            );
+            return;
+        };
+        match SmtpSideUser::resolve("root").unwrap() {
+            SmtpSideUser::Named(u) => assert!(u.uid.is_root()),
+            other => panic!("root: {other:?}"),
+        }
+        match SmtpSideUser::resolve_with_default(absent, absent).unwrap() {
+            SmtpSideUser::Nobody(Some(u)) => assert_eq!(u.uid, nobody.uid),
+            other => panic!("missing default: {other:?}"),
+        }
+        assert!(matches!(
+            SmtpSideUser::resolve(absent).unwrap(),
+            SmtpSideUser::Missing
+        ));
+        assert_eq!(
+            SmtpSideUser::resolve_with_default(absent, absent)
+                .unwrap()
+                .user()
+                .map(|u| u.uid),
+            Some(nobody.uid)
+        );
+        assert!(SmtpSideUser::Missing.user().is_none());
+    }
 
     fn p(args: &[&str]) -> Result<Cli, clap::Error> {
         parse(args.iter().map(OsString::from))

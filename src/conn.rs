@@ -169,13 +169,13 @@ fn serve<R: TimedRead, W: Write>(
         send(w, &reply)?;
         match reply.action {
             Action::Continue => {}
+            Action::Quit => {
+                w.flush()?;
+                return Ok(End::Quit);
+            }
             Action::Close => {
                 w.flush()?;
-                return Ok(if reply.code == 221 {
-                    End::Quit
-                } else {
-                    End::TooManyErrors
-                });
+                return Ok(End::TooManyErrors);
             }
             Action::ReadData => {
                 // The client waits for 354 before sending the message.

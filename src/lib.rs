@@ -19,12 +19,15 @@
 //! in. [`users`] answers who a recipient is; [`sys`] is the only module with
 //! `unsafe` code.
 
+#![deny(unsafe_code)]
+
 pub mod aliases;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod deliver;
+pub mod exit;
 pub mod journal;
 pub mod listen;
 pub mod maillog;
@@ -34,5 +37,6 @@ pub mod privsep;
 pub mod sendmail;
 pub mod server;
 pub mod smtp;
+#[allow(unsafe_code)]
 pub mod sys;
 pub mod users;

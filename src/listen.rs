@@ -4,7 +4,7 @@
 //! (inetd, systemd Accept=yes, `-bs`).
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -161,32 +161,6 @@ pub fn peer_uid(s: &UnixStream) -> io::Result<u32> {
     Ok(socket::getsockopt(s, sockopt::PeerCredentials)?.uid())
 }
 
-/// The read half of a Unix stream connection.
-pub struct UnixReader(pub Arc<UnixStream>);
-/// The write half of a Unix stream connection.
-pub struct UnixWriter(pub Arc<UnixStream>);
-
-impl Read for UnixReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
-    }
-}
-
-impl TimedRead for UnixReader {
-    fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
-        self.0.set_read_timeout(Some(t))
-    }
-}
-
-impl Write for UnixWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// Tells systemd we are serving (`READY=1`); nothing when not under systemd.
 pub fn notify_ready() {
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
@@ -194,30 +168,77 @@ pub fn notify_ready() {
     }
 }
 
-/// The read half of a TCP connection.
-pub struct TcpReader(pub Arc<TcpStream>);
-/// The write half of a TCP connection.
-pub struct TcpWriter(pub Arc<TcpStream>);
+/// A connected stream socket, TCP or Unix: what a session's two halves
+/// ([`ReadHalf`], [`WriteHalf`]) and the accept loop (which shuts it at
+/// the end of the shutdown grace) share. std gives both kinds the same
+/// methods, but no trait to be generic over them.
+pub trait Socket: AsFd + Send + Sync + 'static {
+    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn write_some(&self, buf: &[u8]) -> io::Result<usize>;
+    fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+    fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+    fn set_nonblocking(&self, on: bool) -> io::Result<()>;
+    fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+}
 
-impl Read for TcpReader {
+macro_rules! socket {
+    ($t:ty) => {
+        impl Socket for $t {
+            fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+                Read::read(&mut &*self, buf)
+            }
+            fn write_some(&self, buf: &[u8]) -> io::Result<usize> {
+                Write::write(&mut &*self, buf)
+            }
+            fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+                <$t>::set_read_timeout(self, t)
+            }
+            fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+                <$t>::set_write_timeout(self, t)
+            }
+            fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+                <$t>::set_nonblocking(self, on)
+            }
+            fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+                <$t>::shutdown(self, how)
+            }
+        }
+    };
+}
+socket!(TcpStream);
+socket!(UnixStream);
+
+/// The read half of a connection: what the session loop reads, with a
+/// read timeout it changes between phases.
+pub struct ReadHalf<S: Socket>(pub Arc<S>);
+/// The write half of a connection. Unbuffered (the session loop buffers),
+/// so `flush` has nothing to do.
+pub struct WriteHalf<S: Socket>(pub Arc<S>);
+
+impl<S: Socket> Read for ReadHalf<S> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self.0).read(buf)
+        self.0.read_some(buf)
     }
 }
 
-impl TimedRead for TcpReader {
+impl<S: Socket> TimedRead for ReadHalf<S> {
     fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
         self.0.set_read_timeout(Some(t))
     }
 }
 
-impl Write for TcpWriter {
+impl<S: Socket> Write for WriteHalf<S> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
+        self.0.write_some(buf)
     }
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// Both halves of `socket`.
+pub fn halves<S: Socket>(socket: Arc<S>) -> (ReadHalf<S>, WriteHalf<S>) {
+    (ReadHalf(socket.clone()), WriteHalf(socket))
 }
 
 /// Reads a pipe (or any fd) with a timeout, by polling before each read.
@@ -265,9 +286,10 @@ pub fn stdio() -> io::Result<Stdio> {
         let peer = sockaddr_ip(&addr);
         let fd: OwnedFd = sys::inherited_fd(0);
         let stream = Arc::new(TcpStream::from(fd));
+        let (reader, writer) = halves(stream);
         return Ok(Stdio {
-            reader: Box::new(TcpReader(stream.clone())),
-            writer: Box::new(TcpWriter(stream)),
+            reader: Box::new(reader),
+            writer: Box::new(writer),
             peer,
         });
     }
@@ -327,5 +349,39 @@ mod tests {
             }
             let _ = std::fs::remove_file(&sock);
         }
+    }
+
+    /// Both kinds of socket through the same halves: what the write half
+    /// sends the other end reads, what the other end sends the read half
+    /// reads, and a read with nothing to come ends at the timeout set.
+    #[test]
+    fn socket_halves_carry_both_ways_and_time_out() {
+        fn check<S: Socket>(ours: S, mut theirs: impl Read + Write) {
+            let (mut r, mut w) = halves(Arc::new(ours));
+            w.write_all(b"hello").unwrap();
+            w.flush().unwrap();
+            let mut buf = [0; 5];
+            theirs.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"hello");
+            theirs.write_all(b"back").unwrap();
+            let mut buf = [0; 4];
+            r.read_exact(&mut buf).unwrap();
+            assert_eq!(&buf, b"back");
+            TimedRead::set_read_timeout(&mut r, Duration::from_millis(1)).unwrap();
+            let e = r.read(&mut buf).unwrap_err();
+            assert!(
+                matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ),
+                "{e}"
+            );
+        }
+        let (a, b) = UnixStream::pair().unwrap();
+        check(a, b);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (b, _) = l.accept().unwrap();
+        check(a, b);
     }
 }

@@ -5,18 +5,20 @@
 //! `postie sendmail ARGS...`, it takes sendmail's command line instead
 //! (`postie::sendmail`).
 
+#![deny(unsafe_code)]
+
 use std::ffi::OsString;
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use postie::check::{self, SpoolAccess, Verdict};
-use postie::cli::{self, Cli, LogTo, Mode};
+use postie::cli::{self, Cli, LogTo, Mode, SmtpSideUser};
 use postie::config::{self, Loaded};
-// sysexits.h, defined once in the library.
-use postie::sendmail::{
-    self, Action, EX_CONFIG, EX_DATAERR, EX_NOUSER, EX_OSERR, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE,
+use postie::exit::{
+    EX_CONFIG, EX_DATAERR, EX_NOUSER, EX_OK, EX_OSERR, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE,
 };
+use postie::sendmail::{self, Action};
 use postie::{listen, maillog, privsep, server, sys};
 
 fn main() -> ExitCode {
@@ -27,7 +29,7 @@ fn main() -> ExitCode {
     let cl = match cli::command_line(argv.iter().cloned()) {
         Ok(a) => a,
         Err(e) => {
-            let code = if e.use_stderr() { EX_USAGE } else { 0 };
+            let code = if e.use_stderr() { EX_USAGE } else { EX_OK };
             let _ = e.print();
             return ExitCode::from(code);
         }
@@ -135,7 +137,7 @@ fn report(r: &check::Report) -> ExitCode {
         println!("{f}");
     }
     ExitCode::from(match r.verdict {
-        Verdict::Ok => 0,
+        Verdict::Ok => EX_OK,
         Verdict::BadAddress => EX_DATAERR,
         Verdict::NoUser => EX_NOUSER,
         Verdict::NotLocal => EX_UNAVAILABLE,
@@ -169,19 +171,18 @@ fn unprivileged_user(user: &str, group: Option<&str>) -> Result<Unprivileged, St
 /// The user part of [`unprivileged_user`].
 fn unprivileged_uid(user: &str) -> Result<Unprivileged, String> {
     let found = |u: nix::unistd::User| Some((u.name, u.uid.as_raw(), u.gid.as_raw()));
-    match nix::unistd::User::from_name(user) {
-        Ok(Some(u)) if !u.uid.is_root() => Ok(found(u)),
-        Ok(Some(_)) => Err(format!("--user {user}: must not be root")),
-        Ok(None) if user == "_postie" => {
+    match SmtpSideUser::resolve(user) {
+        Ok(SmtpSideUser::Named(u)) if !u.uid.is_root() => Ok(found(u)),
+        Ok(SmtpSideUser::Named(_)) => Err(format!("--user {user}: must not be root")),
+        Ok(SmtpSideUser::Nobody(nobody)) => {
             // The package creates _postie; a hand-started postie on a host
             // without it still never speaks SMTP as root.
             log::warn!("user _postie does not exist; the SMTP side runs as nobody");
-            match nix::unistd::User::from_name("nobody") {
-                Ok(Some(u)) => Ok(found(u)),
-                _ => Err("neither _postie nor nobody exists".into()),
-            }
+            nobody
+                .map(found)
+                .ok_or_else(|| "neither _postie nor nobody exists".into())
         }
-        Ok(None) => Err(format!(
+        Ok(SmtpSideUser::Missing) => Err(format!(
             "--user {user}: no such user; create it (adduser --system --group {user}) or name another"
         )),
         Err(e) => Err(format!("--user {user}: {e}")),
@@ -199,7 +200,7 @@ fn run_sendmail(call: sendmail::Call) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
         Err(sendmail::ParseError::Cli(e)) => {
-            let code = if e.use_stderr() { EX_USAGE } else { 0 };
+            let code = if e.use_stderr() { EX_USAGE } else { EX_OK };
             let _ = e.print();
             return ExitCode::from(code);
         }

@@ -364,7 +364,7 @@ pub fn split(
             // clean shutdown leaves none.
             service.delivery.recover();
             service.delivery.close();
-            std::process::exit(0);
+            std::process::exit(crate::exit::EX_OK.into());
         }
         sys::Forked::Parent { child } => {
             drop(delivery_end);
@@ -385,7 +385,7 @@ pub fn split(
                     let status = nix::sys::wait::waitpid(child, None);
                     if !closing.load(Ordering::SeqCst) {
                         log::error!("delivery process {child} ended ({status:?}); exiting");
-                        std::process::exit(71);
+                        std::process::exit(crate::exit::EX_OSERR.into());
                     }
                     if !matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) {
                         log::warn!("delivery process {child} ended ({status:?})");

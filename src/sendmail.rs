@@ -41,26 +41,16 @@ pub use args::{Action, Flags, Personality, USAGE, UsageError};
 use crate::aliases::Aliases;
 use crate::cli::{self, Options};
 use crate::config;
-use crate::conn::TimedRead;
+use crate::exit::{
+    EX_CONFIG, EX_DATAERR, EX_IOERR, EX_NOUSER, EX_OK, EX_OSERR, EX_SOFTWARE, EX_TEMPFAIL,
+};
+use crate::listen;
 use crate::smtp::Mailbox;
 use crate::smtp::address::parse_path;
 use crate::sys;
 use crate::users::Resolution;
 use client::Envelope;
 use message::Message;
-
-// sysexits.h
-pub const EX_OK: u8 = 0;
-pub const EX_USAGE: u8 = 64;
-pub const EX_DATAERR: u8 = 65;
-pub const EX_NOUSER: u8 = 67;
-pub const EX_UNAVAILABLE: u8 = 69;
-pub const EX_SOFTWARE: u8 = 70;
-pub const EX_OSERR: u8 = 71;
-pub const EX_IOERR: u8 = 74;
-pub const EX_TEMPFAIL: u8 = 75;
-pub const EX_PROTOCOL: u8 = 76;
-pub const EX_CONFIG: u8 = 78;
 
 /// How long to wait for each reply of the daemon: more than its own bound
 /// on a delivery (`--timeout-data-end`, 10 minutes by default).
@@ -416,13 +406,13 @@ fn envelope_sender(given: Option<&str>, me: &Invoker, host: &str) -> Result<Stri
     let Some(given) = given else {
         return Ok(user_address(&me.name, host));
     };
-    match client::sender_path(given) {
+    match args::sender(given) {
         Ok(Some(mut m)) => {
             m.domain.get_or_insert_with(|| host.to_owned());
             Ok(m.to_string())
         }
         Ok(None) => Ok(String::new()),
-        Err(e) => Err(format!("{given}... bad sender address: {}", e.0)),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -621,15 +611,10 @@ fn untrusted_peer(s: &UnixStream, user: &str) -> Option<String> {
     ))
 }
 
-/// The uid of `--user` as the daemon resolves it: `_postie`, when it
-/// does not exist, is `nobody`.
+/// The uid of `--user` as the daemon resolves it.
 fn smtp_side_uid(user: &str) -> Option<u32> {
-    use nix::unistd::User;
-    match User::from_name(user) {
-        Ok(Some(u)) => Some(u.uid.as_raw()),
-        Ok(None) if user == "_postie" => Some(User::from_name("nobody").ok()??.uid.as_raw()),
-        _ => None,
-    }
+    let user = cli::SmtpSideUser::resolve(user).ok()?.user()?;
+    Some(user.uid.as_raw())
 }
 
 /// Nobody listens at the socket path: no daemon (as opposed to one we may
@@ -652,21 +637,6 @@ fn over_socket(
     client::submit(BufReader::new(s), s, env, data, trace)
 }
 
-/// A Unix stream as the session loop reads it.
-struct UnixReader(UnixStream);
-
-impl Read for UnixReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl TimedRead for UnixReader {
-    fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
-        self.0.set_read_timeout(Some(t))
-    }
-}
-
 /// Root without a daemon: the same SMTP dialog with a session of our own,
 /// on a thread at the other end of a socket pair. Delivery is the daemon's
 /// code, run here.
@@ -680,11 +650,7 @@ fn in_process(
         eprintln!("postie: {e}; message not sent");
         EX_CONFIG
     })?;
-    let pair = UnixStream::pair().and_then(|(ours, theirs)| {
-        let reader = theirs.try_clone()?;
-        Ok((ours, theirs, reader))
-    });
-    let (ours, theirs, reader) = pair.map_err(|e| {
+    let (ours, theirs) = UnixStream::pair().map_err(|e| {
         eprintln!("postie: cannot deliver: {e}; message not sent");
         EX_OSERR
     })?;
@@ -695,20 +661,17 @@ fn in_process(
     // and so off the session's, for the dialog: a signal taken by a thread
     // that is not delivering would end or stop the whole process with
     // mailboxes locked. One that comes meanwhile takes effect after.
-    let old_mask = sys::delivery_signals()
-        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
-        .ok();
+    let held = sys::hold_delivery_signals();
     let result = std::thread::scope(|scope| {
-        scope.spawn(move || service.run_session(UnixReader(reader), theirs, None));
+        let (reader, writer) = listen::halves(std::sync::Arc::new(theirs));
+        scope.spawn(move || service.run_session(reader, writer, None));
         let result = over_socket(&ours, env, data, trace);
         // The session ends at QUIT, or at end of file if we left early.
         let _ = ours.shutdown(std::net::Shutdown::Both);
         result
     });
     service.delivery.close();
-    if let Some(old) = old_mask {
-        let _ = old.thread_set_mask();
-    }
+    drop(held);
     Ok(result)
 }
 
@@ -993,8 +956,11 @@ mod tests {
         assert_eq!(inv.opts.spool, Path::new("/var/mail"));
     }
 
-    /// Each of postie's options is either a system option or one that
-    /// may be set per call: a new option must be put in one list.
+    /// Each option of postie's command line as the binary parses it
+    /// (`cli::command()`: `Cli`'s options and the hidden top-level
+    /// `--listen` it adds) is a system option, one that may be set per
+    /// call, or one that sendmail's command line does not take at all: a
+    /// new option must be put in one list.
     #[test]
     fn every_option_is_classified() {
         const PER_CALL: &[&str] = &[
@@ -1021,16 +987,37 @@ mod tests {
             "log",
             "log-level",
         ];
-        let cmd = cli::Cli::command();
+        // Refused by sendmail as unknown options (checked below): -bd
+        // listens where the configuration file says.
+        const NOT_TAKEN: &[&str] = &["listen"];
+        let cmd = cli::command();
+        let mut seen = 0;
         for a in cmd.get_arguments() {
             let Some(long) = a.get_long() else { continue };
             if long == "help" || long == "version" {
                 continue;
             }
-            let system = SYSTEM_OPTIONS.contains(&long);
+            seen += 1;
+            let lists = [SYSTEM_OPTIONS, PER_CALL, NOT_TAKEN];
+            assert_eq!(
+                lists.iter().filter(|l| l.contains(&long)).count(),
+                1,
+                "--{long}: put it in one of SYSTEM_OPTIONS, PER_CALL or NOT_TAKEN"
+            );
+        }
+        assert_eq!(
+            seen,
+            SYSTEM_OPTIONS.len() + PER_CALL.len() + NOT_TAKEN.len()
+        );
+        for long in NOT_TAKEN {
+            let call = Call {
+                personality: Personality::Sendmail,
+                base: vec!["postie".into(), "sendmail".into()],
+                args: vec![format!("--{long}=127.0.0.1:25").into(), "jon".into()],
+            };
             assert!(
-                system != PER_CALL.contains(&long),
-                "--{long}: put it in SYSTEM_OPTIONS or PER_CALL"
+                matches!(parse(call), Err(ParseError::Usage(UsageError::Unknown(_)))),
+                "--{long}"
             );
         }
     }

@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Shutdown, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Shutdown, TcpListener};
 use std::os::fd::AsFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,7 +32,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::conn::{self, Context, End, TimedRead};
 use crate::deliver::Delivery;
-use crate::listen::{self, TcpReader, TcpWriter, UnixReader, UnixWriter};
+use crate::listen::{self, Socket, WriteHalf};
 use crate::smtp::session::{self, Policy, RcptVerdict, Submitter};
 use crate::smtp::{Mailbox, Session, reply};
 use crate::users::{Recipients, Resolution};
@@ -322,22 +322,6 @@ fn client_of(ip: IpAddr) -> Client {
     }
 }
 
-/// An open client stream, kept so that it can be shut down at the end of
-/// the shutdown grace.
-enum Stream {
-    Tcp(Arc<TcpStream>),
-    Unix(Arc<UnixStream>),
-}
-
-impl Stream {
-    fn shutdown_read(&self) {
-        let _ = match self {
-            Stream::Tcp(s) => s.shutdown(Shutdown::Read),
-            Stream::Unix(s) => s.shutdown(Shutdown::Read),
-        };
-    }
-}
-
 #[derive(Default)]
 struct Connections {
     /// Every connection, local ones included.
@@ -345,7 +329,8 @@ struct Connections {
     /// Connections on the submission socket.
     local: usize,
     per_client: HashMap<Client, usize>,
-    streams: HashMap<u64, Stream>,
+    /// Every connection's socket, shut at the end of the shutdown grace.
+    streams: HashMap<u64, Arc<dyn Socket>>,
     next: u64,
 }
 
@@ -363,7 +348,7 @@ impl Slot {
     fn take(
         conns: &Arc<Mutex<Connections>>,
         client: Client,
-        stream: Stream,
+        stream: Arc<dyn Socket>,
         limits: &ServerLimits,
     ) -> Option<Slot> {
         let mut c = lock(conns);
@@ -522,7 +507,11 @@ pub fn serve(
         if let (Some(l), Some(true)) = (&local, ready.get(listeners.len() + 1)) {
             loop {
                 match l.accept() {
-                    Ok((stream, _)) => admit_local(stream, &service, &conns),
+                    Ok((stream, _)) => {
+                        if let Some(uid) = local_peer(&stream) {
+                            admit(stream, Peer::Local(uid), &service, &conns)
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -537,7 +526,10 @@ pub fn serve(
             // Take every pending connection on this listener.
             loop {
                 match l.accept() {
-                    Ok((stream, addr)) => admit(stream, addr.ip(), &service, &conns),
+                    Ok((stream, addr)) => {
+                        let ip = addr.ip().to_canonical();
+                        admit(stream, Peer::Tcp(ip), &service, &conns)
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(e) => {
@@ -572,7 +564,7 @@ fn drain(conns: &Mutex<Connections>, grace: Duration) {
     let n = {
         let c = lock(conns);
         for s in c.streams.values() {
-            s.shutdown_read();
+            let _ = s.shutdown(Shutdown::Read);
         }
         c.streams.len()
     };
@@ -582,13 +574,46 @@ fn drain(conns: &Mutex<Connections>, grace: Duration) {
     }
 }
 
-fn admit(
-    stream: TcpStream,
-    raw_ip: IpAddr,
+/// Who is at the other end of an accepted connection.
+#[derive(Debug, Clone, Copy)]
+enum Peer {
+    /// A TCP client at this address (an IPv4-mapped one as IPv4).
+    Tcp(IpAddr),
+    /// A local submission by this uid (SO_PEERCRED).
+    Local(u32),
+}
+
+impl Peer {
+    /// Whom the per-client cap counts.
+    fn client(self) -> Client {
+        match self {
+            Peer::Tcp(ip) => client_of(ip),
+            Peer::Local(uid) => Client::Uid(uid),
+        }
+    }
+}
+
+/// The uid of a local submitter (SO_PEERCRED), or `None`, logged, when
+/// the kernel does not say.
+fn local_peer(stream: &UnixStream) -> Option<u32> {
+    match listen::peer_uid(stream) {
+        Ok(uid) => Some(uid),
+        Err(e) => {
+            log::warn!("local submission without peer credentials: {e}");
+            None
+        }
+    }
+}
+
+/// Admits a connection, TCP or local: counted against the caps, or
+/// refused with `421` from this thread (no session thread is started for
+/// it); then its session runs on a session thread.
+fn admit<S: Socket>(
+    stream: S,
+    peer: Peer,
     service: &Arc<Service>,
     conns: &Arc<Mutex<Connections>>,
 ) {
-    let ip = raw_ip.to_canonical();
     let host = &service.session.hostname;
     // The socket inherits nothing from the non-blocking listener on Linux,
     // but say so: the session relies on blocking reads with timeouts.
@@ -596,11 +621,14 @@ fn admit(
         return;
     }
     let stream = Arc::new(stream);
-    let counted = Stream::Tcp(stream.clone());
-    let Some(slot) = Slot::take(conns, client_of(ip), counted, &service.server) else {
-        log::warn!("refusing connection from [{ip}]: too many connections");
-        refuse(&*stream, &reply::too_many_connections(host));
-        let _ = stream.shutdown(Shutdown::Both);
+    let Some(slot) = Slot::take(conns, peer.client(), stream.clone(), &service.server) else {
+        match peer {
+            Peer::Tcp(ip) => log::warn!("refusing connection from [{ip}]: too many connections"),
+            Peer::Local(uid) => {
+                log::warn!("refusing local submission by uid {uid}: too many connections")
+            }
+        }
+        refuse(&stream, &reply::too_many_connections(host));
         return;
     };
     let svc = service.clone();
@@ -608,69 +636,50 @@ fn admit(
     let spawned = service.workers.run(Box::new(move || {
         let _slot = slot;
         let _ = s2.set_write_timeout(Some(svc.conn.command_timeout));
-        svc.run_session(TcpReader(s2.clone()), TcpWriter(s2), Some(ip));
+        run_admitted(s2, peer, &svc);
     }));
     if let Err(e) = spawned {
         // The closure (and its slot) was dropped: the counts are right.
-        log::error!("cannot start a thread for [{ip}]: {e}");
-        refuse(&*stream, &reply::too_many_connections(host));
-        let _ = stream.shutdown(Shutdown::Both);
+        match peer {
+            Peer::Tcp(ip) => log::error!("cannot start a thread for [{ip}]: {e}"),
+            Peer::Local(_) => log::error!("cannot start a thread for a local submission: {e}"),
+        }
+        refuse(&stream, &reply::too_many_connections(host));
     }
 }
 
-/// A local submission: the kernel names the user (SO_PEERCRED).
-fn admit_local(stream: UnixStream, service: &Arc<Service>, conns: &Arc<Mutex<Connections>>) {
-    let host = &service.session.hostname;
-    if stream.set_nonblocking(false).is_err() {
-        return;
-    }
-    let uid = match listen::peer_uid(&stream) {
-        Ok(uid) => uid,
+/// The session of an admitted connection, on its session thread.
+fn run_admitted<S: Socket>(stream: Arc<S>, peer: Peer, svc: &Service) {
+    let (reader, writer) = listen::halves(stream);
+    let uid = match peer {
+        Peer::Tcp(ip) => return svc.run_session(reader, writer, Some(ip)),
+        Peer::Local(uid) => uid,
+    };
+    // The name, on this thread: a slow name service must not stall the
+    // accept loop.
+    let user = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+        Ok(Some(u)) => u.name,
+        // A uid without a passwd entry (a container's, say) still
+        // submits, under its number.
+        Ok(None) => format!("uid{uid}"),
         Err(e) => {
-            log::warn!("local submission without peer credentials: {e}");
+            log::warn!("local submission by uid {uid}: user lookup failed: {e}");
+            conn::refuse(writer, &reply::submitter_unknown());
             return;
         }
     };
-    let stream = Arc::new(stream);
-    let counted = Stream::Unix(stream.clone());
-    let Some(slot) = Slot::take(conns, Client::Uid(uid), counted, &service.server) else {
-        log::warn!("refusing local submission by uid {uid}: too many connections");
-        refuse(&*stream, &reply::too_many_connections(host));
-        return;
-    };
-    let svc = service.clone();
-    let s2 = stream.clone();
-    let spawned = service.workers.run(Box::new(move || {
-        let _slot = slot;
-        let _ = s2.set_write_timeout(Some(svc.conn.command_timeout));
-        // The name, on this thread: a slow name service must not stall
-        // the accept loop.
-        let user = match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
-            Ok(Some(u)) => u.name,
-            // A uid without a passwd entry (a container's, say) still
-            // submits, under its number.
-            Ok(None) => format!("uid{uid}"),
-            Err(e) => {
-                log::warn!("local submission by uid {uid}: user lookup failed: {e}");
-                conn::refuse(&*s2, &reply::submitter_unknown());
-                return;
-            }
-        };
-        let who = Submitter { uid, user };
-        svc.run_local_session(UnixReader(s2.clone()), UnixWriter(s2), who);
-    }));
-    if let Err(e) = spawned {
-        log::error!("cannot start a thread for a local submission: {e}");
-        refuse(&*stream, &reply::too_many_connections(host));
-    }
+    let who = Submitter { uid, user };
+    svc.run_local_session(reader, writer, who);
 }
 
-/// Answers without waiting: the socket buffer of a fresh connection has
-/// room for one line, and a client that does not read gets nothing.
-fn refuse<S: io::Write + AsFd>(stream: S, r: &reply::Reply) {
+/// Answers without waiting, and closes: the socket buffer of a fresh
+/// connection has room for one line, and a client that does not read
+/// gets nothing.
+fn refuse<S: Socket>(stream: &Arc<S>, r: &reply::Reply) {
     use nix::fcntl::{FcntlArg, OFlag, fcntl};
-    let _ = fcntl(&stream, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
-    conn::refuse(stream, r);
+    let _ = fcntl(&**stream, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+    conn::refuse(WriteHalf(stream.clone()), r);
+    let _ = stream.shutdown(Shutdown::Both);
 }
 
 #[cfg(test)]

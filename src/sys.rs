@@ -1,7 +1,23 @@
-//! The only module with `unsafe` code: the few libc calls std and nix do
-//! not wrap (local time with its offset, syslog, the host's FQDN).
+//! The operating system below std, in one place, and the only module
+//! with `unsafe` code (the crate denies it everywhere else): the libc
+//! calls std and nix do not wrap or mark unsafe, each behind a safe
+//! function with its contract stated.
 //!
-//! Every function here is small and safe to call from any thread.
+//! * the clock and the host: local time with its offset (`localtime_r`),
+//!   the host name and its FQDN (`getaddrinfo`), unpredictable names
+//!   ([`random_u64`]);
+//! * descriptors: taking ownership of inherited and received ones,
+//!   pointing one at `/dev/null` ([`null_fd`], [`silence_stderr`]);
+//! * identity: a thread's filesystem uid and gid ([`become_fs`]),
+//!   dropping groups and root ([`drop_privileges`]), [`fork`];
+//! * signals: the one set that ends or stops the process
+//!   ([`delivery_signals`]), which every part blocks (a delivery in
+//!   progress, the daemon's signalfd, the delivery process, root's
+//!   sendmail dialog), held off a thread for a while
+//!   ([`hold_delivery_signals`]), and stopping oneself.
+//!
+//! Every function here is small; all but [`fork`] are safe to call from
+//! any thread.
 
 use std::ffi::{CStr, CString};
 use std::sync::Once;
@@ -399,6 +415,31 @@ pub fn delivery_signals() -> nix::sys::signal::SigSet {
     set
 }
 
+/// [`delivery_signals`] blocked on the calling thread (and on the threads
+/// it starts) until the guard drops, which restores the thread's previous
+/// mask: a signal that came meanwhile takes effect then.
+#[must_use]
+pub struct DeliverySignalsHeld {
+    old: Option<nix::sys::signal::SigSet>,
+}
+
+/// Holds [`delivery_signals`] off the calling thread; see
+/// [`DeliverySignalsHeld`].
+pub fn hold_delivery_signals() -> DeliverySignalsHeld {
+    let old = delivery_signals()
+        .thread_swap_mask(nix::sys::signal::SigmaskHow::SIG_BLOCK)
+        .ok();
+    DeliverySignalsHeld { old }
+}
+
+impl Drop for DeliverySignalsHeld {
+    fn drop(&mut self) {
+        if let Some(old) = self.old {
+            let _ = old.thread_set_mask();
+        }
+    }
+}
+
 /// Stops this process as `SIGTSTP` would have (with `SIGSTOP`, which
 /// cannot be blocked); returns once it is continued.
 pub fn stop_self() {
@@ -555,6 +596,30 @@ mod tests {
         for s in [SIGCONT, SIGCHLD, SIGPIPE, SIGUSR1] {
             assert!(!set.contains(s), "{s}");
         }
+    }
+
+    #[test]
+    fn held_delivery_signals_are_blocked_until_the_guard_drops() {
+        use nix::sys::signal::{SigSet, Signal::*};
+        // On a thread of its own: the test harness's threads keep theirs.
+        std::thread::spawn(|| {
+            let before = SigSet::thread_get_mask().unwrap();
+            assert!(!before.contains(SIGTERM));
+            {
+                let _held = hold_delivery_signals();
+                let during = SigSet::thread_get_mask().unwrap();
+                for s in delivery_signals().iter() {
+                    assert!(during.contains(s), "{s}");
+                }
+            }
+            let after = SigSet::thread_get_mask().unwrap();
+            assert_eq!(
+                after.iter().collect::<Vec<_>>(),
+                before.iter().collect::<Vec<_>>()
+            );
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]

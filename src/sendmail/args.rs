@@ -17,6 +17,7 @@ use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 
 use super::message::parse_address_list;
+use crate::smtp::Mailbox;
 
 /// What to do, chosen by `-b`, `-q`, `-I` or the program's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -134,6 +135,15 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// A `-f`/`-r` sender, parsed as the server parses MAIL FROM (audit of
+/// "postie 5": `-f 'a@b> SIZE=1'` added a parameter): the address, or
+/// `None` for the null sender (`<>` or empty). The one place `-f` is
+/// read: checked here at parse time, parsed again by this when the
+/// envelope is made.
+pub fn sender(given: &str) -> Result<Option<Mailbox>, UsageError> {
+    super::client::sender_path(given).map_err(|e| UsageError::BadSender(given.to_owned(), e.0))
+}
+
 /// The usage line printed after a usage error.
 pub const USAGE: &str = "usage: sendmail [-t] [-i] [-f sender] [-F full-name] \
 [-bm | -bs | -bd | -bv | -bp | -bi] [-q] [-C file] [--postie-option ...] [--] [recipient ...]";
@@ -249,11 +259,7 @@ pub fn parse(
             };
             match c {
                 'f' | 'r' => {
-                    // Parsed as the server parses MAIL FROM (audit of
-                    // "postie 5": `-f 'a@b> SIZE=1'` added a parameter).
-                    if let Err(e) = super::client::sender_path(&value) {
-                        return Err(UsageError::BadSender(value, e.0));
-                    }
+                    sender(&value)?;
                     flags.sender = Some(value)
                 }
                 'F' => flags.full_name = Some(value),

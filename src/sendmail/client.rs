@@ -15,7 +15,7 @@
 use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 
-use super::{EX_DATAERR, EX_NOUSER, EX_OK, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE};
+use crate::exit::{EX_DATAERR, EX_NOUSER, EX_OK, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE};
 use crate::smtp::Mailbox;
 use crate::smtp::address::{AddrError, parse_path};
 

@@ -13,7 +13,10 @@ pub enum Action {
     Continue,
     /// Read the message (the reply is `354`).
     ReadData,
-    /// Close the connection (after `221` or a `421`).
+    /// Close the connection: the client said QUIT (the reply is `221`).
+    Quit,
+    /// Close the connection on our side (a `421`, or a refusal that ends
+    /// the session).
     Close,
 }
 
@@ -85,7 +88,9 @@ pub fn greeting(host: &str) -> Reply {
     Reply::build(220, None, format!("{host} ESMTP postie ready"))
 }
 pub fn closing(host: &str) -> Reply {
-    Reply::build(221, Some("2.0.0"), format!("{host} closing connection")).close()
+    let mut r = Reply::build(221, Some("2.0.0"), format!("{host} closing connection"));
+    r.action = Action::Quit;
+    r
 }
 /// Longest reply line, code and CRLF included (RFC 5321 4.5.3.1.5).
 pub const MAX_LINE: usize = 512;
@@ -404,7 +409,7 @@ mod tests {
 
     #[test]
     fn close_action_only_where_asked() {
-        assert_eq!(closing("h").action, Action::Close);
+        assert_eq!(closing("h").action, Action::Quit);
         assert_eq!(too_many_errors("h").code, 421);
         assert_eq!(start_data().action, Action::ReadData);
         assert_eq!(noop().action, Action::Continue);

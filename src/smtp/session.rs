@@ -690,7 +690,7 @@ mod tests {
                 ("RSET", 250),
             ],
         );
-        assert_eq!(s.command(b"QUIT", &Fake).action, Action::Close);
+        assert_eq!(s.command(b"QUIT", &Fake).action, Action::Quit);
     }
 
     /// Each refusal carries the RFC 3463 code that names its cause: an
@@ -794,7 +794,7 @@ mod tests {
                 let wire = r.to_wire();
                 proptest::prop_assert!(wire.ends_with("\r\n"));
                 proptest::prop_assert!(wire.lines().all(|l| l.is_ascii() && !l.contains('\r')));
-                if r.action == Action::Close {
+                if matches!(r.action, Action::Close | Action::Quit) {
                     break;
                 }
             }
