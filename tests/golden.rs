@@ -25,6 +25,7 @@
 //!   server of both runs.
 //! * `L: TEXT`: the server's log holds TEXT once the dialog is over. Only
 //!   the TCP run checks it (the in-process run has no log to read).
+//!   `L!: TEXT`: the log does not hold TEXT then.
 //!
 //! `USER` and `HOST` stand for a local user and domain. A file
 //! `NAME.WHO.mbox` beside the dialog is the mailbox of `WHO` (`USER`,
@@ -44,6 +45,8 @@ pub struct Dialog {
     pub steps: Vec<Step>,
     /// Texts the server's log must hold (`L:` lines).
     pub logs: Vec<String>,
+    /// Texts the server's log must not hold (`L!:` lines).
+    pub not_logs: Vec<String>,
     /// Expected mailboxes beside the dialog: (user, masked contents).
     pub mailboxes: Vec<(String, String)>,
 }
@@ -101,6 +104,7 @@ fn parse(name: &str, text: &str) -> Dialog {
         args: Vec::new(),
         steps: Vec::new(),
         logs: Vec::new(),
+        not_logs: Vec::new(),
         mailboxes: Vec::new(),
     };
     let mut reply: Vec<String> = Vec::new();
@@ -134,6 +138,7 @@ fn parse(name: &str, text: &str) -> Dialog {
                 }
             }
             "L" => d.logs.push(rest.to_string()),
+            "L!" => d.not_logs.push(rest.to_string()),
             "ARGS" => d.args.extend(rest.split_whitespace().map(String::from)),
             _ => panic!("{at}: unknown directive {key:?}"),
         }
@@ -272,11 +277,14 @@ fn golden_dialogs_over_tcp() {
         if !pending.is_empty() {
             c.send_raw(&pending);
         }
-        if !d.logs.is_empty() {
+        if !d.logs.is_empty() || !d.not_logs.is_empty() {
             let needles: Vec<&str> = d.logs.iter().map(String::as_str).collect();
             let log = srv.log_with(&needles);
             for n in needles {
                 assert!(log.contains(n), "{}: the log lacks {n:?}:\n{log}", d.name);
+            }
+            for n in &d.not_logs {
+                assert!(!log.contains(n), "{}: the log holds {n:?}:\n{log}", d.name);
             }
         }
         check_mailboxes(&fx, &d, "over TCP");
