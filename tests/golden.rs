@@ -23,6 +23,8 @@
 //!   is answered.
 //! * `ARGS: OPTIONS` adds command-line options (`--max-size 1000`) to the
 //!   server of both runs.
+//! * `ALIASES: LINE` is a line of the aliases file (aliases(5)) the server
+//!   reads; without any, there is no aliases file.
 //! * `L: TEXT`: the server's log holds TEXT once the dialog is over. Only
 //!   the TCP run checks it (the in-process run has no log to read).
 //!   `L!: TEXT`: the log does not hold TEXT then.
@@ -42,6 +44,8 @@ pub struct Dialog {
     pub name: String,
     /// Extra server options from `ARGS:` lines.
     pub args: Vec<String>,
+    /// The aliases file from `ALIASES:` lines, if any.
+    pub aliases: Option<String>,
     pub steps: Vec<Step>,
     /// Texts the server's log must hold (`L:` lines).
     pub logs: Vec<String>,
@@ -102,6 +106,7 @@ fn parse(name: &str, text: &str) -> Dialog {
     let mut d = Dialog {
         name: name.to_string(),
         args: Vec::new(),
+        aliases: None,
         steps: Vec::new(),
         logs: Vec::new(),
         not_logs: Vec::new(),
@@ -140,6 +145,11 @@ fn parse(name: &str, text: &str) -> Dialog {
             "L" => d.logs.push(rest.to_string()),
             "L!" => d.not_logs.push(rest.to_string()),
             "ARGS" => d.args.extend(rest.split_whitespace().map(String::from)),
+            "ALIASES" => {
+                let file = d.aliases.get_or_insert_with(String::new);
+                file.push_str(rest);
+                file.push('\n');
+            }
             _ => panic!("{at}: unknown directive {key:?}"),
         }
     }
@@ -248,11 +258,20 @@ fn masked_mailbox(bytes: &[u8]) -> String {
     out
 }
 
+/// A fresh fixture with the dialog's aliases file.
+fn fixture(d: &Dialog) -> Fixture {
+    let fx = Fixture::new();
+    if let Some(text) = &d.aliases {
+        std::fs::write(fx.aliases(), text).unwrap();
+    }
+    fx
+}
+
 /// The golden dialogs against the real binary over TCP, step by step.
 #[test]
 fn golden_dialogs_over_tcp() {
     for d in dialogs() {
-        let fx = Fixture::new();
+        let fx = fixture(&d);
         let args: Vec<&str> = d.args.iter().map(String::as_str).collect();
         let srv = Server::start(&fx, &args);
         let mut c = srv.connect();
@@ -296,7 +315,7 @@ fn golden_dialogs_over_tcp() {
 #[test]
 fn golden_dialogs_in_process() {
     for d in dialogs() {
-        let fx = Fixture::new();
+        let fx = fixture(&d);
         let input: Vec<u8> = d
             .steps
             .iter()
