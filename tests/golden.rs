@@ -96,6 +96,29 @@ pub fn dialogs() -> Vec<Dialog> {
     dialogs
 }
 
+/// The dialog `tests/dialogs/NAME.dialog`, for a test that plays it some
+/// other way (on pipes, through systemd).
+pub fn load(name: &str) -> Dialog {
+    dialogs()
+        .into_iter()
+        .find(|d| d.name == name)
+        .unwrap_or_else(|| panic!("no dialog {name}"))
+}
+
+impl Dialog {
+    /// Everything the client sends, in one piece.
+    pub fn input(&self) -> Vec<u8> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Send(b) => Some(b.clone()),
+                Step::Expect(_) | Step::Closed => None,
+            })
+            .flatten()
+            .collect()
+    }
+}
+
 fn substitute(text: &str) -> String {
     text.replace("USER", USER).replace("HOST", HOST)
 }
@@ -258,6 +281,32 @@ fn masked_mailbox(bytes: &[u8]) -> String {
     out
 }
 
+/// Plays a dialog on a connected client, step by step, checking each
+/// reply as it comes.
+pub fn play(c: &mut Client, d: &Dialog) {
+    // The lines a client sends before it reads the next reply go in one
+    // write, as a client writes them. One write per line raced the server
+    // where it closes the connection at a line (HTTP verbs): a later line's
+    // write met the reset of the close and failed.
+    let mut pending: Vec<u8> = Vec::new();
+    for (i, step) in d.steps.iter().enumerate() {
+        if !matches!(step, Step::Send(_)) && !pending.is_empty() {
+            c.send_raw(&std::mem::take(&mut pending));
+        }
+        match step {
+            Step::Send(b) => pending.extend_from_slice(b),
+            Step::Expect(want) => check_reply(&d.name, i, &c.reply(), want),
+            Step::Closed => {
+                assert!(c.closed(), "{} step {i}: connection open", d.name);
+                return;
+            }
+        }
+    }
+    if !pending.is_empty() {
+        c.send_raw(&pending);
+    }
+}
+
 /// A fresh fixture with the dialog's aliases file.
 fn fixture(d: &Dialog) -> Fixture {
     let fx = Fixture::new();
@@ -274,28 +323,7 @@ fn golden_dialogs_over_tcp() {
         let fx = fixture(&d);
         let args: Vec<&str> = d.args.iter().map(String::as_str).collect();
         let srv = Server::start(&fx, &args);
-        let mut c = srv.connect();
-        // The lines a client sends before it reads the next reply go in one
-        // write, as a client writes them. One write per line raced the
-        // server where it closes the connection at a line (HTTP verbs): a
-        // later line's write met the reset of the close and failed.
-        let mut pending: Vec<u8> = Vec::new();
-        for (i, step) in d.steps.iter().enumerate() {
-            if !matches!(step, Step::Send(_)) && !pending.is_empty() {
-                c.send_raw(&std::mem::take(&mut pending));
-            }
-            match step {
-                Step::Send(b) => pending.extend_from_slice(b),
-                Step::Expect(want) => check_reply(&d.name, i, &c.reply(), want),
-                Step::Closed => {
-                    assert!(c.closed(), "{} step {i}: connection open", d.name);
-                    break;
-                }
-            }
-        }
-        if !pending.is_empty() {
-            c.send_raw(&pending);
-        }
+        play(&mut srv.connect(), &d);
         if !d.logs.is_empty() || !d.not_logs.is_empty() {
             let needles: Vec<&str> = d.logs.iter().map(String::as_str).collect();
             let log = srv.log_with(&needles);
@@ -316,17 +344,8 @@ fn golden_dialogs_over_tcp() {
 fn golden_dialogs_in_process() {
     for d in dialogs() {
         let fx = fixture(&d);
-        let input: Vec<u8> = d
-            .steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Send(b) => Some(b.clone()),
-                Step::Expect(_) | Step::Closed => None,
-            })
-            .flatten()
-            .collect();
         let args: Vec<&str> = d.args.iter().map(String::as_str).collect();
-        let output = run_in_process_with(&fx, &args, input);
+        let output = run_in_process_with(&fx, &args, d.input());
         let mut r = &output[..];
         // Replies up to `S: CLOSED`; the rest of the input is not answered.
         let expected = d

@@ -14,6 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use golden::{load, play};
 use util::*;
 
 /// The article's telnet session, byte for byte, over TCP: the codes of
@@ -23,7 +24,7 @@ fn article_session_over_tcp() {
     let fx = Fixture::new();
     let srv = Server::start(&fx, &[]);
     let mut c = srv.connect();
-    run_article(&mut c);
+    play(&mut c, &load("article"));
     assert!(c.closed());
     check_article_mailbox(&fx, Some("127.0.0.1"));
 }
@@ -47,10 +48,15 @@ fn check_article_mailbox(fx: &Fixture, peer: Option<&str>) {
     if let Some(ip) = peer {
         assert!(m.received.contains(&format!("[{ip}]")), "{}", m.received);
     }
-    let body: String = article_message_lines()[4..]
-        .iter()
-        .map(|l| format!("{l}\n"))
-        .collect();
+    // The body as the golden mailbox has it, without the blank line that
+    // ends a message in an mbox.
+    let mbox = &load("article").mailboxes[0].1;
+    let body = mbox
+        .split_once("\n\n")
+        .unwrap()
+        .1
+        .strip_suffix('\n')
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&m.body), body);
     let mode = std::fs::metadata(fx.mailbox(USER))
         .unwrap()
@@ -62,13 +68,7 @@ fn check_article_mailbox(fx: &Fixture, peer: Option<&str>) {
 /// Runs `postie ARGS` with the article's dialog on stdin and returns what it
 /// wrote to stdout and stderr.
 fn article_over_pipes(fx: &Fixture, mode: &[&str]) -> (Vec<Reply>, Vec<u8>) {
-    let mut input = String::new();
-    for (line, _) in article_dialog() {
-        if let Some(l) = line {
-            input.push_str(&l);
-            input.push_str("\r\n");
-        }
-    }
+    let input = load("article").input();
     let mut child = Command::new(bin())
         .args(mode)
         .args(fx.args())
@@ -77,12 +77,7 @@ fn article_over_pipes(fx: &Fixture, mode: &[&str]) -> (Vec<Reply>, Vec<u8>) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
+    child.stdin.take().unwrap().write_all(&input).unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "exit status {:?}", out.status);
     let mut r = &out.stdout[..];
@@ -134,7 +129,7 @@ fn systemd_socket_activation() {
     // connection with the socket as fd 3.
     let srv = Server::spawn_at(cmd, format!("127.0.0.1:{port}").parse().unwrap());
     let mut c = srv.connect();
-    run_article(&mut c);
+    play(&mut c, &load("article"));
     check_article_mailbox(&fx, Some("127.0.0.1"));
     // The same postie process serves the next connection on the inherited
     // socket, and says where it listens.
@@ -208,7 +203,7 @@ fn systemd_accept_inetd() {
         "systemd-socket-activate did not listen"
     );
     let mut c = Client::connect(addr);
-    run_article(&mut c);
+    play(&mut c, &load("article"));
     // A second connection gets its own process.
     let mut c2 = Client::connect(addr);
     assert_eq!(c2.reply().code, 220);

@@ -375,56 +375,6 @@ impl Client {
     }
 }
 
-/// The article's dialog, as (line sent, expected code) pairs; a `None` line
-/// is the greeting. Every line is sent with CRLF.
-pub fn article_dialog() -> Vec<(Option<String>, Option<u16>)> {
-    let u = USER;
-    let h = HOST;
-    let mut d: Vec<(Option<String>, Option<u16>)> = vec![
-        (None, Some(220)),
-        (Some("HELO frogbog.localdomain".into()), Some(250)),
-        (Some(format!("mail from: {u}@{h}")), Some(250)),
-        (Some(format!("rcpt to: {u}@{h}")), Some(250)),
-        (Some("data".into()), Some(354)),
-    ];
-    for l in article_message_lines() {
-        d.push((Some(l), None));
-    }
-    d.extend([
-        (Some(".".into()), Some(250)),
-        (Some(format!("mail from: {u}@{h}")), Some(250)),
-        (Some(format!("rcpt to: elvis@{h}")), Some(550)),
-        (Some("quit".into()), Some(221)),
-    ]);
-    d
-}
-
-pub fn article_message_lines() -> Vec<String> {
-    vec![
-        "From: Jon <jon@frogbog>".into(),
-        format!("To: Myself <{USER}@{HOST}>"),
-        "Subject: Demonstration of email".into(),
-        "".into(),
-        "I'm just typing this message in entirely by myself, just over telnet. If".into(),
-        "you're curious, the name for the service on port 25 is 'smtp' (no".into(),
-        "quotes), and other than that, this message is entirely content-free.".into(),
-    ]
-}
-
-/// Runs the article's dialog step by step on a connected client.
-pub fn run_article(c: &mut Client) {
-    for (line, code) in article_dialog() {
-        match (line, code) {
-            (None, Some(code)) => assert_eq!(c.reply().code, code, "greeting"),
-            (Some(l), Some(code)) => {
-                c.expect(&l, code);
-            }
-            (Some(l), None) => c.send_raw(format!("{l}\r\n").as_bytes()),
-            (None, None) => unreachable!(),
-        }
-    }
-}
-
 /// One message as Python's `mailbox.mbox` reads it back.
 #[derive(Debug, Clone, Default)]
 pub struct Msg {
