@@ -514,25 +514,14 @@ fn full_disk_is_452_and_changes_nothing() {
 }
 
 /// Every mailbox the delivery tests produce reads back in s-nail, a real
-/// mail reader, with the subjects sent.
+/// mail reader, with the subjects sent (the golden dialog `reader-bodies`,
+/// whose mailbox is checked byte for byte by the dialog runners).
 #[test]
 fn snail_reads_what_postie_writes() {
     let fx = Fixture::new();
     let srv = Server::start(&fx, &[]);
-    let mut c = srv.connect();
-    c.reply();
+    crate::golden::play(&mut srv.connect(), &crate::golden::load("reader-bodies"));
     let subjects = ["plain", "From-heavy", "dots", "8bit"];
-    let bodies: [&[u8]; 4] = [
-        b"hello\r\n",
-        b"From me\r\n>From you\r\nFrom\r\n",
-        b"..\r\n...\r\n.x\r\n",
-        "Gr\u{fc}\u{df}e\r\n".as_bytes(),
-    ];
-    for (s, b) in subjects.iter().zip(bodies) {
-        let mut m = format!("Subject: {s}\r\n\r\n").into_bytes();
-        m.extend_from_slice(b);
-        c.send_message("a@b.example", "jon", &m);
-    }
     if let Some(got) = snail_subjects(&fx.mailbox("jon"), "snail_reads_what_postie_writes") {
         assert_eq!(got, subjects);
     }
