@@ -47,6 +47,8 @@ pub struct Dialog {
     /// The aliases file from `ALIASES:` lines, if any.
     pub aliases: Option<String>,
     pub steps: Vec<Step>,
+    /// The line of the file each step comes from, for messages.
+    pub lines: Vec<usize>,
     /// Texts the server's log must hold (`L:` lines).
     pub logs: Vec<String>,
     /// Texts the server's log must not hold (`L!:` lines).
@@ -106,6 +108,16 @@ pub fn load(name: &str) -> Dialog {
 }
 
 impl Dialog {
+    fn push(&mut self, line: usize, step: Step) {
+        self.steps.push(step);
+        self.lines.push(line);
+    }
+
+    /// Where step `i` is written: `NAME.dialog:LINE`.
+    fn at(&self, i: usize) -> String {
+        format!("{}.dialog:{}", self.name, self.lines[i])
+    }
+
     /// Everything the client sends, in one piece.
     pub fn input(&self) -> Vec<u8> {
         self.steps
@@ -131,6 +143,7 @@ fn parse(name: &str, text: &str) -> Dialog {
         args: Vec::new(),
         aliases: None,
         steps: Vec::new(),
+        lines: Vec::new(),
         logs: Vec::new(),
         not_logs: Vec::new(),
         mailboxes: Vec::new(),
@@ -150,8 +163,8 @@ fn parse(name: &str, text: &str) -> Dialog {
             "{at}: a multi-line reply ends with an `S: CODE TEXT` line"
         );
         match key {
-            "C" => d.steps.push(Step::Send(client_bytes(rest))),
-            "S" if rest == "CLOSED" => d.steps.push(Step::Closed),
+            "C" => d.push(n + 1, Step::Send(client_bytes(rest))),
+            "S" if rest == "CLOSED" => d.push(n + 1, Step::Closed),
             "S" => {
                 let rest = rest.trim_end();
                 assert!(
@@ -161,7 +174,7 @@ fn parse(name: &str, text: &str) -> Dialog {
                 reply.push(rest.to_string());
                 match rest.as_bytes().get(3) {
                     Some(b'-') => {}
-                    None | Some(b' ') => d.steps.push(Step::Expect(std::mem::take(&mut reply))),
+                    None | Some(b' ') => d.push(n + 1, Step::Expect(std::mem::take(&mut reply))),
                     Some(_) => panic!("{at}: a code is followed by ' ' or '-': {line:?}"),
                 }
             }
@@ -212,25 +225,25 @@ fn client_bytes(text: &str) -> Vec<u8> {
 
 /// Checks one reply against an `S:` step: the start of its last line, or
 /// of every line when the step lists them all.
-fn check_reply(dialog: &str, i: usize, got: &Reply, want: &[String]) {
+fn check_reply(at: &str, got: &Reply, want: &[String]) {
     let shown = got.text();
     if let [last] = want {
         let line = got.lines.last().unwrap();
         assert!(
             line.starts_with(last.as_str()),
-            "{dialog} step {i}: want {last:?}, got:\n{shown}"
+            "{at}: want {last:?}, got:\n{shown}"
         );
         return;
     }
     assert_eq!(
         got.lines.len(),
         want.len(),
-        "{dialog} step {i}: want {want:?}, got:\n{shown}"
+        "{at}: want {want:?}, got:\n{shown}"
     );
     for (line, w) in got.lines.iter().zip(want) {
         assert!(
             line.starts_with(w.as_str()),
-            "{dialog} step {i}: want {w:?}, got:\n{shown}"
+            "{at}: want {w:?}, got:\n{shown}"
         );
     }
 }
@@ -295,9 +308,9 @@ pub fn play(c: &mut Client, d: &Dialog) {
         }
         match step {
             Step::Send(b) => pending.extend_from_slice(b),
-            Step::Expect(want) => check_reply(&d.name, i, &c.reply(), want),
+            Step::Expect(want) => check_reply(&d.at(i), &c.reply(), want),
             Step::Closed => {
-                assert!(c.closed(), "{} step {i}: connection open", d.name);
+                assert!(c.closed(), "{}: connection open", d.at(i));
                 return;
             }
         }
@@ -351,16 +364,22 @@ fn golden_dialogs_in_process() {
         let expected = d
             .steps
             .iter()
-            .take_while(|s| !matches!(s, Step::Closed))
-            .filter_map(|s| match s {
-                Step::Expect(want) => Some(want),
+            .enumerate()
+            .take_while(|(_, s)| !matches!(s, Step::Closed))
+            .filter_map(|(i, s)| match s {
+                Step::Expect(want) => Some((i, want)),
                 Step::Send(_) | Step::Closed => None,
             });
-        for (i, want) in expected.enumerate() {
-            let got = read_reply(&mut r).unwrap_or_else(|| panic!("{}: reply {i} missing", d.name));
-            check_reply(&d.name, i, &got, want);
+        for (i, want) in expected {
+            let got =
+                read_reply(&mut r).unwrap_or_else(|| panic!("{}: no reply (in-process)", d.at(i)));
+            check_reply(&format!("{} (in-process)", d.at(i)), &got, want);
         }
-        assert!(read_reply(&mut r).is_none(), "{}: extra replies", d.name);
+        assert!(
+            read_reply(&mut r).is_none(),
+            "{}: replies beyond the dialog (in-process)",
+            d.name
+        );
         check_mailboxes(&fx, &d, "in-process");
     }
 }
