@@ -1215,13 +1215,7 @@ fn bs_as_root_runs_the_session_itself() {
         return;
     }
     let fx = Fixture::new();
-    let mut input = Vec::new();
-    for (line, _) in article_dialog() {
-        if let Some(l) = line {
-            input.extend_from_slice(l.as_bytes());
-            input.extend_from_slice(b"\r\n");
-        }
-    }
+    let input = crate::golden::load("article").input();
     let out = run(sendmail(&fx, &no_socket(&fx), &["-bs"]), &input);
     assert_eq!(out.status.code(), Some(0));
     let codes: Vec<u16> = stdout(&out)

@@ -375,56 +375,6 @@ impl Client {
     }
 }
 
-/// The article's dialog, as (line sent, expected code) pairs; a `None` line
-/// is the greeting. Every line is sent with CRLF.
-pub fn article_dialog() -> Vec<(Option<String>, Option<u16>)> {
-    let u = USER;
-    let h = HOST;
-    let mut d: Vec<(Option<String>, Option<u16>)> = vec![
-        (None, Some(220)),
-        (Some("HELO frogbog.localdomain".into()), Some(250)),
-        (Some(format!("mail from: {u}@{h}")), Some(250)),
-        (Some(format!("rcpt to: {u}@{h}")), Some(250)),
-        (Some("data".into()), Some(354)),
-    ];
-    for l in article_message_lines() {
-        d.push((Some(l), None));
-    }
-    d.extend([
-        (Some(".".into()), Some(250)),
-        (Some(format!("mail from: {u}@{h}")), Some(250)),
-        (Some(format!("rcpt to: elvis@{h}")), Some(550)),
-        (Some("quit".into()), Some(221)),
-    ]);
-    d
-}
-
-pub fn article_message_lines() -> Vec<String> {
-    vec![
-        "From: Jon <jon@frogbog>".into(),
-        format!("To: Myself <{USER}@{HOST}>"),
-        "Subject: Demonstration of email".into(),
-        "".into(),
-        "I'm just typing this message in entirely by myself, just over telnet. If".into(),
-        "you're curious, the name for the service on port 25 is 'smtp' (no".into(),
-        "quotes), and other than that, this message is entirely content-free.".into(),
-    ]
-}
-
-/// Runs the article's dialog step by step on a connected client.
-pub fn run_article(c: &mut Client) {
-    for (line, code) in article_dialog() {
-        match (line, code) {
-            (None, Some(code)) => assert_eq!(c.reply().code, code, "greeting"),
-            (Some(l), Some(code)) => {
-                c.expect(&l, code);
-            }
-            (Some(l), None) => c.send_raw(format!("{l}\r\n").as_bytes()),
-            (None, None) => unreachable!(),
-        }
-    }
-}
-
 /// One message as Python's `mailbox.mbox` reads it back.
 #[derive(Debug, Clone, Default)]
 pub struct Msg {
@@ -522,120 +472,6 @@ pub fn wait_for(within: Duration, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// A golden dialog from `tests/dialogs/NAME.dialog`: `C:` lines the client
-/// sends (with CRLF, or a bare LF where the line ends in `\n`), `S:` lines
-/// the reply expected (code, and enhanced code when given), `S: CLOSED`
-/// the server closing the connection. `USER` and
-/// `HOST` stand for a local user and domain.
-pub struct Dialog {
-    pub name: String,
-    pub steps: Vec<Step>,
-    /// Expected mailboxes beside the dialog: (user, contents).
-    pub mailboxes: Vec<(String, String)>,
-}
-
-pub enum Step {
-    Send(Vec<u8>),
-    Expect {
-        code: u16,
-        enhanced: Option<String>,
-    },
-    /// `S: CLOSED`: the server has closed the connection; nothing after
-    /// this is answered.
-    Closed,
-}
-
-pub fn dialogs() -> Vec<Dialog> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/dialogs");
-    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "dialog"))
-        .collect();
-    names.sort();
-    names
-        .into_iter()
-        .map(|p| {
-            let name = p.file_stem().unwrap().to_string_lossy().into_owned();
-            let text = std::fs::read_to_string(&p)
-                .unwrap()
-                .replace("USER", USER)
-                .replace("HOST", HOST);
-            let mut steps = Vec::new();
-            for line in text.lines() {
-                if let Some(c) = line.strip_prefix("C:") {
-                    let c = c.strip_prefix(' ').unwrap_or(c);
-                    let bytes = match c.strip_suffix("\\n") {
-                        Some(bare) => format!("{bare}\n"),
-                        None => format!("{c}\r\n"),
-                    };
-                    steps.push(Step::Send(bytes.into_bytes()));
-                } else if line == "S: CLOSED" {
-                    steps.push(Step::Closed);
-                } else if let Some(s) = line.strip_prefix("S:") {
-                    let mut it = s.split_whitespace();
-                    let code = it.next().unwrap().parse().unwrap();
-                    steps.push(Step::Expect {
-                        code,
-                        enhanced: it.next().map(String::from),
-                    });
-                }
-            }
-            let mut mailboxes = Vec::new();
-            for user in ["USER", "alice", "root"] {
-                let mb = dir.join(format!("{name}.{user}.mbox"));
-                if let Ok(t) = std::fs::read_to_string(&mb) {
-                    let u = if user == "USER" { USER } else { user };
-                    mailboxes.push((u.to_string(), t.replace("USER", USER).replace("HOST", HOST)));
-                }
-            }
-            Dialog {
-                name,
-                steps,
-                mailboxes,
-            }
-        })
-        .collect()
-}
-
-/// Checks one reply against an `S:` step.
-pub fn check_step(dialog: &str, i: usize, got: &Reply, code: u16, enhanced: &Option<String>) {
-    assert_eq!(got.code, code, "{dialog} step {i}: {}", got.text());
-    if let Some(e) = enhanced {
-        let last = got.lines.last().unwrap();
-        assert_eq!(
-            last.get(4..4 + e.len()),
-            Some(e.as_str()),
-            "{dialog} step {i}: {last}"
-        );
-    }
-}
-
-/// A mailbox with what varies masked: the date of each `From ` line
-/// becomes `DATE`, each `Received:` header (with its continuation lines)
-/// becomes `RECEIVED`.
-pub fn masked_mailbox(bytes: &[u8]) -> String {
-    let text = String::from_utf8_lossy(bytes);
-    let mut out = String::new();
-    let mut in_received = false;
-    for line in text.split_inclusive('\n') {
-        if in_received && line.starts_with('\t') {
-            continue;
-        }
-        in_received = false;
-        if line.starts_with("Received:") {
-            in_received = true;
-            out.push_str("RECEIVED\n");
-        } else if let Some(rest) = line.strip_prefix("From ") {
-            let sender = rest.split(' ').next().unwrap_or("");
-            out.push_str(&format!("From {sender} DATE\n"));
-        } else {
-            out.push_str(line);
-        }
-    }
-    out
-}
-
 /// A client stream in memory, for running the session loop in-process.
 pub struct InMemory(pub std::io::Cursor<Vec<u8>>);
 
@@ -655,8 +491,14 @@ impl postie::conn::TimedRead for InMemory {
 /// fixture's options, on `input` (everything the client sends, at once),
 /// and returns what the server wrote.
 pub fn run_in_process(fx: &Fixture, input: Vec<u8>) -> Vec<u8> {
+    run_in_process_with(fx, &[], input)
+}
+
+/// [`run_in_process`] with `extra` options after the fixture's.
+pub fn run_in_process_with(fx: &Fixture, extra: &[&str], input: Vec<u8>) -> Vec<u8> {
     let mut argv = vec!["postie".to_string(), "inetd".to_string()];
     argv.extend(fx.args());
+    argv.extend(extra.iter().map(|a| a.to_string()));
     let cli = postie::cli::parse(argv.iter().map(std::ffi::OsString::from)).unwrap();
     let service = postie::config::service(&cli.opts).unwrap();
     let mut output = Vec::new();
