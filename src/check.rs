@@ -22,10 +22,11 @@ use nix::unistd::{AccessFlags, Gid, Group, Uid, User as PwUser};
 use crate::aliases::Aliases;
 use crate::cli::Options;
 use crate::config::{self, ConfigError, DEFAULT_FILE, Loaded};
+use crate::domains::LocalDomains;
+use crate::recipients::Resolution;
 use crate::server::Service;
 use crate::smtp::address::parse_path;
 use crate::smtp::{Mailbox, reply};
-use crate::users::{LocalDomains, Resolution};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

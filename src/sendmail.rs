@@ -42,10 +42,10 @@ use crate::aliases::Aliases;
 use crate::cli::{self, Options};
 use crate::config;
 use crate::conn::TimedRead;
+use crate::recipients::Resolution;
 use crate::smtp::Mailbox;
 use crate::smtp::address::parse_path;
 use crate::sys;
-use crate::users::Resolution;
 use client::Envelope;
 use message::Message;
 

@@ -33,9 +33,9 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::conn::{self, Context, End, TimedRead};
 use crate::deliver::Delivery;
 use crate::listen::{self, TcpReader, TcpWriter, UnixReader, UnixWriter};
+use crate::recipients::{Recipients, Resolution};
 use crate::smtp::session::{self, Policy, RcptVerdict, Submitter};
 use crate::smtp::{Mailbox, Session, reply};
-use crate::users::{Recipients, Resolution};
 
 /// Caps and bounds of the accept loop.
 #[derive(Debug, Clone)]

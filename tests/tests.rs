@@ -6,6 +6,7 @@ mod crash;
 mod delivery;
 mod load;
 mod sendmail;
+mod structure;
 mod util;
 
 use std::io::{Read, Write};
