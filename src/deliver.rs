@@ -64,8 +64,8 @@ use crate::mbox::{self, LockHooks, LockId, LockedMailbox, MboxError, MboxOptions
 use crate::message::MessageBuf;
 use crate::recipients::Recipients;
 use crate::smtp::address::{comment_text, is_domain_or_literal};
-use crate::smtp::session::{Outcome, TempReason, printable};
-use crate::smtp::{Envelope, ReversePath};
+use crate::smtp::session::printable;
+use crate::smtp::{Envelope, Outcome, ReversePath, TempReason};
 use crate::sys;
 use crate::users::User;
 

@@ -66,8 +66,7 @@ use crate::deliver::{Delivery, MessageSource};
 use crate::server::Service;
 use crate::smtp::address::parse_path;
 use crate::smtp::command::Body;
-use crate::smtp::session::{Envelope, Outcome, Recipient, Submitter, TempReason};
-use crate::smtp::{Mailbox, ReversePath};
+use crate::smtp::{Envelope, Mailbox, Outcome, Recipient, ReversePath, Submitter, TempReason};
 use crate::sys;
 use crate::users::{User, plausible_user_name};
 

@@ -34,8 +34,8 @@ use crate::conn::{self, Context, End, TimedRead};
 use crate::deliver::Delivery;
 use crate::listen::{self, TcpReader, TcpWriter, UnixReader, UnixWriter};
 use crate::recipients::{Recipients, Resolution};
-use crate::smtp::session::{self, Policy, RcptVerdict, Submitter};
-use crate::smtp::{Mailbox, Session, reply};
+use crate::smtp::session::{self, Policy, RcptVerdict};
+use crate::smtp::{Mailbox, Session, Submitter, reply};
 
 /// Caps and bounds of the accept loop.
 #[derive(Debug, Clone)]
