@@ -582,11 +582,11 @@ fn recipient(
         Err(e) => return r.error(Verdict::BadAddress, format!("{addr}: bad address: {}", e.0)),
     };
     let shown = mailbox.to_string();
-    let users = match service.recipients.resolve(&mailbox) {
+    let users = match service.recipients().resolve(&mailbox) {
         Resolution::Local(users) => users,
         Resolution::Unknown => {
             let why = service
-                .recipients
+                .recipients()
                 .why_unknown(&mailbox)
                 .map(|why| format!(" ({why})"))
                 .unwrap_or_default();
@@ -640,7 +640,7 @@ fn recipient(
     }
     for u in &users {
         let checked = service
-            .delivery
+            .delivery()
             .check_mailbox(u)
             .and_then(|()| cannot_create_for(&o.spool, u).map_or(Ok(()), Err));
         match checked {

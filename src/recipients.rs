@@ -5,11 +5,16 @@
 //! A resolution has four outcomes ([`Resolution`]), kept apart all the way
 //! to the reply: local users, no such user (`550 5.1.1`), not our domain
 //! (`550 5.7.1`), or a failed lookup (`451 4.3.0`: an NSS hiccup must never
-//! bounce mail).
+//! bounce mail). [`RcptPolicy`] is the SMTP server's answer to `RCPT TO`:
+//! the resolution, and whether delivery can write each mailbox it names.
+
+use std::sync::Arc;
 
 use crate::aliases::AliasFile;
+use crate::deliver::Delivery;
 use crate::domains::LocalDomains;
 use crate::smtp::Mailbox;
+use crate::smtp::session::{Policy, RcptVerdict};
 use crate::users::{LookupError, User, UserDb};
 
 /// What a recipient address resolves to.
@@ -175,6 +180,42 @@ impl Recipients {
     /// Looks up a user by the name [`Resolution::Local`] gave.
     pub fn user(&self, name: &str) -> Result<Option<User>, LookupError> {
         self.db.lookup(name)
+    }
+}
+
+/// The SMTP server's `RCPT TO` policy: who the address reaches
+/// ([`Recipients::resolve`]), then whether delivery can write each of their
+/// mailboxes ([`Delivery::check_mailbox`]), so that a mailbox postie will
+/// not write to is reported now, not after the message has been sent.
+pub struct RcptPolicy {
+    pub recipients: Arc<Recipients>,
+    /// Delivery: in this process, or across the privilege separation.
+    pub delivery: Arc<dyn Delivery>,
+}
+
+impl Policy for RcptPolicy {
+    fn check_rcpt(&self, to: &Mailbox) -> RcptVerdict {
+        match self.recipients.resolve(to) {
+            Resolution::Local(users) => {
+                // A mailbox postie will not write to is reported now, not
+                // after the message has been sent.
+                for u in &users {
+                    if let Err(why) = self.delivery.check_mailbox(u) {
+                        log::warn!("<{to}>: mailbox unavailable: {why}");
+                        return RcptVerdict::MailboxUnavailable;
+                    }
+                }
+                RcptVerdict::Accept {
+                    users: users.into_iter().map(|u| u.name).collect(),
+                }
+            }
+            Resolution::Unknown => RcptVerdict::Unknown,
+            Resolution::NotLocal => RcptVerdict::NotLocal,
+            Resolution::TempFail(why) => {
+                log::warn!("lookup for <{to}> failed: {why}");
+                RcptVerdict::TempFail
+            }
+        }
     }
 }
 

@@ -689,7 +689,7 @@ fn in_process(
         EX_OSERR
     })?;
     // As a daemon would at start: undo what a crash interrupted.
-    service.delivery.recover();
+    service.delivery().recover();
     let service = &service;
     // The signals that end or stop the process are held off this thread,
     // and so off the session's, for the dialog: a signal taken by a thread
@@ -705,7 +705,7 @@ fn in_process(
         let _ = ours.shutdown(std::net::Shutdown::Both);
         result
     });
-    service.delivery.close();
+    service.delivery().close();
     if let Some(old) = old_mask {
         let _ = old.thread_set_mask();
     }
@@ -811,14 +811,14 @@ fn verify(opts: &Options, recipients: &[String]) -> u8 {
                 continue;
             }
         };
-        match service.recipients.resolve(&mailbox) {
+        match service.recipients().resolve(&mailbox) {
             Resolution::Local(users) => {
                 let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
                 let s = if names.len() == 1 { "" } else { "s" };
                 println!("{r}... deliverable: local user{s} {}", names.join(", "));
             }
             Resolution::Unknown => {
-                match service.recipients.why_unknown(&mailbox) {
+                match service.recipients().why_unknown(&mailbox) {
                     Some(why) => println!("{r}... User unknown ({why})"),
                     None => println!("{r}... User unknown"),
                 }

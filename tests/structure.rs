@@ -16,7 +16,17 @@ use std::path::{Path, PathBuf};
 /// Edges that still close a cycle, in code another branch of "postie 6"
 /// owns, each with who removes it. The test fails on any other cycle, and
 /// on an entry here that no longer exists (remove it then).
-const ALLOWED: &[(&str, &str, &str)] = &[];
+const ALLOWED: &[(&str, &str, &str)] = &[
+    // `RcptPolicy` asks `Delivery::check_mailbox`, and `Deliverer` holds the
+    // `Recipients`: the transaction branch (REVIEW item 1) moves the
+    // `Delivery` trait to message.rs; then recipients imports
+    // `crate::message::Delivery` and this entry goes.
+    (
+        "recipients",
+        "deliver",
+        "the transaction branch: Delivery to message.rs",
+    ),
+];
 
 /// The top-level module a file under `src/` belongs to, or `None` for the
 /// crate roots.
