@@ -2,9 +2,9 @@
 //! answers: the [`Envelope`] (everything known about a message except its
 //! content) and the [`Outcome`].
 //!
-//! Apart from the session that fills it in: delivery, the privilege
-//! separation wire and the connection loop use these types and nothing
-//! else of the session's.
+//! Kept apart from the session that fills them in: delivery and the
+//! privilege separation wire name the message and its outcome, not the
+//! protocol's state machine.
 
 use std::net::IpAddr;
 

@@ -53,8 +53,8 @@ pub enum RcptVerdict {
     MailboxUnavailable,
 }
 
-/// Decides about recipients; implemented over the passwd database outside
-/// this module, and by fakes in tests.
+/// Decides about recipients; implemented outside this module
+/// ([`crate::recipients::RcptPolicy`]), and by fakes in tests.
 pub trait Policy {
     fn check_rcpt(&self, to: &Mailbox) -> RcptVerdict;
 }
