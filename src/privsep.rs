@@ -105,8 +105,8 @@ impl Limits {
     /// The limits for an SMTP side that accepts messages of at most
     /// `max_size` octets to at most `max_recipients` recipients, spills
     /// messages over `spill_threshold` octets to a file, and runs at most
-    /// `max_sessions` sessions at once (one channel each, and
-    /// [`CHANNEL_SLACK`] more).
+    /// `max_sessions` sessions at once (a channel each, and 16 more: see
+    /// the module documentation).
     pub fn new(
         max_size: u64,
         max_recipients: usize,
