@@ -22,10 +22,11 @@ use nix::unistd::{AccessFlags, Gid, Group, Uid, User as PwUser};
 use crate::aliases::Aliases;
 use crate::cli::{Options, SmtpSideUser};
 use crate::config::{self, ConfigError, DEFAULT_FILE, Loaded};
+use crate::domains::LocalDomains;
+use crate::recipients::Resolution;
 use crate::server::Service;
 use crate::smtp::address::parse_path;
 use crate::smtp::{Mailbox, reply};
-use crate::users::{LocalDomains, Resolution};
 
 /// How bad a finding is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -576,11 +577,11 @@ fn recipient(
         Err(e) => return r.error(Verdict::BadAddress, format!("{addr}: bad address: {}", e.0)),
     };
     let shown = mailbox.to_string();
-    let users = match service.recipients.resolve(&mailbox) {
+    let users = match service.recipients().resolve(&mailbox) {
         Resolution::Local(users) => users,
         Resolution::Unknown => {
             let why = service
-                .recipients
+                .recipients()
                 .why_unknown(&mailbox)
                 .map(|why| format!(" ({why})"))
                 .unwrap_or_default();
@@ -634,7 +635,7 @@ fn recipient(
     }
     for u in &users {
         let checked = service
-            .delivery
+            .delivery()
             .check_mailbox(u)
             .and_then(|()| cannot_create_for(&o.spool, u).map_or(Ok(()), Err));
         match checked {

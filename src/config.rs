@@ -29,12 +29,14 @@ use crate::aliases::AliasFile;
 use crate::cli::{BareLfPolicy, Cli, CommandLine, Mode, Options, QuotingArg};
 use crate::conn;
 use crate::deliver::Deliverer;
+use crate::domains::LocalDomains;
 use crate::mbox::{MboxOptions, Quoting};
+use crate::recipients::Recipients;
 use crate::server::{ServerLimits, Service};
 use crate::smtp::data::{BareLf, DataLimits};
 use crate::smtp::session;
 use crate::sys;
-use crate::users::{LocalDomains, Nss, PasswdFile, Recipients, UserDb};
+use crate::users::{Nss, PasswdFile, UserDb};
 
 /// A configuration error, to be printed once by `main`.
 #[derive(Debug)]
@@ -102,7 +104,7 @@ pub fn parse_delimiter(s: &str) -> Result<Option<char>, String> {
 /// comment` (there are no trailing comments).
 pub fn plausible_domain(s: &str) -> bool {
     if s.starts_with('[') {
-        return crate::users::parse_address_literal(s).is_some();
+        return crate::domains::parse_address_literal(s).is_some();
     }
     !s.is_empty()
         && s.len() <= 255

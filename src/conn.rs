@@ -19,9 +19,8 @@ use std::time::{Duration, Instant};
 use crate::deliver::Delivery;
 use crate::message::MessageBuf;
 use crate::smtp::data::{self, DataLimits};
-use crate::smtp::session::TempReason;
-use crate::smtp::session::{Outcome, Policy, Session, printable};
-use crate::smtp::{Action, Reply};
+use crate::smtp::session::{Policy, Session, printable};
+use crate::smtp::{Action, Outcome, Reply, TempReason};
 
 /// A readable client stream whose read timeout can be changed between
 /// phases (command, data).

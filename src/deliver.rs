@@ -62,11 +62,12 @@ use nix::sys::signal::{SigSet, SigmaskHow};
 use crate::journal::{self, AppendStart, Journal, Journals, Want};
 use crate::mbox::{self, LockHooks, LockId, LockedMailbox, MboxError, MboxOptions};
 use crate::message::MessageBuf;
+use crate::recipients::Recipients;
 use crate::smtp::address::{comment_text, is_domain_or_literal};
-use crate::smtp::session::{Outcome, TempReason, printable};
-use crate::smtp::{Envelope, ReversePath};
+use crate::smtp::session::printable;
+use crate::smtp::{Envelope, Outcome, ReversePath, TempReason};
 use crate::sys;
-use crate::users::{Recipients, User};
+use crate::users::User;
 
 /// What the SMTP side asks of delivery: the narrow, typed boundary that
 /// privilege separation puts a process boundary across
@@ -990,7 +991,7 @@ mod tests {
     }
 
     fn deliverer(spool: &std::path::Path) -> Deliverer {
-        use crate::users::{LocalDomains, PasswdFile};
+        use crate::{domains::LocalDomains, users::PasswdFile};
         let uid = nix::unistd::geteuid().as_raw();
         let gid = nix::unistd::getegid().as_raw();
         let passwd = spool.join("passwd");

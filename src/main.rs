@@ -19,7 +19,7 @@ use postie::exit::{
     EX_CONFIG, EX_DATAERR, EX_NOUSER, EX_OK, EX_OSERR, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE,
 };
 use postie::sendmail::{self, Action};
-use postie::{listen, maillog, privsep, server, sys};
+use postie::{listen, maillog, server, sys};
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
@@ -264,7 +264,7 @@ fn separate(
     inherited: &[std::os::fd::RawFd],
 ) -> std::io::Result<server::Service> {
     match unprivileged {
-        Some((name, uid, gid)) => privsep::split(service, &name, uid, gid, inherited),
+        Some((name, uid, gid)) => service.separate(&name, uid, gid, inherited),
         None => Ok(service),
     }
 }
@@ -274,9 +274,9 @@ fn inetd_session(service: server::Service, unprivileged: Unprivileged) -> std::i
     let service = separate(service, unprivileged, &[0, 1])?;
     // Undo what a crash interrupted (in the delivery process, when
     // separated: this is then a no-op).
-    service.delivery.recover();
+    service.delivery().recover();
     service.run_session(io.reader, io.writer, io.peer);
-    service.delivery.close();
+    service.delivery().close();
     Ok(())
 }
 
@@ -332,7 +332,7 @@ fn serve(
     let service = Arc::new(separate(service, unprivileged, &inherited)?);
     // Undo what a crash interrupted, before accepting (in the delivery
     // process, when separated: this is then a no-op).
-    service.delivery.recover();
+    service.delivery().recover();
     let result = server::serve(
         listeners,
         local,
@@ -343,7 +343,7 @@ fn serve(
     // Journals of processes that died while this one served are recovered
     // before it exits, and its idle journals removed (when separated, the
     // delivery process does both as it ends, and close waits for that).
-    service.delivery.recover();
-    service.delivery.close();
+    service.delivery().recover();
+    service.delivery().close();
     result
 }

@@ -63,11 +63,9 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
 use crate::deliver::{Delivery, MessageSource};
-use crate::server::Service;
 use crate::smtp::address::parse_path;
 use crate::smtp::command::Body;
-use crate::smtp::session::{Envelope, Outcome, Recipient, Submitter, TempReason};
-use crate::smtp::{Mailbox, ReversePath};
+use crate::smtp::{Envelope, Mailbox, Outcome, Recipient, ReversePath, Submitter, TempReason};
 use crate::sys;
 use crate::users::{User, plausible_user_name};
 
@@ -104,20 +102,22 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The limits of `service`'s configuration.
-    pub fn of(service: &Service) -> Self {
+    /// The limits for an SMTP side that accepts messages of at most
+    /// `max_size` octets to at most `max_recipients` recipients, spills
+    /// messages over `spill_threshold` octets to a file, and runs at most
+    /// `max_sessions` sessions at once (a channel each, and 16 more: see
+    /// the module documentation).
+    pub fn new(
+        max_size: u64,
+        max_recipients: usize,
+        spill_threshold: u64,
+        max_sessions: usize,
+    ) -> Self {
         Limits {
-            max_size: service.session.max_size,
-            max_recipients: service.session.max_recipients,
-            spill_threshold: service.conn.spill_threshold as u64,
-            max_channels: service
-                .server
-                .max_connections
-                .saturating_add(service.server.max_local_connections)
-                // Root's local sessions are not refused for the local total,
-                // only for the per-client cap.
-                .saturating_add(service.server.max_per_client)
-                .saturating_add(CHANNEL_SLACK),
+            max_size,
+            max_recipients,
+            spill_threshold,
+            max_channels: max_sessions.saturating_add(CHANNEL_SLACK),
         }
     }
 }
@@ -132,7 +132,7 @@ const ST_UNAVAILABLE: u8 = 3;
 const ST_BAD: u8 = 4;
 
 /// The SMTP side's view of the delivery process.
-pub struct Remote {
+pub struct DeliveryProcess {
     control: Mutex<UnixStream>,
     idle: Mutex<Vec<UnixStream>>,
     /// Set when this side lets go of the channel, so that the delivery
@@ -161,9 +161,9 @@ pub const CHECK_STANDS: Duration = Duration::from_secs(1);
 /// Past this many remembered passes the memory is cleared.
 const PASSED_MAX: usize = 1024;
 
-impl Remote {
+impl DeliveryProcess {
     pub fn new(control: UnixStream) -> Self {
-        Remote {
+        DeliveryProcess {
             control: Mutex::new(control),
             idle: Mutex::new(Vec::new()),
             closing: Arc::new(AtomicBool::new(false)),
@@ -211,7 +211,7 @@ impl Remote {
     }
 }
 
-impl Delivery for Remote {
+impl Delivery for DeliveryProcess {
     fn deliver(&self, env: &Envelope, message: &dyn MessageSource) -> Outcome {
         let fd = match message.transfer_fd() {
             Ok(fd) => fd,
@@ -276,7 +276,7 @@ impl Delivery for Remote {
     fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
         // End of file on every channel not in use now; those in use end
-        // when their request is answered ([`Remote::release`]), and the
+        // when their request is answered ([`DeliveryProcess::release`]), and the
         // control socket ends the delivery process's main loop.
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
         let _ = self
@@ -315,23 +315,26 @@ impl Reaped {
     }
 }
 
-/// Splits the process (see the module documentation). Returns, in the
-/// parent, the service with delivery moved to the child, after dropping to
-/// `uid`/`gid`; the child never returns. `inherited` are the descriptors
-/// the child must not keep (listening sockets, the client's socket): they
-/// are pointed at /dev/null there. Call while single-threaded.
+/// Splits the process (see the module documentation). The child, the
+/// delivery process, serves `delivery` within `limits`, finding the users
+/// a request names with `lookup`, and never returns. The parent drops to
+/// `uid`/`gid` (`user` names them in the log) and returns its view of the
+/// child, to deliver through. `inherited` are the descriptors the child
+/// must not keep (listening sockets, the client's socket): they are
+/// pointed at /dev/null there. Call while single-threaded.
 pub fn split(
-    mut service: Service,
+    delivery: Arc<dyn Delivery>,
+    lookup: Arc<UserLookup>,
+    limits: Limits,
     user: &str,
     uid: u32,
     gid: u32,
     inherited: &[std::os::fd::RawFd],
-) -> io::Result<Service> {
+) -> io::Result<Arc<dyn Delivery>> {
     let (smtp_end, delivery_end) = UnixStream::pair()?;
     // Before the fork, so that the delivery process has the higher limit
     // too: it holds a descriptor per channel, mailbox and journal.
-    crate::server::raise_fd_limit();
-    let limits = Limits::of(&service);
+    sys::raise_fd_limit();
     match sys::fork()? {
         sys::Forked::Child => {
             drop(smtp_end);
@@ -344,40 +347,33 @@ pub fn split(
             // SIGTSTP, SIGTTIN and SIGTTOU too: it never stops with a
             // mailbox locked.
             let _ = sys::delivery_signals().thread_block();
-            let recipients = service.recipients.clone();
-            let lookup = move |name: &str| recipients.user(name).ok().flatten();
             // Deliveries a crash interrupted are undone before any request
             // is served.
-            service.delivery.recover();
+            delivery.recover();
             log::info!("delivery process {} serving", std::process::id());
-            serve_delivery(
-                delivery_end,
-                service.delivery.clone(),
-                Arc::new(lookup),
-                limits,
-            );
+            serve_delivery(delivery_end, delivery.clone(), lookup, limits);
             // The SMTP side has let go, and waits for this process to end.
             // A process that died while this one served (a crashed postie
             // still exiting when this one started, an inetd session) may
             // have left journals the first recovery saw locked: recovered
             // now, then this process's idle journals removed, so that a
             // clean shutdown leaves none.
-            service.delivery.recover();
-            service.delivery.close();
+            delivery.recover();
+            delivery.close();
             std::process::exit(crate::exit::EX_OK.into());
         }
         sys::Forked::Parent { child } => {
             drop(delivery_end);
             sys::drop_privileges(uid, gid)?;
-            let mut remote = Remote::new(smtp_end);
+            let mut process = DeliveryProcess::new(smtp_end);
             // Without its delivery process the SMTP side could only answer
             // 4xx: exit, so that the service manager (or inetd, at the next
             // connection) starts a whole postie again. When this side is
             // closing, the delivery process ending is expected, and
-            // [`Remote::close`] waits for it.
-            let closing = remote.closing.clone();
+            // [`DeliveryProcess::close`] waits for it.
+            let closing = process.closing.clone();
             let reaped = Arc::new(Reaped::default());
-            remote.child = Some((child, reaped.clone()));
+            process.child = Some((child, reaped.clone()));
             std::thread::Builder::new()
                 .name("watch".into())
                 .stack_size(64 * 1024)
@@ -395,8 +391,7 @@ pub fn split(
             log::info!(
                 "SMTP side runs as {user} (uid {uid}, gid {gid}); delivery process {child} keeps root"
             );
-            service.delivery = Arc::new(remote);
-            Ok(service)
+            Ok(Arc::new(process))
         }
     }
 }
@@ -405,7 +400,7 @@ pub fn split(
 /// user database, never trusting the SMTP side's word.
 pub type UserLookup = dyn Fn(&str) -> Option<User> + Send + Sync;
 
-impl Drop for Remote {
+impl Drop for DeliveryProcess {
     fn drop(&mut self) {
         // Runs before the sockets close (fields drop after this).
         self.closing.store(true, Ordering::SeqCst);
@@ -1064,7 +1059,7 @@ mod tests {
         }
     }
 
-    fn start() -> (Remote, Arc<Recorder>, UnixStream) {
+    fn start() -> (DeliveryProcess, Arc<Recorder>, UnixStream) {
         let rec = Arc::new(Recorder {
             delivered: Mutex::new(Vec::new()),
             checks: AtomicUsize::new(0),
@@ -1073,34 +1068,7 @@ mod tests {
         let d: Arc<dyn Delivery> = rec.clone();
         std::thread::spawn(move || serve_delivery(theirs, d, Arc::new(lookup), LIMITS));
         let raw = ours.try_clone().unwrap();
-        (Remote::new(ours), rec, raw)
-    }
-
-    /// The channel cap counts every session the SMTP side may run at
-    /// once: the TCP ones, the local ones, and root's local ones beyond
-    /// `--max-local-connections` (at most `--max-per-client`), then 16.
-    #[test]
-    fn channels_cover_every_session_of_the_smtp_side() {
-        let spool = tempfile::tempdir().unwrap();
-        let argv = [
-            "postie",
-            "inetd",
-            "--spool",
-            spool.path().to_str().unwrap(),
-            "--passwd",
-            "/dev/null",
-            "--max-connections",
-            "100",
-            "--max-local-connections",
-            "20",
-            "--max-per-client",
-            "7",
-        ];
-        let cl = crate::cli::command_line(argv.iter().map(std::ffi::OsString::from)).unwrap();
-        let service = crate::config::Loaded::without_file(cl.cli)
-            .service()
-            .unwrap();
-        assert_eq!(Limits::of(&service).max_channels, 100 + 20 + 7 + 16);
+        (DeliveryProcess::new(ours), rec, raw)
     }
 
     const LIMITS: Limits = Limits {
@@ -1127,38 +1095,38 @@ mod tests {
 
     #[test]
     fn a_passed_mailbox_check_stands_a_while_a_failed_one_does_not() {
-        let (mut remote, rec, _raw) = start();
-        remote.check_stands = Duration::from_millis(300);
+        let (mut process, rec, _raw) = start();
+        process.check_stands = Duration::from_millis(300);
         let checks = || rec.checks.load(Ordering::SeqCst);
         let jon = lookup("jon").unwrap();
-        assert_eq!(remote.check_mailbox(&jon), Ok(()));
-        assert_eq!(remote.check_mailbox(&jon), Ok(()));
+        assert_eq!(process.check_mailbox(&jon), Ok(()));
+        assert_eq!(process.check_mailbox(&jon), Ok(()));
         assert_eq!(checks(), 1, "the second check was answered from memory");
         // Another user is asked about.
-        assert_eq!(remote.check_mailbox(&lookup("alice").unwrap()), Ok(()));
+        assert_eq!(process.check_mailbox(&lookup("alice").unwrap()), Ok(()));
         assert_eq!(checks(), 2);
         // A refusal is never remembered.
         let broken = lookup("broken").unwrap();
         for n in 3..5 {
-            assert!(remote.check_mailbox(&broken).is_err());
+            assert!(process.check_mailbox(&broken).is_err());
             assert_eq!(checks(), n);
         }
         // Once the pass is old, jon is asked about again.
         std::thread::sleep(Duration::from_millis(350));
-        assert_eq!(remote.check_mailbox(&jon), Ok(()));
+        assert_eq!(process.check_mailbox(&jon), Ok(()));
         assert_eq!(checks(), 5);
     }
 
     #[test]
     fn requests_round_trip_through_the_channel() {
-        let (remote, rec, _raw) = start();
+        let (process, rec, _raw) = start();
         let mut msg = crate::message::MessageBuf::new(16, std::env::temp_dir());
         msg.write_all(b"Subject: hi\n\nbody spilled to a file\n")
             .unwrap();
-        assert_eq!(remote.deliver(&envelope(), &msg), Outcome::Delivered);
-        assert_eq!(remote.check_mailbox(&lookup("jon").unwrap()), Ok(()));
+        assert_eq!(process.deliver(&envelope(), &msg), Outcome::Delivered);
+        assert_eq!(process.check_mailbox(&lookup("jon").unwrap()), Ok(()));
         assert_eq!(
-            remote.check_mailbox(&lookup("broken").unwrap()),
+            process.check_mailbox(&lookup("broken").unwrap()),
             Err("broken mailbox".into())
         );
         let got = rec.delivered.lock().unwrap();
@@ -1245,7 +1213,7 @@ mod tests {
     /// on serving other channels.
     #[test]
     fn garbage_on_a_channel_does_not_stop_the_delivery_process() {
-        let (remote, rec, raw) = start();
+        let (process, rec, raw) = start();
         // A channel of our own, handed over by hand, then garbage on it.
         let (ours, theirs) = UnixStream::pair().unwrap();
         send_frame(&raw, &[VERSION], Some(theirs.as_raw_fd())).unwrap();
@@ -1258,7 +1226,7 @@ mod tests {
         let _ = recv_frame(&ours);
         let mut msg = crate::message::MessageBuf::new(1024, std::env::temp_dir());
         msg.write_all(b"x\n").unwrap();
-        assert_eq!(remote.deliver(&envelope(), &msg), Outcome::Delivered);
+        assert_eq!(process.deliver(&envelope(), &msg), Outcome::Delivered);
         assert_eq!(rec.delivered.lock().unwrap().len(), 1);
     }
 
@@ -1366,7 +1334,7 @@ mod tests {
     /// others are served, and once one closes a new one is taken.
     #[test]
     fn channels_past_the_limit_are_refused() {
-        let (_remote, _rec, raw) = start();
+        let (_process, _rec, raw) = start();
         let open = || {
             let (ours, theirs) = UnixStream::pair().unwrap();
             send_frame(&raw, &[VERSION], Some(theirs.as_raw_fd())).unwrap();

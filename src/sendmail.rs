@@ -45,10 +45,10 @@ use crate::exit::{
     EX_CONFIG, EX_DATAERR, EX_IOERR, EX_NOUSER, EX_OK, EX_OSERR, EX_SOFTWARE, EX_TEMPFAIL,
 };
 use crate::listen;
+use crate::recipients::Resolution;
 use crate::smtp::Mailbox;
 use crate::smtp::address::parse_path;
 use crate::sys;
-use crate::users::Resolution;
 use client::Envelope;
 use message::Message;
 
@@ -655,7 +655,7 @@ fn in_process(
         EX_OSERR
     })?;
     // As a daemon would at start: undo what a crash interrupted.
-    service.delivery.recover();
+    service.delivery().recover();
     let service = &service;
     // The signals that end or stop the process are held off this thread,
     // and so off the session's, for the dialog: a signal taken by a thread
@@ -670,7 +670,7 @@ fn in_process(
         let _ = ours.shutdown(std::net::Shutdown::Both);
         result
     });
-    service.delivery.close();
+    service.delivery().close();
     drop(held);
     Ok(result)
 }
@@ -774,14 +774,14 @@ fn verify(opts: &Options, recipients: &[String]) -> u8 {
                 continue;
             }
         };
-        match service.recipients.resolve(&mailbox) {
+        match service.recipients().resolve(&mailbox) {
             Resolution::Local(users) => {
                 let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
                 let s = if names.len() == 1 { "" } else { "s" };
                 println!("{r}... deliverable: local user{s} {}", names.join(", "));
             }
             Resolution::Unknown => {
-                match service.recipients.why_unknown(&mailbox) {
+                match service.recipients().why_unknown(&mailbox) {
                     Some(why) => println!("{r}... User unknown ({why})"),
                     None => println!("{r}... User unknown"),
                 }

@@ -33,9 +33,10 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::conn::{self, Context, End, TimedRead};
 use crate::deliver::Delivery;
 use crate::listen::{self, Socket, WriteHalf};
-use crate::smtp::session::{self, Policy, RcptVerdict, Submitter};
-use crate::smtp::{Mailbox, Session, reply};
-use crate::users::{Recipients, Resolution};
+use crate::privsep;
+use crate::recipients::{RcptPolicy, Recipients};
+use crate::smtp::session;
+use crate::smtp::{Session, Submitter, reply};
 
 /// Caps and bounds of the accept loop.
 #[derive(Debug, Clone)]
@@ -66,6 +67,15 @@ impl ServerLimits {
             _ => self.max_per_client,
         }
     }
+
+    /// The most sessions that may run at once: every TCP and local one,
+    /// and root's local ones beyond `max_local_connections`, which are
+    /// refused only for the per-client cap.
+    pub fn max_sessions(&self) -> usize {
+        self.max_connections
+            .saturating_add(self.max_local_connections)
+            .saturating_add(self.max_per_client)
+    }
 }
 
 /// What every session of this process shares: the policy, the delivery
@@ -74,9 +84,9 @@ pub struct Service {
     pub session: session::Config,
     pub conn: conn::Limits,
     pub server: ServerLimits,
-    pub recipients: Arc<Recipients>,
-    /// Delivery: in this process, or across the privilege separation.
-    pub delivery: Arc<dyn Delivery>,
+    /// The recipients, and delivery: in this process, or across the
+    /// privilege separation.
+    rcpt: RcptPolicy,
     pub stopping: AtomicBool,
     next_id: AtomicU64,
     started: u64,
@@ -202,13 +212,63 @@ impl Service {
             session,
             conn,
             server,
-            recipients,
-            delivery,
+            rcpt: RcptPolicy {
+                recipients,
+                delivery,
+            },
             stopping: AtomicBool::new(false),
             next_id: AtomicU64::new(0),
             started,
             workers,
         }
+    }
+
+    /// Who the recipients are.
+    pub fn recipients(&self) -> &Recipients {
+        &self.rcpt.recipients
+    }
+
+    /// Delivery: in this process, or across the privilege separation.
+    pub fn delivery(&self) -> &dyn Delivery {
+        &*self.rcpt.delivery
+    }
+
+    /// What the delivery process accepts from this service's SMTP side.
+    pub fn delivery_limits(&self) -> privsep::Limits {
+        privsep::Limits::new(
+            self.session.max_size,
+            self.session.max_recipients,
+            self.conn.spill_threshold as u64,
+            self.server.max_sessions(),
+        )
+    }
+
+    /// Moves delivery to a process of its own that keeps root, and drops
+    /// this one to `uid`/`gid` (see [`privsep`]); `inherited` are the
+    /// descriptors the delivery process must not keep. The delivery process
+    /// looks users up in this service's user database. Call while
+    /// single-threaded.
+    pub fn separate(
+        mut self,
+        user: &str,
+        uid: u32,
+        gid: u32,
+        inherited: &[std::os::fd::RawFd],
+    ) -> io::Result<Self> {
+        let recipients = self.rcpt.recipients.clone();
+        let lookup = move |name: &str| recipients.user(name).ok().flatten();
+        let limits = self.delivery_limits();
+        let delivery = self.rcpt.delivery.clone();
+        self.rcpt.delivery = privsep::split(
+            delivery,
+            Arc::new(lookup),
+            limits,
+            user,
+            uid,
+            gid,
+            inherited,
+        )?;
+        Ok(self)
     }
 
     /// A session id unique on this host: start time, pid, and a counter.
@@ -261,40 +321,14 @@ impl Service {
         }
         let cx = Context {
             limits: &self.conn,
-            policy: self,
-            deliverer: &*self.delivery,
+            policy: &self.rcpt,
+            deliverer: self.delivery(),
             stopping: &self.stopping,
         };
         let end = conn::run(reader, writer, session, &cx);
         match end {
             End::Error(e) => log::info!("{id}: disconnect from {who}: {e}"),
             other => log::info!("{id}: disconnect from {who} ({other:?})"),
-        }
-    }
-}
-
-impl Policy for Service {
-    fn check_rcpt(&self, to: &Mailbox) -> RcptVerdict {
-        match self.recipients.resolve(to) {
-            Resolution::Local(users) => {
-                // A mailbox postie will not write to is reported now, not
-                // after the message has been sent.
-                for u in &users {
-                    if let Err(why) = self.delivery.check_mailbox(u) {
-                        log::warn!("<{to}>: mailbox unavailable: {why}");
-                        return RcptVerdict::MailboxUnavailable;
-                    }
-                }
-                RcptVerdict::Accept {
-                    users: users.into_iter().map(|u| u.name).collect(),
-                }
-            }
-            Resolution::Unknown => RcptVerdict::Unknown,
-            Resolution::NotLocal => RcptVerdict::NotLocal,
-            Resolution::TempFail(why) => {
-                log::warn!("lookup for <{to}> failed: {why}");
-                RcptVerdict::TempFail
-            }
         }
     }
 }
@@ -404,21 +438,6 @@ fn lock(m: &Mutex<Connections>) -> MutexGuard<'_, Connections> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Raises the soft limit on open files to the hard limit: every client
-/// holds a descriptor, and the default soft limit (1024) is below what a
-/// busy host may need. Returns the limit in force.
-pub fn raise_fd_limit() -> u64 {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            Ok(()) => hard,
-            Err(_) => soft,
-        },
-        Ok((soft, _)) => soft,
-        Err(_) => 0,
-    }
-}
-
 /// Blocks the signals held off deliveries ([`crate::sys::delivery_signals`]:
 /// SIGTERM, SIGINT, SIGHUP, SIGTSTP, SIGTTIN, SIGTTOU) in this thread and
 /// every thread it starts from now on, and returns a signalfd that reports
@@ -451,7 +470,7 @@ pub fn serve(
         l.set_nonblocking(true)?;
     }
     let conns = Arc::new(Mutex::new(Connections::default()));
-    let files = raise_fd_limit();
+    let files = crate::sys::raise_fd_limit();
     let limits = &service.server;
     if files < (limits.max_connections + limits.max_local_connections) as u64 + 16 {
         log::warn!(
@@ -483,7 +502,7 @@ pub fn serve(
                 match Signal::try_from(info.ssi_signo as i32) {
                     Ok(Signal::SIGHUP) => {
                         log::info!("SIGHUP: reloading the aliases");
-                        service.recipients.reload_aliases();
+                        service.recipients().reload_aliases();
                     }
                     Ok(Signal::SIGTSTP) => {
                         // Stop as asked, but never with a mailbox locked:
@@ -707,6 +726,33 @@ mod tests {
         assert_eq!(limits(1, 50).per_client_cap(user), 1);
         assert_eq!(limits(50, 50).per_client_cap(Client::Uid(0)), 50);
         assert_eq!(limits(50, 50).per_client_cap(tcp), 50);
+    }
+
+    /// The channel cap counts every session the SMTP side may run at
+    /// once: the TCP ones, the local ones, and root's local ones beyond
+    /// `--max-local-connections` (at most `--max-per-client`), then 16.
+    #[test]
+    fn channels_cover_every_session_of_the_smtp_side() {
+        let spool = tempfile::tempdir().unwrap();
+        let argv = [
+            "postie",
+            "inetd",
+            "--spool",
+            spool.path().to_str().unwrap(),
+            "--passwd",
+            "/dev/null",
+            "--max-connections",
+            "100",
+            "--max-local-connections",
+            "20",
+            "--max-per-client",
+            "7",
+        ];
+        let cl = crate::cli::command_line(argv.iter().map(std::ffi::OsString::from)).unwrap();
+        let service = crate::config::Loaded::without_file(cl.cli)
+            .service()
+            .unwrap();
+        assert_eq!(service.delivery_limits().max_channels, 100 + 20 + 7 + 16);
     }
 
     #[test]

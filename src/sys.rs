@@ -348,6 +348,21 @@ pub fn drop_supplementary_groups() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Raises the soft limit on open files to the hard limit: every client
+/// holds a descriptor, and the default soft limit (1024) is below what a
+/// busy host may need. Returns the limit in force.
+pub fn raise_fd_limit() -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(_) => soft,
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => 0,
+    }
+}
+
 /// Takes ownership of a descriptor received over a Unix socket
 /// (SCM_RIGHTS): the kernel installed it in our table for us alone.
 pub fn received_fd(fd: std::os::fd::RawFd) -> std::os::fd::OwnedFd {

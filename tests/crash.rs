@@ -528,7 +528,8 @@ fn unreadable_aliases_file_is_451() {
 /// final dot and no mailbox changed.
 #[test]
 fn failing_user_lookup_is_451() {
-    use postie::users::{LookupError, Recipients, User, UserDb};
+    use postie::recipients::Recipients;
+    use postie::users::{LookupError, User, UserDb};
 
     /// Answers the first `good` lookups, then fails.
     struct Flaky {
@@ -559,7 +560,7 @@ fn failing_user_lookup_is_451() {
         let cli = postie::cli::parse(argv.iter().map(std::ffi::OsString::from)).unwrap();
         let base = postie::config::service(&cli.opts).unwrap();
         let recipients = Arc::new(Recipients::new(
-            postie::users::LocalDomains::new([HOST.to_string()], vec![]),
+            postie::domains::LocalDomains::new([HOST.to_string()], vec![]),
             Box::new(Flaky {
                 good,
                 calls: AtomicUsize::new(0),

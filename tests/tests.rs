@@ -7,6 +7,7 @@ mod delivery;
 mod golden;
 mod load;
 mod sendmail;
+mod structure;
 mod util;
 
 use std::io::{Read, Write};
