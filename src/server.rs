@@ -33,6 +33,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::conn::{self, Context, End, TimedRead};
 use crate::deliver::Delivery;
 use crate::listen::{self, TcpReader, TcpWriter, UnixReader, UnixWriter};
+use crate::maillog::{Ending, Event, Peer};
 use crate::smtp::session::{self, Policy, RcptVerdict, Submitter};
 use crate::smtp::{Mailbox, Session, reply};
 use crate::users::{Recipients, Resolution};
@@ -251,10 +252,17 @@ impl Service {
     ) {
         let id = self.new_id();
         let who = match &submitter {
-            Some(s) => format!("local user {} (uid {})", s.user, s.uid),
-            None => conn::peer_name(peer),
+            Some(s) => Peer::Local {
+                user: s.user.clone(),
+                uid: s.uid,
+            },
+            None => Peer::Ip(peer),
         };
-        log::info!("{id}: connect from {who}");
+        Event::Connect {
+            id: &id,
+            peer: &who,
+        }
+        .log();
         let mut session = Session::new(self.session.clone(), id.clone(), peer);
         if let Some(s) = submitter {
             session = session.with_submitter(s);
@@ -266,10 +274,16 @@ impl Service {
             stopping: &self.stopping,
         };
         let end = conn::run(reader, writer, session, &cx);
-        match end {
-            End::Error(e) => log::info!("{id}: disconnect from {who}: {e}"),
-            other => log::info!("{id}: disconnect from {who} ({other:?})"),
+        let end = match &end {
+            End::Error(e) => Ending::Error(e),
+            other => Ending::Other(other),
+        };
+        Event::Disconnect {
+            id: &id,
+            peer: &who,
+            end,
         }
+        .log();
     }
 }
 
@@ -281,7 +295,7 @@ impl Policy for Service {
                 // after the message has been sent.
                 for u in &users {
                     if let Err(why) = self.delivery.check_mailbox(u) {
-                        log::warn!("<{to}>: mailbox unavailable: {why}");
+                        Event::MailboxUnavailable { to, why: &why }.log();
                         return RcptVerdict::MailboxUnavailable;
                     }
                 }
@@ -292,7 +306,7 @@ impl Policy for Service {
             Resolution::Unknown => RcptVerdict::Unknown,
             Resolution::NotLocal => RcptVerdict::NotLocal,
             Resolution::TempFail(why) => {
-                log::warn!("lookup for <{to}> failed: {why}");
+                Event::LookupFailed { to, why: &why }.log();
                 RcptVerdict::TempFail
             }
         }
@@ -598,7 +612,7 @@ fn admit(
     let stream = Arc::new(stream);
     let counted = Stream::Tcp(stream.clone());
     let Some(slot) = Slot::take(conns, client_of(ip), counted, &service.server) else {
-        log::warn!("refusing connection from [{ip}]: too many connections");
+        Event::TooManyConnections { ip }.log();
         refuse(&*stream, &reply::too_many_connections(host));
         let _ = stream.shutdown(Shutdown::Both);
         return;
@@ -612,7 +626,7 @@ fn admit(
     }));
     if let Err(e) = spawned {
         // The closure (and its slot) was dropped: the counts are right.
-        log::error!("cannot start a thread for [{ip}]: {e}");
+        Event::NoThread { ip, err: &e }.log();
         refuse(&*stream, &reply::too_many_connections(host));
         let _ = stream.shutdown(Shutdown::Both);
     }
@@ -627,14 +641,14 @@ fn admit_local(stream: UnixStream, service: &Arc<Service>, conns: &Arc<Mutex<Con
     let uid = match listen::peer_uid(&stream) {
         Ok(uid) => uid,
         Err(e) => {
-            log::warn!("local submission without peer credentials: {e}");
+            Event::NoPeerCredentials { err: &e }.log();
             return;
         }
     };
     let stream = Arc::new(stream);
     let counted = Stream::Unix(stream.clone());
     let Some(slot) = Slot::take(conns, Client::Uid(uid), counted, &service.server) else {
-        log::warn!("refusing local submission by uid {uid}: too many connections");
+        Event::TooManyLocal { uid }.log();
         refuse(&*stream, &reply::too_many_connections(host));
         return;
     };
@@ -651,7 +665,7 @@ fn admit_local(stream: UnixStream, service: &Arc<Service>, conns: &Arc<Mutex<Con
             // submits, under its number.
             Ok(None) => format!("uid{uid}"),
             Err(e) => {
-                log::warn!("local submission by uid {uid}: user lookup failed: {e}");
+                Event::SubmitterUnknown { uid, err: e }.log();
                 conn::refuse(&*s2, &reply::submitter_unknown());
                 return;
             }
@@ -660,7 +674,7 @@ fn admit_local(stream: UnixStream, service: &Arc<Service>, conns: &Arc<Mutex<Con
         svc.run_local_session(UnixReader(s2.clone()), UnixWriter(s2), who);
     }));
     if let Err(e) = spawned {
-        log::error!("cannot start a thread for a local submission: {e}");
+        Event::NoThreadLocal { err: &e }.log();
         refuse(&*stream, &reply::too_many_connections(host));
     }
 }
