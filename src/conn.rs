@@ -11,15 +11,15 @@
 //! ([`Limits::session_timeout`]): every read waits at most until then.
 
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::deliver::Delivery;
+use crate::maillog::{CommandLine, Event};
 use crate::message::MessageBuf;
 use crate::smtp::data::{self, DataLimits};
-use crate::smtp::session::{Policy, Session, printable};
+use crate::smtp::session::{Policy, Session};
 use crate::smtp::{Action, Outcome, Reply, TempReason};
 
 /// A readable client stream whose read timeout can be changed between
@@ -102,12 +102,12 @@ pub fn run<R: TimedRead, W: Write>(
     match serve(&mut r, &mut w, &mut session, cx) {
         Ok(end) => end,
         Err(e) if is_timeout(&e) && r.get_ref().expired() => {
-            log::info!("{}: session time limit reached", session.id());
+            Event::SessionTime { id: session.id() }.log();
             let _ = send(&mut w, &session.session_too_long()).and_then(|_| w.flush());
             End::SessionTime
         }
         Err(e) if is_timeout(&e) => {
-            log::info!("{}: timeout", session.id());
+            Event::Timeout { id: session.id() }.log();
             let _ = send(&mut w, &session.timeout()).and_then(|_| w.flush());
             End::Timeout
         }
@@ -151,19 +151,27 @@ fn serve<R: TimedRead, W: Write>(
         };
         // Every refusal gets a log line an admin can grep: the command (cut
         // short, control characters masked) and the reply.
-        let shown = || match got {
-            Line::TooLong => format!("line over {} octets", cx.limits.max_line),
-            _ => printable(&String::from_utf8_lossy(&line), 100),
+        let command = match got {
+            Line::TooLong => CommandLine::TooLong {
+                max: cx.limits.max_line,
+            },
+            _ => CommandLine::Line(&line),
         };
+        let id = session.id();
         if reply.code >= 400 {
-            log::info!(
-                "{}: reject: {:?}: {}",
-                session.id(),
-                shown(),
-                reply.to_wire().trim_end()
-            );
+            Event::Reject {
+                id,
+                command,
+                reply: &reply,
+            }
+            .log();
         } else {
-            log::debug!("{}: {:?}: {}", session.id(), shown(), reply.code);
+            Event::Replied {
+                id,
+                command,
+                code: reply.code,
+            }
+            .log();
         }
         send(w, &reply)?;
         match reply.action {
@@ -210,30 +218,25 @@ fn receive_message<R: TimedRead>(
     let env = match session.data_done(outcome) {
         Ok(env) => env,
         Err(reply) => {
-            let why = match outcome {
-                data::DataOutcome::TooBig { size } => format!(
-                    "{size} octets, over the limit of {}",
-                    cx.limits.data.max_size
-                ),
-                data::DataOutcome::BareLf { size } => format!("a bare LF in {size} octets"),
-                data::DataOutcome::Complete { size } => format!("{size} octets"),
-            };
-            log::info!(
-                "{}: message refused: {why}: {}",
-                session.id(),
-                reply.to_wire().trim_end()
-            );
+            Event::MessageRefused {
+                id: session.id(),
+                data: outcome,
+                max_size: cx.limits.data.max_size,
+                reply: &reply,
+            }
+            .log();
             return Ok(reply);
         }
     };
     if let Some(e) = spill_error {
         // The message was read to its end, so the session is in step; it
         // just could not be kept.
-        log::warn!(
-            "{}: cannot hold the message in {}: {e}",
-            env.id,
-            cx.limits.temp_dir.display()
-        );
+        Event::NotHeld {
+            id: &env.id,
+            dir: &cx.limits.temp_dir,
+            err: &e,
+        }
+        .log();
         let reason = if e.raw_os_error() == Some(libc::EDQUOT) {
             TempReason::Quota
         } else {
@@ -396,13 +399,6 @@ pub fn refuse<W: Write>(mut w: W, reply: &Reply) {
 }
 
 /// The address to show for a client in logs.
-pub fn peer_name(peer: Option<IpAddr>) -> String {
-    match peer {
-        Some(ip) => format!("[{ip}]"),
-        None => "local".to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

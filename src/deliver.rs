@@ -60,6 +60,7 @@ use std::time::{Duration, Instant, SystemTime};
 use nix::sys::signal::{SigSet, SigmaskHow};
 
 use crate::journal::{self, AppendStart, Journal, Journals, Want};
+use crate::maillog::Event;
 use crate::mbox::{self, LockHooks, LockId, LockedMailbox, MboxError, MboxOptions};
 use crate::message::MessageBuf;
 use crate::recipients::Recipients;
@@ -361,20 +362,19 @@ impl Deliverer {
         names.sort_unstable();
         names.dedup();
         let result = self.transaction(&names, deadline, &from_line, headers.as_bytes(), message);
-        let status = match &result {
-            Ok(()) => "delivered".to_string(),
-            Err(f) => format!("deferred ({})", f.why),
-        };
-        for name in &names {
-            log::info!(
-                target: "postie::maillog",
-                "{}: from=<{}> to=<{}> size={} status={}",
-                env.id,
-                sender_for_log(&env.sender),
-                name,
-                env.size,
-                status
-            );
+        for to in names {
+            let (id, from, size) = (env.id.as_str(), &env.sender, env.size);
+            match &result {
+                Ok(()) => Event::Delivered { id, from, to, size },
+                Err(f) => Event::Deferred {
+                    id,
+                    from,
+                    to,
+                    size,
+                    why: &f.why,
+                },
+            }
+            .log();
         }
         match result {
             Ok(()) => Outcome::Delivered,
@@ -863,13 +863,6 @@ fn mbox_error_text(e: &MboxError) -> String {
         MboxError::Quota => "quota exceeded".into(),
         MboxError::Unsafe(why) => format!("refusing to write: {why}"),
         MboxError::Io(e) => e.to_string(),
-    }
-}
-
-fn sender_for_log(s: &ReversePath) -> String {
-    match s {
-        ReversePath::Null => String::new(),
-        ReversePath::Mailbox(m) => m.to_string(),
     }
 }
 

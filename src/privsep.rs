@@ -63,6 +63,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
 use crate::deliver::{Delivery, MessageSource};
+use crate::maillog::Event;
 use crate::smtp::address::parse_path;
 use crate::smtp::command::Body;
 use crate::smtp::{Envelope, Mailbox, Outcome, Recipient, ReversePath, Submitter, TempReason};
@@ -216,10 +217,11 @@ impl Delivery for DeliveryProcess {
         let fd = match message.transfer_fd() {
             Ok(fd) => fd,
             Err(e) => {
-                log::error!(
-                    "{}: cannot pass the message to the delivery process: {e}",
-                    env.id
-                );
+                Event::NotPassed {
+                    id: &env.id,
+                    err: &e,
+                }
+                .log();
                 return Outcome::Temporary(TempReason::Local);
             }
         };
@@ -231,11 +233,19 @@ impl Delivery for DeliveryProcess {
             Ok(Response::Ok) => Outcome::Delivered,
             Ok(Response::Temp(r)) => Outcome::Temporary(r),
             Ok(other) => {
-                log::error!("{}: delivery process answered {other:?}", env.id);
+                Event::BadAnswer {
+                    id: &env.id,
+                    answer: &other,
+                }
+                .log();
                 Outcome::Temporary(TempReason::Local)
             }
             Err(e) => {
-                log::error!("{}: delivery process: {e}", env.id);
+                Event::DeliveryProcessFailed {
+                    id: &env.id,
+                    err: &e,
+                }
+                .log();
                 Outcome::Temporary(TempReason::Local)
             }
         }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::aliases::AliasFile;
 use crate::deliver::Delivery;
 use crate::domains::LocalDomains;
+use crate::maillog::Event;
 use crate::smtp::Mailbox;
 use crate::smtp::session::{Policy, RcptVerdict};
 use crate::users::{LookupError, User, UserDb};
@@ -201,7 +202,7 @@ impl Policy for RcptPolicy {
                 // after the message has been sent.
                 for u in &users {
                     if let Err(why) = self.delivery.check_mailbox(u) {
-                        log::warn!("<{to}>: mailbox unavailable: {why}");
+                        Event::MailboxUnavailable { to, why: &why }.log();
                         return RcptVerdict::MailboxUnavailable;
                     }
                 }
@@ -212,7 +213,7 @@ impl Policy for RcptPolicy {
             Resolution::Unknown => RcptVerdict::Unknown,
             Resolution::NotLocal => RcptVerdict::NotLocal,
             Resolution::TempFail(why) => {
-                log::warn!("lookup for <{to}> failed: {why}");
+                Event::LookupFailed { to, why: &why }.log();
                 RcptVerdict::TempFail
             }
         }

@@ -33,6 +33,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use crate::conn::{self, Context, End, TimedRead};
 use crate::deliver::Delivery;
 use crate::listen::{self, Socket, WriteHalf};
+use crate::maillog::{self, Ending, Event};
 use crate::privsep;
 use crate::recipients::{RcptPolicy, Recipients};
 use crate::smtp::session;
@@ -311,10 +312,17 @@ impl Service {
     ) {
         let id = self.new_id();
         let who = match &submitter {
-            Some(s) => format!("local user {} (uid {})", s.user, s.uid),
-            None => conn::peer_name(peer),
+            Some(s) => maillog::Peer::Local {
+                user: s.user.clone(),
+                uid: s.uid,
+            },
+            None => maillog::Peer::Ip(peer),
         };
-        log::info!("{id}: connect from {who}");
+        Event::Connect {
+            id: &id,
+            peer: &who,
+        }
+        .log();
         let mut session = Session::new(self.session.clone(), id.clone(), peer);
         if let Some(s) = submitter {
             session = session.with_submitter(s);
@@ -326,10 +334,16 @@ impl Service {
             stopping: &self.stopping,
         };
         let end = conn::run(reader, writer, session, &cx);
-        match end {
-            End::Error(e) => log::info!("{id}: disconnect from {who}: {e}"),
-            other => log::info!("{id}: disconnect from {who} ({other:?})"),
+        let end = match &end {
+            End::Error(e) => Ending::Error(e),
+            other => Ending::Other(other),
+        };
+        Event::Disconnect {
+            id: &id,
+            peer: &who,
+            end,
         }
+        .log();
     }
 }
 
@@ -618,7 +632,7 @@ fn local_peer(stream: &UnixStream) -> Option<u32> {
     match listen::peer_uid(stream) {
         Ok(uid) => Some(uid),
         Err(e) => {
-            log::warn!("local submission without peer credentials: {e}");
+            Event::NoPeerCredentials { err: &e }.log();
             None
         }
     }
@@ -642,10 +656,8 @@ fn admit<S: Socket>(
     let stream = Arc::new(stream);
     let Some(slot) = Slot::take(conns, peer.client(), stream.clone(), &service.server) else {
         match peer {
-            Peer::Tcp(ip) => log::warn!("refusing connection from [{ip}]: too many connections"),
-            Peer::Local(uid) => {
-                log::warn!("refusing local submission by uid {uid}: too many connections")
-            }
+            Peer::Tcp(ip) => Event::TooManyConnections { ip }.log(),
+            Peer::Local(uid) => Event::TooManyLocal { uid }.log(),
         }
         refuse(&stream, &reply::too_many_connections(host));
         return;
@@ -660,8 +672,8 @@ fn admit<S: Socket>(
     if let Err(e) = spawned {
         // The closure (and its slot) was dropped: the counts are right.
         match peer {
-            Peer::Tcp(ip) => log::error!("cannot start a thread for [{ip}]: {e}"),
-            Peer::Local(_) => log::error!("cannot start a thread for a local submission: {e}"),
+            Peer::Tcp(ip) => Event::NoThread { ip, err: &e }.log(),
+            Peer::Local(_) => Event::NoThreadLocal { err: &e }.log(),
         }
         refuse(&stream, &reply::too_many_connections(host));
     }
@@ -682,7 +694,7 @@ fn run_admitted<S: Socket>(stream: Arc<S>, peer: Peer, svc: &Service) {
         // submits, under its number.
         Ok(None) => format!("uid{uid}"),
         Err(e) => {
-            log::warn!("local submission by uid {uid}: user lookup failed: {e}");
+            Event::SubmitterUnknown { uid, err: e }.log();
             conn::refuse(writer, &reply::submitter_unknown());
             return;
         }

@@ -6,8 +6,9 @@
 //! Under inetd and systemd Accept=yes, stdout and stderr are the client's
 //! socket, so nothing may be printed there: the syslog sink writes to a
 //! standard stream only where `main` allows it, to say once that no syslog
-//! socket takes its lines (which would otherwise vanish). Delivery lines (`ID: from=<..> to=<..> size=N
-//! status=..`) are written by [`crate::deliver`] through the same facade.
+//! socket takes its lines (which would otherwise vanish). The lines about
+//! sessions and messages reach these sinks through the `log` facade like
+//! every other line; they are made in [`super::event`].
 
 use std::io::{IsTerminal, Write};
 use std::os::unix::net::UnixDatagram;
