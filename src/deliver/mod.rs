@@ -61,87 +61,12 @@ use nix::sys::signal::{SigSet, SigmaskHow};
 
 use crate::journal::{self, Journal, Journals, Size, Want};
 use crate::mbox::{self, LockHooks, LockId, LockedMailbox, MboxError, MboxOptions};
-use crate::message::MessageBuf;
+pub use crate::message::{Delivery, MessageSource};
 use crate::smtp::address::{comment_text, is_domain_or_literal};
 use crate::smtp::session::{Outcome, TempReason, printable};
 use crate::smtp::{Envelope, ReversePath};
 use crate::sys;
 use crate::users::{Recipients, User};
-
-/// What the SMTP side asks of delivery: the narrow, typed boundary that
-/// privilege separation puts a process boundary across
-/// ([`crate::privsep::Remote`] implements it by asking the delivery
-/// process; [`Deliverer`] does the work).
-pub trait Delivery: Send + Sync {
-    /// Delivers one message to every recipient of `env`, all or nothing.
-    fn deliver(&self, env: &Envelope, message: &dyn MessageSource) -> Outcome;
-    /// The RCPT-time check of `user`'s mailbox; `Err` says why not.
-    fn check_mailbox(&self, user: &User) -> Result<(), String>;
-    /// Undoes the deliveries a crash interrupted ([`crate::journal`]):
-    /// called at start, before the first session, by the process that
-    /// delivers. Nothing to do for the SMTP side of a privilege-separated
-    /// postie.
-    fn recover(&self) {}
-    /// Removes what delivery keeps between messages (idle journals), at
-    /// exit.
-    fn close(&self) {}
-}
-
-/// A received message, readable from the start as many times as needed
-/// (once per mailbox).
-pub trait MessageSource: Sync {
-    fn len(&self) -> u64;
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn reader(&self) -> std::io::Result<Box<dyn std::io::Read + '_>>;
-
-    /// The message as a descriptor another process can read: an anonymous
-    /// memory file (memfd) holding a copy.
-    fn transfer_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
-        memfd_copy(self)
-    }
-}
-
-/// A copy of `message` in an anonymous memory file (memfd), sealed so
-/// that neither its size nor its content can change any more: the
-/// delivery process refuses an unsealed one.
-fn memfd_copy<M: MessageSource + ?Sized>(message: &M) -> std::io::Result<std::os::fd::OwnedFd> {
-    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
-    use nix::sys::memfd::{MFdFlags, memfd_create};
-    let fd = memfd_create(
-        c"postie-message",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )?;
-    let mut f = std::fs::File::from(fd);
-    std::io::copy(&mut message.reader()?, &mut f)?;
-    let seals = SealFlag::F_SEAL_SHRINK
-        | SealFlag::F_SEAL_GROW
-        | SealFlag::F_SEAL_WRITE
-        | SealFlag::F_SEAL_SEAL;
-    fcntl(&f, FcntlArg::F_ADD_SEALS(seals))?;
-    Ok(f.into())
-}
-
-impl MessageSource for MessageBuf {
-    fn len(&self) -> u64 {
-        MessageBuf::len(self)
-    }
-
-    fn reader(&self) -> std::io::Result<Box<dyn std::io::Read + '_>> {
-        MessageBuf::reader(self)
-    }
-
-    /// A spilled message goes as its temporary file, not as a copy.
-    fn transfer_fd(&self) -> std::io::Result<std::os::fd::OwnedFd> {
-        match self.spilled_fd()? {
-            Some(fd) => Ok(fd),
-            None => memfd_copy(self),
-        }
-    }
-}
 
 impl Delivery for Deliverer {
     fn deliver(&self, env: &Envelope, message: &dyn MessageSource) -> Outcome {
@@ -953,6 +878,7 @@ fn clean(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::message::MessageBuf;
     use crate::smtp::Mailbox;
 
     use std::io::Write;
