@@ -723,7 +723,7 @@ impl Deliverer {
                 ));
             }
         }
-        mbox::check(&path, user).map_err(|e| format!("{}: {}", path.display(), mbox_error_text(&e)))
+        mbox::check(&path, user).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 
@@ -768,7 +768,7 @@ impl Failure {
     }
 
     fn mbox(path: &std::path::Path, e: MboxError) -> Self {
-        let why = format!("{}: {}", path.display(), mbox_error_text(&e));
+        let why = format!("{}: {e}", path.display());
         log::warn!("{why}");
         let reason = match e {
             MboxError::LockTimeout => TempReason::LockTimeout,
@@ -777,16 +777,6 @@ impl Failure {
             MboxError::Unsafe(_) | MboxError::Io(_) => TempReason::Local,
         };
         Failure::temp(reason, why)
-    }
-}
-
-fn mbox_error_text(e: &MboxError) -> String {
-    match e {
-        MboxError::LockTimeout => "lock not obtained in time".into(),
-        MboxError::NoSpace => "no space left on device".into(),
-        MboxError::Quota => "quota exceeded".into(),
-        MboxError::Unsafe(why) => format!("refusing to write: {why}"),
-        MboxError::Io(e) => e.to_string(),
     }
 }
 
