@@ -26,7 +26,7 @@
 //! [`MessageBuf`] here, the delivery process's
 //! [`crate::privsep::FdMessage`] there), with the sealed memory copy that
 //! carries a message across the privilege-separation boundary
-//! ([`memfd_copy`]).
+//! (`memfd_copy`).
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
