@@ -439,7 +439,7 @@ mod tests {
         }
     }
 
-    fn deliverer(spool: &std::path::Path) -> Deliverer {
+    pub(super) fn deliverer(spool: &std::path::Path) -> Deliverer {
         use crate::users::{LocalDomains, PasswdFile};
         let uid = nix::unistd::geteuid().as_raw();
         let gid = nix::unistd::getegid().as_raw();

@@ -366,3 +366,82 @@ fn each_in_parallel<T: Send>(
         result
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::tests::deliverer;
+    use crate::message::MessageBuf;
+    use std::io::Write;
+
+    fn message(spool: &Path) -> MessageBuf {
+        let mut msg = MessageBuf::new(1024, spool.to_path_buf());
+        msg.write_all(b"Subject: x\n\nbody\n").unwrap();
+        msg
+    }
+
+    fn append(msg: &MessageBuf) -> Append<'_> {
+        Append {
+            from_line: "From x@y.example Thu Jan  1 00:00:00 1970\n".into(),
+            headers: "Return-Path: <x@y.example>\n".into(),
+            message: msg,
+            quoting: mbox::Quoting::Mboxrd,
+        }
+    }
+
+    /// The safety net: a transaction dropped after its appends, neither
+    /// committed nor rolled back, undoes them and lets every lock go.
+    #[test]
+    fn a_transaction_dropped_unended_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = deliverer(dir.path());
+        let (alice, jon) = (dir.path().join("alice"), dir.path().join("jon"));
+        std::fs::write(&alice, b"old alice\n").unwrap();
+        let msg = message(dir.path());
+        let what = append(&msg);
+        let targets = d.mailboxes(&["alice", "jon"]).unwrap();
+        let mut txn = Transaction::begin(&d.journals, &d.gates, &d.spool, targets).unwrap();
+        txn.intend(&what).unwrap();
+        let far = Instant::now() + Duration::from_secs(60);
+        txn.lock_all(far, Duration::from_secs(5), |_, _| None)
+            .unwrap();
+        txn.append_all(&what).unwrap();
+        assert!(std::fs::read(&jon).unwrap().ends_with(b"body\n\n"));
+        drop(txn);
+        assert_eq!(std::fs::read(&alice).unwrap(), b"old alice\n");
+        assert_eq!(std::fs::read(&jon).unwrap(), b"");
+        assert!(!dir.path().join("alice.lock").exists());
+        assert!(!dir.path().join("jon.lock").exists());
+    }
+
+    /// A transaction whose thread panics lets its mailboxes go with their
+    /// dotlocks in place: nothing is appended to them before recovery.
+    #[test]
+    fn a_transaction_dropped_in_a_panic_keeps_its_dotlocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = deliverer(dir.path());
+        let msg = message(dir.path());
+        let panicked = std::thread::scope(|s| {
+            s.spawn(|| {
+                let what = append(&msg);
+                let targets = d.mailboxes(&["alice"]).unwrap();
+                let mut txn = Transaction::begin(&d.journals, &d.gates, &d.spool, targets).unwrap();
+                txn.intend(&what).unwrap();
+                let far = Instant::now() + Duration::from_secs(60);
+                txn.lock_all(far, Duration::from_secs(5), |_, _| None)
+                    .unwrap();
+                txn.append_all(&what).unwrap();
+                panic!("the delivering thread dies with the transaction open");
+            })
+            .join()
+            .is_err()
+        });
+        assert!(panicked);
+        assert!(dir.path().join("alice.lock").exists());
+        assert!(
+            std::fs::read(dir.path().join("alice"))
+                .unwrap()
+                .ends_with(b"body\n\n")
+        );
+    }
+}
