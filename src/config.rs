@@ -573,6 +573,7 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
             .map(|g| g.gid.as_raw()),
         journals: Default::default(),
         gates: Default::default(),
+        append_writer: Default::default(),
     };
     let session = session::Config {
         hostname,

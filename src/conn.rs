@@ -15,8 +15,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::deliver::Delivery;
 use crate::maillog::{CommandLine, Event};
+use crate::message::Delivery;
 use crate::message::MessageBuf;
 use crate::smtp::data::{self, DataLimits};
 use crate::smtp::session::{Policy, Session};

@@ -140,11 +140,11 @@ impl MboxError {
 impl std::fmt::Display for MboxError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            MboxError::LockTimeout => f.write_str("timed out waiting for the mailbox lock"),
-            MboxError::NoSpace => f.write_str("no space left on the mail spool"),
-            MboxError::Quota => f.write_str("mailbox quota exceeded"),
-            MboxError::Unsafe(why) => write!(f, "unsafe mailbox: {why}"),
-            MboxError::Io(e) => write!(f, "mailbox I/O error: {e}"),
+            MboxError::LockTimeout => f.write_str("lock not obtained in time"),
+            MboxError::NoSpace => f.write_str("no space left on device"),
+            MboxError::Quota => f.write_str("quota exceeded"),
+            MboxError::Unsafe(why) => write!(f, "refusing to write: {why}"),
+            MboxError::Io(e) => write!(f, "{e}"),
         }
     }
 }

@@ -19,11 +19,22 @@
 //! incomplete: every later write and [`reader`](MessageBuf::reader) fails
 //! too, until [`clear`](MessageBuf::clear), so a truncated message cannot be
 //! delivered by mistake.
+//!
+//! Here too is what the SMTP side knows of delivery, so that it need not
+//! import [`crate::deliver`]: the [`Delivery`] boundary it calls, and
+//! [`MessageSource`], a message readable once per mailbox (a
+//! [`MessageBuf`] here, the delivery process's
+//! [`crate::privsep::FdMessage`] there), with the sealed memory copy that
+//! carries a message across the privilege-separation boundary
+//! (`memfd_copy`).
 
 use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+
+use crate::smtp::{Envelope, Outcome};
+use crate::users::User;
 
 /// The default threshold: bytes held in memory before spilling.
 pub const DEFAULT_THRESHOLD: usize = 1024 * 1024;
@@ -90,11 +101,9 @@ impl MessageBuf {
             None => Ok(Box::new(&self.mem[..])),
             Some(file) => {
                 let on_file = self.len - self.mem.len() as u64;
-                let file_part = FileReader {
-                    file,
-                    pos: 0,
-                    end: on_file,
-                };
+                let file_part = FileReader::new(file, on_file, |_, _| {
+                    "temporary message file shorter than what was written to it".into()
+                });
                 Ok(Box::new(
                     BufReader::with_capacity(FILE_BUF, file_part).chain(&self.mem[..]),
                 ))
@@ -234,11 +243,106 @@ impl Write for MessageBuf {
     }
 }
 
-/// Reads `file[pos..end]` with `pread`, at its own offset.
-struct FileReader<'a> {
+// What the SMTP side hands delivery.
+
+/// What the SMTP side asks of delivery: the narrow, typed boundary that
+/// privilege separation puts a process boundary across
+/// ([`crate::privsep::DeliveryProcess`] implements it by asking the delivery
+/// process; [`crate::deliver::Deliverer`] does the work).
+pub trait Delivery: Send + Sync {
+    /// Delivers one message to every recipient of `env`, all or nothing.
+    fn deliver(&self, env: &Envelope, message: &dyn MessageSource) -> Outcome;
+    /// The RCPT-time check of `user`'s mailbox; `Err` says why not.
+    fn check_mailbox(&self, user: &User) -> Result<(), String>;
+    /// Undoes the deliveries a crash interrupted ([`crate::journal`]):
+    /// called at start, before the first session, by the process that
+    /// delivers. Nothing to do for the SMTP side of a privilege-separated
+    /// postie.
+    fn recover(&self) {}
+    /// Removes what delivery keeps between messages (idle journals), at
+    /// exit.
+    fn close(&self) {}
+}
+
+/// A received message, readable from the start as many times as needed
+/// (once per mailbox).
+pub trait MessageSource: Sync {
+    fn len(&self) -> u64;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn reader(&self) -> io::Result<Box<dyn Read + '_>>;
+
+    /// The message as a descriptor another process can read: an anonymous
+    /// memory file (memfd) holding a copy.
+    fn transfer_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        memfd_copy(self)
+    }
+}
+
+/// A copy of `message` in an anonymous memory file (memfd), sealed so
+/// that neither its size nor its content can change any more: the
+/// delivery process refuses an unsealed one.
+fn memfd_copy<M: MessageSource + ?Sized>(message: &M) -> io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let fd = memfd_create(
+        c"postie-message",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
+    let mut f = std::fs::File::from(fd);
+    io::copy(&mut message.reader()?, &mut f)?;
+    let seals = SealFlag::F_SEAL_SHRINK
+        | SealFlag::F_SEAL_GROW
+        | SealFlag::F_SEAL_WRITE
+        | SealFlag::F_SEAL_SEAL;
+    fcntl(&f, FcntlArg::F_ADD_SEALS(seals))?;
+    Ok(f.into())
+}
+
+impl MessageSource for MessageBuf {
+    fn len(&self) -> u64 {
+        MessageBuf::len(self)
+    }
+
+    fn reader(&self) -> io::Result<Box<dyn Read + '_>> {
+        MessageBuf::reader(self)
+    }
+
+    /// A spilled message goes as its temporary file, not as a copy.
+    fn transfer_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        match self.spilled_fd()? {
+            Some(fd) => Ok(fd),
+            None => memfd_copy(self),
+        }
+    }
+}
+
+/// Reads `file[pos..end]` with `pread`, at its own offset, so that
+/// several readers of one file disturb neither each other nor a writer: a
+/// spilled [`MessageBuf`] and the delivery process's
+/// [`crate::privsep::FdMessage`] read their files with it. A file that ends
+/// before `end` is an error, never a short message: `short` says why, from
+/// where the read stopped and where it should have.
+pub struct FileReader<'a> {
     file: &'a File,
     pos: u64,
     end: u64,
+    short: fn(pos: u64, end: u64) -> String,
+}
+
+impl<'a> FileReader<'a> {
+    /// Reads `file` from its start up to `end`.
+    pub fn new(file: &'a File, end: u64, short: fn(u64, u64) -> String) -> Self {
+        FileReader {
+            file,
+            pos: 0,
+            end,
+            short,
+        }
+    }
 }
 
 impl Read for FileReader<'_> {
@@ -252,7 +356,7 @@ impl Read for FileReader<'_> {
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
-                "temporary message file shorter than what was written to it",
+                (self.short)(self.pos, self.end),
             ));
         }
         self.pos += n as u64;

@@ -54,7 +54,6 @@ use std::fs::File;
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -62,8 +61,9 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 
-use crate::deliver::{Delivery, MessageSource};
 use crate::maillog::Event;
+use crate::message::FileReader;
+use crate::message::{Delivery, MessageSource};
 use crate::smtp::address::parse_path;
 use crate::smtp::command::Body;
 use crate::smtp::{Envelope, Mailbox, Outcome, Recipient, ReversePath, Submitter, TempReason};
@@ -654,41 +654,15 @@ impl MessageSource for FdMessage {
     }
 
     fn reader(&self) -> io::Result<Box<dyn Read + '_>> {
-        Ok(Box::new(AtReader {
-            file: &self.file,
-            pos: 0,
-            len: self.len,
-        }))
-    }
-}
-
-struct AtReader<'a> {
-    file: &'a File,
-    pos: u64,
-    len: u64,
-}
-
-impl Read for AtReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.len - self.pos;
-        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        if want == 0 {
-            return Ok(0);
-        }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
-        if n == 0 {
-            // Shortened under us (an unsealed file): the delivery fails
-            // and is rolled back rather than append part of a message.
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "message file ends at {} of {} bytes: changed during delivery",
-                    self.pos, self.len
-                ),
-            ));
-        }
-        self.pos += n as u64;
-        Ok(n)
+        Ok(Box::new(FileReader::new(
+            &self.file,
+            self.len,
+            |pos, len| {
+                // Shortened under us (an unsealed file): the delivery fails
+                // and is rolled back rather than append part of a message.
+                format!("message file ends at {pos} of {len} bytes: changed during delivery")
+            },
+        )))
     }
 }
 
@@ -1009,7 +983,7 @@ pub fn send_raw(s: &UnixStream, bytes: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::deliver::MessageSource;
+    use crate::message::MessageSource;
     use std::sync::atomic::AtomicUsize;
 
     /// A delivery agent that records what it is asked.

@@ -11,9 +11,9 @@
 use std::sync::Arc;
 
 use crate::aliases::AliasFile;
-use crate::deliver::Delivery;
 use crate::domains::LocalDomains;
 use crate::maillog::Event;
+use crate::message::Delivery;
 use crate::smtp::Mailbox;
 use crate::smtp::session::{Policy, RcptVerdict};
 use crate::users::{LookupError, User, UserDb};

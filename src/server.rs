@@ -31,9 +31,9 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::conn::{self, Context, End, TimedRead};
-use crate::deliver::Delivery;
 use crate::listen::{self, Socket, WriteHalf};
 use crate::maillog::{self, Ending, Event};
+use crate::message::Delivery;
 use crate::privsep;
 use crate::recipients::{RcptPolicy, Recipients};
 use crate::smtp::session;

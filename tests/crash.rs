@@ -582,6 +582,7 @@ fn failing_user_lookup_is_451() {
             mail_gid: None,
             journals: Default::default(),
             gates: Default::default(),
+            append_writer: Default::default(),
         };
         let service = postie::server::Service::new(
             base.session.clone(),

@@ -1,0 +1,219 @@
+//! The trace header lines each delivered copy starts with: `Return-Path:`
+//! and `Received:` (RFC 5321 4.4), and for a local submitter who set
+//! another sender, sendmail's `X-Authentication-Warning:`.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use crate::smtp::address::{comment_text, is_domain_or_literal};
+use crate::smtp::session::printable;
+use crate::smtp::{Envelope, ReversePath};
+
+/// The `Return-Path:` and `Received:` header lines (RFC 5321 4.4), LF
+/// ended, and for a local submitter who set another sender, sendmail's
+/// `X-Authentication-Warning:`. Everything that came from the client is
+/// reduced to printable ASCII first, so no CR, LF or control character can
+/// reach a header; a HELO that is not a domain or an address literal is
+/// written only inside the comment, escaped, so that it can neither
+/// unbalance the comment nor add a `;` and a date of its own.
+pub fn trace_headers(
+    env: &Envelope,
+    hostname: &str,
+    for_rcpt: Option<&str>,
+    date: &str,
+    forged: bool,
+) -> String {
+    let mut h = String::with_capacity(256);
+    let rp = match &env.sender {
+        ReversePath::Null => String::new(),
+        ReversePath::Mailbox(m) => clean(&m.to_string()),
+    };
+    let _ = writeln!(h, "Return-Path: <{rp}>");
+    let tcp_info = match (&env.submitter, env.peer) {
+        (Some(s), _) => format!("user {}, uid {}", comment_text(&s.user, 200), s.uid),
+        (None, Some(IpAddr::V6(ip))) => format!("[IPv6:{ip}]"),
+        (None, Some(ip)) => format!("[{ip}]"),
+        (None, None) => "local".into(),
+    };
+    // RFC 5321 4.4: the From-domain is a Domain or an address literal.
+    // Any other HELO (clients send junk, and some send a fake date) goes
+    // into the comment, escaped; the client's address, or localhost,
+    // stands in for it.
+    let from = if is_domain_or_literal(&env.helo) {
+        format!("{} ({tcp_info})", env.helo)
+    } else {
+        let said = comment_text(&env.helo, 200);
+        match (&env.submitter, env.peer) {
+            (None, Some(_)) => format!("{tcp_info} (helo={said})"),
+            _ => format!("localhost (helo={said}, {tcp_info})"),
+        }
+    };
+    let with = if env.esmtp { "ESMTP" } else { "SMTP" };
+    let _ = write!(
+        h,
+        "Received: from {from}\n\tby {} (postie) with {with} id {}",
+        clean(hostname),
+        env.id
+    );
+    // The `for` clause is optional (RFC 5321 4.4): a recipient whose quoted
+    // local part holds a `;`, a parenthesis or a backslash is left out, so
+    // that the only `;` is the one before the date.
+    match for_rcpt.filter(|r| !r.contains([';', '(', ')', '\\'])) {
+        Some(r) => {
+            let _ = write!(h, "\n\tfor <{}>; {date}\n", clean(r));
+        }
+        None => {
+            let _ = writeln!(h, ";\n\t{date}");
+        }
+    }
+    if let (true, Some(s)) = (forged, &env.submitter) {
+        let _ = writeln!(
+            h,
+            "X-Authentication-Warning: {}: {} set sender to {} using -f",
+            clean(hostname),
+            clean(&s.user),
+            if rp.is_empty() {
+                "<>".to_string()
+            } else {
+                rp.clone()
+            }
+        );
+    }
+    h
+}
+
+/// Printable ASCII only (space allowed), at most 200 characters.
+fn clean(s: &str) -> String {
+    printable(s, 200)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::deliver::tests::envelope;
+    use crate::smtp::Mailbox;
+
+    #[test]
+    fn trace_headers_shape() {
+        let mut env = envelope(&["jon"]);
+        env.id = "A1.1".into();
+        env.helo = "frogbog.localdomain".into();
+        env.esmtp = false;
+        env.peer = Some("127.0.0.1".parse().unwrap());
+        env.sender = ReversePath::Mailbox(Mailbox {
+            local: "jon".into(),
+            domain: Some("frogbog".into()),
+        });
+        let h = trace_headers(
+            &env,
+            "razorback",
+            Some("jon@razorback"),
+            "Sat, 28 Nov 2026 16:59:45 +0000",
+            false,
+        );
+        assert_eq!(
+            h,
+            "Return-Path: <jon@frogbog>\n\
+             Received: from frogbog.localdomain ([127.0.0.1])\n\
+             \tby razorback (postie) with SMTP id A1.1\n\
+             \tfor <jon@razorback>; Sat, 28 Nov 2026 16:59:45 +0000\n"
+        );
+    }
+
+    /// Issue "postie 5" item 9: a HELO that is not a domain or an address
+    /// literal goes into the comment, escaped, and the From-domain is the
+    /// client's address (RFC 5321 4.4); one `;`, the one before the date.
+    #[test]
+    fn bogus_helo_stays_in_a_comment() {
+        let mut env = envelope(&["jon"]);
+        env.id = "A1.1".into();
+        env.helo = "evil(x);y=z)".into();
+        env.esmtp = false;
+        env.peer = Some("127.0.0.1".parse().unwrap());
+        let date = "Sat, 28 Nov 2026 16:59:45 +0000";
+        let h = trace_headers(&env, "razorback", Some("jon@razorback"), date, false);
+        assert_eq!(
+            h,
+            "Return-Path: <>\n\
+             Received: from [127.0.0.1] (helo=evil\\(x\\)?y=z\\))\n\
+             \tby razorback (postie) with SMTP id A1.1\n\
+             \tfor <jon@razorback>; Sat, 28 Nov 2026 16:59:45 +0000\n"
+        );
+        env.peer = Some("::1".parse().unwrap());
+        let h = trace_headers(&env, "h", None, date, false);
+        assert!(
+            h.contains("Received: from [IPv6:::1] (helo=evil\\(x\\)?y=z\\))\n"),
+            "{h}"
+        );
+        env.peer = None;
+        let h = trace_headers(&env, "h", None, date, false);
+        assert!(
+            h.contains("Received: from localhost (helo=evil\\(x\\)?y=z\\), local)\n"),
+            "{h}"
+        );
+        env.submitter = Some(crate::smtp::Submitter {
+            uid: 1000,
+            user: "jon".into(),
+        });
+        let h = trace_headers(&env, "h", None, date, false);
+        assert!(
+            h.contains("Received: from localhost (helo=evil\\(x\\)?y=z\\), user jon, uid 1000)\n"),
+            "{h}"
+        );
+        // A domain or an address literal is written as it is.
+        for helo in ["frogbog.localdomain", "[192.0.2.1]", "[IPv6:2001:db8::1]"] {
+            env.helo = helo.into();
+            env.submitter = None;
+            env.peer = Some("127.0.0.1".parse().unwrap());
+            let h = trace_headers(&env, "h", None, date, false);
+            assert!(
+                h.contains(&format!("Received: from {helo} ([127.0.0.1])\n")),
+                "{h}"
+            );
+        }
+        assert_eq!(h.matches(';').count(), 1, "{h}");
+    }
+
+    /// A quoted local part may hold `;` and parentheses (`RCPT
+    /// TO:<"jon+x; Thu, 1 Jan 2015 00:00:00 +0000"@razorback>` reaches jon
+    /// through his extension): the optional `for` clause is left out then,
+    /// so that the header's one `;` is the one before our date.
+    #[test]
+    fn recipient_with_specials_is_not_named_in_received() {
+        let mut env = envelope(&["jon"]);
+        env.helo = "client.example".into();
+        env.peer = Some("127.0.0.1".parse().unwrap());
+        let date = "Sat, 28 Nov 2026 16:59:45 +0000";
+        for rcpt in [
+            "\"jon+x; Thu, 1 Jan 2015 00:00:00 +0000\"@razorback",
+            "\"jon+(\"@razorback",
+            "\"jon+\\\\\"@razorback",
+        ] {
+            let h = trace_headers(&env, "razorback", Some(rcpt), date, false);
+            assert!(!h.contains("for <"), "{h}");
+            assert_eq!(h.matches(';').count(), 1, "{h}");
+            assert!(h.ends_with(&format!(";\n\t{date}\n")), "{h}");
+        }
+        let h = trace_headers(&env, "razorback", Some("\"j d\"@razorback"), date, false);
+        assert!(h.contains("\tfor <\"j d\"@razorback>; Sat"), "{h}");
+    }
+
+    #[test]
+    fn nothing_from_the_client_breaks_a_header() {
+        let mut env = envelope(&["jon", "alice"]);
+        env.helo = "evil\r\nX-Injected: yes".into();
+        env.peer = Some("::1".parse().unwrap());
+        let h = trace_headers(&env, "h", None, "date", false);
+        assert!(h.starts_with("Return-Path: <>\n"));
+        assert!(h.contains("[IPv6:::1]"));
+        assert!(!h.contains("\nX-Injected"));
+        // Every line but the first of a header is a continuation.
+        for line in h.lines() {
+            assert!(
+                line.starts_with("Return-Path:")
+                    || line.starts_with("Received:")
+                    || line.starts_with('\t')
+            );
+        }
+    }
+}
