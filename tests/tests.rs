@@ -5,6 +5,7 @@ mod config;
 mod crash;
 mod delivery;
 mod load;
+mod locks;
 mod sendmail;
 mod util;
 
