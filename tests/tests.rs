@@ -6,6 +6,7 @@ mod crash;
 mod delivery;
 mod golden;
 mod load;
+mod locks;
 mod sendmail;
 mod structure;
 mod util;

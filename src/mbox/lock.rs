@@ -1,0 +1,582 @@
+//! The mailbox locks: three kinds, taken all or none, and the seams the
+//! transaction journal needs.
+//!
+//! # Locking
+//!
+//! [`open_locked_with`](super::open_locked_with) takes three locks, in
+//! this order (Debian Policy 11.6), so that every other mail program sees
+//! the mailbox as busy whichever kind it uses:
+//!
+//! 1. an OFD ("open file description") `fcntl` write lock on the whole file,
+//!    seen by everything that uses `fcntl(F_SETLK)` or `lockf` (mutt,
+//!    Dovecot, Postfix, procmail). OFD and not classic POSIX record locks:
+//!    classic locks belong to the process, so two threads of this server
+//!    delivering to the same mailbox would both "get" the lock, and closing
+//!    any descriptor of the file anywhere in the process would silently drop
+//!    it. OFD locks belong to the open file description: they exclude other
+//!    threads as well as other processes, and on Linux they conflict with
+//!    the classic locks other programs take;
+//! 2. a dotlock `MAILBOX.lock`, taken the NFS-safe way (liblockfile's): a
+//!    unique hidden temporary file in the spool directory is `link()`ed to
+//!    the lock name, and the lock is ours iff the lock name then is our
+//!    file (the result of `link()` itself is not trusted: over NFS it may
+//!    report failure after succeeding). A dotlock older than
+//!    [`MboxOptions::stale_lock`](super::MboxOptions::stale_lock) (5
+//!    minutes by default) is taken to be left over from a crash and
+//!    removed, if it is a small regular file (at most [`MAX_DOTLOCK_LEN`]
+//!    bytes; anything else is no lock and is left alone:
+//!    [`MboxError::Unsafe`](super::MboxError::Unsafe)). Programs that only
+//!    dotlock (older MUAs, `dotlockfile`, `movemail`) see this one;
+//! 3. `flock(LOCK_EX)` on the file, for programs that use only `flock`
+//!    (on Linux it does not interact with `fcntl` locks at all).
+//!
+//! Every lock is tried without blocking. If one is busy, the ones already
+//! held are released, the thread sleeps (1 ms, doubling up to 100 ms, plus a
+//! little jitter so that waiting deliveries do not retry in step) and starts
+//! over from the first: no lock is ever waited for while another is held,
+//! so postie cannot deadlock with a program that takes the same locks in
+//! another order. The locks are released in the reverse order. The wait is
+//! bounded ([`MboxOptions::lock_timeout`](super::MboxOptions::lock_timeout)
+//! and the caller's deadline); a mailbox whose locks could not all be had
+//! is never written.
+//!
+//! [`open_locked_with`](super::open_locked_with) adds the seams of the
+//! transaction journal ([`crate::journal`], [`LockHooks`]): each dotlock's identity is told to
+//! the journal before its `link()`; recovery takes over the dotlocks a
+//! crashed delivery left (known by that identity) instead of waiting for
+//! them to go stale; and a delivery is told when it finds a dotlock taken
+//! with the fcntl lock free (what a crashed postie leaves), so that it can
+//! recover first.
+
+use std::ffi::OsString;
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, Flock, FlockArg, fcntl};
+
+use super::{MboxError, SAFE_FLAGS};
+
+/// `timeout` from now, or far enough in the future if that overflows.
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+/// What identifies a dotlock postie made: the device, inode and
+/// modification time of the temporary file it was linked from (the lock
+/// file is that same inode). Recorded in the transaction journal before
+/// the `link()` ([`LockHooks::record`]), so that after a crash the lock
+/// left behind can be told from anyone else's, even if the inode number
+/// has been used again since, and taken over ([`LockHooks::adopt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockId {
+    pub dev: u64,
+    pub ino: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+}
+
+impl LockId {
+    pub fn of(meta: &Metadata) -> LockId {
+        LockId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        }
+    }
+}
+
+/// What [`open_locked_with`](super::open_locked_with) does beyond taking
+/// the locks: the seams of the transaction journal ([`crate::journal`]).
+#[derive(Default)]
+pub struct LockHooks<'a> {
+    /// Told the identity of every dotlock about to be made, before its
+    /// `link()`; an error gives up with that error, and no lock is made.
+    pub record: Option<&'a mut dyn FnMut(LockId) -> io::Result<()>>,
+    /// Dotlocks left behind by a postie that crashed, from its journal: one
+    /// of these found on the mailbox, while the fcntl lock is held, is
+    /// taken over as it is rather than waited for.
+    pub adopt: &'a [LockId],
+    /// For recovery: the mailbox is never created (a missing one is
+    /// `Io(NotFound)`), and it is opened for reading too.
+    pub recovery: bool,
+    /// Called, with no lock held, when the dotlock is found taken while
+    /// the fcntl lock was free: what a postie that died in a delivery
+    /// leaves (a live postie holds the fcntl lock too), so the caller
+    /// recovers interrupted deliveries here. Once this is set, a stale
+    /// dotlock is removed only after it has been called, or if
+    /// [`recovered`](Self::recovered).
+    pub on_busy: Option<&'a mut dyn FnMut()>,
+    /// The caller has already dealt with what `on_busy` tells (recovered
+    /// interrupted deliveries) in an earlier call: a caller that tries
+    /// each lock once per call and backs off itself.
+    pub recovered: bool,
+}
+
+/// Takes the three locks on `file` in order, starting over after a
+/// back-off whenever one is busy, until `deadline`. On error every lock
+/// taken is released (dropping the file releases the OFD lock).
+pub(super) fn lock_all(
+    mut file: File,
+    dotlock: &Path,
+    stale_lock: Duration,
+    deadline: Instant,
+    hooks: &mut LockHooks<'_>,
+) -> Result<(Flock<File>, DotLock), MboxError> {
+    let mut backoff = Backoff::new();
+    let mut dotlock_busy = false;
+    loop {
+        if ofd_lock(&file, libc::F_WRLCK).map_err(MboxError::Io)? {
+            // With `on_busy`, a stale dotlock may be a crashed delivery's,
+            // which recovery takes over rather than anyone removing it.
+            let stale_ok = hooks.on_busy.is_none() || dotlock_busy || hooks.recovered;
+            match DotLock::try_take(dotlock, stale_lock, stale_ok, hooks)? {
+                Some(dot) => match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                    Ok(flocked) => return Ok((flocked, dot)),
+                    Err((f, Errno::EAGAIN | Errno::EINTR)) => {
+                        file = f;
+                        dot.let_go();
+                        ofd_unlock(&file, dotlock);
+                    }
+                    Err((_, e)) => {
+                        dot.let_go();
+                        return Err(MboxError::Io(e.into()));
+                    }
+                },
+                None => {
+                    ofd_unlock(&file, dotlock);
+                    dotlock_busy = true;
+                    if let Some(f) = hooks.on_busy.as_mut() {
+                        f();
+                    }
+                }
+            }
+        }
+        backoff.wait(deadline)?;
+    }
+}
+
+/// Releases the OFD lock before a back-off.
+fn ofd_unlock(file: &File, dotlock: &Path) {
+    if let Err(e) = ofd_lock(file, libc::F_UNLCK) {
+        log::warn!(
+            "{}: could not release the fcntl lock: {e}",
+            dotlock.display()
+        );
+    }
+}
+
+/// One non-blocking attempt to set an OFD lock of `kind` on the whole file:
+/// `Ok(false)` if someone else holds a conflicting one.
+pub(crate) fn ofd_lock(file: &File, kind: libc::c_int) -> io::Result<bool> {
+    let lock = libc::flock {
+        l_type: kind as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0, // to the end of the file, however long it grows
+        l_pid: 0, // must be 0 for OFD locks
+    };
+    match fcntl(file, FcntlArg::F_OFD_SETLK(&lock)) {
+        Ok(_) => Ok(true),
+        Err(Errno::EAGAIN | Errno::EACCES | Errno::EINTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The sleeps between rounds of lock attempts: about 1 ms, doubling up to
+/// about 100 ms, with a little jitter so that waiting deliveries do not
+/// retry in step.
+pub(crate) struct Backoff {
+    delay: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(1);
+    const MAX: Duration = Duration::from_millis(100);
+
+    pub(crate) fn new() -> Backoff {
+        Backoff { delay: Self::FIRST }
+    }
+
+    /// Sleeps before the next round, never past `deadline`; `LockTimeout`
+    /// if `deadline` has come.
+    pub(crate) fn wait(&mut self, deadline: Instant) -> Result<(), MboxError> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(MboxError::LockTimeout);
+        }
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let spread = self.delay.as_micros() as u32 / 4 + 1;
+        let jitter = Duration::from_micros(u64::from(nanos % spread));
+        thread::sleep((self.delay + jitter).min(deadline - now));
+        self.delay = (self.delay * 2).min(Self::MAX);
+        Ok(())
+    }
+}
+
+/// `path` + `.lock`.
+pub(super) fn dotlock_path(path: &Path) -> PathBuf {
+    let mut lock = OsString::from(path.as_os_str());
+    lock.push(".lock");
+    PathBuf::from(lock)
+}
+
+/// A dotlock we hold: the lock file, known by its device and inode so that
+/// we never remove one that is not ours. Removed when dropped.
+#[derive(Debug)]
+pub(super) struct DotLock {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    /// Taken over from a crashed postie ([`LockHooks::adopt`]).
+    adopted: bool,
+    /// Left in place when dropped
+    /// ([`LockedMailbox::unlock_keeping_dotlock`](super::LockedMailbox::unlock_keeping_dotlock)).
+    keep: bool,
+}
+
+/// The largest file removed as a stale dotlock: lock files hold a pid, a
+/// host name, or nothing (ours hold `0\n`).
+pub const MAX_DOTLOCK_LEN: u64 = 512;
+
+/// Makes the names of our temporary files unique within this process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+impl DotLock {
+    /// One attempt at the dotlock `lock`: `Ok(None)` if someone else holds
+    /// it. A lock older than `stale_after` is removed and tried again.
+    fn try_take(
+        lock: &Path,
+        stale_after: Duration,
+        stale_ok: bool,
+        hooks: &mut LockHooks<'_>,
+    ) -> Result<Option<DotLock>, MboxError> {
+        // A few rounds: a stale lock removed, or a lock gone between our
+        // `link` and our look at it, is worth another try at once.
+        for _ in 0..3 {
+            let (temp, temp_file) = create_temp(lock).map_err(MboxError::from_write)?;
+            let temp_meta = temp_file.metadata();
+            drop(temp_file);
+            // Recorded before the link: a crash can leave no lock file of
+            // ours that the journal does not name.
+            let recorded = match (&temp_meta, hooks.record.as_mut()) {
+                (Ok(meta), Some(record)) => record(LockId::of(meta)),
+                _ => Ok(()),
+            };
+            if let Err(e) = recorded {
+                let _ = std::fs::remove_file(&temp);
+                return Err(MboxError::from_write(e));
+            }
+            // The result of link(2) is not trusted (over NFS it may report
+            // failure after succeeding): the lock is ours iff the lock name
+            // now is our temporary file.
+            let linked = std::fs::hard_link(&temp, lock);
+            let lock_meta = std::fs::symlink_metadata(lock);
+            if let Err(e) = std::fs::remove_file(&temp) {
+                log::warn!("{}: could not remove: {e}", temp.display());
+            }
+            let temp_meta = temp_meta.map_err(MboxError::Io)?;
+            let lock_meta = match lock_meta {
+                Ok(meta) => Some(meta),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(MboxError::Io(e)),
+            };
+            if let Some(meta) = &lock_meta {
+                if meta.dev() == temp_meta.dev() && meta.ino() == temp_meta.ino() {
+                    return Ok(Some(DotLock {
+                        path: lock.to_owned(),
+                        dev: meta.dev(),
+                        ino: meta.ino(),
+                        adopted: false,
+                        keep: false,
+                    }));
+                }
+                // The lock of a crashed postie, named by its journal: ours
+                // now (the caller holds the fcntl lock, so no other postie
+                // is looking at it).
+                if hooks.adopt.contains(&LockId::of(meta)) {
+                    return Ok(Some(DotLock {
+                        path: lock.to_owned(),
+                        dev: meta.dev(),
+                        ino: meta.ino(),
+                        adopted: true,
+                        keep: false,
+                    }));
+                }
+            }
+            if let Err(e) = linked {
+                if e.kind() != io::ErrorKind::AlreadyExists {
+                    return Err(MboxError::from_write(e));
+                }
+            }
+            let Some(lock_meta) = lock_meta else {
+                // Gone between our link and our look: try again.
+                continue;
+            };
+            // Someone else's lock. Stale?
+            let age = lock_meta
+                .modified()
+                .ok()
+                .and_then(|m| SystemTime::now().duration_since(m).ok());
+            match age {
+                Some(age) if age > stale_after && stale_ok => {
+                    // Only what a dotlock can be: the mailbox of a user
+                    // named `x.lock`, or a directory, is no lock of `x`'s.
+                    if !lock_meta.is_file() || lock_meta.len() > MAX_DOTLOCK_LEN {
+                        return Err(MboxError::Unsafe(format!(
+                            "{} looks stale ({} s old) but is not a small regular file (a dotlock is at most {MAX_DOTLOCK_LEN} bytes); left alone",
+                            lock.display(),
+                            age.as_secs()
+                        )));
+                    }
+                    log::warn!(
+                        "{}: removing stale lock file, {} s old",
+                        lock.display(),
+                        age.as_secs()
+                    );
+                    match std::fs::remove_file(lock) {
+                        Ok(()) => continue,
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => {
+                            log::warn!("{}: could not remove stale lock: {e}", lock.display());
+                            return Ok(None);
+                        }
+                    }
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl DotLock {
+    /// Releases the lock before a back-off or on failure: removes it, but
+    /// leaves one taken over from a crash in place, for recovery to find
+    /// again.
+    fn let_go(mut self) {
+        self.keep = self.adopted;
+    }
+
+    /// The device and inode of the lock file, if it was taken over from a
+    /// crashed postie ([`LockHooks::adopt`]).
+    pub(super) fn adopted_id(&self) -> Option<(u64, u64)> {
+        self.adopted.then_some((self.dev, self.ino))
+    }
+
+    /// Leaves the lock file in place when dropped
+    /// ([`LockedMailbox::unlock_keeping_dotlock`](super::LockedMailbox::unlock_keeping_dotlock)).
+    pub(super) fn keep(&mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for DotLock {
+    fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
+        // Only if it is still ours: had someone taken it for stale and
+        // locked anew, removing it would break their lock.
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(meta) if meta.dev() == self.dev && meta.ino() == self.ino => {
+                if let Err(e) = std::fs::remove_file(&self.path) {
+                    log::error!("{}: could not remove our lock: {e}", self.path.display());
+                }
+            }
+            Ok(_) => log::warn!(
+                "{}: our lock file was replaced by another",
+                self.path.display()
+            ),
+            Err(e) => log::warn!("{}: our lock file is gone: {e}", self.path.display()),
+        }
+    }
+}
+
+/// Creates a unique temporary file next to `lock` (hidden,
+/// `.MAILBOX.lk.PID.COUNTER.RANDOM`, mode 0644 less the umask) holding
+/// `0\n`, as `dotlockfile` writes: no pid, which would mean nothing to a
+/// reader on another host or in another pid namespace; staleness goes by
+/// age alone.
+fn create_temp(lock: &Path) -> io::Result<(PathBuf, File)> {
+    let dir = match lock.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    // The mailbox name, cut short enough for NAME_MAX.
+    let base = lock.file_name().unwrap_or_default().as_bytes();
+    let base = &base[..base.len().saturating_sub(".lock".len()).min(150)];
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let count = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let mut name = OsString::from(".");
+        name.push(std::ffi::OsStr::from_bytes(base));
+        name.push(format!(
+            ".lk.{}.{count}.{:016x}",
+            std::process::id(),
+            crate::sys::random_u64()
+        ));
+        let temp = dir.join(name);
+        let mut file = match OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(SAFE_FLAGS)
+            .open(&temp)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 10 => continue,
+            Err(e) => return Err(e),
+        };
+        if let Err(e) = file.write_all(b"0\n") {
+            let _ = std::fs::remove_file(&temp);
+            return Err(e);
+        }
+        return Ok((temp, file));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mbox::testutil::*;
+    use crate::mbox::{append, open_locked};
+
+    #[test]
+    fn stale_dotlock_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("me");
+        std::fs::write(&path, b"old\n").unwrap();
+        let lock = dotlock_path(&path);
+        std::fs::write(&lock, b"12345\n").unwrap();
+        File::options()
+            .write(true)
+            .open(&lock)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(600))
+            .unwrap();
+
+        let mailbox = open_locked(&path, &me(), &opts(Duration::from_secs(2)), far()).unwrap();
+        // The lock now is ours.
+        assert_eq!(std::fs::read(&lock).unwrap(), b"0\n");
+        mailbox.unlock();
+        assert!(!lock.exists());
+        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn fresh_dotlock_is_respected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("me");
+        std::fs::write(&path, b"old\n").unwrap();
+        let lock = dotlock_path(&path);
+        std::fs::write(&lock, b"theirs\n").unwrap();
+
+        let res = open_locked(&path, &me(), &opts(Duration::from_millis(300)), far());
+        assert!(matches!(res, Err(MboxError::LockTimeout)), "{res:?}");
+        assert_eq!(std::fs::read(&lock).unwrap(), b"theirs\n");
+        assert_eq!(std::fs::read(&path).unwrap(), b"old\n");
+
+        // A shorter staleness limit makes it stale.
+        let mut o = opts(Duration::from_millis(300));
+        o.stale_lock = Duration::ZERO;
+        thread::sleep(Duration::from_millis(20));
+        open_locked(&path, &me(), &o, far()).unwrap().unlock();
+        assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn ofd_locks_exclude_threads_of_one_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("me");
+        let a = File::options()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .unwrap();
+        let b = File::options().append(true).open(&path).unwrap();
+        assert!(ofd_lock(&a, libc::F_WRLCK).unwrap());
+        assert!(!ofd_lock(&b, libc::F_WRLCK).unwrap());
+        // Closing another descriptor of the file does not drop it (a
+        // classic POSIX lock would be gone now).
+        drop(File::open(&path).unwrap());
+        assert!(!ofd_lock(&b, libc::F_WRLCK).unwrap());
+        assert!(ofd_lock(&a, libc::F_UNLCK).unwrap());
+        assert!(ofd_lock(&b, libc::F_WRLCK).unwrap());
+
+        // And a whole LockedMailbox excludes another thread's.
+        let held = open_locked(&path, &me(), &opts(Duration::ZERO), far());
+        assert!(matches!(held, Err(MboxError::LockTimeout)), "{held:?}");
+        drop(b);
+        let held = open_locked(&path, &me(), &opts(Duration::ZERO), far()).unwrap();
+        let res = thread::scope(|s| {
+            s.spawn(|| open_locked(&path, &me(), &opts(Duration::from_millis(20)), far()))
+                .join()
+                .unwrap()
+        });
+        assert!(matches!(res, Err(MboxError::LockTimeout)), "{res:?}");
+        held.unlock();
+    }
+
+    /// postie 5, item 5: only a small regular file is removed as a stale
+    /// dotlock. Anything else by that name (the mailbox of a user called
+    /// `me.lock`, a directory) is left alone, and the delivery fails at
+    /// once rather than waiting for the lock timeout.
+    #[test]
+    fn stale_lock_that_is_no_small_file_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("me");
+        std::fs::write(&path, b"old\n").unwrap();
+        let lock = dotlock_path(&path);
+        let mailbox = message(&b"another user's mail\n".repeat(100));
+        std::fs::write(&lock, &mailbox).unwrap();
+        let old = SystemTime::now() - Duration::from_secs(600);
+        File::options()
+            .write(true)
+            .open(&lock)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let start = Instant::now();
+        let res = append(
+            &path,
+            &me(),
+            &opts(Duration::from_secs(30)),
+            FROM,
+            HEADERS,
+            b"x\n",
+        );
+        assert_unsafe(res, "not a small regular file");
+        assert!(start.elapsed() < Duration::from_secs(20));
+        assert_eq!(std::fs::read(&lock).unwrap(), mailbox);
+        assert_eq!(std::fs::read(&path).unwrap(), b"old\n");
+
+        std::fs::remove_file(&lock).unwrap();
+        std::fs::create_dir(&lock).unwrap();
+        File::open(&lock).unwrap().set_modified(old).unwrap();
+        let res = append(
+            &path,
+            &me(),
+            &opts(Duration::from_secs(30)),
+            FROM,
+            HEADERS,
+            b"x\n",
+        );
+        assert_unsafe(res, "not a small regular file");
+        assert!(lock.is_dir());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old\n");
+    }
+}
