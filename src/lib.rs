@@ -6,18 +6,47 @@
 //! queue and no outbound relay: a message is in every recipient's mailbox, on
 //! disk, before the client is told `250`.
 //!
-//! Data flows one way:
+//! Data flows one way, left to right; a module calls only modules to its
+//! right or below it (`tests/structure.rs` fails on any import cycle):
 //!
 //! ```text
-//!   listen ──► server ──► conn ──► smtp::Session ──► deliver ──► mbox
-//!   (where      (threads,  (the      (pure protocol:    (recipients,  (one mailbox:
-//!   sockets     caps,      stream,   commands, state,   transaction)  lock, format,
-//!   come from)  signals)   timeouts) replies)                          fsync, rollback)
+//!  SMTP side (the unprivileged user when started as root)
+//!  ───────────────────────────────────────────────────────────────────────
+//!  listen ─► server ─► conn ─► smtp::Session ─► message::Delivery
+//!  sockets:  accept,   the     pure protocol:   deliver(envelope, message)
+//!  TCP,      caps,     stream, commands, state, -> Outcome; check_mailbox
+//!  inetd,    workers,  DATA    typed replies         │
+//!  systemd,  signals   into a      │ RCPT            │ (same process when
+//!  the local           message::   ▼                 │  not root)
+//!  socket              MessageBuf  recipients::RcptPolicy
+//!                                  recipients ─► aliases ─► users, domains
+//!  ════════════════════════ privsep ═════════│═══════════════════════════
+//!  a socketpair per session; the message as a sealed memfd; every request
+//!  checked as hostile                        ▼
+//!  delivery process (root; fsuid = the recipient for each file operation)
+//!  ───────────────────────────────────────────────────────────────────────
+//!  deliver::Deliverer::deliver ─► deliver::Transaction over deliver::Target
+//!    intend ─► lock_all ─► append_all ─► commit | rollback  (Drop: the net)
+//!      │           │            │
+//!      ▼           ▼            ▼
+//!  journal      mbox::lock   mbox::format, mbox::mailbox
+//!  intent on    fcntl, dot-  From_ line and quoting; the safe open,
+//!  disk first;  lock, flock  append, fsync, truncate back
+//!  journal::recover: undoes a dead process's delivery (at start, at
+//!  exit, and on a dotlock without its fcntl lock), entered only through
+//!  deliver::Deliverer::recover_spool
 //! ```
 //!
+//! Beside the flow: [`maillog`] makes every mail-log line from a typed
+//! event and writes it to syslog or stderr; [`config`] and [`cli`] build
+//! the pieces from the configuration file and the command line;
+//! [`sendmail`] is the `sendmail(8)` interface (a client of the local
+//! socket, or the same delivery in-process); [`check`] is `postie check`;
+//! [`exit`] holds the sysexits codes.
+//!
 //! Nothing in [`smtp`] touches a socket, a file or the clock; they are handed
-//! in. [`users`] answers who a recipient is; [`sys`] is the only module with
-//! `unsafe` code.
+//! in. [`sys`] is the only module with `unsafe` code (`#![deny(unsafe_code)]`
+//! everywhere else).
 
 #![deny(unsafe_code)]
 

@@ -50,7 +50,7 @@ pub(crate) fn valid_user_name(name: &str) -> bool {
 }
 
 /// True if `name` could be a recipient postie delivers to: a
-/// [valid](valid_user_name) user name whose mailbox, `SPOOL/name`, is no
+/// valid user name (`valid_user_name`) whose mailbox, `SPOOL/name`, is no
 /// other file of the spool's: not ending in `.lock` (the mailbox of a user
 /// `x.lock` is `x`'s dotlock, removed when it looks stale) and not
 /// starting with `.` (postie's journals and temporary lock files).

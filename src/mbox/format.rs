@@ -115,9 +115,9 @@ fn quote_run<W: Write + ?Sized>(
 /// How much of `body` [`write_quoted_from`] reads at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Streaming form of [`write_quoted`]: reads `body` to its end, a chunk at
+/// Streaming form of `write_quoted`: reads `body` to its end, a chunk at
 /// a time, and writes the quoted form to `w`. The output is byte for byte
-/// what [`write_quoted`] writes for the whole body, wherever the chunks
+/// what `write_quoted` writes for the whole body, wherever the chunks
 /// happen to be cut (inside a line, inside a `From `, inside a run of
 /// `>`s); a final newline is added if missing, and an empty body gives
 /// nothing.

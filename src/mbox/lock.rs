@@ -25,7 +25,7 @@
 //!    minutes by default) is taken to be left over from a crash and
 //!    removed, if it is a small regular file (at most [`MAX_DOTLOCK_LEN`]
 //!    bytes; anything else is no lock and is left alone:
-//!    [`MboxError::Unsafe`](super::MboxError::Unsafe)). Programs that only
+//!    [`super::MboxError::Unsafe`]). Programs that only
 //!    dotlock (older MUAs, `dotlockfile`, `movemail`) see this one;
 //! 3. `flock(LOCK_EX)` on the file, for programs that use only `flock`
 //!    (on Linux it does not interact with `fcntl` locks at all).

@@ -223,8 +223,8 @@ impl LockedMailbox {
         self.or_truncate_back(written)
     }
 
-    /// The second half of [`append`](Self::append): `fdatasync`, which is
-    /// enough: it also flushes the metadata needed to read the data back,
+    /// The second half of an append (after `write_with`): `fdatasync`,
+    /// which is enough: it also flushes the metadata needed to read the data back,
     /// which includes the file's new size. On error, truncates back.
     pub fn sync(&self) -> Result<(), MboxError> {
         let synced = self.file().sync_data();

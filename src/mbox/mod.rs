@@ -2,7 +2,7 @@
 //!
 //! Three concerns, a file each:
 //!
-//! - [`format`]: what one append writes (the `From ` line, the quoting of
+//! - [`format`](mod@format): what one append writes (the `From ` line, the quoting of
 //!   `From ` lines, the whole message) and how long it is; pure: no
 //!   locks, no files beyond the writer it is handed;
 //! - [`lock`]: the three locks other mail programs may take (OFD `fcntl`,
