@@ -78,6 +78,73 @@ fn threads(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// The session threads of the process `pid` (named `session`, busy or
+/// waiting for a session), by thread id, in order.
+fn session_threads(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut tids: Vec<u32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .filter(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .is_ok_and(|name| name.trim_end() == "session")
+        })
+        .collect();
+    tids.sort();
+    tids
+}
+
+/// Thread `tid` of `pid` as the scheduler sees it: its state (`S` when
+/// asleep) and how many times it has been switched out (which grows if it
+/// runs at all).
+fn thread_sched(pid: u32, tid: u32) -> Option<(char, u64)> {
+    let dir = format!("/proc/{pid}/task/{tid}");
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    let state = stat.rsplit_once(')')?.1.trim_start().chars().next()?;
+    let status = std::fs::read_to_string(format!("{dir}/status")).ok()?;
+    let switches = status
+        .lines()
+        .filter(|l| l.contains("ctxt_switches:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Some((state, switches))
+}
+
+/// Waits, up to `within`, until the `n` session threads of `pid`, whose
+/// sessions have all ended, wait for a next session; returns their ids.
+///
+/// The client of a session sees its connection closed when the session's
+/// slot is freed, a moment before the thread counts itself as waiting: a
+/// connection arriving in that moment gets a thread of its own (harmless:
+/// it waits for a session in turn, then exits). On a loaded machine the
+/// moment can last longer than any sleep, so this asks the kernel: a
+/// session thread whose session has ended sleeps only while it waits for
+/// the next one, or on a lock that another session thread holds while it
+/// runs. So once every one of them sleeps, without running in between,
+/// across two looks, they all wait.
+fn until_session_threads_wait(pid: u32, n: usize, within: Duration) -> Option<Vec<u32>> {
+    let look = |tids: &[u32]| -> Option<Vec<(char, u64)>> {
+        tids.iter().map(|&tid| thread_sched(pid, tid)).collect()
+    };
+    let until = Instant::now() + within;
+    while Instant::now() < until {
+        let tids = session_threads(pid);
+        if tids.len() == n
+            && let Some(first) = look(&tids)
+            && first.iter().all(|&(state, _)| state == 'S')
+        {
+            thread::sleep(Duration::from_millis(50));
+            if look(&tids) == Some(first) {
+                return Some(tids);
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
 /// Raises this process's soft limit on open files to at least `n` (or to
 /// the hard limit): an ordinary user's default soft limit is 1024.
 fn want_files(n: u64) {
@@ -366,12 +433,17 @@ fn timeouts_close_every_idle_session_and_free_the_slots() {
     let baseline = threads(pid);
     let mut open = Vec::new();
     for i in 0..5 {
+        // Taken before the client asks for the last reply its session
+        // waits after: the server's timer starts once it has sent that
+        // reply, so no 421 can come sooner than a timeout after this.
+        let mut since = Instant::now();
         let mut c = srv.connect();
-        c.w.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        c.w.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         assert_eq!(c.reply().code, 220);
         match i {
             0 => {}
             1 => {
+                since = Instant::now();
                 c.expect("EHLO c", 250);
             }
             2 => c.send_raw(b"NOO"),
@@ -379,18 +451,19 @@ fn timeouts_close_every_idle_session_and_free_the_slots() {
                 c.expect("HELO c", 250);
                 c.expect("MAIL FROM:<a@b.example>", 250);
                 c.expect("RCPT TO:<jon>", 250);
+                since = Instant::now();
                 c.expect("DATA", 354);
                 c.send_raw(b"Subject: stalled\r\n\r\nhalf a li");
             }
         }
-        open.push((c, Instant::now()));
+        open.push((c, since));
     }
     // Full: a sixth is refused.
     let mut sixth = srv.connect();
     let r = sixth.reply();
     assert!(r.lines[0].starts_with("421 4.7.0 "), "{}", r.text());
     assert!(
-        wait_for(Duration::from_secs(2), || threads(pid) == baseline + 5),
+        wait_for(Duration::from_secs(30), || threads(pid) == baseline + 5),
         "one thread per session: {} threads, {baseline} before",
         threads(pid)
     );
@@ -404,14 +477,20 @@ fn timeouts_close_every_idle_session_and_free_the_slots() {
             r.text()
         );
         assert!(c.closed(), "session {i} still open after its 421");
+        // At the 1 s timeout (less a kernel timer tick), not at the
+        // defaults (300 s for a command, 180 s in DATA) nor at a minute
+        // (seconds taken for minutes); the bound leaves room for a loaded
+        // machine and for reading the five replies one after another.
         assert!(
-            after >= Duration::from_millis(900) && after < Duration::from_secs(3),
+            after >= Duration::from_millis(900) && after < Duration::from_secs(30),
             "session {i}: 421 after {after:?}"
         );
     }
     // Their threads stay a while, each waiting for a next session.
     thread::sleep(Duration::from_millis(100));
     assert_eq!(threads(pid), baseline + 5, "idle session threads");
+    let waiting = until_session_threads_wait(pid, 5, Duration::from_secs(30))
+        .expect("the five session threads wait for a next session");
     // Every slot is free again, and only five.
     let mut fresh: Vec<Client> = (0..5)
         .map(|i| {
@@ -429,6 +508,11 @@ fn timeouts_close_every_idle_session_and_free_the_slots() {
     }
     // Served by the waiting threads: none was made for them.
     assert_eq!(threads(pid), baseline + 5, "threads for the new sessions");
+    assert_eq!(
+        session_threads(pid),
+        waiting,
+        "the new sessions run on the threads that waited"
+    );
     assert!(
         fx.read_mailbox("jon").is_empty(),
         "a stalled message was delivered"
