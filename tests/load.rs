@@ -12,13 +12,20 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::util::*;
 
 const MIB: u64 = 1024;
+
+/// The most a client beside hostile or idle ones may wait for its answer
+/// (a refusal) or its whole transaction: far less than it would wait if
+/// it were stalled (until a test client's read timeout, 30 s or more, or
+/// the server's 180 s and 300 s timeouts), and room enough on a loaded
+/// two-core machine, where one fsync beside a busy disk can take seconds.
+const PROMPT: Duration = Duration::from_secs(10);
 
 /// Starts `postie serve` like [`Server::start`], but logging at `info`:
 /// a debug line for every one of a million flooded commands would measure
@@ -260,7 +267,7 @@ fn connections_over_the_cap_get_421_promptly() {
     let refused = |addr: SocketAddr| {
         let t = Instant::now();
         let mut c = Client::connect(addr);
-        c.w.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.w.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let r = c.try_reply().expect("a 421 before the close");
         let took = t.elapsed();
         assert_eq!(r.code, 421, "{}", r.text());
@@ -282,10 +289,7 @@ fn connections_over_the_cap_get_421_promptly() {
         slowest = slowest.max(t.join().unwrap());
     }
     eprintln!("slowest 421 over the cap: {slowest:?}");
-    assert!(
-        slowest < Duration::from_secs(1),
-        "a refusal took {slowest:?}"
-    );
+    assert!(slowest < PROMPT, "a refusal took {slowest:?}");
 
     // The sessions in the slots were not disturbed.
     for c in &mut idle {
@@ -352,6 +356,9 @@ fn idle_crowd_and_slow_client_do_not_stall_others() {
     );
 
     let addr = srv.addr;
+    // Normal transactions done so far.
+    let served = Arc::new(AtomicUsize::new(0));
+    let served2 = served.clone();
     let slow = thread::spawn(move || {
         let t = Instant::now();
         let s = TcpStream::connect(addr).unwrap();
@@ -359,22 +366,34 @@ fn idle_crowd_and_slow_client_do_not_stall_others() {
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
         let mut r = BufReader::new(s.try_clone().unwrap());
         let mut w = s;
-        let mut step = |send: &str, code: u16| {
+        let trickle = |w: &mut TcpStream, send: &str| {
             for b in send.bytes() {
                 w.write_all(&[b]).unwrap();
                 thread::sleep(Duration::from_millis(50));
             }
+        };
+        let mut step = |w: &mut TcpStream, send: &str, code: u16| {
+            trickle(w, send);
             let got = read_reply(&mut r).expect("a reply to the slow client");
             assert_eq!(got.code, code, "slow client after {send:?}: {}", got.text());
         };
-        step("", 220);
-        step("NOOP\r\n", 250);
-        step("HELO s\r\n", 250);
-        step("MAIL FROM:<s@x>\r\n", 250);
-        step("RCPT TO:<alice>\r\n", 250);
-        step("DATA\r\n", 354);
-        step("Subject: slow\r\n\r\nbyte by byte\r\n.\r\n", 250);
-        step("QUIT\r\n", 221);
+        step(&mut w, "", 220);
+        step(&mut w, "NOOP\r\n", 250);
+        step(&mut w, "HELO s\r\n", 250);
+        step(&mut w, "MAIL FROM:<s@x>\r\n", 250);
+        step(&mut w, "RCPT TO:<alice>\r\n", 250);
+        step(&mut w, "DATA\r\n", 354);
+        trickle(&mut w, "Subject: slow\r\n\r\nbyte by");
+        // In the middle of its message until the normal client has
+        // delivered five times beside it, however slow the machine: the
+        // normal transactions cannot be waiting for this one to end.
+        assert!(
+            wait_for(Duration::from_secs(60), || served2.load(Ordering::SeqCst)
+                >= 5),
+            "normal transactions stalled beside the slow client"
+        );
+        step(&mut w, " byte\r\n.\r\n", 250);
+        step(&mut w, "QUIT\r\n", 221);
         t.elapsed()
     });
 
@@ -382,6 +401,7 @@ fn idle_crowd_and_slow_client_do_not_stall_others() {
     while !slow.is_finished() {
         let n = times.len();
         times.push(deliver_one(srv.addr, "jon", &format!("normal {n}")));
+        served.fetch_add(1, Ordering::SeqCst);
         thread::sleep(Duration::from_millis(200));
     }
     let slow_took = slow.join().unwrap();
@@ -391,10 +411,7 @@ fn idle_crowd_and_slow_client_do_not_stall_others() {
         times.len()
     );
     assert!(times.len() >= 5, "only {} normal transactions", times.len());
-    assert!(
-        worst < Duration::from_secs(2),
-        "a normal transaction took {worst:?}"
-    );
+    assert!(worst < PROMPT, "a normal transaction took {worst:?}");
     assert_eq!(python_mbox(&fx.mailbox("jon")).len(), times.len());
     let slow_msgs = python_mbox(&fx.mailbox("alice"));
     assert_eq!(slow_msgs.len(), 1);
@@ -543,7 +560,7 @@ fn pipelined_flood_without_reading_is_bounded() {
         let mut sent = 0usize;
         let mut stuck_since: Option<Instant> = None;
         let mut stuck = false;
-        while sent < LIMIT && t.elapsed() < Duration::from_secs(15) {
+        while sent < LIMIT && t.elapsed() < Duration::from_secs(120) {
             let off = sent % chunk.len();
             match w.write(&chunk.as_bytes()[off..]) {
                 Ok(n) => {
@@ -582,7 +599,7 @@ fn pipelined_flood_without_reading_is_bounded() {
     // Another client is served while the flooder is stuck.
     let took = deliver_one(srv.addr, "jon", "beside the flood");
     eprintln!("normal transaction beside the stuck flooder: {took:?}");
-    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(took < PROMPT, "{took:?}");
 
     // The flooder reads at last: the greeting, one 250 per whole NOOP,
     // and 221 for the QUIT that ends the flood.
@@ -748,7 +765,7 @@ fn binary_noise_from_many_clients() {
     // Once every session has logged its end: each noisy one ended at the
     // error limit (but the last of each client, which it may have closed
     // first).
-    wait_for(Duration::from_secs(5), || {
+    wait_for(Duration::from_secs(30), || {
         let log = srv.log();
         log.matches(": connect from").count() == log.matches(": disconnect from").count()
     });
@@ -769,7 +786,7 @@ fn binary_noise_from_many_clients() {
         peak < before + 16 * MIB,
         "RSS grew from {before} KiB to {peak} KiB"
     );
-    assert!(worst < Duration::from_secs(2), "{worst:?}");
+    assert!(worst < PROMPT, "{worst:?}");
     // Still serving after the storm, and only the real messages arrived.
     deliver_one(addr, "jon", "after the noise");
     assert_eq!(python_mbox(&fx.mailbox("jon")).len(), times.len() + 1);
