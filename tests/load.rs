@@ -34,13 +34,7 @@ fn start(fx: &Fixture, extra: &[&str]) -> Server {
     let mut args = fx.args();
     let i = args.iter().position(|a| a == "--log-level").unwrap();
     args[i + 1] = "info".into();
-    let mut cmd = Command::new(bin());
-    cmd.arg("serve")
-        .arg("--listen")
-        .arg("127.0.0.1:0")
-        .args(args)
-        .args(extra);
-    Server::spawn(cmd)
+    Server::spawn(serve_command(fx, args, extra))
 }
 
 /// `PID`'s parent and resident set (KiB) from /proc/PID/status.
