@@ -424,8 +424,9 @@ fn idle_crowd_and_slow_client_do_not_stall_others() {
 
 /// Sessions idle at a command (even halfway through one) or stalled in
 /// DATA all get `421 4.4.2` after their timeout and are closed; their
-/// threads end and their slots are free again: with the total cap at 5,
-/// five new clients are served afterwards and the sixth is refused.
+/// slots are free again and their threads wait for a next session: with
+/// the total cap at 5, five new clients are served afterwards, on those
+/// threads, and the sixth is refused.
 #[test]
 fn timeouts_close_every_idle_session_and_free_the_slots() {
     let fx = Fixture::new();
