@@ -141,19 +141,7 @@ impl Server {
     /// Starts `postie serve --listen 127.0.0.1:0` with the fixture's
     /// options and `extra`, and waits until it listens.
     pub fn start(fx: &Fixture, extra: &[&str]) -> Server {
-        let mut cmd = Command::new(bin());
-        cmd.arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .args(fx.args())
-            .args(extra);
-        // Never the system's /run/postie/submit.sock, which an installed
-        // postie may be serving.
-        if !extra.contains(&"--submit-socket") {
-            cmd.arg("--submit-socket")
-                .arg(fx.dir.path().join("submit.sock"));
-        }
-        Server::spawn(cmd)
+        Server::spawn(serve_command(fx, fx.args(), extra))
     }
 
     /// Spawns `cmd` (which must log to stderr) and waits for its
@@ -437,6 +425,28 @@ pub fn python(script: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// `postie serve --listen 127.0.0.1:0` with `args` (the fixture's
+/// options, perhaps changed) and `extra`, and a submission socket in the
+/// fixture's directory unless `extra` names one. Never the system's
+/// /run/postie/submit.sock: an installed postie may be serving it, every
+/// test server started as root would take it over from the others, and
+/// any `postie sendmail` run as root on the machine (another test's) would
+/// submit through it into this test's server, as a session the caps do
+/// not refuse.
+pub fn serve_command(fx: &Fixture, args: Vec<String>, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .args(args)
+        .args(extra);
+    if !extra.contains(&"--submit-socket") {
+        cmd.arg("--submit-socket")
+            .arg(fx.dir.path().join("submit.sock"));
+    }
+    cmd
 }
 
 /// A free port on 127.0.0.1 (bound and released: a race is possible but
