@@ -14,10 +14,15 @@ fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// `postie -C FILE serve`, everything else from the file.
+/// `postie -C FILE serve`, everything else from the file but the
+/// submission socket, next to the file (not the system's).
 fn serve_with(conf: &std::path::Path, extra: &[&str]) -> Server {
     let mut cmd = Command::new(bin());
     cmd.arg("-C").arg(conf).arg("serve").args(extra);
+    if !extra.contains(&"--submit-socket") {
+        let dir = conf.parent().expect("a config file in a directory");
+        cmd.arg("--submit-socket").arg(dir.join("submit.sock"));
+    }
     Server::spawn(cmd)
 }
 

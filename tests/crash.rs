@@ -157,6 +157,7 @@ fn start(fx: &Fixture) -> Server {
         .arg("--listen")
         .arg("127.0.0.1:0")
         .args(fx.args())
+        .args(fx.own_submit_socket())
         .args(["--lock-timeout", "5"])
         .process_group(0);
     Server::spawn(cmd)

@@ -492,7 +492,8 @@ fn unprivileged_server_will_not_create_others_mailboxes() {
     cmd.arg("serve")
         .arg("--listen")
         .arg("127.0.0.1:0")
-        .args(fx.args());
+        .args(fx.args())
+        .args(fx.own_submit_socket());
     let srv = Server::spawn(cmd);
     let mut c = srv.connect();
     c.reply();

@@ -126,7 +126,8 @@ fn systemd_socket_activation() {
         .arg(format!("127.0.0.1:{port}"))
         .arg(bin())
         .arg("serve")
-        .args(fx.args());
+        .args(fx.args())
+        .args(fx.own_submit_socket());
     // systemd-socket-activate listens, and starts postie on the first
     // connection with the socket as fd 3.
     let srv = Server::spawn_at(cmd, format!("127.0.0.1:{port}").parse().unwrap());
@@ -160,7 +161,8 @@ fn notifies_readiness() {
     cmd.arg("serve")
         .arg("--listen")
         .arg("127.0.0.1:0")
-        .args(fx.args());
+        .args(fx.args())
+        .args(fx.own_submit_socket());
     cmd.env("NOTIFY_SOCKET", &sock_path);
     let srv = Server::spawn(cmd);
     let mut buf = [0u8; 256];
@@ -600,7 +602,8 @@ fn listens_on_ipv4_and_ipv6() {
             "--listen",
             &format!("[::1]:{p6}"),
         ])
-        .args(fx.args());
+        .args(fx.args())
+        .args(fx.own_submit_socket());
     let srv = Server::spawn(cmd);
     let log = srv.log();
     for addr in [format!("127.0.0.1:{p4}"), format!("[::1]:{p6}")] {

@@ -104,6 +104,17 @@ impl Fixture {
         ]
     }
 
+    /// `--submit-socket` in the fixture's directory: a `serve` started as
+    /// root without it would take over the system's
+    /// `/run/postie/submit.sock`, and any root client of it on the
+    /// machine would submit into the test's server.
+    pub fn own_submit_socket(&self) -> [String; 2] {
+        [
+            "--submit-socket".into(),
+            self.dir.path().join("submit.sock").display().to_string(),
+        ]
+    }
+
     /// The options of [`Fixture::args`] as configuration file lines.
     pub fn config_lines(&self) -> String {
         self.args()
@@ -157,6 +168,7 @@ impl Server {
     }
 
     fn spawn_inner(mut cmd: Command, at: Option<SocketAddr>) -> Server {
+        assert_own_submit_socket(&cmd);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -443,10 +455,38 @@ pub fn serve_command(fx: &Fixture, args: Vec<String>, extra: &[&str]) -> Command
         .args(args)
         .args(extra);
     if !extra.contains(&"--submit-socket") {
-        cmd.arg("--submit-socket")
-            .arg(fx.dir.path().join("submit.sock"));
+        cmd.args(fx.own_submit_socket());
     }
     cmd
+}
+
+/// Panics unless a daemon that `cmd` starts (`serve`, `sendmail -bd`)
+/// has a submission socket of its own, on its command line or in its `-C`
+/// file: as root it would otherwise take over `/run/postie/submit.sock`,
+/// and a root client of it elsewhere on the machine (cron's mail, another
+/// test) would submit into this test's server.
+fn assert_own_submit_socket(cmd: &Command) {
+    let args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let daemon = args.iter().any(|a| a == "serve" || a == "-bd");
+    if !daemon || args.iter().any(|a| a == "--submit-socket") {
+        return;
+    }
+    let in_file = args
+        .iter()
+        .position(|a| a == "-C" || a == "--config")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .is_some_and(|text| {
+            text.lines()
+                .any(|l| l.trim_start().starts_with("submit-socket"))
+        });
+    assert!(
+        in_file,
+        "a test daemon without a submission socket of its own: {args:?} (add fx.own_submit_socket())"
+    );
 }
 
 /// A free port on 127.0.0.1 (bound and released: a race is possible but
