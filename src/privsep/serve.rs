@@ -164,7 +164,8 @@ pub fn handle(
                 let user = known_user(&user, lookup)?;
                 Ok(match delivery.check_mailbox(&user) {
                     Ok(()) => Response::Ok,
-                    Err(why) => Response::Unavailable(why),
+                    // The wire carries the text; the SMTP side only logs it.
+                    Err(why) => Response::Unavailable(why.to_string()),
                 })
             }
             Request::Deliver { env, len } => {

@@ -26,7 +26,7 @@ use super::wire::{
     Response, VERSION, decode_response, encode_check, encode_deliver, recv_frame, send_frame,
 };
 use crate::maillog::Event;
-use crate::message::{Delivery, MessageSource};
+use crate::message::{Delivery, MailboxRefused, MessageSource};
 use crate::smtp::{Envelope, Outcome, TempReason};
 use crate::users::User;
 
@@ -178,7 +178,7 @@ impl Delivery for DeliveryProcess {
         }
     }
 
-    fn check_mailbox(&self, user: &User) -> Result<(), String> {
+    fn check_mailbox(&self, user: &User) -> Result<(), MailboxRefused> {
         let fresh = self
             .passed
             .lock()
@@ -198,9 +198,9 @@ impl Delivery for DeliveryProcess {
                 p.insert(user.name.clone(), Instant::now());
                 Ok(())
             }
-            Ok(Response::Unavailable(why)) => Err(why),
-            Ok(other) => Err(format!("delivery process answered {other:?}")),
-            Err(e) => Err(format!("delivery process: {e}")),
+            Ok(Response::Unavailable(why)) => Err(MailboxRefused::Reported(why)),
+            Ok(other) => Err(MailboxRefused::UnexpectedAnswer(format!("{other:?}"))),
+            Err(e) => Err(MailboxRefused::NoAnswer(e)),
         }
     }
 
@@ -265,8 +265,14 @@ mod tests {
     use std::time::Duration;
 
     use super::super::testutil::{envelope, lookup, start};
+    use super::*;
     use crate::message::Delivery;
     use crate::smtp::Outcome;
+
+    /// The check, its refusal as the mail log would say it.
+    fn checked(process: &DeliveryProcess, user: &User) -> Result<(), String> {
+        process.check_mailbox(user).map_err(|e| e.to_string())
+    }
 
     #[test]
     fn a_passed_mailbox_check_stands_a_while_a_failed_one_does_not() {
@@ -274,11 +280,11 @@ mod tests {
         process.check_stands = Duration::from_millis(300);
         let checks = || rec.checks.load(Ordering::SeqCst);
         let jon = lookup("jon").unwrap();
-        assert_eq!(process.check_mailbox(&jon), Ok(()));
-        assert_eq!(process.check_mailbox(&jon), Ok(()));
+        assert_eq!(checked(&process, &jon), Ok(()));
+        assert_eq!(checked(&process, &jon), Ok(()));
         assert_eq!(checks(), 1, "the second check was answered from memory");
         // Another user is asked about.
-        assert_eq!(process.check_mailbox(&lookup("alice").unwrap()), Ok(()));
+        assert_eq!(checked(&process, &lookup("alice").unwrap()), Ok(()));
         assert_eq!(checks(), 2);
         // A refusal is never remembered.
         let broken = lookup("broken").unwrap();
@@ -288,7 +294,7 @@ mod tests {
         }
         // Once the pass is old, jon is asked about again.
         std::thread::sleep(Duration::from_millis(350));
-        assert_eq!(process.check_mailbox(&jon), Ok(()));
+        assert_eq!(checked(&process, &jon), Ok(()));
         assert_eq!(checks(), 5);
     }
 
@@ -299,10 +305,16 @@ mod tests {
         msg.write_all(b"Subject: hi\n\nbody spilled to a file\n")
             .unwrap();
         assert_eq!(process.deliver(&envelope(), &msg), Outcome::Delivered);
-        assert_eq!(process.check_mailbox(&lookup("jon").unwrap()), Ok(()));
+        assert_eq!(checked(&process, &lookup("jon").unwrap()), Ok(()));
+        // The delivery process's refusal arrives as its text.
+        let refused = process.check_mailbox(&lookup("broken").unwrap());
+        assert!(
+            matches!(refused, Err(MailboxRefused::Reported(_))),
+            "{refused:?}"
+        );
         assert_eq!(
-            process.check_mailbox(&lookup("broken").unwrap()),
-            Err("broken mailbox".into())
+            refused.map_err(|e| e.to_string()),
+            Err("/var/mail/broken: refusing to write: broken mailbox".into())
         );
         let got = rec.delivered.lock().unwrap();
         assert_eq!(got.len(), 1);

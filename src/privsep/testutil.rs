@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use super::serve::required_seals;
 use super::{DeliveryProcess, Limits, serve_delivery};
-use crate::message::{Delivery, MessageSource};
+use crate::mbox::MboxError;
+use crate::message::{Delivery, MailboxRefused, MessageSource};
 use crate::smtp::command::Body;
 use crate::smtp::{Envelope, Mailbox, Outcome, Recipient, ReversePath, Submitter};
 use crate::users::User;
@@ -29,10 +30,13 @@ impl Delivery for Recorder {
         self.delivered.lock().unwrap().push((env.clone(), body));
         Outcome::Delivered
     }
-    fn check_mailbox(&self, user: &User) -> Result<(), String> {
+    fn check_mailbox(&self, user: &User) -> Result<(), MailboxRefused> {
         self.checks.fetch_add(1, Ordering::SeqCst);
         if user.name == "broken" {
-            Err("broken mailbox".into())
+            Err(MailboxRefused::Mbox {
+                path: "/var/mail/broken".into(),
+                err: MboxError::Unsafe("broken mailbox".into()),
+            })
         } else {
             Ok(())
         }
