@@ -637,6 +637,7 @@ fn recipient(
         let checked = service
             .delivery()
             .check_mailbox(u)
+            .map_err(|refused| refused.to_string())
             .and_then(|()| cannot_create_for(&o.spool, u).map_or(Ok(()), Err));
         match checked {
             Ok(()) => {

@@ -21,7 +21,8 @@
 //! delivered by mistake.
 //!
 //! Here too is what the SMTP side knows of delivery, so that it need not
-//! import [`crate::deliver`]: the [`Delivery`] boundary it calls, and
+//! import [`crate::deliver`]: the [`Delivery`] boundary it calls, with
+//! [`MailboxRefused`], why a mailbox fails the RCPT-time check, and
 //! [`MessageSource`], a message readable once per mailbox (a
 //! [`MessageBuf`] here, the delivery process's
 //! [`crate::privsep::FdMessage`] there), with the sealed memory copy that
@@ -253,7 +254,7 @@ pub trait Delivery: Send + Sync {
     /// Delivers one message to every recipient of `env`, all or nothing.
     fn deliver(&self, env: &Envelope, message: &dyn MessageSource) -> Outcome;
     /// The RCPT-time check of `user`'s mailbox; `Err` says why not.
-    fn check_mailbox(&self, user: &User) -> Result<(), String>;
+    fn check_mailbox(&self, user: &User) -> Result<(), MailboxRefused>;
     /// Undoes the deliveries a crash interrupted ([`crate::journal`]):
     /// called at start, before the first session, by the process that
     /// delivers. Nothing to do for the SMTP side of a privilege-separated
@@ -262,6 +263,81 @@ pub trait Delivery: Send + Sync {
     /// Removes what delivery keeps between messages (idle journals), at
     /// exit.
     fn close(&self) {}
+}
+
+/// Why the RCPT-time check refuses a mailbox ([`Delivery::check_mailbox`]).
+/// Its text is what the mail log says after `mailbox unavailable: `.
+///
+/// Across the privilege separation only that text travels: the delivery
+/// process answers with it, and the SMTP side, which only logs it, holds
+/// it as [`MailboxRefused::Reported`].
+#[derive(Debug)]
+pub enum MailboxRefused {
+    /// There is no mailbox, and this process cannot create one for its
+    /// owner (only root can give a new mailbox to another user); `why`
+    /// says who we are and who the owner is.
+    CannotCreate { path: PathBuf, why: String },
+    /// As root, with the owner's uid and the mail group (`group`, by
+    /// name where it has one), the spool does not let us create the
+    /// mailbox or its dotlock there (`faccessat`'s `errno`).
+    SpoolNotWritable {
+        path: PathBuf,
+        uid: u32,
+        group: String,
+        errno: nix::errno::Errno,
+    },
+    /// The mailbox is not one postie will write to, or could not be
+    /// examined ([`crate::mbox::check`]).
+    Mbox {
+        path: PathBuf,
+        err: crate::mbox::MboxError,
+    },
+    /// Switching to the owner's filesystem identity failed.
+    Identity { path: PathBuf, err: io::Error },
+    /// The delivery process refused the mailbox; its words, as the wire
+    /// carried them.
+    Reported(String),
+    /// The delivery process answered what a check never is answered (the
+    /// answer, as `{:?}` shows it).
+    UnexpectedAnswer(String),
+    /// No answer from the delivery process.
+    NoAnswer(io::Error),
+}
+
+impl std::fmt::Display for MailboxRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MailboxRefused::CannotCreate { path, why } => write!(f, "{}: {why}", path.display()),
+            MailboxRefused::SpoolNotWritable {
+                path,
+                uid,
+                group,
+                errno,
+            } => write!(
+                f,
+                "{}: uid {uid} with group {group} cannot create the mailbox or its dotlock there ({})",
+                path.display(),
+                errno.desc()
+            ),
+            MailboxRefused::Mbox { path, err } => write!(f, "{}: {err}", path.display()),
+            MailboxRefused::Identity { path, err } => write!(f, "{}: {err}", path.display()),
+            MailboxRefused::Reported(why) => f.write_str(why),
+            MailboxRefused::UnexpectedAnswer(answer) => {
+                write!(f, "delivery process answered {answer}")
+            }
+            MailboxRefused::NoAnswer(err) => write!(f, "delivery process: {err}"),
+        }
+    }
+}
+
+impl std::error::Error for MailboxRefused {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            MailboxRefused::Mbox { err, .. } => Some(err),
+            MailboxRefused::Identity { err, .. } | MailboxRefused::NoAnswer(err) => Some(err),
+            _ => None,
+        }
+    }
 }
 
 /// A received message, readable from the start as many times as needed
@@ -368,6 +444,72 @@ impl Read for FileReader<'_> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The texts of the RCPT-time refusals, as the mail log gives them
+    /// after `mailbox unavailable: ` (tests and admins grep them).
+    #[test]
+    fn mailbox_refusals_say_what_they_always_said() {
+        use crate::mbox::MboxError;
+        let path = || PathBuf::from("/var/mail/carol");
+        let cases = [
+            (
+                MailboxRefused::CannotCreate {
+                    path: path(),
+                    why: "no mailbox, and postie (uid 1000) cannot create one owned by carol \
+                          (uid 1001) unless run as root"
+                        .into(),
+                },
+                "/var/mail/carol: no mailbox, and postie (uid 1000) cannot create one owned by \
+                 carol (uid 1001) unless run as root",
+            ),
+            (
+                MailboxRefused::SpoolNotWritable {
+                    path: path(),
+                    uid: 1001,
+                    group: "mail".into(),
+                    errno: nix::errno::Errno::EACCES,
+                },
+                "/var/mail/carol: uid 1001 with group mail cannot create the mailbox or its \
+                 dotlock there (Permission denied)",
+            ),
+            (
+                MailboxRefused::Mbox {
+                    path: path(),
+                    err: MboxError::Unsafe("is a symbolic link".into()),
+                },
+                "/var/mail/carol: refusing to write: is a symbolic link",
+            ),
+            (
+                MailboxRefused::Mbox {
+                    path: path(),
+                    err: MboxError::Io(io::Error::from_raw_os_error(libc::EIO)),
+                },
+                "/var/mail/carol: Input/output error (os error 5)",
+            ),
+            (
+                MailboxRefused::Identity {
+                    path: path(),
+                    err: io::Error::from_raw_os_error(libc::EPERM),
+                },
+                "/var/mail/carol: Operation not permitted (os error 1)",
+            ),
+            (
+                MailboxRefused::Reported("/var/mail/carol: refusing to write: x".into()),
+                "/var/mail/carol: refusing to write: x",
+            ),
+            (
+                MailboxRefused::UnexpectedAnswer("Bad(\"truncated request\")".into()),
+                "delivery process answered Bad(\"truncated request\")",
+            ),
+            (
+                MailboxRefused::NoAnswer(io::ErrorKind::UnexpectedEof.into()),
+                "delivery process: unexpected end of file",
+            ),
+        ];
+        for (refused, text) in cases {
+            assert_eq!(refused.to_string(), text, "{refused:?}");
+        }
+    }
 
     fn pattern(n: usize) -> Vec<u8> {
         (0..n).map(|i| (i * 7 + i / 251) as u8).collect()

@@ -202,6 +202,7 @@ impl Policy for RcptPolicy {
                 // after the message has been sent.
                 for u in &users {
                     if let Err(why) = self.delivery.check_mailbox(u) {
+                        let why = why.to_string();
                         Event::MailboxUnavailable { to, why: &why }.log();
                         return RcptVerdict::MailboxUnavailable;
                     }

@@ -110,7 +110,7 @@ impl Delivery for Deliverer {
         Deliverer::deliver(self, env, message)
     }
 
-    fn check_mailbox(&self, user: &User) -> Result<(), String> {
+    fn check_mailbox(&self, user: &User) -> Result<(), crate::message::MailboxRefused> {
         Deliverer::check_mailbox(self, user)
     }
 
@@ -368,14 +368,16 @@ impl Deliverer {
     /// The RCPT-time check of a user's mailbox: it must be missing (and
     /// creatable by us for its owner) or a regular file with one link owned
     /// by the user. Returns why not.
-    pub fn check_mailbox(&self, user: &User) -> Result<(), String> {
+    pub fn check_mailbox(&self, user: &User) -> Result<(), crate::message::MailboxRefused> {
+        use crate::message::MailboxRefused;
         let path = self.spool.join(&user.name);
-        let _id = self
-            .owner(user)
-            .act_as()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let _id = match self.owner(user).act_as() {
+            Ok(id) => id,
+            Err(err) => return Err(MailboxRefused::Identity { path, err }),
+        };
         if !may_create(user) && std::fs::symlink_metadata(&path).is_err() {
-            return Err(format!("{}: {}", path.display(), cannot_create(user)));
+            let why = cannot_create(user);
+            return Err(MailboxRefused::CannotCreate { path, why });
         }
         // As root, the dotlock (and a missing mailbox) are made with the
         // user's identity: a spool it cannot write would defer the whole
@@ -383,7 +385,7 @@ impl Deliverer {
         // faccessat with AT_EACCESS checks with the fsuid and fsgid now in
         // force.
         if nix::unistd::geteuid().is_root() {
-            if let Err(e) = nix::unistd::faccessat(
+            if let Err(errno) = nix::unistd::faccessat(
                 nix::fcntl::AT_FDCWD,
                 &self.spool,
                 nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
@@ -394,15 +396,18 @@ impl Deliverer {
                     Ok(Some(g)) => g.name,
                     _ => gid.to_string(),
                 };
-                return Err(format!(
-                    "{}: uid {} with group {group} cannot create the mailbox or its dotlock there ({})",
-                    path.display(),
-                    user.uid,
-                    e.desc()
-                ));
+                return Err(MailboxRefused::SpoolNotWritable {
+                    path,
+                    uid: user.uid,
+                    group,
+                    errno,
+                });
             }
         }
-        mbox::check(&path, user).map_err(|e| format!("{}: {e}", path.display()))
+        match mbox::check(&path, user) {
+            Ok(()) => Ok(()),
+            Err(err) => Err(MailboxRefused::Mbox { path, err }),
+        }
     }
 }
 

@@ -1,0 +1,529 @@
+//! The wire between the two processes: versioned, length-prefixed frames,
+//! and the pure encoding and decoding of what they carry.
+//!
+//! A request or a response is a frame: a 4-byte big-endian length, then
+//! the payload (version byte, kind byte, fields as length-prefixed strings
+//! and fixed-size integers); a delivery request carries the message as a
+//! file descriptor attached to the frame (SCM_RIGHTS). Here the payloads
+//! are made and taken apart on bytes, and every field is checked as it is
+//! read (lengths, counts, UTF-8, control characters, addresses, the
+//! message id): the decoder is the first line of the delivery process's
+//! defence, and can be tested without a process or a socket. What a
+//! request asks is judged in [`super::serve`].
+//!
+//! The format is fixed by [`VERSION`]; the tests below pin it byte for
+//! byte.
+
+use std::io::{self, IoSlice, IoSliceMut, Read};
+use std::net::IpAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
+
+use crate::smtp::address::parse_path;
+use crate::smtp::command::Body;
+use crate::smtp::{Envelope, Mailbox, Recipient, ReversePath, Submitter, TempReason};
+use crate::sys;
+
+/// Protocol version; a request of any other version is refused.
+pub const VERSION: u8 = 1;
+/// Largest request or response payload accepted.
+const MAX_FRAME: usize = 1 << 20;
+/// Longest string field.
+const MAX_STR: usize = 4096;
+/// Most recipients (and users per recipient) in one request.
+const MAX_ITEMS: usize = 10_000;
+
+pub(super) const KIND_CHECK: u8 = 1;
+const KIND_DELIVER: u8 = 2;
+
+const ST_OK: u8 = 0;
+const ST_TEMP: u8 = 1;
+// 2 was a permanent failure, which delivery no longer reports.
+const ST_UNAVAILABLE: u8 = 3;
+const ST_BAD: u8 = 4;
+
+/// A request as the delivery process reads it, every field checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Request {
+    /// The RCPT-time check of the mailbox of the user of this name.
+    Check { user: String },
+    /// A delivery of the message (`len` octets, in the descriptor that
+    /// came with the frame) as `env` says.
+    Deliver { env: Envelope, len: u64 },
+}
+
+/// Reads a request: its version, its kind, its fields, and nothing after
+/// them. `Err` says what is wrong with it.
+pub(super) fn decode_request(payload: &[u8]) -> Result<Request, String> {
+    let mut r = Reader { buf: payload };
+    if r.u8()? != VERSION {
+        return Err("unsupported protocol version".into());
+    }
+    match r.u8()? {
+        KIND_CHECK => {
+            let user = r.str()?;
+            r.end()?;
+            Ok(Request::Check { user })
+        }
+        KIND_DELIVER => {
+            let (env, len) = decode_deliver(&mut r)?;
+            Ok(Request::Deliver { env, len })
+        }
+        k => Err(format!("unknown request kind {k}")),
+    }
+}
+
+// Encoding.
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+fn put_u32(out: &mut Vec<u8>, n: u32) {
+    out.extend_from_slice(&n.to_be_bytes());
+}
+
+fn put_u64(out: &mut Vec<u8>, n: u64) {
+    out.extend_from_slice(&n.to_be_bytes());
+}
+
+/// The payload of a request to check `user`'s mailbox.
+pub(super) fn encode_check(user: &str) -> Vec<u8> {
+    let mut out = vec![VERSION, KIND_CHECK];
+    put_str(&mut out, user);
+    out
+}
+
+/// The payload of a delivery request for `env`, whose message is `len`
+/// bytes long.
+pub fn encode_deliver(env: &Envelope, len: u64) -> Vec<u8> {
+    let mut out = vec![VERSION, KIND_DELIVER];
+    put_str(&mut out, &env.id);
+    put_str(&mut out, &env.helo);
+    out.push(u8::from(env.esmtp));
+    put_str(
+        &mut out,
+        &env.peer.map(|p| p.to_string()).unwrap_or_default(),
+    );
+    let sender = match &env.sender {
+        ReversePath::Null => String::new(),
+        ReversePath::Mailbox(m) => m.to_string(),
+    };
+    put_str(&mut out, &sender);
+    put_u32(&mut out, env.recipients.len() as u32);
+    for r in &env.recipients {
+        put_str(&mut out, &r.path.to_string());
+        put_u32(&mut out, r.users.len() as u32);
+        for u in &r.users {
+            put_str(&mut out, u);
+        }
+    }
+    out.push(match env.body {
+        None => 0,
+        Some(Body::SevenBit) => 1,
+        Some(Body::EightBitMime) => 2,
+    });
+    put_u64(&mut out, env.size);
+    match &env.submitter {
+        None => out.push(0),
+        Some(s) => {
+            out.push(1);
+            put_u32(&mut out, s.uid);
+            put_str(&mut out, &s.user);
+        }
+    }
+    put_u64(&mut out, len);
+    out
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], String> {
+        if self.buf.len() < n {
+            return Err("truncated request".into());
+        }
+        let (a, b) = self.buf.split_at(n);
+        self.buf = b;
+        Ok(a)
+    }
+    fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Result<u32, String> {
+        Ok(u32::from_be_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, String> {
+        Ok(u64::from_be_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+    fn count(&mut self) -> Result<usize, String> {
+        let n = self.u32()? as usize;
+        if n > MAX_ITEMS {
+            return Err(format!("count {n} over the limit"));
+        }
+        Ok(n)
+    }
+    fn str(&mut self) -> Result<String, String> {
+        let n = self.u32()? as usize;
+        if n > MAX_STR {
+            return Err(format!("string of {n} bytes over the limit"));
+        }
+        let b = self.take(n)?;
+        let s = std::str::from_utf8(b).map_err(|_| "string not UTF-8")?;
+        if s.chars().any(|c| c.is_control()) {
+            return Err("control character in a string".into());
+        }
+        Ok(s.to_string())
+    }
+    fn end(&self) -> Result<(), String> {
+        if self.buf.is_empty() {
+            Ok(())
+        } else {
+            Err("trailing bytes in request".into())
+        }
+    }
+}
+
+fn mailbox(s: &str) -> Result<Mailbox, String> {
+    match parse_path(&format!("<{s}>")) {
+        Ok((Some(m), "")) => Ok(m),
+        _ => Err(format!(
+            "bad address {:?}",
+            crate::smtp::session::printable(s, 80)
+        )),
+    }
+}
+
+fn decode_deliver(r: &mut Reader<'_>) -> Result<(Envelope, u64), String> {
+    let id = r.str()?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') {
+        return Err("bad message id".into());
+    }
+    let helo = r.str()?;
+    let esmtp = match r.u8()? {
+        0 => false,
+        1 => true,
+        _ => return Err("bad flag".into()),
+    };
+    let peer = match r.str()? {
+        p if p.is_empty() => None,
+        p => Some(p.parse::<IpAddr>().map_err(|_| "bad peer address")?),
+    };
+    let sender = match r.str()? {
+        s if s.is_empty() => ReversePath::Null,
+        s => ReversePath::Mailbox(mailbox(&s)?),
+    };
+    let n = r.count()?;
+    if n == 0 {
+        return Err("no recipients".into());
+    }
+    let mut recipients = Vec::with_capacity(n.min(100));
+    for _ in 0..n {
+        let path = mailbox(&r.str()?)?;
+        let k = r.count()?;
+        if k == 0 {
+            return Err("recipient without users".into());
+        }
+        let mut users = Vec::with_capacity(k.min(100));
+        for _ in 0..k {
+            users.push(r.str()?);
+        }
+        recipients.push(Recipient { path, users });
+    }
+    let body = match r.u8()? {
+        0 => None,
+        1 => Some(Body::SevenBit),
+        2 => Some(Body::EightBitMime),
+        _ => return Err("bad body type".into()),
+    };
+    let size = r.u64()?;
+    let submitter = match r.u8()? {
+        0 => None,
+        1 => Some(Submitter {
+            uid: r.u32()?,
+            user: r.str()?,
+        }),
+        _ => return Err("bad flag".into()),
+    };
+    let len = r.u64()?;
+    r.end()?;
+    Ok((
+        Envelope {
+            id,
+            helo,
+            esmtp,
+            peer,
+            sender,
+            recipients,
+            body,
+            size,
+            submitter,
+        },
+        len,
+    ))
+}
+
+/// What the delivery process answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Ok,
+    Temp(TempReason),
+    Unavailable(String),
+    Bad(String),
+}
+
+const TEMP_REASONS: [TempReason; 5] = [
+    TempReason::LockTimeout,
+    TempReason::NoSpace,
+    TempReason::Quota,
+    TempReason::LookupFailed,
+    TempReason::Local,
+];
+
+pub fn encode_response(r: &Response) -> Vec<u8> {
+    let mut out = vec![VERSION];
+    match r {
+        Response::Ok => out.push(ST_OK),
+        Response::Temp(t) => {
+            out.push(ST_TEMP);
+            out.push(TEMP_REASONS.iter().position(|x| x == t).unwrap_or(4) as u8);
+        }
+        Response::Unavailable(why) => {
+            out.push(ST_UNAVAILABLE);
+            put_str(&mut out, &truncate(why));
+        }
+        Response::Bad(why) => {
+            out.push(ST_BAD);
+            put_str(&mut out, &truncate(why));
+        }
+    }
+    out
+}
+
+fn truncate(s: &str) -> String {
+    crate::smtp::session::printable(s, 1000)
+}
+
+pub fn decode_response(payload: &[u8]) -> io::Result<Response> {
+    let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_string());
+    let mut r = Reader { buf: payload };
+    let res = (|| -> Result<Response, String> {
+        if r.u8()? != VERSION {
+            return Err("unsupported protocol version".into());
+        }
+        let resp = match r.u8()? {
+            ST_OK => Response::Ok,
+            ST_TEMP => Response::Temp(*TEMP_REASONS.get(r.u8()? as usize).ok_or("bad reason")?),
+            ST_UNAVAILABLE => Response::Unavailable(r.str()?),
+            ST_BAD => Response::Bad(r.str()?),
+            _ => return Err("unknown status".into()),
+        };
+        r.end()?;
+        Ok(resp)
+    })();
+    res.map_err(|e| bad(&e))
+}
+
+// Framing, with an optional descriptor attached to the frame's first byte.
+
+/// Sends one frame: its length, then `payload`, with `fd` attached.
+pub fn send_frame(s: &UnixStream, payload: &[u8], fd: Option<i32>) -> io::Result<()> {
+    let len = (payload.len() as u32).to_be_bytes();
+    let mut parts = [IoSlice::new(&len), IoSlice::new(payload)];
+    let fds = fd.map(|f| [f]);
+    let cmsgs: Vec<ControlMessage<'_>> = fds
+        .as_ref()
+        .map(|f| ControlMessage::ScmRights(f))
+        .into_iter()
+        .collect();
+    let total = 4 + payload.len();
+    let mut sent = sendmsg::<()>(s.as_raw_fd(), &parts, &cmsgs, MsgFlags::MSG_NOSIGNAL, None)?;
+    // A short write: the rest goes without the descriptor (already sent).
+    while sent < total {
+        let rest: Vec<u8> = [&len[..], payload].concat()[sent..].to_vec();
+        parts = [IoSlice::new(&rest), IoSlice::new(&[])];
+        sent += sendmsg::<()>(s.as_raw_fd(), &parts, &[], MsgFlags::MSG_NOSIGNAL, None)?;
+    }
+    Ok(())
+}
+
+/// Receives one frame and the descriptor attached to it, if any. End of
+/// file before a frame starts is `UnexpectedEof`.
+pub fn recv_frame(s: &UnixStream) -> io::Result<(Vec<u8>, Option<OwnedFd>)> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    let mut fd = None;
+    while got < 4 {
+        let mut space = nix::cmsg_space!([i32; 4]);
+        let mut iov = [IoSliceMut::new(&mut len[got..])];
+        let msg = recvmsg::<()>(
+            s.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let n = msg.bytes;
+        for c in msg.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for raw in fds {
+                    let owned = sys::received_fd(raw);
+                    // Keep the first; any extra descriptor is closed.
+                    if fd.is_none() {
+                        fd = Some(owned);
+                    }
+                }
+            }
+        }
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        got += n;
+    }
+    let n = u32::from_be_bytes(len) as usize;
+    if n > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {n} bytes"),
+        ));
+    }
+    let mut payload = vec![0u8; n];
+    (&*s).read_exact(&mut payload)?;
+    Ok((payload, fd))
+}
+
+/// Writes bytes as they are, frame or not (for tests of hostile input).
+#[cfg(test)]
+pub(super) fn send_raw(s: &UnixStream, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    (&*s).write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::envelope;
+    use super::*;
+
+    /// The bytes of version 1, written out by hand: a change to the format
+    /// must come with a new [`VERSION`].
+    #[test]
+    fn requests_and_responses_keep_their_bytes() {
+        let env = Envelope {
+            id: "A.1".into(),
+            helo: "h".into(),
+            esmtp: true,
+            peer: Some("192.0.2.1".parse().unwrap()),
+            sender: ReversePath::Mailbox(Mailbox {
+                local: "jon".into(),
+                domain: Some("x.example".into()),
+            }),
+            recipients: vec![Recipient {
+                path: Mailbox {
+                    local: "staff".into(),
+                    domain: None,
+                },
+                users: vec!["jon".into()],
+            }],
+            body: Some(Body::SevenBit),
+            size: 42,
+            submitter: Some(Submitter {
+                uid: 1000,
+                user: "jon".into(),
+            }),
+        };
+        let want: Vec<u8> = [
+            &[1u8, 2][..],
+            b"\0\0\0\x03A.1",
+            b"\0\0\0\x01h",
+            &[1],
+            b"\0\0\0\x09192.0.2.1",
+            b"\0\0\0\x0djon@x.example",
+            b"\0\0\0\x01",
+            b"\0\0\0\x05staff",
+            b"\0\0\0\x01",
+            b"\0\0\0\x03jon",
+            &[1],
+            &42u64.to_be_bytes(),
+            &[1],
+            b"\0\0\x03\xe8",
+            b"\0\0\0\x03jon",
+            &3u64.to_be_bytes(),
+        ]
+        .concat();
+        assert_eq!(encode_deliver(&env, 3), want);
+        let null = Envelope {
+            sender: ReversePath::Null,
+            peer: None,
+            esmtp: false,
+            body: None,
+            submitter: None,
+            ..env
+        };
+        let want: Vec<u8> = [
+            &[1u8, 2][..],
+            b"\0\0\0\x03A.1",
+            b"\0\0\0\x01h",
+            &[0],
+            b"\0\0\0\0",
+            b"\0\0\0\0",
+            b"\0\0\0\x01",
+            b"\0\0\0\x05staff",
+            b"\0\0\0\x01",
+            b"\0\0\0\x03jon",
+            &[0],
+            &42u64.to_be_bytes(),
+            &[0],
+            &3u64.to_be_bytes(),
+        ]
+        .concat();
+        assert_eq!(encode_deliver(&null, 3), want);
+        assert_eq!(encode_check("jon"), b"\x01\x01\0\0\0\x03jon");
+        let responses: [(Response, &[u8]); 6] = [
+            (Response::Ok, b"\x01\x00"),
+            (Response::Temp(TempReason::LockTimeout), b"\x01\x01\x00"),
+            (Response::Temp(TempReason::NoSpace), b"\x01\x01\x01"),
+            (Response::Temp(TempReason::Local), b"\x01\x01\x04"),
+            (Response::Unavailable("no".into()), b"\x01\x03\0\0\0\x02no"),
+            (Response::Bad("x".into()), b"\x01\x04\0\0\0\x01x"),
+        ];
+        for (r, bytes) in responses {
+            assert_eq!(encode_response(&r), bytes, "{r:?}");
+            assert_eq!(decode_response(bytes).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn requests_decode_to_what_was_encoded() {
+        let env = envelope();
+        assert_eq!(
+            decode_request(&encode_deliver(&env, 7)),
+            Ok(Request::Deliver { env, len: 7 })
+        );
+        assert_eq!(
+            decode_request(&encode_check("jon")),
+            Ok(Request::Check { user: "jon".into() })
+        );
+    }
+
+    /// A frame on the socket: its length in four bytes, then the payload.
+    #[test]
+    fn a_frame_is_its_length_then_its_payload() {
+        let (a, b) = UnixStream::pair().unwrap();
+        send_frame(&a, b"xyz", None).unwrap();
+        let mut got = [0u8; 7];
+        (&b).read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"\0\0\0\x03xyz");
+        send_raw(&a, b"\0\0\0\x02hi").unwrap();
+        let (payload, fd) = recv_frame(&b).unwrap();
+        assert_eq!(payload, b"hi");
+        assert!(fd.is_none());
+    }
+}
