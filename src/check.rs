@@ -21,7 +21,7 @@ use nix::unistd::{AccessFlags, Gid, Group, Uid, User as PwUser};
 
 use crate::aliases::Aliases;
 use crate::cli::{Options, SmtpSideUser};
-use crate::config::{self, ConfigError, DEFAULT_FILE, Loaded};
+use crate::config::{self, ConfigError, DEFAULT_FILE, Loaded, mail_gid};
 use crate::domains::LocalDomains;
 use crate::recipients::Resolution;
 use crate::server::Service;
@@ -300,15 +300,6 @@ pub enum SpoolAccess {
     Partial(String),
     /// Nothing can be delivered: no journal can be made. The text says why.
     Unusable(String),
-}
-
-/// The group new mailboxes get, and the fsgid they are made with, when
-/// postie runs as root (as [`crate::config`] sets it up for delivery).
-fn mail_gid() -> Option<u32> {
-    Group::from_name("mail")
-        .ok()
-        .flatten()
-        .map(|g| g.gid.as_raw())
 }
 
 /// Whether this thread, with its filesystem identity, may create files in

@@ -29,7 +29,7 @@ use crate::aliases::AliasFile;
 use crate::cli::{BareLfPolicy, Cli, CommandLine, Mode, Options, QuotingArg};
 use crate::conn;
 use crate::deliver::Deliverer;
-use crate::domains::LocalDomains;
+use crate::domains::{self, LocalDomains};
 use crate::mbox::{MboxOptions, Quoting};
 use crate::recipients::Recipients;
 use crate::server::{ServerLimits, Service};
@@ -66,16 +66,22 @@ pub fn mail_name(given: Option<&str>) -> String {
     if let Some(h) = given {
         return h.to_string();
     }
-    if let Ok(s) = std::fs::read_to_string("/etc/mailname") {
-        if let Some(line) = s
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            return line.to_string();
-        }
+    // Unreadable, as missing: no name from it (and no warning here, where
+    // the host name is only being looked up).
+    if let Ok(Some(name)) = domains::mailname_in(Path::new(domains::MAILNAME)) {
+        return name;
     }
     sys::fqdn().unwrap_or_else(sys::hostname)
+}
+
+/// The group new mailboxes get, and the fsgid they are made with, when
+/// postie runs as root: `mail`, if the system has it. Read here for
+/// delivery and by `postie check`, which checks what delivery will do.
+pub fn mail_gid() -> Option<u32> {
+    Group::from_name("mail")
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
 }
 
 /// The mode of new mailboxes, or why `s` is none.
@@ -567,10 +573,7 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
         },
         recipients: recipients.clone(),
         deadline,
-        mail_gid: Group::from_name("mail")
-            .ok()
-            .flatten()
-            .map(|g| g.gid.as_raw()),
+        mail_gid: mail_gid(),
         journals: Default::default(),
         gates: Default::default(),
         append_writer: Default::default(),
