@@ -23,9 +23,9 @@
 //! ([`message`]): From:, Date: and Message-ID: are added when missing, and
 //! Bcc: is removed. Flags are parsed in [`args`].
 //!
-//! The parts: [`call`] (the command line and root's configuration),
-//! [`prepare`] (the message and its envelope), [`daemon`] (the daemon's
-//! socket, and `-bs` relayed to it), [`fallback`] (root's in-process
+//! The parts: `call.rs` (the command line and root's configuration),
+//! `prepare.rs` (the message and its envelope), `daemon.rs` (the daemon's
+//! socket, and `-bs` relayed to it), `fallback.rs` (root's in-process
 //! delivery); the modes themselves are here.
 
 pub mod args;

@@ -12,8 +12,8 @@
 //! and logged, as is an address in a domain that is not ours (we do not
 //! relay).
 //!
-//! The parts: [`parse`] (aliases(5) text into [`Aliases`]), [`expand`]
-//! (a name into leaf users, [`Expansion`]) and [`file`] (the reloading
+//! The parts: `parse.rs` (aliases(5) text into [`Aliases`]), `expand.rs`
+//! (a name into leaf users, [`Expansion`]) and `file.rs` (the reloading
 //! [`AliasFile`]); the parsed aliases themselves are here.
 
 mod expand;

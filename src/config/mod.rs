@@ -14,8 +14,8 @@
 //! Errors name `FILE:LINE: key: why` for a value from the file, and the
 //! option (`--key value: why`) for one from the command line.
 //!
-//! The parts: [`file`] (the file's syntax, and [`load`], which puts it
-//! beneath the command line into a [`Loaded`]) and [`resolve`] (the
+//! The parts: `file.rs` (the file's syntax, and [`load`], which puts it
+//! beneath the command line into a [`Loaded`]) and `resolve.rs` (the
 //! options, from wherever they came, resolved against the system into a
 //! [`Service`](crate::server::Service)); what both share is here.
 

@@ -16,10 +16,10 @@
 //! than root holds at most a quarter of it, so that no user can fill it
 //! alone; root is not refused for it at all.
 //!
-//! The parts: [`workers`] (the session threads, kept for the next
-//! connection), [`caps`] (the connection counts and their caps), [`admit`]
+//! The parts: `workers.rs` (the session threads, kept for the next
+//! connection), `caps.rs` (the connection counts and their caps), `admit.rs`
 //! (a connection counted, refused, or handed to a session thread), and
-//! [`accept`] (the loop, the signals, the shutdown); [`Service`], what every
+//! `accept.rs` (the loop, the signals, the shutdown); [`Service`], what every
 //! session shares, is here.
 
 mod accept;
