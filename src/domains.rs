@@ -87,7 +87,7 @@ impl LocalDomains {
             names.push(host);
         }
         names.extend(host_fqdn());
-        names.extend(read_mailname(Path::new("/etc/mailname")));
+        names.extend(read_mailname(Path::new(MAILNAME)));
         names.push("localhost".to_owned());
         names.extend(extra.iter().cloned());
 
@@ -151,23 +151,34 @@ fn host_fqdn() -> Option<String> {
         .or_else(|| system_hostname().filter(|name| name.contains('.')))
 }
 
+/// Debian's file of the host's mail name, read for the local domains and
+/// for the host name postie gives itself ([`crate::config::mail_name`]).
+pub const MAILNAME: &str = "/etc/mailname";
+
 /// The mail name in `path` (Debian's `/etc/mailname`): the first line that
-/// is neither blank nor a `#` comment, trimmed. `None` if the file cannot
-/// be read or has no such line.
+/// is neither blank nor a `#` comment, trimmed; `None` if it has no such
+/// line. The one reader of the file: what a failure to read it means is
+/// the caller's to say.
+pub fn mailname_in(path: &Path) -> io::Result<Option<String>> {
+    Ok(std::fs::read_to_string(path)?
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(str::to_owned))
+}
+
+/// [`mailname_in`], for the local domains: `None` if the file cannot be
+/// read (a warning unless it is missing) or has no such line.
 fn read_mailname(path: &Path) -> Option<String> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    match mailname_in(path) {
+        Ok(name) => name,
         Err(e) => {
             if e.kind() != io::ErrorKind::NotFound {
                 log::warn!("{}: {e}", path.display());
             }
-            return None;
+            None
         }
-    };
-    text.lines()
-        .map(str::trim)
-        .find(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(str::to_owned)
+    }
 }
 
 /// Every IPv4 and IPv6 address of the host's interfaces, from

@@ -1,119 +1,19 @@
-//! The configuration file beneath the command line, and resolving both
-//! against the system into the objects that run: the session limits, the
-//! recipient policy, the delivery agent.
-//!
-//! The file (`/etc/postie/postie.conf`, or `-C FILE`) holds `key = value`
-//! lines whose keys are the long options of [`Options`] (and `listen` of
-//! `serve`). Its values are not parsed here: each becomes `--key=value` and
-//! goes through the very clap value parser the command line uses, so one
-//! set of rules applies. The file's options are then put in front of the
-//! command line's, leaving out those the command line gives itself: the
-//! command line wins over the file, and the file over the built-in
-//! defaults.
-//!
-//! Errors name `FILE:LINE: key: why` for a value from the file, and the
-//! option (`--key value: why`) for one from the command line.
+//! The configuration file: its syntax ([`parse_file`]: `key = value`
+//! lines, the keys being postie's long options) and [`load`], which checks
+//! every value with the command line's own parser and puts the file
+//! beneath the command line, remembering which line gave what so that
+//! later errors can name it ([`Loaded::origin`]). Nothing here looks at
+//! the system beyond reading the file; that is [`super::resolve`].
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{ArgAction, Args, CommandFactory};
-use nix::unistd::Group;
 
-use crate::aliases::AliasFile;
-use crate::cli::{BareLfPolicy, Cli, CommandLine, Mode, Options, QuotingArg};
-use crate::conn;
-use crate::deliver::Deliverer;
-use crate::domains::LocalDomains;
-use crate::mbox::{MboxOptions, Quoting};
-use crate::recipients::Recipients;
-use crate::server::{ServerLimits, Service};
-use crate::smtp::data::{BareLf, DataLimits};
-use crate::smtp::session;
-use crate::sys;
-use crate::users::{Nss, PasswdFile, UserDb};
-
-/// A configuration error, to be printed once by `main`.
-#[derive(Debug)]
-pub struct ConfigError(pub String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Stack of a connection thread. The deepest path (NSS lookup, mailbox
-/// append) uses a few tens of KiB; 256 KiB leaves a wide margin and costs
-/// only the pages touched.
-const THREAD_STACK: usize = 256 * 1024;
-
-/// The configuration file read when `-C` is not given. A missing one is
-/// no error: everything has a built-in default.
-pub const DEFAULT_FILE: &str = "/etc/postie/postie.conf";
-
-/// The host's mail name: `--hostname`, else the first line of
-/// `/etc/mailname` (Debian's convention), else the FQDN, else the host
-/// name.
-pub fn mail_name(given: Option<&str>) -> String {
-    if let Some(h) = given {
-        return h.to_string();
-    }
-    if let Ok(s) = std::fs::read_to_string("/etc/mailname") {
-        if let Some(line) = s
-            .lines()
-            .map(str::trim)
-            .find(|l| !l.is_empty() && !l.starts_with('#'))
-        {
-            return line.to_string();
-        }
-    }
-    sys::fqdn().unwrap_or_else(sys::hostname)
-}
-
-/// The mode of new mailboxes, or why `s` is none.
-fn parse_mode(s: &str) -> Result<u32, String> {
-    match u32::from_str_radix(s, 8) {
-        Ok(m) if m <= 0o777 && m & 0o600 == 0o600 => Ok(m),
-        _ => {
-            Err("want an octal mode no greater than 777 that lets the owner read and write".into())
-        }
-    }
-}
-
-/// The extension delimiter (`None`: extensions off), or why `s` is none.
-pub fn parse_delimiter(s: &str) -> Result<Option<char>, String> {
-    let mut cs = s.chars();
-    match (cs.next(), cs.next()) {
-        (None, _) => Ok(None),
-        (Some(c), None) if c.is_ascii_punctuation() && c != '@' && c != '"' => Ok(Some(c)),
-        _ => Err("want one ASCII punctuation character, or nothing".into()),
-    }
-}
-
-/// True if `s` can be a local domain: a name of ASCII letters, digits,
-/// `-`, `_` and dots, or an address literal (`[192.0.2.1]`,
-/// `[IPv6:2001:db8::1]`). This is what catches `domain = a.example #
-/// comment` (there are no trailing comments).
-pub fn plausible_domain(s: &str) -> bool {
-    if s.starts_with('[') {
-        return crate::domains::parse_address_literal(s).is_some();
-    }
-    !s.is_empty()
-        && s.len() <= 255
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-}
-
-// ---------------------------------------------------------------------
-// The file
+use super::{ConfigError, DEFAULT_FILE, printable};
+use crate::cli::{Cli, CommandLine, Mode, Options};
 
 /// One `key = value` line of the configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,13 +135,6 @@ fn parse_with(text: &str, source: &str, keys: &[Key]) -> Result<Vec<Setting>, Co
     }
     Ok(settings)
 }
-
-/// `s` with quotes, backslashes and control characters escaped, for an
-/// error message.
-fn printable(s: &str) -> String {
-    s.chars().flat_map(char::escape_debug).collect()
-}
-
 /// Why clap refused `value`, in a line without clap's layout.
 fn why(e: &clap::Error, value: &str) -> String {
     let valid = match e.get(ContextKind::ValidValue) {
@@ -301,18 +194,6 @@ impl Loaded {
             .iter()
             .find(|s| s.key == key && value.is_none_or(|v| s.values.iter().any(|x| x == v)))
             .map(|s| format!("{}:{}", file.display(), s.line))
-    }
-
-    /// [`service`] for the options in force, with errors naming `FILE:LINE`
-    /// for values from the file.
-    pub fn service(&self) -> Result<Service, ConfigError> {
-        build(&self.cli.opts, &|k, v| self.origin(k, v), true)
-    }
-
-    /// [`Loaded::service`] without looking at the spool directory, for
-    /// `postie check`, which examines the spool itself.
-    pub(crate) fn service_unchecked_spool(&self) -> Result<Service, ConfigError> {
-        build(&self.cli.opts, &|k, v| self.origin(k, v), false)
     }
 }
 
@@ -465,194 +346,10 @@ pub fn load_vetted(
     })
 }
 
-// ---------------------------------------------------------------------
-// Options -> Service
-
-/// Builds the service every session of this process shares, from the
-/// options alone (errors name the option).
-pub fn service(o: &Options) -> Result<Service, ConfigError> {
-    build(o, &|_, _| None, true)
-}
-
-/// Where a value came from: `FILE:LINE`, or `None` for the command line or
-/// a default. The second argument picks one value of a repeatable key.
-type Origin<'a> = &'a dyn Fn(&str, Option<&str>) -> Option<String>;
-
-/// An error about option `key` set to `value` (as it is to be shown):
-/// `FILE:LINE: key: value: why` if it came from the file, else `--key
-/// value: why`.
-fn bad(origin: Origin<'_>, key: &str, value: &str, why: &str) -> ConfigError {
-    match origin(key, None) {
-        Some(at) => ConfigError(format!("{at}: {key}: {value}: {why}")),
-        None => ConfigError(format!("--{key} {value}: {why}")),
-    }
-}
-
-fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, ConfigError> {
-    let hostname = mail_name(o.hostname.as_deref());
-    // 255: a domain name's limit (RFC 1035 2.3.4), which also keeps every
-    // reply that names the host within the 512-octet reply line.
-    if hostname.is_empty()
-        || hostname.len() > 255
-        || !hostname.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(match o.hostname {
-            Some(_) => bad(
-                origin,
-                "hostname",
-                &format!("{hostname:?}"),
-                "not a host name",
-            ),
-            None => ConfigError(format!(
-                "host name {hostname:?} (from /etc/mailname or the system): not a host name; set hostname"
-            )),
-        });
-    }
-    for d in &o.domains {
-        if !plausible_domain(d) {
-            let why = "not a domain name or address literal";
-            return Err(match origin("domain", Some(d)) {
-                Some(at) => ConfigError(format!("{at}: domain: \"{}\": {why}", printable(d))),
-                None => ConfigError(format!("--domain {d:?}: {why}")),
-            });
-        }
-    }
-    let dir_error =
-        |key: &str, dir: &Path, why: String| bad(origin, key, &dir.display().to_string(), &why);
-    if with_spool {
-        check_dir(&o.spool).map_err(|why| dir_error("spool", &o.spool, why))?;
-    }
-    let db: Box<dyn UserDb> = match &o.passwd {
-        Some(p) => Box::new(
-            PasswdFile::load(p).map_err(|e| match origin("passwd", None) {
-                Some(at) => ConfigError(format!("{at}: passwd: {e}")),
-                None => ConfigError(format!("--passwd: {e}")),
-            })?,
-        ),
-        None => Box::new(Nss),
-    };
-    let delimiter = parse_delimiter(&o.extension_delimiter).map_err(|why| {
-        let shown = format!("{:?}", o.extension_delimiter);
-        bad(origin, "extension-delimiter", &shown, &why)
-    })?;
-    let mode = parse_mode(&o.mailbox_mode)
-        .map_err(|why| bad(origin, "mailbox-mode", &o.mailbox_mode, &why))?;
-    let secs = |n: u64, key: &str| secs(n).map_err(|why| bad(origin, key, &n.to_string(), why));
-    let stale_lock = secs(o.stale_lock, "stale-lock")?;
-    let deadline = secs(o.timeout_data_end, "timeout-data-end")?;
-    let command_timeout = secs(o.timeout_command, "timeout-command")?;
-    let data_timeout = secs(o.timeout_data, "timeout-data")?;
-    let session_timeout = secs(o.timeout_session, "timeout-session")?;
-    let temp_dir = o.temp_dir.clone().unwrap_or_else(std::env::temp_dir);
-    check_dir(&temp_dir).map_err(|why| dir_error("temp-dir", &temp_dir, why))?;
-
-    let domains = LocalDomains::detect(&hostname, &o.domains);
-    let aliases = if o.aliases.as_os_str().is_empty() {
-        AliasFile::empty()
-    } else {
-        AliasFile::open(&o.aliases)
-    };
-    let recipients = Arc::new(Recipients::new(domains, db, delimiter, aliases));
-    let deliverer = Deliverer {
-        spool: o.spool.clone(),
-        hostname: hostname.clone(),
-        mbox: MboxOptions {
-            mode,
-            quoting: match o.quoting {
-                QuotingArg::Mboxrd => Quoting::Mboxrd,
-                QuotingArg::Mboxo => Quoting::Mboxo,
-            },
-            lock_timeout: Duration::from_secs(o.lock_timeout),
-            stale_lock,
-        },
-        recipients: recipients.clone(),
-        deadline,
-        mail_gid: Group::from_name("mail")
-            .ok()
-            .flatten()
-            .map(|g| g.gid.as_raw()),
-        journals: Default::default(),
-        gates: Default::default(),
-        append_writer: Default::default(),
-    };
-    let session = session::Config {
-        hostname,
-        max_size: o.max_size,
-        max_recipients: o.max_recipients as usize,
-        max_errors: o.max_errors,
-    };
-    let conn = conn::Limits {
-        max_line: o.max_line as usize,
-        data: DataLimits {
-            max_size: o.max_size,
-            bare_lf: match o.bare_lf {
-                BareLfPolicy::Accept => BareLf::Accept,
-                BareLfPolicy::Reject => BareLf::Reject,
-            },
-        },
-        command_timeout,
-        data_timeout,
-        session_timeout,
-        spill_threshold: usize::try_from(o.spill_threshold).unwrap_or(usize::MAX),
-        temp_dir,
-    };
-    let server = ServerLimits {
-        max_connections: o.max_connections as usize,
-        max_local_connections: o.max_local_connections as usize,
-        max_per_client: o.max_per_client as usize,
-        shutdown_grace: Duration::from_secs(o.shutdown_grace),
-        thread_stack: THREAD_STACK,
-    };
-    Ok(Service::new(
-        session,
-        conn,
-        server,
-        recipients,
-        Arc::new(deliverer),
-    ))
-}
-
-fn secs(n: u64) -> Result<Duration, &'static str> {
-    if n == 0 {
-        return Err("a timeout must be at least one second");
-    }
-    Ok(Duration::from_secs(n))
-}
-
-/// Why `dir` is no directory, if it is not.
-fn check_dir(dir: &Path) -> Result<(), String> {
-    match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err("not a directory".into()),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mailbox_modes() {
-        assert_eq!(parse_mode("600").unwrap(), 0o600);
-        assert_eq!(parse_mode("0660").unwrap(), 0o660);
-        assert!(parse_mode("400").is_err());
-        assert!(parse_mode("7777").is_err());
-        assert!(parse_mode("abc").is_err());
-    }
-
-    #[test]
-    fn delimiters() {
-        assert_eq!(parse_delimiter("+").unwrap(), Some('+'));
-        assert_eq!(parse_delimiter("").unwrap(), None);
-        assert!(parse_delimiter("@").is_err());
-        assert!(parse_delimiter("ab").is_err());
-    }
-
-    #[test]
-    fn given_hostname_wins() {
-        assert_eq!(mail_name(Some("mx.example")), "mx.example");
-    }
+    use crate::config::testutil::Conf;
 
     fn parse(text: &str) -> Result<Vec<Setting>, String> {
         parse_file(text, "t.conf").map_err(|e| e.0)
@@ -797,33 +494,6 @@ mod tests {
             "t.conf:3: max-size: set again; first set on line 1"
         );
     }
-
-    /// A file in a temporary directory, and `config::load` of `args` with
-    /// `-C FILE` in front.
-    struct Conf {
-        dir: tempfile::TempDir,
-    }
-
-    impl Conf {
-        fn new(text: &[u8]) -> Conf {
-            let dir = tempfile::tempdir().unwrap();
-            std::fs::write(dir.path().join("postie.conf"), text).unwrap();
-            Conf { dir }
-        }
-
-        fn path(&self) -> String {
-            self.dir.path().join("postie.conf").display().to_string()
-        }
-
-        fn load(&self, args: &[&str]) -> Result<Loaded, String> {
-            let path = self.path();
-            let mut argv = vec!["postie", "-C", &path];
-            argv.extend(args);
-            let cl = crate::cli::command_line(argv.iter().map(OsString::from)).unwrap();
-            load(cl).map_err(|e| e.0)
-        }
-    }
-
     #[test]
     fn precedence_command_line_file_default() {
         let c = Conf::new(b"max-size = 5\ndomain = a.example\nmax-errors = 3\n");
@@ -918,56 +588,6 @@ mod tests {
         let c = Conf::new(b"max-size =\n");
         assert!(c.load(&["inetd"]).unwrap_err().contains(":1: max-size: "));
     }
-
-    #[test]
-    fn values_that_only_the_service_can_judge_name_the_line() {
-        let spool = tempfile::tempdir().unwrap();
-        let s = spool.path().display().to_string();
-        for (text, want) in [
-            (
-                "mailbox-mode = 400",
-                ":3: mailbox-mode: 400: want an octal mode",
-            ),
-            ("timeout-data = 0", ":3: timeout-data: 0: a timeout must be"),
-            (
-                "domain = a.example # x",
-                ":3: domain: \"#\": not a domain name",
-            ),
-            (
-                "extension-delimiter = ab",
-                ":3: extension-delimiter: \"ab\": want one",
-            ),
-            (
-                "temp-dir = /nonexistent/dir",
-                ":3: temp-dir: /nonexistent/dir: ",
-            ),
-        ] {
-            let c = Conf::new(format!("spool = {s}\npasswd = /dev/null\n{text}\n").as_bytes());
-            let e = c.load(&["inetd"]).unwrap().service().err().unwrap().0;
-            assert!(e.starts_with(&c.path()), "{e}");
-            assert!(e.contains(want), "{text}: {e}");
-        }
-        // From the command line, the option is named instead.
-        let c = Conf::new(format!("spool = {s}\npasswd = /dev/null\n").as_bytes());
-        let l = c.load(&["inetd", "--mailbox-mode", "400"]).unwrap();
-        let e = l.service().err().unwrap().0;
-        assert!(e.starts_with("--mailbox-mode 400: "), "{e}");
-    }
-
-    #[test]
-    fn hostname_longer_than_a_domain_name_is_refused() {
-        let s = tempfile::tempdir().unwrap();
-        let s = s.path().display();
-        let c = Conf::new(format!("spool = {s}\npasswd = /dev/null\n").as_bytes());
-        let long = format!("{}.example", "a".repeat(250));
-        let l = c.load(&["inetd", "--hostname", &long]).unwrap();
-        let e = l.service().err().unwrap().0;
-        assert!(e.contains("not a host name"), "{e}");
-        let ok = format!("{}.example", "a".repeat(240));
-        let l = c.load(&["inetd", "--hostname", &ok]).unwrap();
-        assert!(l.service().is_ok());
-    }
-
     #[test]
     fn file_errors() {
         let c = Conf::new(b"spool = /x\nhostname = \xff\n");
