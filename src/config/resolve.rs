@@ -231,6 +231,7 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
         max_local_connections: o.max_local_connections as usize,
         max_per_client: o.max_per_client as usize,
         shutdown_grace: Duration::from_secs(o.shutdown_grace),
+        finish_within: deadline.saturating_add(command_timeout),
         thread_stack: THREAD_STACK,
     };
     Ok(Service::new(

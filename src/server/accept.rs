@@ -147,14 +147,21 @@ pub fn serve(
     drop(listeners);
     drop(local);
     service.stopping.store(true, Ordering::SeqCst);
-    drain(&conns, service.server.shutdown_grace);
+    drain(
+        &conns,
+        service.server.shutdown_grace,
+        service.server.finish_within,
+    );
     Ok(())
 }
 
 /// Waits for the sessions to end, for up to `grace`; then shuts their
-/// streams for reading (a blocked read returns end-of-file, a delivery in
-/// progress completes) and waits a little more.
-fn drain(conns: &Mutex<Connections>, grace: Duration) {
+/// streams for reading (a blocked read returns end-of-file) and waits for
+/// the sessions still there: each is in a delivery, or writing its reply,
+/// which must reach the client before the process exits (a delivery
+/// done and not told is delivered twice, as the client tries again), for
+/// up to `finish` ([`ServerLimits::finish_within`](super::ServerLimits)).
+fn drain(conns: &Mutex<Connections>, grace: Duration, finish: Duration) {
     let wait = |bound: Duration| {
         let until = Instant::now() + bound;
         while lock(conns).total > 0 && Instant::now() < until {
@@ -171,6 +178,6 @@ fn drain(conns: &Mutex<Connections>, grace: Duration) {
     };
     if n > 0 {
         log::info!("closed {n} remaining sessions");
-        wait(Duration::from_secs(10));
+        wait(finish);
     }
 }

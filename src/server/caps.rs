@@ -147,6 +147,7 @@ mod tests {
             max_local_connections: local,
             max_per_client: per,
             shutdown_grace: Duration::from_secs(1),
+            finish_within: Duration::from_secs(1),
             thread_stack: 1 << 16,
         };
         let user = Client::Uid(1000);

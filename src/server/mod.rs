@@ -55,6 +55,10 @@ pub struct ServerLimits {
     pub max_per_client: usize,
     /// How long running sessions may go on after SIGTERM.
     pub shutdown_grace: Duration,
+    /// The longest a session may still need once its reads are shut
+    /// after the grace: a delivery (`timeout-data-end`) and the write of
+    /// its reply (`timeout-command`). Shutdown waits that long at most.
+    pub finish_within: Duration,
     /// Stack of a connection thread; small, so idle clients cost little.
     pub thread_stack: usize,
 }
