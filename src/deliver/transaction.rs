@@ -257,15 +257,15 @@ impl<'d, T: Target> Transaction<'d, T> {
 /// A transaction's targets as a [`mbox::LockSet`]: each lock recorded in
 /// its journal, the gate left while it backs off, and the spool recovered
 /// when a round meets a lock a crashed delivery may have left.
-struct TargetSet<'a, 'd, E, R> {
+struct TargetSet<'a, 'd> {
     journal: &'a mut Journal,
     journals: &'d Journals,
     spool: &'d Path,
     gate: &'a mut Option<Gate<'d>>,
     /// Enters the gate, by the deadline given.
-    enter: &'a E,
+    enter: &'a dyn Fn(Instant) -> Result<Gate<'d>, Failure>,
     /// [`Transaction::lock_all`]'s `recover`.
-    recover: &'a mut R,
+    recover: &'a mut dyn FnMut(Instant, &Path) -> Option<Summary>,
     lock_deadline: Instant,
     /// Whether a target of this round found a dotlock without its fcntl
     /// lock: a crashed delivery's?
@@ -279,12 +279,7 @@ struct TargetSet<'a, 'd, E, R> {
     said_busy: bool,
 }
 
-impl<'t, 'd, T, E, R> mbox::LockSet<'t, T> for TargetSet<'_, 'd, E, R>
-where
-    T: Target,
-    E: Fn(Instant) -> Result<Gate<'d>, Failure>,
-    R: FnMut(Instant, &Path) -> Option<Summary>,
-{
+impl<'t, T: Target> mbox::LockSet<'t, T> for TargetSet<'_, '_> {
     type Locked = T::Locked;
     type Error = Failure;
 
