@@ -272,8 +272,8 @@ pub(crate) trait LockSet<'t, T> {
 }
 
 /// Locks every member of `targets`, all or none (DESIGN.md: no lock is
-/// waited for while another is held), into `held`: each is tried once a
-/// round, in order; at the first busy one, those locked in the round are
+/// waited for while another is held), into `held` (empty at the start):
+/// each is tried once a round, in order; at the first busy one, those locked in the round are
 /// released in reverse order, [`LockSet::busy`] told, and the whole set
 /// tried again after a back-off ([`Backoff`]), until `deadline` (one round
 /// if it has come). On success `held` has every member locked, in order;
