@@ -67,8 +67,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use nix::sys::signal::{SigSet, SigmaskHow};
-
 use crate::journal::{self, Journals};
 use crate::maillog::Event;
 use crate::mbox::{self, MboxOptions};
@@ -146,8 +144,10 @@ pub enum RecoveryCause<'p> {
 /// told to stop (`SIGTSTP`), takes it for writing first ([`quiesce`]),
 /// so that the process stops only once no delivery is in progress.
 pub(crate) struct HoldSignals {
-    old: Option<SigSet>,
-    delivering: Option<std::sync::RwLockReadGuard<'static, ()>>,
+    // Fields drop in this order: no longer delivering, then the signals
+    // let through.
+    _delivering: std::sync::RwLockReadGuard<'static, ()>,
+    _signals: sys::DeliverySignalsHeld,
 }
 
 /// Held for reading by each delivery in progress in this process.
@@ -162,19 +162,11 @@ pub fn quiesce() -> std::sync::RwLockWriteGuard<'static, ()> {
 
 impl HoldSignals {
     pub(crate) fn new() -> Self {
-        let old = sys::delivery_signals()
-            .thread_swap_mask(SigmaskHow::SIG_BLOCK)
-            .ok();
-        let delivering = Some(DELIVERING.read().unwrap_or_else(|p| p.into_inner()));
-        HoldSignals { old, delivering }
-    }
-}
-
-impl Drop for HoldSignals {
-    fn drop(&mut self) {
-        drop(self.delivering.take());
-        if let Some(old) = self.old {
-            let _ = old.thread_set_mask();
+        let signals = sys::hold_delivery_signals();
+        let delivering = DELIVERING.read().unwrap_or_else(|p| p.into_inner());
+        HoldSignals {
+            _delivering: delivering,
+            _signals: signals,
         }
     }
 }

@@ -151,65 +151,21 @@ impl<'d, T: Target> Transaction<'d, T> {
         // the gate left, and the whole set tried again after a back-off,
         // until the lock timeout. A user who holds a lock on their own
         // mailbox keeps no other mailbox locked.
-        let mut backoff = mbox::Backoff::new();
-        // Whether this delivery has scanned the spool (then a stale
-        // dotlock may be removed: recovery took over any it explains), and
-        // whether it needs no more scans (the last found no journal of
-        // ours with a delivery still held by its process).
-        let mut scanned = false;
-        let mut scans_done = false;
-        let mut said_busy = false;
-        loop {
-            let mut round = LockRound::new(journal, scanned);
-            let mut busy = None;
-            for target in &self.targets {
-                match target.try_lock(&mut round)? {
-                    Some(locked) => self.locked.push(locked),
-                    None => {
-                        busy = Some(target.key());
-                        break;
-                    }
-                }
-            }
-            // A dotlock found without its fcntl lock: a crashed delivery's?
-            let orphan = round.orphan();
-            let Some(busy) = busy else {
-                break;
-            };
-            for locked in self.locked.drain(..).rev() {
-                locked.unlock();
-            }
-            // The next round's dotlocks are recorded over this one's: the
-            // journal does not grow with the wait.
-            journal
-                .released()
-                .map_err(|e| journal_failure(journal.path(), e))?;
-            self.gate = None;
-            if !said_busy {
-                said_busy = true;
-                log::info!(
-                    "{}: busy; every lock of the delivery released, trying again",
-                    busy.display()
-                );
-            }
-            // A dotlock without its fcntl lock may be a crashed delivery's
-            // (another process's: a daemon's own are recovered at start):
-            // recover then, with nothing locked, so that its half-written
-            // message goes before anything is appended after it. Not more
-            // often than `Journals::recovery_due` allows, and once a
-            // delivery: a user can plant dotlocks and files by journals'
-            // names. Only a journal of ours that its process still held
-            // (one just killed holds its files until its exit is done)
-            // earns the delivery another scan, as rate-limited.
-            if orphan && !scans_done && self.journals.recovery_due(self.spool) {
-                scans_done = recover(lock_deadline, busy).is_none_or(|s| s.held == 0);
-                scanned = true;
-            }
-            backoff
-                .wait(lock_deadline)
-                .map_err(|e| Failure::mbox(busy, e))?;
-            self.gate = Some(enter(lock_deadline)?);
-        }
+        let mut set = TargetSet {
+            journal,
+            journals: self.journals,
+            spool: self.spool,
+            gate: &mut self.gate,
+            enter: &enter,
+            recover: &mut recover,
+            lock_deadline,
+            orphan: false,
+            scanned: false,
+            scans_done: false,
+            said_busy: false,
+        };
+        mbox::lock_all_or_none(&mut set, &self.targets, lock_deadline, &mut self.locked)?;
+        let journal = set.journal;
         // Every target locked: where each append begins. Not synced: a
         // process that dies leaves it in the page cache, and after a
         // power failure recovery finds the appends by their beginning.
@@ -295,6 +251,92 @@ impl<'d, T: Target> Transaction<'d, T> {
         } else {
             self.journals.abandon(journal);
         }
+    }
+}
+
+/// A transaction's targets as a [`mbox::LockSet`]: each lock recorded in
+/// its journal, the gate left while it backs off, and the spool recovered
+/// when a round meets a lock a crashed delivery may have left.
+struct TargetSet<'a, 'd> {
+    journal: &'a mut Journal,
+    journals: &'d Journals,
+    spool: &'d Path,
+    gate: &'a mut Option<Gate<'d>>,
+    /// Enters the gate, by the deadline given.
+    enter: &'a dyn Fn(Instant) -> Result<Gate<'d>, Failure>,
+    /// [`Transaction::lock_all`]'s `recover`.
+    recover: &'a mut dyn FnMut(Instant, &Path) -> Option<Summary>,
+    lock_deadline: Instant,
+    /// Whether a target of this round found a dotlock without its fcntl
+    /// lock: a crashed delivery's?
+    orphan: bool,
+    /// Whether this delivery has scanned the spool (then a stale dotlock
+    /// may be removed: recovery took over any it explains), and whether
+    /// it needs no more scans (the last found no journal of ours with a
+    /// delivery still held by its process).
+    scanned: bool,
+    scans_done: bool,
+    said_busy: bool,
+}
+
+impl<'t, T: Target> mbox::LockSet<'t, T> for TargetSet<'_, '_> {
+    type Locked = T::Locked;
+    type Error = Failure;
+
+    fn try_lock(&mut self, target: &'t T) -> Result<mbox::Try<T::Locked>, Failure> {
+        let mut round = LockRound::new(self.journal, self.scanned);
+        let locked = target.try_lock(&mut round)?;
+        self.orphan |= round.orphan();
+        Ok(match locked {
+            Some(locked) => mbox::Try::Locked(locked),
+            None => mbox::Try::Busy,
+        })
+    }
+
+    fn release(&mut self, locked: T::Locked) {
+        locked.unlock();
+    }
+
+    fn busy(&mut self, busy: &'t T) -> Result<(), Failure> {
+        let busy = busy.key();
+        let orphan = std::mem::take(&mut self.orphan);
+        // The next round's dotlocks are recorded over this one's: the
+        // journal does not grow with the wait.
+        let journal = &mut *self.journal;
+        journal
+            .released()
+            .map_err(|e| journal_failure(journal.path(), e))?;
+        *self.gate = None;
+        if !self.said_busy {
+            self.said_busy = true;
+            log::info!(
+                "{}: busy; every lock of the delivery released, trying again",
+                busy.display()
+            );
+        }
+        // A dotlock without its fcntl lock may be a crashed delivery's
+        // (another process's: a daemon's own are recovered at start):
+        // recover then, with nothing locked, so that its half-written
+        // message goes before anything is appended after it. Not more
+        // often than `Journals::recovery_due` allows, and once a
+        // delivery: a user can plant dotlocks and files by journals'
+        // names. Only a journal of ours that its process still held
+        // (one just killed holds its files until its exit is done)
+        // earns the delivery another scan, as rate-limited.
+        if orphan && !self.scans_done && self.journals.recovery_due(self.spool) {
+            self.scans_done = (self.recover)(self.lock_deadline, busy).is_none_or(|s| s.held == 0);
+            self.scanned = true;
+        }
+        Ok(())
+    }
+
+    fn again(&mut self) -> Result<(), Failure> {
+        *self.gate = Some((self.enter)(self.lock_deadline)?);
+        Ok(())
+    }
+
+    fn timed_out(&mut self, busy: &'t T) -> Failure {
+        Failure::mbox(busy.key(), MboxError::LockTimeout)
     }
 }
 

@@ -46,8 +46,8 @@ use std::io;
 use std::path::Path;
 use std::time::Instant;
 
-use super::Journals;
 use super::record::{AppendStart, Intent, Parsed, Want};
+use super::{Journal, Journals};
 use crate::mbox::{self, LockHooks, LockId, LockedMailbox, MboxError, MboxOptions};
 use crate::sys;
 use crate::users::User;
@@ -159,101 +159,19 @@ pub(super) fn undo(cx: &Undo<'_>) -> Option<Undone> {
     // again after a back-off, until the lock timeout. Nothing is looked at
     // or truncated until every one is locked.
     let deadline = deadline.min(mbox::deadline_after(opts.lock_timeout));
-    let mut backoff = mbox::Backoff::new();
     let mut held: Vec<(LockedMailbox, &Want)> = Vec::new();
-    // Mailboxes missing or unsafe: nothing to lock or undo there.
-    let mut skip: HashSet<&str> = HashSet::new();
-    let mut failed = false;
-    let mut said_busy = false;
-    loop {
-        let mut busy = None;
-        for w in &intent.wants {
-            if skip.contains(w.name.as_str()) {
-                continue;
-            }
-            let adopt: Vec<LockId> = dotlocks
-                .iter()
-                .filter(|(n, _)| *n == w.name)
-                .map(|l| l.1)
-                .collect();
-            let owner = User {
-                name: w.name.clone(),
-                uid: w.uid,
-                gid: w.gid,
-            };
-            let path = spool.join(&w.name);
-            let _id = match as_user(w.uid, w.gid) {
-                Ok(id) => id,
-                Err(err) => {
-                    log::error!("recovery: {journal}: {}: {err}", w.name);
-                    failed = true;
-                    break;
-                }
-            };
-            let name = w.name.as_str();
-            let mut record = |id: LockId| match &mut recorder {
-                Some(j) => j.record_lock(name, id),
-                None => Ok(()),
-            };
-            let mut hooks = LockHooks {
-                record: Some(&mut record),
-                adopt: &adopt,
-                recovery: true,
-                ..LockHooks::default()
-            };
-            // One try (a deadline already come).
-            match mbox::open_locked_with(&path, &owner, opts, Instant::now(), &mut hooks) {
-                Ok(mb) => held.push((mb, w)),
-                Err(MboxError::LockTimeout) => {
-                    busy = Some(path);
-                    break;
-                }
-                Err(MboxError::Io(err)) if err.kind() == io::ErrorKind::NotFound => {
-                    remove_dotlocks(spool, journal, &own_locks(parsed, &w.name));
-                    skip.insert(name);
-                }
-                Err(MboxError::Unsafe(why)) => {
-                    log::warn!("recovery: {journal}: {}: {why}; left alone", path.display());
-                    remove_dotlocks(spool, journal, &own_locks(parsed, &w.name));
-                    skip.insert(name);
-                }
-                Err(err) => {
-                    log::error!(
-                        "recovery: {journal}: {}: {err}; will try again",
-                        path.display()
-                    );
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        let Some(busy) = busy.filter(|_| !failed) else {
-            break;
-        };
-        let_go(&mut held);
-        // The next round's dotlocks are recorded over this one's.
-        if let Some(Err(err)) = recorder.as_mut().map(|j| j.released()) {
-            log::error!("recovery: {journal}: cannot write our own journal: {err}; will try again");
-            failed = true;
-            break;
-        }
-        if !said_busy {
-            said_busy = true;
-            log::info!(
-                "recovery: {journal}: {}: busy; every lock released, trying again",
-                busy.display()
-            );
-        }
-        if backoff.wait(deadline).is_err() {
-            log::error!(
-                "recovery: {journal}: {}: {}; will try again",
-                busy.display(),
-                MboxError::LockTimeout
-            );
-            failed = true;
-            break;
-        }
-    }
+    let mut set = WantSet {
+        spool,
+        journal,
+        parsed,
+        dotlocks,
+        opts,
+        recorder: &mut recorder,
+        skip: HashSet::new(),
+        said_busy: false,
+    };
+    // Every error is logged as it is met.
+    let mut failed = mbox::lock_all_or_none(&mut set, &intent.wants, deadline, &mut held).is_err();
     let mut locked: Vec<(LockedMailbox, &Want, State)> = Vec::new();
     for (mb, w) in held {
         if failed {
@@ -353,18 +271,127 @@ pub(super) fn undo(cx: &Undo<'_>) -> Option<Undone> {
     })
 }
 
-/// Lets go of the mailboxes of a round that could not lock them all,
-/// before the back-off: a dotlock taken over stays in place (nothing is
-/// appended after a broken message meanwhile), for the next round to take
-/// over again; those recovery made are removed.
-fn let_go(held: &mut Vec<(LockedMailbox, &Want)>) {
-    for (mb, w) in held.drain(..).rev() {
+/// The mailboxes of an interrupted delivery as a [`mbox::LockSet`]: each
+/// locked as its owner, taking over the dotlocks the crash left, each
+/// dotlock recovery makes recorded in `recorder`; one missing or unsafe
+/// skipped, as there is nothing to undo there. Its errors are logged here,
+/// and mean "try again later".
+struct WantSet<'a> {
+    spool: &'a Path,
+    /// The journal's name.
+    journal: &'a str,
+    parsed: &'a Parsed,
+    dotlocks: &'a [(String, LockId)],
+    opts: &'a MboxOptions,
+    /// Our own journal, if we have one.
+    recorder: &'a mut Option<Journal>,
+    /// Mailboxes missing or unsafe: nothing to lock or undo there.
+    skip: HashSet<&'a str>,
+    said_busy: bool,
+}
+
+impl<'a> mbox::LockSet<'a, Want> for WantSet<'a> {
+    type Locked = (LockedMailbox, &'a Want);
+    type Error = ();
+
+    fn try_lock(&mut self, w: &'a Want) -> Result<mbox::Try<Self::Locked>, ()> {
+        let (spool, journal) = (self.spool, self.journal);
+        if self.skip.contains(w.name.as_str()) {
+            return Ok(mbox::Try::Skip);
+        }
+        let adopt: Vec<LockId> = self
+            .dotlocks
+            .iter()
+            .filter(|(n, _)| *n == w.name)
+            .map(|l| l.1)
+            .collect();
+        let owner = User {
+            name: w.name.clone(),
+            uid: w.uid,
+            gid: w.gid,
+        };
+        let path = spool.join(&w.name);
+        let _id = match as_user(w.uid, w.gid) {
+            Ok(id) => id,
+            Err(err) => {
+                log::error!("recovery: {journal}: {}: {err}", w.name);
+                return Err(());
+            }
+        };
+        let name = w.name.as_str();
+        let recorder = &mut *self.recorder;
+        let mut record = |id: LockId| match recorder {
+            Some(j) => j.record_lock(name, id),
+            None => Ok(()),
+        };
+        let mut hooks = LockHooks {
+            record: Some(&mut record),
+            adopt: &adopt,
+            recovery: true,
+            ..LockHooks::default()
+        };
+        // One try (a deadline already come).
+        match mbox::open_locked_with(&path, &owner, self.opts, Instant::now(), &mut hooks) {
+            Ok(mb) => Ok(mbox::Try::Locked((mb, w))),
+            Err(MboxError::LockTimeout) => Ok(mbox::Try::Busy),
+            Err(MboxError::Io(err)) if err.kind() == io::ErrorKind::NotFound => {
+                remove_dotlocks(spool, journal, &own_locks(self.parsed, &w.name));
+                self.skip.insert(name);
+                Ok(mbox::Try::Skip)
+            }
+            Err(MboxError::Unsafe(why)) => {
+                log::warn!("recovery: {journal}: {}: {why}; left alone", path.display());
+                remove_dotlocks(spool, journal, &own_locks(self.parsed, &w.name));
+                self.skip.insert(name);
+                Ok(mbox::Try::Skip)
+            }
+            Err(err) => {
+                log::error!(
+                    "recovery: {journal}: {}: {err}; will try again",
+                    path.display()
+                );
+                Err(())
+            }
+        }
+    }
+
+    /// Lets go of a mailbox of a round that could not lock them all,
+    /// before the back-off: a dotlock taken over stays in place (nothing
+    /// is appended after a broken message meanwhile), for the next round
+    /// to take over again; one recovery made is removed.
+    fn release(&mut self, (mb, w): Self::Locked) {
         let _id = as_user(w.uid, w.gid);
         if mb.adopted_dotlock().is_some() {
             mb.unlock_keeping_dotlock();
         } else {
             mb.unlock();
         }
+    }
+
+    fn busy(&mut self, w: &'a Want) -> Result<(), ()> {
+        let journal = self.journal;
+        // The next round's dotlocks are recorded over this one's.
+        if let Some(Err(err)) = self.recorder.as_mut().map(|j| j.released()) {
+            log::error!("recovery: {journal}: cannot write our own journal: {err}; will try again");
+            return Err(());
+        }
+        if !self.said_busy {
+            self.said_busy = true;
+            log::info!(
+                "recovery: {journal}: {}: busy; every lock released, trying again",
+                self.spool.join(&w.name).display()
+            );
+        }
+        Ok(())
+    }
+
+    fn timed_out(&mut self, w: &'a Want) {
+        log::error!(
+            "recovery: {}: {}: {}; will try again",
+            self.journal,
+            self.spool.join(&w.name).display(),
+            MboxError::LockTimeout
+        );
     }
 }
 

@@ -1,5 +1,5 @@
-//! The mailbox locks: three kinds, taken all or none, and the seams the
-//! transaction journal needs.
+//! The mailbox locks: three kinds, taken all or none; several mailboxes
+//! locked all or none; and the seams the transaction journal needs.
 //!
 //! # Locking
 //!
@@ -39,6 +39,13 @@
 //! bounded ([`MboxOptions::lock_timeout`](super::MboxOptions::lock_timeout)
 //! and the caller's deadline); a mailbox whose locks could not all be had
 //! is never written.
+//!
+//! Across mailboxes the rule is the same: [`lock_all_or_none`] drives a
+//! set of them (a delivery's, or the one recovery undoes, each a
+//! [`LockSet`]), one try each a round, in a fixed order, every lock of the
+//! set released at a busy one, then a back-off and another round. The set
+//! itself says whose identity each try is made as, what the journal
+//! records, what a refusal means and what is logged.
 //!
 //! [`open_locked_with`](super::open_locked_with) adds the seams of the
 //! transaction journal ([`crate::journal`], [`LockHooks`]): each dotlock's identity is told to
@@ -195,7 +202,7 @@ pub(crate) fn ofd_lock(file: &File, kind: libc::c_int) -> io::Result<bool> {
 /// The sleeps between rounds of lock attempts: about 1 ms, doubling up to
 /// about 100 ms, with a little jitter so that waiting deliveries do not
 /// retry in step.
-pub(crate) struct Backoff {
+struct Backoff {
     delay: Duration,
 }
 
@@ -203,13 +210,13 @@ impl Backoff {
     const FIRST: Duration = Duration::from_millis(1);
     const MAX: Duration = Duration::from_millis(100);
 
-    pub(crate) fn new() -> Backoff {
+    fn new() -> Backoff {
         Backoff { delay: Self::FIRST }
     }
 
     /// Sleeps before the next round, never past `deadline`; `LockTimeout`
     /// if `deadline` has come.
-    pub(crate) fn wait(&mut self, deadline: Instant) -> Result<(), MboxError> {
+    fn wait(&mut self, deadline: Instant) -> Result<(), MboxError> {
         let now = Instant::now();
         if now >= deadline {
             return Err(MboxError::LockTimeout);
@@ -223,6 +230,84 @@ impl Backoff {
         thread::sleep((self.delay + jitter).min(deadline - now));
         self.delay = (self.delay * 2).min(Self::MAX);
         Ok(())
+    }
+}
+
+/// What one try at one member of a [`LockSet`] found.
+pub(crate) enum Try<L> {
+    /// Locked: held until the set is all locked, or released.
+    Locked(L),
+    /// Busy: the round ends here.
+    Busy,
+    /// Nothing to lock there: the round goes on to the next.
+    Skip,
+}
+
+/// A set of mailboxes (or other targets) to lock all or none, as
+/// [`lock_all_or_none`] drives it: the set's own part of each step (whose
+/// identity, which journal, what a refusal means, what is logged).
+pub(crate) trait LockSet<'t, T> {
+    /// A member locked.
+    type Locked;
+    type Error;
+
+    /// One try at `target`'s locks, without waiting; an error ends the
+    /// locking (the members locked in this round stay held).
+    fn try_lock(&mut self, target: &'t T) -> Result<Try<Self::Locked>, Self::Error>;
+
+    /// Releases a member locked in a round that met a busy one.
+    fn release(&mut self, locked: Self::Locked);
+
+    /// After a round that met `busy` and released every member, before the
+    /// back-off; an error ends the locking.
+    fn busy(&mut self, busy: &'t T) -> Result<(), Self::Error>;
+
+    /// After the back-off, before the next round.
+    fn again(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    /// The error for a `deadline` come with `busy` still busy.
+    fn timed_out(&mut self, busy: &'t T) -> Self::Error;
+}
+
+/// Locks every member of `targets`, all or none (DESIGN.md: no lock is
+/// waited for while another is held), into `held` (empty at the start):
+/// each is tried once a round, in order; at the first busy one, those locked in the round are
+/// released in reverse order, [`LockSet::busy`] told, and the whole set
+/// tried again after a back-off ([`Backoff`]), until `deadline` (one round
+/// if it has come). On success `held` has every member locked, in order;
+/// on an error from `set` it has those locked in that round.
+pub(crate) fn lock_all_or_none<'t, T, S: LockSet<'t, T>>(
+    set: &mut S,
+    targets: &'t [T],
+    deadline: Instant,
+    held: &mut Vec<S::Locked>,
+) -> Result<(), S::Error> {
+    let mut backoff = Backoff::new();
+    loop {
+        let mut busy = None;
+        for target in targets {
+            match set.try_lock(target)? {
+                Try::Locked(locked) => held.push(locked),
+                Try::Busy => {
+                    busy = Some(target);
+                    break;
+                }
+                Try::Skip => {}
+            }
+        }
+        let Some(busy) = busy else {
+            return Ok(());
+        };
+        for locked in held.drain(..).rev() {
+            set.release(locked);
+        }
+        set.busy(busy)?;
+        if backoff.wait(deadline).is_err() {
+            return Err(set.timed_out(busy));
+        }
+        set.again()?;
     }
 }
 
@@ -454,6 +539,189 @@ mod tests {
     use super::*;
     use crate::mbox::testutil::*;
     use crate::mbox::{append, open_locked};
+
+    /// A [`LockSet`] that plays a script: each target is busy for its
+    /// first `busy` tries, or skipped, or an error; every call logged,
+    /// with what the set holds when it is told of a busy one.
+    struct Script {
+        tries: std::collections::HashMap<&'static str, usize>,
+        holding: Vec<&'static str>,
+        log: Vec<String>,
+    }
+
+    struct Member {
+        name: &'static str,
+        busy: usize,
+        skip: bool,
+        fails: bool,
+    }
+
+    fn member(name: &'static str) -> Member {
+        Member {
+            name,
+            busy: 0,
+            skip: false,
+            fails: false,
+        }
+    }
+
+    impl<'t> LockSet<'t, Member> for Script {
+        type Locked = &'static str;
+        type Error = String;
+
+        fn try_lock(&mut self, m: &'t Member) -> Result<Try<&'static str>, String> {
+            self.log.push(format!("try {}", m.name));
+            let tries = self.tries.entry(m.name).or_default();
+            *tries += 1;
+            // A broken loop fails here rather than at its deadline.
+            assert!(*tries < 10, "{} tried again and again", m.name);
+            if m.fails {
+                return Err(format!("{} failed", m.name));
+            }
+            if m.skip {
+                return Ok(Try::Skip);
+            }
+            if *tries <= m.busy {
+                return Ok(Try::Busy);
+            }
+            self.holding.push(m.name);
+            Ok(Try::Locked(m.name))
+        }
+
+        fn release(&mut self, locked: &'static str) {
+            // In reverse order: the last one locked goes first.
+            assert_eq!(self.holding.pop(), Some(locked));
+            self.log.push(format!("release {locked}"));
+        }
+
+        fn busy(&mut self, m: &'t Member) -> Result<(), String> {
+            self.log
+                .push(format!("busy {}, holding {:?}", m.name, self.holding));
+            Ok(())
+        }
+
+        fn again(&mut self) -> Result<(), String> {
+            self.log.push("again".into());
+            Ok(())
+        }
+
+        fn timed_out(&mut self, m: &'t Member) -> String {
+            format!("{} timed out", m.name)
+        }
+    }
+
+    fn run(
+        members: &[Member],
+        deadline: Instant,
+    ) -> (Result<(), String>, Vec<&'static str>, Script) {
+        let mut script = Script {
+            tries: Default::default(),
+            holding: Vec::new(),
+            log: Vec::new(),
+        };
+        let mut held = Vec::new();
+        let res = lock_all_or_none(&mut script, members, deadline, &mut held);
+        (res, held, script)
+    }
+
+    #[test]
+    fn all_or_none_releases_everything_at_a_busy_one_and_tries_again() {
+        let members = [
+            member("a"),
+            member("b"),
+            Member {
+                busy: 1,
+                ..member("c")
+            },
+            member("d"),
+        ];
+        let (res, held, script) = run(&members, far());
+        assert_eq!(res, Ok(()));
+        assert_eq!(held, ["a", "b", "c", "d"]);
+        assert_eq!(script.holding, held);
+        assert_eq!(
+            script.log,
+            [
+                "try a",
+                "try b",
+                "try c",
+                "release b",
+                "release a",
+                "busy c, holding []",
+                "again",
+                "try a",
+                "try b",
+                "try c",
+                "try d",
+            ]
+        );
+    }
+
+    #[test]
+    fn all_or_none_with_its_deadline_come_tries_one_round() {
+        let members = [
+            member("a"),
+            Member {
+                busy: usize::MAX,
+                ..member("b")
+            },
+            member("c"),
+        ];
+        let (res, held, script) = run(&members, Instant::now());
+        assert_eq!(res, Err("b timed out".to_string()));
+        assert!(held.is_empty());
+        assert!(script.holding.is_empty());
+        assert_eq!(
+            script.log,
+            ["try a", "try b", "release a", "busy b, holding []"]
+        );
+    }
+
+    #[test]
+    fn all_or_none_goes_past_a_skipped_one() {
+        let members = [
+            Member {
+                skip: true,
+                ..member("a")
+            },
+            Member {
+                busy: 1,
+                ..member("b")
+            },
+            member("c"),
+        ];
+        let (res, held, script) = run(&members, far());
+        assert_eq!(res, Ok(()));
+        assert_eq!(held, ["b", "c"]);
+        assert_eq!(
+            script.log,
+            [
+                "try a",
+                "try b",
+                "busy b, holding []",
+                "again",
+                "try a",
+                "try b",
+                "try c",
+            ]
+        );
+    }
+
+    #[test]
+    fn all_or_none_leaves_the_round_held_on_an_error() {
+        let members = [
+            member("a"),
+            Member {
+                fails: true,
+                ..member("b")
+            },
+            member("c"),
+        ];
+        let (res, held, script) = run(&members, far());
+        assert_eq!(res, Err("b failed".to_string()));
+        assert_eq!(held, ["a"]);
+        assert_eq!(script.log, ["try a", "try b"]);
+    }
 
     #[test]
     fn stale_dotlock_is_removed() {

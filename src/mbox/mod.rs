@@ -6,8 +6,9 @@
 //!   `From ` lines, the whole message) and how long it is; pure: no
 //!   locks, no files beyond the writer it is handed;
 //! - [`lock`]: the three locks other mail programs may take (OFD `fcntl`,
-//!   dotlock, `flock`), taken all or none with a back-off, and the seams
-//!   the transaction journal needs ([`LockHooks`], [`LockId`]);
+//!   dotlock, `flock`), taken all or none with a back-off; the same rule
+//!   across several mailboxes ([`lock_all_or_none`]); and the seams the
+//!   transaction journal needs ([`LockHooks`], [`LockId`]);
 //! - [`mailbox`]: the safe open (and its RCPT-time form, [`check`]) and
 //!   the [`LockedMailbox`] that deliveries and recovery write, sync, roll
 //!   back and unlock through.
@@ -35,8 +36,8 @@ use std::time::Duration;
 #[cfg(test)]
 pub use format::write_quoted;
 pub use format::{Quoting, appended_len, from_line, write_quoted_from};
-pub(crate) use lock::{Backoff, deadline_after, ofd_lock};
 pub use lock::{LockHooks, LockId, MAX_DOTLOCK_LEN};
+pub(crate) use lock::{LockSet, Try, deadline_after, lock_all_or_none, ofd_lock};
 pub use mailbox::{LockedMailbox, check, open_locked_with};
 #[cfg(test)]
 pub use mailbox::{append, open_locked};
