@@ -71,7 +71,7 @@ pub fn write_quoted<W: Write + ?Sized>(w: &mut W, body: &[u8], quoting: Quoting)
     Ok(())
 }
 
-/// The heart of [`write_quoted`]: writes `body` quoted, adding nothing at
+/// The heart of `write_quoted`: writes `body` quoted, adding nothing at
 /// the end. `line_start` says whether `body[0]` begins a line (it does not
 /// when `body` continues a line begun in an earlier piece).
 fn quote_run<W: Write + ?Sized>(

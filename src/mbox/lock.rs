@@ -40,9 +40,9 @@
 //! and the caller's deadline); a mailbox whose locks could not all be had
 //! is never written.
 //!
-//! Across mailboxes the rule is the same: [`lock_all_or_none`] drives a
+//! Across mailboxes the rule is the same: `lock_all_or_none` drives a
 //! set of them (a delivery's, or the one recovery undoes, each a
-//! [`LockSet`]), one try each a round, in a fixed order, every lock of the
+//! `LockSet`), one try each a round, in a fixed order, every lock of the
 //! set released at a busy one, then a back-off and another round. The set
 //! itself says whose identity each try is made as, what the journal
 //! records, what a refusal means and what is logged.

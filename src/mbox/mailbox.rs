@@ -206,7 +206,7 @@ impl LockedMailbox {
         self.sync().map(|()| n)
     }
 
-    /// The first half of [`append`](Self::append): the writes, not the
+    /// The first half of `append`: the writes, not the
     /// `fdatasync`, so that a transaction can sync its mailboxes in
     /// parallel ([`sync`](Self::sync)). Writes through the writer
     /// `make_writer` builds on the open, locked mailbox: the seam where

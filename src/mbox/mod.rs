@@ -7,7 +7,7 @@
 //!   locks, no files beyond the writer it is handed;
 //! - [`lock`]: the three locks other mail programs may take (OFD `fcntl`,
 //!   dotlock, `flock`), taken all or none with a back-off; the same rule
-//!   across several mailboxes ([`lock_all_or_none`]); and the seams the
+//!   across several mailboxes (`lock_all_or_none`); and the seams the
 //!   transaction journal needs ([`LockHooks`], [`LockId`]);
 //! - [`mailbox`]: the safe open (and its RCPT-time form, [`check`]) and
 //!   the [`LockedMailbox`] that deliveries and recovery write, sync, roll
