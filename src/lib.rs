@@ -57,6 +57,7 @@ pub mod config;
 pub mod conn;
 pub mod deliver;
 pub mod domains;
+pub mod dsn;
 pub mod exit;
 pub mod journal;
 pub mod listen;
