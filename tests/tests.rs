@@ -4,6 +4,7 @@
 mod config;
 mod crash;
 mod delivery;
+mod dsn;
 mod golden;
 mod load;
 mod locks;

@@ -1,0 +1,254 @@
+//! Delivery status notifications (`postie::dsn`) read by parsers we did
+//! not write: Python's `email` package as a MIME parser, and s-nail as a
+//! mail reader over an mbox that holds one, as postie's mbox writer would
+//! append it.
+
+use std::path::Path;
+
+use postie::dsn::{
+    Action, DEFAULT_RETURN_LIMIT, Diagnostic, OriginalEnvelope, OriginalRecipient, RecipientReport,
+    Report, Ret, Status, generate,
+};
+use postie::smtp::{Mailbox, ReversePath};
+use postie::sys::LocalTime;
+
+use crate::util::{have, python, snail_subjects};
+
+const WHEN: LocalTime = LocalTime {
+    year: 2026,
+    month: 12,
+    day: 6,
+    hour: 10,
+    minute: 31,
+    second: 0,
+    weekday: 0,
+    utc_offset: 0,
+};
+
+fn mailbox(local: &str, domain: &str) -> Mailbox {
+    Mailbox {
+        local: local.into(),
+        domain: Some(domain.into()),
+    }
+}
+
+/// Two recipients that failed (one named by ORCPT, one with a diagnostic
+/// that tries to add a header line), an ENVID, and RET as given.
+fn report(ret: Option<Ret>) -> Report {
+    Report {
+        reporting_mta: "razorback.example".into(),
+        arrival_date: WHEN,
+        envelope: OriginalEnvelope {
+            sender: mailbox("jon", "frogbog.example"),
+            envid: Some("QQ314159 x".into()),
+            ret,
+        },
+        recipients: vec![
+            RecipientReport {
+                final_recipient: mailbox("alice", "razorback.example"),
+                original_recipient: Some(OriginalRecipient {
+                    addr_type: "rfc822".into(),
+                    address: "Alice@razorback.example".into(),
+                }),
+                action: Action::Failed,
+                status: Status::parse("5.1.1").unwrap(),
+                diagnostic: Some(Diagnostic::Smtp(
+                    "550 5.1.1 <alice@razorback.example>... User unknown".into(),
+                )),
+                last_attempt: Some(WHEN),
+            },
+            RecipientReport {
+                final_recipient: mailbox("bob", "razorback.example"),
+                original_recipient: None,
+                action: Action::Failed,
+                status: Status::parse("5.2.2").unwrap(),
+                diagnostic: Some(Diagnostic::Local("over quota\r\nX-Injected: yes".into())),
+                last_attempt: None,
+            },
+        ],
+        message_id: "20261206103100.A1.1".into(),
+        date: WHEN,
+        return_limit: DEFAULT_RETURN_LIMIT,
+    }
+}
+
+/// An original message with 8-bit text, a `From ` line in its body, and
+/// lines that look like MIME boundaries.
+const ORIGINAL: &[u8] = b"From: jon@frogbog.example\n\
+    To: alice@razorback.example\n\
+    Subject: Demonstration of email\n\
+    \n\
+    caf\xc3\xa9\n\
+    From here on\n\
+    --postie-dsn=0\n\
+    --\n";
+
+/// What Python's `email` package (policy default) makes of `dsn`: one
+/// `key=value` line per fact.
+fn python_view(dsn: &[u8], dir: &Path) -> String {
+    let path = dir.join("dsn.eml");
+    std::fs::write(&path, dsn).unwrap();
+    let script = r#"
+import email, email.policy, sys
+m = email.message_from_bytes(open(sys.argv[1], "rb").read(), policy=email.policy.default)
+print("defects=%d" % len(m.defects))
+print("multipart=%s" % m.is_multipart())
+print("type=%s" % m.get_content_type())
+print("report-type=%s" % m.get_param("report-type"))
+print("to=%s" % m["To"])
+print("from=%s" % m["From"])
+print("subject=%s" % m["Subject"])
+print("auto-submitted=%s" % m["Auto-Submitted"])
+print("injected=%s" % m["X-Injected"])
+parts = m.get_payload()
+print("parts=%s" % ",".join(p.get_content_type() for p in parts))
+for p in m.walk():
+    if p.defects:
+        print("part-defects=%s %s" % (p.get_content_type(), p.defects))
+status = parts[1].get_payload()
+print("blocks=%d" % len(status))
+print("reporting-mta=%s" % status[0]["Reporting-MTA"])
+print("envid=%s" % status[0]["Original-Envelope-Id"])
+for r in status[1:]:
+    print("rcpt=%s|%s|%s|%s|%s|%s" % (r["Final-Recipient"], r["Original-Recipient"],
+        r["Action"], r["Status"], r["Diagnostic-Code"], r["X-Injected"]))
+third = parts[2]
+if third.get_content_type() == "message/rfc822":
+    inner = third.get_payload(0)
+    print("returned-subject=%s" % inner["Subject"])
+    print("returned-body=%s" % inner.get_payload(decode=True).hex())
+else:
+    print("returned-headers=%s" % third.get_payload(decode=True).hex())
+"#;
+    python(script, &[path.to_str().unwrap()])
+}
+
+fn value<'a>(view: &'a str, key: &str) -> Vec<&'a str> {
+    view.lines()
+        .filter_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .collect()
+}
+
+#[test]
+fn python_email_reads_a_dsn() {
+    if !have("python3", "python_email_reads_a_dsn") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let dsn = generate(&report(None), ORIGINAL).unwrap();
+    let view = python_view(&dsn, dir.path());
+    let one = |key: &str| -> String {
+        let v = value(&view, key);
+        assert_eq!(v.len(), 1, "{key} in\n{view}");
+        v[0].to_owned()
+    };
+    assert_eq!(one("defects"), "0", "{view}");
+    assert!(value(&view, "part-defects").is_empty(), "{view}");
+    assert_eq!(one("multipart"), "True");
+    assert_eq!(one("type"), "multipart/report");
+    assert_eq!(one("report-type"), "delivery-status");
+    // Python writes an angle-addr without its brackets.
+    assert_eq!(one("to"), "jon@frogbog.example");
+    assert_eq!(
+        one("from"),
+        "Mail Delivery System <MAILER-DAEMON@razorback.example>"
+    );
+    assert_eq!(one("subject"), "Undelivered Mail Returned to Sender");
+    assert_eq!(one("auto-submitted"), "auto-replied");
+    assert_eq!(one("injected"), "None");
+    assert_eq!(
+        one("parts"),
+        "text/plain,message/delivery-status,message/rfc822"
+    );
+    assert_eq!(one("blocks"), "3");
+    assert_eq!(one("reporting-mta"), "dns; razorback.example");
+    assert_eq!(one("envid"), "QQ314159+20x");
+    assert_eq!(
+        value(&view, "rcpt"),
+        [
+            "rfc822; alice@razorback.example|rfc822; Alice@razorback.example|failed|5.1.1\
+             |smtp; 550 5.1.1 <alice@razorback.example>... User unknown|None",
+            "rfc822; bob@razorback.example|None|failed|5.2.2\
+             |X-Postie; over quota X-Injected: yes|None",
+        ]
+    );
+    assert_eq!(one("returned-subject"), "Demonstration of email");
+    let blank = ORIGINAL.windows(2).position(|w| w == b"\n\n").unwrap();
+    assert_eq!(one("returned-body"), hex(&ORIGINAL[blank + 2..]));
+
+    // RET=HDRS: the header alone, as text/rfc822-headers.
+    let dsn = generate(&report(Some(Ret::Hdrs)), ORIGINAL).unwrap();
+    let view = python_view(&dsn, dir.path());
+    assert_eq!(value(&view, "defects"), ["0"], "{view}");
+    assert_eq!(
+        value(&view, "parts"),
+        ["text/plain,message/delivery-status,text/rfc822-headers"]
+    );
+    assert_eq!(
+        value(&view, "returned-headers"),
+        [hex(&ORIGINAL[..blank + 1])]
+    );
+
+    // An original that holds the boundary the first notification used: the
+    // next one picks another, and the returned message comes back whole.
+    let full = String::from_utf8_lossy(&generate(&report(None), ORIGINAL).unwrap()).into_owned();
+    let used = full
+        .split_once("boundary=\"")
+        .unwrap()
+        .1
+        .split_once('"')
+        .unwrap()
+        .0;
+    let trap =
+        format!("Subject: trap\n\n--{used}\nContent-Type: text/html\n\n<b>x</b>\n--{used}--\n");
+    let dsn = generate(&report(None), trap.as_bytes()).unwrap();
+    let view = python_view(&dsn, dir.path());
+    assert_eq!(value(&view, "defects"), ["0"], "{view}");
+    assert_eq!(
+        value(&view, "parts"),
+        ["text/plain,message/delivery-status,message/rfc822"]
+    );
+    assert_eq!(value(&view, "returned-subject"), ["trap"]);
+    let body = trap.split_once("\n\n").unwrap().1;
+    assert_eq!(value(&view, "returned-body"), [hex(body.as_bytes())]);
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// An mbox holding `messages` as postie appends them (From_ line,
+/// mboxrd quoting, a blank line after each).
+fn write_mbox(path: &Path, messages: &[Vec<u8>]) {
+    let mut out = Vec::new();
+    for m in messages {
+        out.extend_from_slice(postie::mbox::from_line(&ReversePath::Null, &WHEN).as_bytes());
+        postie::mbox::write_quoted_from(&mut out, &mut &m[..], postie::mbox::Quoting::Mboxrd)
+            .unwrap();
+        out.push(b'\n');
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn snail_reads_a_dsn_in_a_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jon");
+    let full = generate(&report(None), ORIGINAL).unwrap();
+    let hdrs = generate(&report(Some(Ret::Hdrs)), ORIGINAL).unwrap();
+    let after = b"From: alice@razorback.example\nSubject: after the bounce\n\nhi\n".to_vec();
+    write_mbox(&path, &[full, hdrs, after]);
+    let Some(subjects) = snail_subjects(&path, "snail_reads_a_dsn_in_a_mailbox") else {
+        return;
+    };
+    // Three messages: neither the returned message nor its `From ` line
+    // split the mailbox.
+    assert_eq!(
+        subjects,
+        [
+            "Undelivered Mail Returned to Sender",
+            "Undelivered Mail Returned to Sender",
+            "after the bounce"
+        ]
+    );
+}
