@@ -14,6 +14,9 @@ use postie::sys::LocalTime;
 
 use crate::util::{have, python, snail_subjects};
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+
 const WHEN: LocalTime = LocalTime {
     year: 2026,
     month: 12,
@@ -251,4 +254,48 @@ fn snail_reads_a_dsn_in_a_mailbox() {
             "after the bounce"
         ]
     );
+    // s-nail shows the parts of each notification, by type.
+    let first = snail_show(&path, 1);
+    for part in [
+        "[-- #1.1 ",
+        "text/plain",
+        "[-- #1.2 ",
+        "message/delivery-status",
+        "[-- #1.3 ",
+        "message/rfc822",
+        "Subject: Demonstration of email",
+        "<alice@razorback.example>: failed (5.1.1)",
+    ] {
+        assert!(first.contains(part), "{part} in\n{first}");
+    }
+    let second = snail_show(&path, 2);
+    assert!(second.contains("text/rfc822-headers"), "{second}");
+    assert!(!second.contains("message/rfc822"), "{second}");
+}
+
+/// s-nail's display of message `n` of the mailbox at `path` (its `type`
+/// command in batch mode: each MIME part under a `[-- #n.i ... --]` line).
+fn snail_show(path: &Path, n: usize) -> String {
+    let mut child = Command::new("s-nail")
+        .args(["-#", "-R", "-S", "ttycharset=utf-8", "-f"])
+        .arg(path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("s-nail");
+    let script = format!("type {n}\nquit\n");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "s-nail: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

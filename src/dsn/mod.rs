@@ -487,8 +487,9 @@ fn human_text(report: &Report, host: &str, returned: &Returned) -> String {
         {
             line.push_str(&format!("; retried until {}", until.rfc5322()));
         }
-        t.push_str(&line);
-        t.push('\n');
+        // Folded like a header field, so that no line passes 998 octets
+        // (RFC 5322 2.1.1) however long the address and the diagnostic.
+        t.push_str(&clean::fold(&line));
     }
     t
 }
@@ -844,6 +845,10 @@ mod tests {
         let dsn = make(&report(vec![a]), MESSAGE.as_bytes());
         let part = &parts(&dsn)[1];
         for line in part.lines() {
+            assert!(line.len() <= 78, "{line}");
+        }
+        let human = &parts(&dsn)[0];
+        for line in human.lines() {
             assert!(line.len() <= 78, "{line}");
         }
         let code = &status_blocks(&dsn)[1][3];
