@@ -18,7 +18,7 @@
 //! ```text
 //! From: Mail Delivery System <MAILER-DAEMON@host>
 //! To: <original sender>
-//! Subject: Undelivered Mail Returned to Sender     (Postfix's wording)
+//! Subject: Undelivered Mail Returned to Sender     (Postfix, bounce(5))
 //! Date, Message-ID, Auto-Submitted: auto-replied   (RFC 3834 5)
 //! MIME-Version: 1.0
 //! Content-Type: multipart/report; report-type=delivery-status; boundary=..
@@ -29,8 +29,12 @@
 //!      header only)
 //! ```
 //!
+//! The sender is `MAILER-DAEMON`, as sendmail and Postfix write it; RFC
+//! 3464 3 wants a reply to reach a person responsible for the mail
+//! system, which the usual `MAILER-DAEMON: postmaster` alias does.
+//!
 //! What part 3 holds: the whole message only when a recipient failed
-//! (RFC 3461 4.3: FULL asks for the message "in any failed DSN"), RET was
+//! (RFC 3461 4.3: FULL asks for the message in a failure report), RET was
 //! not HDRS, and the message is at most [`Report::return_limit`] octets
 //! (Postfix's `bounce_size_limit`, 50000 by default: larger messages come
 //! back as their header); otherwise the header only (RET=HDRS, a delay
