@@ -158,6 +158,17 @@ impl UserDb for PasswdFile {
     }
 }
 
+/// The group new mailboxes get, and the fsgid they are made with, when
+/// postie runs as root: `mail`, if the system has it. Read for delivery
+/// (the configuration, and the owner of a new mailbox) and by `postie
+/// check`, which checks what delivery will do.
+pub fn mail_gid() -> Option<u32> {
+    nix::unistd::Group::from_name("mail")
+        .ok()
+        .flatten()
+        .map(|g| g.gid.as_raw())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

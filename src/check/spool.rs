@@ -12,7 +12,7 @@ use std::path::Path;
 use nix::unistd::{AccessFlags, Gid, Group, Uid, User as PwUser};
 
 use super::{Report, Verdict};
-use crate::config::mail_gid;
+use crate::users::mail_gid;
 
 /// The spool: a directory (else an error), and as Debian ships
 /// `/var/mail`: owner root, group `mail`, mode 2775, i.e. writable by group

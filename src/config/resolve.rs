@@ -9,8 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::unistd::Group;
-
 use super::{ConfigError, Loaded, printable};
 use crate::aliases::AliasFile;
 use crate::cli::{BareLfPolicy, Options, QuotingArg};
@@ -42,16 +40,6 @@ pub fn mail_name(given: Option<&str>) -> String {
         return name;
     }
     sys::fqdn().unwrap_or_else(sys::hostname)
-}
-
-/// The group new mailboxes get, and the fsgid they are made with, when
-/// postie runs as root: `mail`, if the system has it. Read here for
-/// delivery and by `postie check`, which checks what delivery will do.
-pub fn mail_gid() -> Option<u32> {
-    Group::from_name("mail")
-        .ok()
-        .flatten()
-        .map(|g| g.gid.as_raw())
 }
 
 /// The mode of new mailboxes, or why `s` is none.
@@ -200,7 +188,7 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
         },
         recipients: recipients.clone(),
         deadline,
-        mail_gid: mail_gid(),
+        mail_gid: crate::users::mail_gid(),
         journals: Default::default(),
         gates: Default::default(),
         append_writer: Default::default(),

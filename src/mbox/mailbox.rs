@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use nix::fcntl::{FcntlArg, Flock, OFlag, fcntl};
-use nix::unistd::{Gid, Group, Uid, fchown, geteuid};
+use nix::unistd::{Gid, Uid, fchown, geteuid};
 
 use super::format::{Quoting, write_message};
 use super::lock::{DotLock, LockHooks, deadline_after, dotlock_path, lock_all, ofd_lock};
@@ -437,10 +437,7 @@ fn create(path: &Path, owner: &User, opts: &MboxOptions) -> io::Result<File> {
         // The umask may have taken bits away.
         file.set_permissions(Permissions::from_mode(opts.mode))?;
         if is_root() {
-            let gid = match Group::from_name("mail") {
-                Ok(Some(group)) => group.gid,
-                _ => Gid::from_raw(owner.gid),
-            };
+            let gid = Gid::from_raw(crate::users::mail_gid().unwrap_or(owner.gid));
             fchown(&file, Some(Uid::from_raw(owner.uid)), Some(gid))?;
         }
         let dir = match path.parent() {
