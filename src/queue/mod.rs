@@ -14,22 +14,25 @@
 //! * `store.rs`: [`Queue`], the queue directory (default [`DEFAULT_DIR`]):
 //!   entries created, updated and removed durably, listed with every name
 //!   that is not ours skipped;
+//! * `status.rs`: [`LastError`], a recipient's last error (RFC 3463 code
+//!   and one clean line of text), pure;
 //! * `schedule.rs`: [`Backoff`], when a recipient is tried again, and
 //!   when it is given up.
 //!
-//! Calls go one way: the store uses the format; the format and the
-//! schedule use neither.
+//! Calls go one way: the store uses the format, the format the status;
+//! the status and the schedule use nothing of the queue.
 
 mod record;
 mod schedule;
+mod status;
 mod store;
 
 pub use record::{
-    Entry, ID_LEN, LastError, MAX_ADDRESS, MAX_ENVID, MAX_ERROR_TEXT, MAX_LOG_ID, MAX_ORCPT,
-    MAX_RCPTS, MAX_RECORD, MAX_USERS, Notify, ParseError, Pending, Recipient, Ret, StatusCode,
-    VERSION, sanitize, valid_id,
+    Entry, ID_LEN, MAX_ADDRESS, MAX_ENVID, MAX_LOG_ID, MAX_ORCPT, MAX_RCPTS, MAX_RECORD, MAX_USERS,
+    Notify, ParseError, Pending, Recipient, Ret, VERSION, valid_id,
 };
 pub use schedule::{Backoff, GIVE_UP, MAXIMAL_BACKOFF, MINIMAL_BACKOFF, next_attempt};
+pub use status::{LastError, MAX_ERROR_TEXT, StatusCode, sanitize};
 pub use store::{LEFTOVER_AGE, Listing, Queue};
 
 /// Where the queue is unless configured otherwise.

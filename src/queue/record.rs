@@ -49,6 +49,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::status::{LastError, StatusCode, sanitize};
 use crate::smtp::Submitter;
 use crate::users::{plausible_user_name, valid_user_name};
 
@@ -67,9 +68,8 @@ pub const MAX_ADDRESS: usize = 1024;
 /// The longest ENVID (RFC 3461 4.4: 100) and ORCPT (RFC 3461 4.2: 500).
 pub const MAX_ENVID: usize = 100;
 pub const MAX_ORCPT: usize = 500;
-/// The longest log id, and the longest error text.
+/// The longest log id.
 pub const MAX_LOG_ID: usize = 64;
-pub const MAX_ERROR_TEXT: usize = 400;
 /// The length of a queue id: 10 hex digits of time, 16 of randomness.
 pub const ID_LEN: usize = 26;
 
@@ -90,22 +90,6 @@ pub enum Notify {
         failure: bool,
         delay: bool,
     },
-}
-
-/// An RFC 3463 enhanced status code of a failure: `4.x.x` or `5.x.x`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatusCode {
-    pub class: u8,
-    pub subject: u16,
-    pub detail: u16,
-}
-
-/// The last error of a pending recipient.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LastError {
-    pub code: StatusCode,
-    /// One line, printable ([`sanitize`] makes any text so).
-    pub text: String,
 }
 
 /// One RCPT of the envelope.
@@ -169,51 +153,10 @@ impl std::fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// `text` as one printable line of at most [`MAX_ERROR_TEXT`] bytes:
-/// every control character a space, cut at a character boundary.
-pub fn sanitize(text: &str) -> String {
-    let mut s = String::new();
-    for c in text.trim().chars() {
-        let c = if c.is_control() { ' ' } else { c };
-        if s.len() + c.len_utf8() > MAX_ERROR_TEXT {
-            break;
-        }
-        s.push(c);
-    }
-    s.trim_end().to_string()
-}
-
 /// True for a name the store may give an entry: [`ID_LEN`] lowercase hex
 /// digits.
 pub fn valid_id(id: &str) -> bool {
     id.len() == ID_LEN && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-impl std::fmt::Display for StatusCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
-    }
-}
-
-impl StatusCode {
-    /// Parses `4.2.0`: class 4 or 5, subject and detail of 1 to 3 digits.
-    pub fn parse(s: &str) -> Option<StatusCode> {
-        let mut parts = s.split('.');
-        let (c, sub, det) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || !matches!(c, "4" | "5") {
-            return None;
-        }
-        let num = |p: &str| {
-            (!p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| p.parse::<u16>().ok())
-                .flatten()
-        };
-        Some(StatusCode {
-            class: c.as_bytes()[0] - b'0',
-            subject: num(sub)?,
-            detail: num(det)?,
-        })
-    }
 }
 
 impl Entry {
@@ -922,31 +865,13 @@ mod tests {
     }
 
     #[test]
-    fn error_texts_are_sanitized_to_one_line() {
-        assert_eq!(sanitize(" lock\r\nbusy\t(3 s) \n"), "lock  busy (3 s)");
-        let long = sanitize(&"é".repeat(MAX_ERROR_TEXT));
-        assert!(long.len() <= MAX_ERROR_TEXT && long.len() >= MAX_ERROR_TEXT - 1);
-        assert_eq!(sanitize("a\u{85}b"), "a b");
-    }
-
-    #[test]
-    fn status_codes() {
-        assert_eq!(
-            StatusCode::parse("5.1.1"),
-            Some(StatusCode {
-                class: 5,
-                subject: 1,
-                detail: 1
-            })
-        );
-        assert_eq!(
-            StatusCode::parse("4.999.999").unwrap().to_string(),
-            "4.999.999"
-        );
-        for bad in [
-            "", "4", "4.2", "4.2.0.0", "3.2.0", "4..0", "4.+2.0", "4.2.0 ",
-        ] {
-            assert_eq!(StatusCode::parse(bad), None, "{bad:?}");
+    fn last_errors_are_written_whatever_their_text() {
+        let code = StatusCode::parse("4.2.2").unwrap();
+        for text in ["", " \n", "over quota\r\nuser eve", &"x".repeat(10_000)] {
+            let mut e = full();
+            e.pending[0].last_error = Some(LastError::new(code, text));
+            let back = Entry::parse(e.to_text().unwrap().as_bytes()).unwrap();
+            assert_eq!(back, e, "{text:?}");
         }
     }
 }

@@ -27,7 +27,15 @@
 //! `O_NOFOLLOW|O_NOCTTY|O_NONBLOCK` (no symlink followed, no terminal
 //! taken, no FIFO waited on), and checked again on the open descriptor: a
 //! regular file of our uid with one link, or it is skipped with a log line
-//! and never read.
+//! and never read. Nobody but root and the delivery process can put a name
+//! there, so each is logged at every scan, without the limits the
+//! journal's scan of the mail spool (which users write) needs. An entry
+//! that does not load (garbled, cut short, its message file missing or of
+//! another size) is skipped and kept for the administrator: only the
+//! leftovers above are ever removed by a scan.
+//!
+//! The path of the directory is trusted as the administrator's (like
+//! `/var/spool` above it); only the directory itself is checked.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -419,7 +427,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::time::UNIX_EPOCH;
 
-    use super::super::record::{LastError, Pending, Recipient, StatusCode};
+    use super::super::{LastError, Pending, Recipient, StatusCode};
     use super::*;
 
     fn queue() -> (tempfile::TempDir, Queue) {
@@ -524,8 +532,13 @@ mod tests {
             },
             text: "mailbox alice: lock not obtained in time".into(),
         });
+        let qf = q.dir().join(format!("qf{}", e.id));
+        let before = std::fs::metadata(&qf).unwrap().ino();
         q.update(&e).unwrap();
         assert_eq!(q.load(&e.id).unwrap(), e);
+        // A new file renamed over the old, never the old written in place.
+        assert_ne!(std::fs::metadata(&qf).unwrap().ino(), before);
+        assert_eq!(names(&q).len(), 4, "no temporary left: {:?}", names(&q));
         let listing = q.list().unwrap();
         assert_eq!(listing.entries.len(), 2);
         assert!(listing.skipped.is_empty() && listing.removed.is_empty());
@@ -578,7 +591,9 @@ mod tests {
         std::fs::write(&file, "").unwrap();
         assert!(Queue::open(&file).is_err());
         if !root() {
-            println!("SKIP a queue directory of another uid: not root");
+            println!(
+                "SKIP a_queue_directory_others_may_write_is_refused, of another uid: not root"
+            );
             return;
         }
         std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
