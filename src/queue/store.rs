@@ -159,8 +159,8 @@ impl Queue {
         self.dir.join(format!("{prefix}{id}"))
     }
 
-    /// Writes `bytes`-from-`source` to a new temporary file for `id`,
-    /// synced; returns its path and length.
+    /// Copies `source` to a new temporary file for `id`, synced; returns
+    /// its path and length.
     fn write_temporary(&self, id: &str, source: &mut dyn Read) -> io::Result<(PathBuf, u64)> {
         let path = self.dir.join(format!("tf{id}.{:016x}", sys::random_u64()));
         let mut file = OpenOptions::new()
@@ -202,23 +202,31 @@ impl Queue {
     /// (but, after a crash, leftovers that [`list`](Self::list) removes).
     pub fn create(&self, entry: &mut Entry, message: &mut dyn Read) -> io::Result<()> {
         let id = new_id(SystemTime::now());
-        let (temp, size) = self.write_temporary(&id, message)?;
-        let df = self.path("df", &id);
-        // `link` fails on an id in use (with 64 random bits, only a planted
-        // name): the message has been read and cannot be tried again.
-        Self::link_into_place(&temp, &df)?;
-        entry.size = size;
-        let old_id = std::mem::replace(&mut entry.id, id.clone());
+        let (df, qf) = (self.path("df", &id), self.path("qf", &id));
+        let old = (std::mem::replace(&mut entry.id, id.clone()), entry.size);
+        // What this call made, and so removes again on failure (`link`
+        // fails on a name in use: that file is not ours to remove).
+        let (mut df_made, mut qf_made) = (false, false);
         let made = (|| {
+            entry.check().map_err(invalid)?;
+            let (temp, size) = self.write_temporary(&id, message)?;
+            Self::link_into_place(&temp, &df)?;
+            df_made = true;
+            entry.size = size;
             let text = entry.to_text().map_err(invalid)?;
             let (temp, _) = self.write_temporary(&id, &mut text.as_bytes())?;
-            Self::link_into_place(&temp, &self.path("qf", &id))?;
+            Self::link_into_place(&temp, &qf)?;
+            qf_made = true;
             self.sync_dir()
         })();
         if let Err(e) = made {
-            let _ = std::fs::remove_file(self.path("qf", &id));
-            let _ = std::fs::remove_file(&df);
-            entry.id = old_id;
+            if qf_made {
+                let _ = std::fs::remove_file(&qf);
+            }
+            if df_made {
+                let _ = std::fs::remove_file(&df);
+            }
+            (entry.id, entry.size) = old;
             return Err(e);
         }
         Ok(())
@@ -567,6 +575,7 @@ mod tests {
         let (_d, q) = queue();
         let mut e = entry();
         assert!(q.create(&mut e, &mut Failing).is_err());
+        assert_eq!(e, entry(), "the entry as it was");
         let mut bad = entry();
         bad.recipients[0].users[0] = "-rf".into();
         assert!(q.create(&mut bad, &mut &MESSAGE[..]).is_err());
