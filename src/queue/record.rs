@@ -227,6 +227,9 @@ impl Entry {
         }
         if let Some(s) = &self.sender {
             check_address(s)?;
+            if s.is_empty() {
+                return Err("an empty sender is the null sender: None".into());
+            }
         }
         if let Some(sub) = &self.submitter {
             if !valid_user_name(&sub.user) {
@@ -264,6 +267,11 @@ impl Entry {
             }
             if let Some(u) = r.users.iter().find(|u| !plausible_user_name(u)) {
                 return Err(format!("bad user name {u:?}"));
+            }
+            let mut users: Vec<&String> = r.users.iter().collect();
+            users.sort();
+            if users.windows(2).any(|w| w[0] == w[1]) {
+                return Err("a user twice for one recipient".into());
             }
         }
         let mut seen = std::collections::HashSet::new();
@@ -765,6 +773,7 @@ mod tests {
             ("user dash", Box::new(set(10, "user -rf"))),
             ("user slash", Box::new(set(10, "user ../../etc/passwd"))),
             ("user empty", Box::new(set(10, "user "))),
+            ("user twice", Box::new(set(10, "user alice smith"))),
             ("user dot", Box::new(set(10, "user .postie-txn.1.2.3"))),
             ("user lock", Box::new(set(10, "user jon.lock"))),
             (
@@ -858,6 +867,12 @@ mod tests {
             failure: false,
             delay: false,
         });
+        cases.push(e);
+        let mut e = full();
+        e.sender = Some(String::new());
+        cases.push(e);
+        let mut e = full();
+        e.recipients[1].users.push("bob".into());
         cases.push(e);
         for e in cases {
             assert!(e.to_text().is_err(), "{e:?}");

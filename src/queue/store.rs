@@ -201,7 +201,11 @@ impl Queue {
     /// both files and their names are on disk. On error nothing is left
     /// (but, after a crash, leftovers that [`list`](Self::list) removes).
     pub fn create(&self, entry: &mut Entry, message: &mut dyn Read) -> io::Result<()> {
-        let id = new_id(SystemTime::now());
+        self.create_as(new_id(SystemTime::now()), entry, message)
+    }
+
+    /// [`create`](Self::create) under the id `id`.
+    fn create_as(&self, id: String, entry: &mut Entry, message: &mut dyn Read) -> io::Result<()> {
         let (df, qf) = (self.path("df", &id), self.path("qf", &id));
         let old = (std::mem::replace(&mut entry.id, id.clone()), entry.size);
         // What this call made, and so removes again on failure (`link`
@@ -581,6 +585,32 @@ mod tests {
         assert!(q.create(&mut bad, &mut &MESSAGE[..]).is_err());
         assert!(bad.id.is_empty());
         assert!(names(&q).is_empty(), "{:?}", names(&q));
+    }
+
+    /// Files planted by the id of a new entry: the entry is not made,
+    /// and the planted files are neither written through nor removed.
+    #[test]
+    fn a_new_entry_never_takes_a_name_in_use() {
+        let (_d, q) = queue();
+        let id = "0069a1f2c3b4d5e6f708192a3b".to_string();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        for planted in ["df", "qf"] {
+            let path = q.dir().join(format!("{planted}{id}"));
+            std::os::unix::fs::symlink(&victim, &path).unwrap();
+            let mut e = entry();
+            let err = q.create_as(id.clone(), &mut e, &mut &MESSAGE[..]);
+            assert_eq!(err.unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+            assert_eq!(e, entry());
+            assert!(std::fs::symlink_metadata(&path).unwrap().is_symlink());
+            assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+            assert_eq!(names(&q), [format!("{planted}{id}")], "nothing else left");
+            std::fs::remove_file(&path).unwrap();
+        }
+        let mut e = entry();
+        q.create_as(id.clone(), &mut e, &mut &MESSAGE[..]).unwrap();
+        assert_eq!(q.load(&id).unwrap(), e);
     }
 
     #[test]
