@@ -1,0 +1,39 @@
+//! The queue: where a message waits for the recipients that could not take
+//! it at once (a busy mailbox lock, a full quota, a failed lookup), and
+//! later for targets that cannot be rolled back (programs, remote hosts).
+//!
+//! This is the first piece of issue 10 ("postie 7: a queue"): the durable
+//! entry and its store, and the retry schedule. Nothing calls it yet:
+//! later pieces write an entry in the delivery transaction (an entry is
+//! one more [`crate::deliver`] target, its rollback its removal), run the
+//! queue (a thread of the delivery process, `sendmail -q`, a timer), send
+//! the bounces, and show it (`mailq`, `postie queue`, `postie check`).
+//!
+//! * `record.rs`: [`Entry`], the envelope and state of an entry, and its
+//!   text format on disk (versioned, checksummed, parsed strictly), pure;
+//! * `store.rs`: [`Queue`], the queue directory (default [`DEFAULT_DIR`]):
+//!   entries created, updated and removed durably, listed with every name
+//!   that is not ours skipped;
+//! * `status.rs`: [`LastError`], a recipient's last error (RFC 3463 code
+//!   and one clean line of text), pure;
+//! * `schedule.rs`: [`Backoff`], when a recipient is tried again, and
+//!   when it is given up.
+//!
+//! Calls go one way: the store uses the format, the format the status;
+//! the status and the schedule use nothing of the queue.
+
+mod record;
+mod schedule;
+mod status;
+mod store;
+
+pub use record::{
+    Entry, ID_LEN, MAX_ADDRESS, MAX_ENVID, MAX_LOG_ID, MAX_ORCPT, MAX_RCPTS, MAX_RECORD, MAX_USERS,
+    Notify, ParseError, Pending, Recipient, Ret, VERSION, valid_id,
+};
+pub use schedule::{Backoff, GIVE_UP, MAXIMAL_BACKOFF, MINIMAL_BACKOFF, next_attempt};
+pub use status::{LastError, MAX_ERROR_TEXT, StatusCode, sanitize};
+pub use store::{LEFTOVER_AGE, Listing, Queue};
+
+/// Where the queue is unless configured otherwise.
+pub const DEFAULT_DIR: &str = "/var/spool/postie";
