@@ -40,8 +40,9 @@
 //! Beside the flow: [`maillog`] makes every mail-log line from a typed
 //! event and writes it to syslog or stderr; [`config`] and [`cli`] build
 //! the pieces from the configuration file and the command line;
-//! [`queue`] is the queue's entries, store and retry schedule (postie 7,
-//! not wired into delivery yet);
+//! [`queue`] is the queue's entries, store and retry schedule, and
+//! [`dsn`] writes delivery status notifications (postie 7, neither wired
+//! into delivery yet);
 //! [`sendmail`] is the `sendmail(8)` interface (a client of the local
 //! socket, or the same delivery in-process); [`check`] is `postie check`;
 //! [`exit`] holds the sysexits codes.
