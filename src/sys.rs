@@ -67,6 +67,38 @@ unsafe extern "C" {
     fn tzset();
 }
 
+/// What a file of (l)stat `meta` is, for a log line that says why it was
+/// not trusted: `a symbolic link of uid 1000, mode 0777, 1 link`.
+pub fn describe_file(meta: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let t = meta.file_type();
+    let kind = if t.is_file() {
+        "a regular file"
+    } else if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "a special file"
+    };
+    let links = match meta.nlink() {
+        1 => "1 link".to_string(),
+        n => format!("{n} links"),
+    };
+    format!(
+        "{kind} of uid {}, mode {:04o}, {links}",
+        meta.uid(),
+        meta.mode() & 0o7777
+    )
+}
+
+/// True when `meta` is what postie's own files (journals, queue files)
+/// must be: a regular file of this process's uid with one link.
+pub fn is_own_single_file(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    meta.file_type().is_file() && meta.uid() == nix::unistd::geteuid().as_raw() && meta.nlink() == 1
+}
+
 /// 64 unpredictable bits, different at every call: the standard library's
 /// randomly keyed hasher (seeded from the operating system once per
 /// process, a fresh key per `RandomState`) over a process-wide counter, the
@@ -465,6 +497,37 @@ pub fn stop_self() {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The words a skipped journal or queue file is logged with, and
+    /// which files pass as our own: a regular file of ours with one link,
+    /// not a symlink to one, not one with a second link.
+    #[test]
+    fn own_files_and_what_the_others_are() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, b"x").unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let me = nix::unistd::geteuid();
+        let meta = std::fs::symlink_metadata(&file).unwrap();
+        assert!(is_own_single_file(&meta));
+        assert_eq!(
+            describe_file(&meta),
+            format!("a regular file of uid {me}, mode 0600, 1 link")
+        );
+        let link = dir.path().join("l");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        let meta = std::fs::symlink_metadata(&link).unwrap();
+        assert!(!is_own_single_file(&meta));
+        assert!(describe_file(&meta).starts_with("a symbolic link of uid "));
+        std::fs::hard_link(&file, dir.path().join("h")).unwrap();
+        let meta = std::fs::symlink_metadata(&file).unwrap();
+        assert!(!is_own_single_file(&meta));
+        assert!(describe_file(&meta).ends_with(", 2 links"));
+        let meta = std::fs::symlink_metadata(dir.path()).unwrap();
+        assert!(!is_own_single_file(&meta));
+        assert!(describe_file(&meta).starts_with("a directory of uid "));
+    }
 
     fn lt(
         (year, month, day): (i32, u32, u32),

@@ -143,33 +143,12 @@ fn boot_time() -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs(secs))
 }
 
-/// Whether `meta` ((l)stat) can be a journal of ours: a regular file of
-/// our uid with one link.
-fn ours(meta: &std::fs::Metadata) -> bool {
-    meta.is_file() && meta.uid() == nix::unistd::geteuid().as_raw() && meta.nlink() == 1
-}
-
 /// Why a file named like a journal, of (l)stat `meta`, is skipped.
 fn not_ours(meta: &std::fs::Metadata) -> String {
-    let t = meta.file_type();
-    let kind = if t.is_file() {
-        "a regular file"
-    } else if t.is_dir() {
-        "a directory"
-    } else if t.is_symlink() {
-        "a symbolic link"
-    } else {
-        "a special file"
-    };
-    let links = match meta.nlink() {
-        1 => "1 link".to_string(),
-        n => format!("{n} links"),
-    };
     format!(
-        "skipped, not a journal this postie may recover ({kind} of uid {}, mode {:04o}, {links}; \
+        "skipped, not a journal this postie may recover ({}; \
          a journal is a regular file of uid {} with one link)",
-        meta.uid(),
-        meta.mode() & 0o7777,
+        crate::sys::describe_file(meta),
         nix::unistd::geteuid()
     )
 }
@@ -213,7 +192,7 @@ fn open_dead(
         Some(true) | None => seen.unnamed += 1,
     };
     match std::fs::symlink_metadata(&path) {
-        Ok(meta) if ours(&meta) => {}
+        Ok(meta) if crate::sys::is_own_single_file(&meta) => {}
         Ok(meta) => {
             foreign(&meta, seen);
             return None;
@@ -243,7 +222,7 @@ fn open_dead(
         .metadata()
         .map_err(|e| log::warn!("recovery: {shown}: {e}"))
         .ok()?;
-    if !ours(&meta) {
+    if !crate::sys::is_own_single_file(&meta) {
         // Replaced since the lstat.
         foreign(&meta, seen);
         return None;

@@ -102,26 +102,13 @@ fn invalid(why: String) -> io::Error {
 /// Why a file of (l)stat `meta` is not one of ours: a regular file of our
 /// uid with one link.
 fn not_ours(meta: &std::fs::Metadata) -> Option<String> {
-    let t = meta.file_type();
-    let kind = if t.is_file() {
-        "a regular file"
-    } else if t.is_symlink() {
-        "a symbolic link"
-    } else if t.is_dir() {
-        "a directory"
-    } else {
-        "a special file"
-    };
-    let me = nix::unistd::geteuid().as_raw();
-    if t.is_file() && meta.uid() == me && meta.nlink() == 1 {
+    if crate::sys::is_own_single_file(meta) {
         return None;
     }
     Some(format!(
-        "not a queue file of ours ({kind} of uid {}, mode {:04o}, {} links; \
-         a queue file is a regular file of uid {me} with one link)",
-        meta.uid(),
-        meta.mode() & 0o7777,
-        meta.nlink()
+        "not a queue file of ours ({}; a queue file is a regular file of uid {} with one link)",
+        crate::sys::describe_file(meta),
+        nix::unistd::geteuid()
     ))
 }
 
