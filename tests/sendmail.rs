@@ -994,6 +994,10 @@ fn usage_errors() {
             &["--spool", "/tmp", "jon"][..],
             "option --spool cannot be given to sendmail",
         ),
+        (
+            &["--queue-dir=/tmp", "-bp"][..],
+            "option --queue-dir cannot be given to sendmail",
+        ),
     ] {
         let out = run(sendmail(&fx, &no_socket(&fx), args), b"");
         assert_eq!(out.status.code(), Some(64), "{args:?}");
