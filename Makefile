@@ -15,6 +15,8 @@
 #   SYSCONFDIR  /etc, whatever PREFIX: postie reads /etc/postie/postie.conf
 #               unless started with -C FILE.
 #   SYSTEMDUNITDIR  $(PREFIX)/lib/systemd/system (install-systemd)
+#   QUEUEDIR    /var/spool/postie, whatever PREFIX: postie's default
+#               --queue-dir; made mode 0700, owned by who installs (root).
 
 CARGO ?= cargo
 SPOOL ?= spool
@@ -27,6 +29,7 @@ MANDIR ?= $(PREFIX)/share/man
 LIBDIR ?= $(PREFIX)/lib
 SYSCONFDIR ?= /etc
 SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+QUEUEDIR ?= /var/spool/postie
 DESTDIR ?=
 
 CARGO_TARGET_DIR ?= target
@@ -93,12 +96,20 @@ install:
 	  echo "$(INSTALL) -m 0644 packaging/postie.conf $$conf"; \
 	  $(INSTALL) -m 0644 packaging/postie.conf "$$conf"; \
 	fi
+	@queue=$(DESTDIR)$(QUEUEDIR); \
+	if [ -e "$$queue" ]; then \
+	  echo "keeping the existing $$queue (postie check says if it is safe)"; \
+	else \
+	  echo "$(INSTALL) -d -m 0700 $$queue"; \
+	  $(INSTALL) -d -m 0700 "$$queue"; \
+	fi
 	@if [ "$(SYSCONFDIR)" != /etc ]; then \
 	  echo "note: postie reads /etc/postie/postie.conf; run it with" \
 	       "-C $(SYSCONFDIR)/postie/postie.conf"; \
 	fi
 
-# The configuration file is left in place: it may hold local changes.
+# The configuration file is left in place: it may hold local changes; so
+# is the queue: it may hold mail.
 uninstall: uninstall-sendmail uninstall-systemd
 	rm -f $(DESTDIR)$(SBINDIR)/postie
 	@set -e; for page in $(MANPAGES); do \
@@ -106,7 +117,7 @@ uninstall: uninstall-sendmail uninstall-systemd
 	  echo "rm -f $(DESTDIR)$(MANDIR)/man$$section/$$name"; \
 	  rm -f $(DESTDIR)$(MANDIR)/man$$section/$$name; \
 	done
-	@echo "left in place: $(DESTDIR)$(SYSCONFDIR)/postie/postie.conf"
+	@echo "left in place: $(DESTDIR)$(SYSCONFDIR)/postie/postie.conf and the queue $(DESTDIR)$(QUEUEDIR)"
 
 # sendmail (in SBINDIR and, as postie(8) lists, LIBDIR: /usr/lib/sendmail
 # with PREFIX=/usr), mailq and newaliases as links to postie, which acts as

@@ -102,6 +102,11 @@ pub struct Options {
     /// Mail spool directory; a user's mailbox is SPOOL/USER.
     #[arg(long, global = true, value_name = "DIR", default_value = "/var/mail")]
     pub spool: PathBuf,
+    /// The queue directory, where a message waits for the recipients that
+    /// could not take it at once: the delivery process's own (root's, mode
+    /// 0700 when started as root).
+    #[arg(long, global = true, value_name = "DIR", default_value = crate::queue::DEFAULT_DIR)]
+    pub queue_dir: PathBuf,
     /// Our name in the greeting, EHLO and Received:, and a local domain.
     /// Default: /etc/mailname, else the host's FQDN.
     #[arg(long, global = true, value_name = "NAME")]
@@ -418,6 +423,8 @@ mod tests {
         let a = p(&["postie", "--spool", "/tmp/s", "inetd"]).unwrap();
         let b = p(&["postie", "inetd", "--spool", "/tmp/s"]).unwrap();
         assert_eq!(a.opts.spool, b.opts.spool);
+        let q = p(&["postie", "check", "--queue-dir", "/tmp/q"]).unwrap();
+        assert_eq!(q.opts.queue_dir, PathBuf::from("/tmp/q"));
     }
 
     #[test]
@@ -519,6 +526,7 @@ mod tests {
     fn defaults() {
         let c = p(&["postie", "inetd"]).unwrap();
         assert_eq!(c.opts.spool, PathBuf::from("/var/mail"));
+        assert_eq!(c.opts.queue_dir, PathBuf::from("/var/spool/postie"));
         assert_eq!(c.opts.max_size, 10 * 1024 * 1024);
         assert_eq!(c.opts.timeout_command, 300);
         assert_eq!(c.opts.timeout_data, 180);

@@ -26,6 +26,8 @@ pub const EX_IOERR: u8 = 74;
 pub const EX_TEMPFAIL: u8 = 75;
 /// Remote error in protocol.
 pub const EX_PROTOCOL: u8 = 76;
+/// Permission denied (here: `mailq` run by a user other than root).
+pub const EX_NOPERM: u8 = 77;
 /// Configuration error.
 pub const EX_CONFIG: u8 = 78;
 

@@ -26,13 +26,15 @@
 //! The parts: `call.rs` (the command line and root's configuration),
 //! `prepare.rs` (the message and its envelope), `daemon.rs` (the daemon's
 //! socket, and `-bs` relayed to it), `fallback.rs` (root's in-process
-//! delivery); the modes themselves are here.
+//! delivery), `mailq.rs` (`mailq`, `-bp`: the queue listed); the other
+//! modes are here.
 
 pub mod args;
 mod call;
 pub mod client;
 mod daemon;
 mod fallback;
+pub mod mailq;
 pub mod message;
 mod prepare;
 
@@ -61,10 +63,7 @@ pub fn run(inv: &Invocation) -> u8 {
     match inv.flags.action {
         Action::Submit => submit(inv),
         Action::Verify => verify(&inv.opts, &inv.flags.recipients),
-        Action::PrintQueue => {
-            println!("Mail queue is empty");
-            EX_OK
-        }
+        Action::PrintQueue => mailq::print_queue(&inv.opts),
         Action::RunQueue => EX_OK,
         Action::InitAliases => check_aliases(&inv.opts.aliases),
         Action::Help => {

@@ -396,6 +396,73 @@ fn check_a_good_setup() {
         "{text}"
     );
     assert!(text.contains("ok: aliases "), "{text}");
+    assert!(
+        text.contains(&format!(
+            "ok: queue {}: 0 entries, 0 broken\n",
+            fx.queue().display()
+        )),
+        "{text}"
+    );
+}
+
+/// The queue's health: its entries and the oldest one's age; a queue
+/// directory replaced by a symbolic link to a directory anyone may write
+/// is refused (EX_CONFIG), and nothing in it is looked at.
+#[test]
+fn check_reports_the_queue() {
+    use postie::queue::{Entry, Pending, Queue, Recipient};
+    use std::time::{Duration, SystemTime};
+    let fx = Fixture::new();
+    let received = SystemTime::now() - Duration::from_secs(3 * 3600 + 5 * 60 + 30);
+    let mut entry = Entry {
+        id: String::new(),
+        log_id: "5A1B2C3.7".into(),
+        received,
+        size: 0,
+        sender: Some("jon@frogbog".into()),
+        submitter: None,
+        envid: None,
+        ret: None,
+        recipients: vec![Recipient {
+            address: "alice".into(),
+            notify: None,
+            orcpt: None,
+            users: vec!["alice".into()],
+        }],
+        pending: vec![Pending {
+            rcpt: 0,
+            user: "alice".into(),
+            attempts: 1,
+            next_attempt: received,
+            last_error: None,
+        }],
+    };
+    Queue::open(&fx.queue())
+        .unwrap()
+        .create(&mut entry, &mut &b"Subject: hi\n\nhello\n"[..])
+        .unwrap();
+    let out = check(&fx, &[]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let want = format!(
+        "ok: queue {}: 1 entry, 0 broken, the oldest 3h 5m old\n",
+        fx.queue().display()
+    );
+    assert!(text.contains(&want), "want {want:?} in\n{text}");
+
+    std::fs::remove_file(fx.queue().join(format!("qf{}", entry.id))).unwrap();
+    std::fs::remove_file(fx.queue().join(format!("df{}", entry.id))).unwrap();
+    std::fs::remove_dir(fx.queue()).unwrap();
+    std::os::unix::fs::symlink("/tmp", fx.queue()).unwrap();
+    let out = check(&fx, &[]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    let queue_lines: Vec<&str> = text.lines().filter(|l| l.contains("queue ")).collect();
+    assert_eq!(queue_lines.len(), 1, "{text}");
+    assert!(
+        queue_lines[0].starts_with(&format!("error: queue {}: ", fx.queue().display())),
+        "{text}"
+    );
 }
 
 /// With an address: the user, uid and mailbox, as RCPT TO would resolve

@@ -994,6 +994,10 @@ fn usage_errors() {
             &["--spool", "/tmp", "jon"][..],
             "option --spool cannot be given to sendmail",
         ),
+        (
+            &["--queue-dir=/tmp", "-bp"][..],
+            "option --queue-dir cannot be given to sendmail",
+        ),
     ] {
         let out = run(sendmail(&fx, &no_socket(&fx), args), b"");
         assert_eq!(out.status.code(), Some(64), "{args:?}");
@@ -1024,20 +1028,135 @@ fn link(fx: &Fixture, name: &str) -> PathBuf {
     path
 }
 
-/// `mailq` and `sendmail -bp`: no queue. `-q`: nothing to do.
+/// A queue entry from `jon@frogbog` for `alice` (busy: 4.2.0) and `bob`
+/// (not tried yet), received an hour ago.
+fn queue_entry() -> postie::queue::Entry {
+    use postie::queue::{Entry, LastError, Pending, Recipient, StatusCode};
+    let received = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    let rcpt = |address: &str, user: &str| Recipient {
+        address: address.into(),
+        notify: None,
+        orcpt: None,
+        users: vec![user.into()],
+    };
+    let pending = |rcpt, user: &str, last_error| Pending {
+        rcpt,
+        user: user.into(),
+        attempts: 1,
+        next_attempt: received,
+        last_error,
+    };
+    let busy = LastError::new(StatusCode::parse("4.2.0").unwrap(), "mailbox busy");
+    Entry {
+        id: String::new(),
+        log_id: "5A1B2C3.7".into(),
+        received,
+        size: 0,
+        sender: Some("jon@frogbog".into()),
+        submitter: None,
+        envid: None,
+        ret: None,
+        recipients: vec![rcpt("alice@frogbog", "alice"), rcpt("bob", "bob")],
+        pending: vec![pending(0, "alice", Some(busy)), pending(1, "bob", None)],
+    }
+}
+
+/// `mailq` and `sendmail -bp` list the queue of the configuration file
+/// (`queue-dir`) for root, in sendmail's format; refuse anyone else with
+/// EX_NOPERM (sendmail's restrictmailq); never follow a symbolic link in
+/// the queue, nor list a queue directory of another user's. `-q`: nothing
+/// to do yet.
 #[test]
 fn mailq_and_queue_runs() {
+    use std::os::unix::process::CommandExt;
     let fx = Fixture::new();
-    let out = run(Command::new(link(&fx, "mailq")), b"");
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(stdout(&out), "Mail queue is empty\n");
+    let conf = sendmail_conf(&fx, &no_socket(&fx), "");
+    let mailq = link(&fx, "mailq");
     let sm = link(&fx, "sendmail");
-    let out = run(Command::new(&sm).arg("-bp"), b"");
-    assert_eq!(out.status.code(), Some(0));
-    assert_eq!(stdout(&out), "Mail queue is empty\n");
-    let out = run(Command::new(&sm).arg("-q30m"), b"");
+    let out = run(Command::new(&sm).arg("-C").arg(&conf).arg("-q30m"), b"");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(stdout(&out), "");
+    let refused = |out: &Output| {
+        assert_eq!(out.status.code(), Some(77), "{}", stderr(out));
+        assert_eq!(stdout(out), "");
+        assert!(
+            stderr(out).contains("not permitted to see the queue"),
+            "{}",
+            stderr(out)
+        );
+    };
+    if !nix::unistd::geteuid().is_root() {
+        refused(&run(Command::new(&mailq).arg("-C").arg(&conf), b""));
+        refused(&run(Command::new(&sm).arg("-C").arg(&conf).arg("-bp"), b""));
+        println!("SKIP mailq_and_queue_runs (the listing): not root");
+        return;
+    }
+    for cmd in [Command::new(&mailq), {
+        let mut c = Command::new(&sm);
+        c.arg("-bp");
+        c
+    }] {
+        let mut cmd = cmd;
+        let out = run(cmd.arg("-C").arg(&conf), b"");
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "Mail queue is empty\n");
+    }
+
+    let q = postie::queue::Queue::open(&fx.queue()).unwrap();
+    let mut entry = queue_entry();
+    q.create(&mut entry, &mut &b"Subject: hi\n\nhello\n"[..])
+        .unwrap();
+    let out = run(Command::new(&mailq).arg("-C").arg(&conf), b"");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let time = &postie::sys::localtime(entry.received).asctime()[..16];
+    let want = format!(
+        "\t\t{} (1 request)\n\
+         -----Q-ID----- --Size-- -----Q-Time----- ------------Sender/Recipient-----------\n\
+         {}       19 {time} <jon@frogbog>\n\
+         \t\t\t\t\t <bob>\n\
+         \t\t (4.2.0 mailbox busy)\n\
+         \t\t\t\t\t <alice@frogbog>\n\
+         \t\tTotal requests: 1\n",
+        fx.queue().display(),
+        entry.id
+    );
+    assert_eq!(stdout(&out), want);
+    assert_eq!(stderr(&out), "");
+
+    // A symbolic link planted as an entry is skipped, not followed, and
+    // said on stderr.
+    let secret = fx.dir.path().join("secret");
+    std::fs::write(&secret, "jon@secret\n").unwrap();
+    std::os::unix::fs::symlink(&secret, fx.queue().join(format!("qf{:026x}", 1u8))).unwrap();
+    let out = run(Command::new(&sm).arg("-C").arg(&conf).arg("-bp"), b"");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), want);
+    assert!(stderr(&out).contains("1 name in "), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("secret"), "{}", stderr(&out));
+
+    // Another user is refused, even with the file's queue.
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        println!("SKIP mailq_and_queue_runs (as another user): no user nobody");
+        return;
+    };
+    let mut as_nobody = Command::new(&mailq);
+    as_nobody
+        .arg("-C")
+        .arg(&conf)
+        .uid(nobody.uid.as_raw())
+        .gid(nobody.gid.as_raw());
+    refused(&run(as_nobody, b""));
+
+    // A queue directory of another user's is no queue of root's.
+    std::os::unix::fs::chown(fx.queue(), Some(nobody.uid.as_raw()), None).unwrap();
+    let out = run(Command::new(&mailq).arg("-C").arg(&conf), b"");
+    assert_eq!(out.status.code(), Some(78), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    assert!(
+        stderr(&out).contains(&format!("queue {}: owned by uid", fx.queue().display())),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// `newaliases` and `sendmail -bi` check the aliases file: how many

@@ -43,6 +43,12 @@ impl Fixture {
         );
         std::fs::write(dir.path().join("passwd"), passwd).unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
+        std::fs::create_dir(dir.path().join("queue")).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("queue"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
         if nix::unistd::geteuid().is_root() {
             // Started as root, the SMTP side runs as nobody (privilege
             // separation): it reads the aliases here and spools big
@@ -59,6 +65,11 @@ impl Fixture {
 
     pub fn spool(&self) -> PathBuf {
         self.dir.path().join("spool")
+    }
+
+    /// The queue directory (mode 0700, empty).
+    pub fn queue(&self) -> PathBuf {
+        self.dir.path().join("queue")
     }
 
     /// The aliases file the server reads (missing until a test writes it).
@@ -82,11 +93,14 @@ impl Fixture {
         std::fs::read(self.mailbox(user)).unwrap_or_default()
     }
 
-    /// The common options: spool, users, host name, logging to stderr.
+    /// The common options: spool, queue, users, host name, logging to
+    /// stderr.
     pub fn args(&self) -> Vec<String> {
         vec![
             "--spool".into(),
             self.spool().display().to_string(),
+            "--queue-dir".into(),
+            self.queue().display().to_string(),
             "--passwd".into(),
             self.dir.path().join("passwd").display().to_string(),
             "--hostname".into(),

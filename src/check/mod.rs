@@ -2,18 +2,22 @@
 //! configuration, and what `sendmail -bv` is to sendmail.
 //!
 //! It looks at the options in force (command line over configuration file
-//! over defaults), the spool directory, the aliases file, whether the host
-//! name and the configured local domains resolve, and, given an address,
-//! follows it the way RCPT TO would: domain, extension, aliases, passwd
-//! lookup, mailbox. It never writes anything.
+//! over defaults), the spool directory, the queue directory, the aliases
+//! file, whether the host name and the configured local domains resolve,
+//! and, given an address, follows it the way RCPT TO would: domain,
+//! extension, aliases, passwd lookup, mailbox. It never writes anything,
+//! but for the leftovers of a crash in the queue, which every scan of the
+//! queue removes.
 //!
 //! The result is a list of [`Finding`]s (`ok:`, `warning:`, `error:`, one
 //! line each) and a [`Verdict`] that `main` turns into an exit status, so
 //! the checks are testable without a process or stdout.
 //!
 //! The spool and what delivery may make in it are looked at in
-//! `check/spool.rs` ([`spool_access`]); everything else is here.
+//! `check/spool.rs` ([`spool_access`]), the queue in `check/queue.rs`;
+//! everything else is here.
 
+mod queue;
 mod spool;
 
 use std::fmt;
@@ -146,6 +150,7 @@ pub fn run(conf: &Loaded, address: Option<&str>) -> Report {
     };
     names(&mut r, o);
     spool(&mut r, &o.spool);
+    queue::queue(&mut r, &o.queue_dir);
     let aliases = aliases(&mut r, &o.aliases);
     smtp_user(&mut r, o);
     smtp_side_can_read(&mut r, o);
@@ -504,6 +509,12 @@ mod tests {
         fn new() -> Setup {
             let dir = tempfile::tempdir().unwrap();
             std::fs::create_dir(dir.path().join("spool")).unwrap();
+            std::fs::create_dir(dir.path().join("queue")).unwrap();
+            std::fs::set_permissions(
+                dir.path().join("queue"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )
+            .unwrap();
             let uid = nix::unistd::geteuid().as_raw();
             let gid = nix::unistd::getegid().as_raw();
             std::fs::write(
@@ -534,6 +545,7 @@ mod tests {
             argv.push(self.path(""));
             for (opt, file) in [
                 ("--spool", "spool"),
+                ("--queue-dir", "queue"),
                 ("--passwd", "passwd"),
                 ("--aliases", "aliases"),
             ] {
@@ -574,6 +586,8 @@ mod tests {
             ok.iter().any(|t| t.ends_with("no such file; no aliases")),
             "{ok:?}"
         );
+        let queue = format!("queue {}: 0 entries, 0 broken", s.path("queue"));
+        assert!(ok.contains(&queue.as_str()), "{ok:?}");
         assert!(r.texts(Level::Error).is_empty());
     }
 

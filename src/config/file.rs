@@ -368,6 +368,7 @@ mod tests {
         let keys = key_names();
         for k in [
             "spool",
+            "queue-dir",
             "hostname",
             "domain",
             "max-size",
@@ -404,7 +405,7 @@ mod tests {
         for k in ["config", "help", "version"] {
             assert!(!keys.iter().any(|x| x == k), "{k} must not be a key");
         }
-        assert_eq!(keys.len(), 31, "{keys:?}");
+        assert_eq!(keys.len(), 32, "{keys:?}");
     }
 
     #[test]

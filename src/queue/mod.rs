@@ -3,11 +3,12 @@
 //! later for targets that cannot be rolled back (programs, remote hosts).
 //!
 //! This is the first piece of issue 10 ("postie 7: a queue"): the durable
-//! entry and its store, and the retry schedule. Nothing calls it yet:
-//! later pieces write an entry in the delivery transaction (an entry is
-//! one more [`crate::deliver`] target, its rollback its removal), run the
-//! queue (a thread of the delivery process, `sendmail -q`, a timer), send
-//! the bounces, and show it (`mailq`, `postie queue`, `postie check`).
+//! entry and its store, and the retry schedule. Only `postie check` and
+//! `mailq` read it yet (`--queue-dir`); later pieces write an entry in the
+//! delivery transaction (an entry is one more [`crate::deliver`] target,
+//! its rollback its removal), run the queue (a thread of the delivery
+//! process, `sendmail -q`, a timer), send the bounces, and show it
+//! (`postie queue`).
 //!
 //! * `record.rs`: [`Entry`], the envelope and state of an entry, and its
 //!   text format on disk (versioned, checksummed, parsed strictly), pure;

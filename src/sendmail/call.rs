@@ -139,7 +139,7 @@ impl From<UsageError> for ParseError {
 }
 
 /// postie's options that the sendmail command line may not set, before or
-/// after the word `sendmail`: where mailboxes are written, whose passwd
+/// after the word `sendmail`: where mailboxes and the queue are written, whose passwd
 /// and aliases say who a recipient is, which daemon gets the message,
 /// where messages are spooled, the mode of new mailboxes, who the
 /// privilege-separated side runs as, and when another program's dotlock
@@ -149,6 +149,7 @@ impl From<UsageError> for ParseError {
 /// each option is in one list or the other).
 pub const SYSTEM_OPTIONS: &[&str] = &[
     "spool",
+    "queue-dir",
     "passwd",
     "aliases",
     "submit-socket",
@@ -383,6 +384,8 @@ mod tests {
             &["sendmail", "--mailbox-mode=666", "jon"],
             &["postie", "--user", "jon", "sendmail", "-bs"],
             &["sendmail", "--stale-lock", "0", "jon"],
+            &["sendmail", "--queue-dir", "/tmp/q", "-bp"],
+            &["postie", "--queue-dir=/tmp/q", "sendmail", "jon"],
         ] {
             let c = Call::from_argv(&os(argv)).unwrap();
             match parse(c) {
