@@ -64,6 +64,27 @@ pub enum Mode {
         #[arg(value_name = "ADDRESS")]
         address: Option<String>,
     },
+    /// Show or delete queue entries (root only). Without an action, the
+    /// queue listed as by mailq.
+    Queue {
+        #[command(subcommand)]
+        action: Option<QueueAction>,
+    },
+}
+
+/// What `postie queue` does.
+#[derive(Debug, Clone, Subcommand)]
+pub enum QueueAction {
+    /// List the queue as mailq does; with IDs, each entry in full.
+    Show {
+        #[arg(value_name = "ID")]
+        ids: Vec<String>,
+    },
+    /// Remove each entry named, for good (Postfix's postsuper -d).
+    Delete {
+        #[arg(value_name = "ID", required = true)]
+        ids: Vec<String>,
+    },
 }
 
 /// Where log lines go.

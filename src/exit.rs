@@ -12,6 +12,8 @@ pub const EX_OK: u8 = 0;
 pub const EX_USAGE: u8 = 64;
 /// Data format error (a malformed address or message).
 pub const EX_DATAERR: u8 = 65;
+/// Cannot open input (here: `postie queue` given the id of no entry).
+pub const EX_NOINPUT: u8 = 66;
 /// Addressee unknown.
 pub const EX_NOUSER: u8 = 67;
 /// Service unavailable (here: refused for good, as another domain is).
@@ -26,7 +28,8 @@ pub const EX_IOERR: u8 = 74;
 pub const EX_TEMPFAIL: u8 = 75;
 /// Remote error in protocol.
 pub const EX_PROTOCOL: u8 = 76;
-/// Permission denied (here: `mailq` run by a user other than root).
+/// Permission denied (here: `mailq` or `postie queue` run by a user
+/// other than root).
 pub const EX_NOPERM: u8 = 77;
 /// Configuration error.
 pub const EX_CONFIG: u8 = 78;
@@ -42,6 +45,7 @@ mod tests {
             ("EX_OK", EX_OK),
             ("EX_USAGE", EX_USAGE),
             ("EX_DATAERR", EX_DATAERR),
+            ("EX_NOINPUT", EX_NOINPUT),
             ("EX_NOUSER", EX_NOUSER),
             ("EX_UNAVAILABLE", EX_UNAVAILABLE),
             ("EX_SOFTWARE", EX_SOFTWARE),

@@ -45,6 +45,7 @@
 //! into delivery yet);
 //! [`sendmail`] is the `sendmail(8)` interface (a client of the local
 //! socket, or the same delivery in-process); [`check`] is `postie check`;
+//! [`queue_tool`] is `postie queue` (show, delete);
 //! [`exit`] holds the sysexits codes.
 //!
 //! Nothing in [`smtp`] touches a socket, a file or the clock; they are handed
@@ -69,6 +70,7 @@ pub mod mbox;
 pub mod message;
 pub mod privsep;
 pub mod queue;
+pub mod queue_tool;
 pub mod recipients;
 pub mod sendmail;
 pub mod server;

@@ -19,7 +19,7 @@ use postie::exit::{
     EX_CONFIG, EX_DATAERR, EX_NOUSER, EX_OK, EX_OSERR, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE,
 };
 use postie::sendmail::{self, Action};
-use postie::{listen, maillog, server, sys};
+use postie::{listen, maillog, queue_tool, server, sys};
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
@@ -57,6 +57,16 @@ fn main() -> ExitCode {
     };
     if let Mode::Check { address } = &conf.cli.mode {
         return report(&check::run(&conf, address.as_deref()));
+    }
+    if let Mode::Queue { action } = &conf.cli.mode {
+        // A command, as sendmail's: logged to syslog unless told otherwise.
+        let opts = &conf.cli.opts;
+        let sink = match opts.log_to {
+            LogTo::Stderr => maillog::Sink::Stderr,
+            _ => maillog::Sink::Syslog,
+        };
+        maillog::init(sink, opts.log_level, false);
+        return ExitCode::from(queue_tool::run(opts, action.as_ref()));
     }
     run(conf)
 }
@@ -100,7 +110,9 @@ fn run(conf: Loaded) -> ExitCode {
     let result = match &conf.cli.mode {
         Mode::Inetd => inetd_session(service, unprivileged),
         Mode::Serve { listen } => serve(service, unprivileged, listen, &opts.submit_socket),
-        Mode::Check { .. } | Mode::Sendmail { .. } => unreachable!("handled in main"),
+        Mode::Check { .. } | Mode::Sendmail { .. } | Mode::Queue { .. } => {
+            unreachable!("handled in main")
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,12 +3,12 @@
 //! later for targets that cannot be rolled back (programs, remote hosts).
 //!
 //! This is the first piece of issue 10 ("postie 7: a queue"): the durable
-//! entry and its store, and the retry schedule. Only `postie check` and
-//! `mailq` read it yet (`--queue-dir`); later pieces write an entry in the
-//! delivery transaction (an entry is one more [`crate::deliver`] target,
-//! its rollback its removal), run the queue (a thread of the delivery
-//! process, `sendmail -q`, a timer), send the bounces, and show it
-//! (`postie queue`).
+//! entry and its store, and the retry schedule. Only `postie check`,
+//! `mailq` and `postie queue` (show, delete) read it yet (`--queue-dir`);
+//! later pieces write an entry in the delivery transaction (an entry is
+//! one more [`crate::deliver`] target, its rollback its removal), run the
+//! queue (a thread of the delivery process, `sendmail -q`, a timer,
+//! `postie queue flush`) and send the bounces.
 //!
 //! * `record.rs`: [`Entry`], the envelope and state of an entry, and its
 //!   text format on disk (versioned, checksummed, parsed strictly), pure;
@@ -18,13 +18,18 @@
 //! * `status.rs`: [`LastError`], a recipient's last error (RFC 3463 code
 //!   and one clean line of text), pure;
 //! * `schedule.rs`: [`Backoff`], when a recipient is tried again, and
-//!   when it is given up.
+//!   when it is given up;
+//! * `show.rs`: the queue as text for an administrator: [`listing`]
+//!   (`mailq`, sendmail's format) and [`entry_in_full`] (`postie queue
+//!   show ID`), pure.
 //!
-//! Calls go one way: the store uses the format, the format the status;
+//! Calls go one way: the store and the text use the format, the format
+//! the status;
 //! the status and the schedule use nothing of the queue.
 
 mod record;
 mod schedule;
+mod show;
 mod status;
 mod store;
 
@@ -33,6 +38,7 @@ pub use record::{
     Notify, ParseError, Pending, Recipient, Ret, VERSION, valid_id,
 };
 pub use schedule::{Backoff, GIVE_UP, MAXIMAL_BACKOFF, MINIMAL_BACKOFF, next_attempt};
+pub use show::{EMPTY, HEADER, entry_in_full, listing};
 pub use status::{LastError, MAX_ERROR_TEXT, StatusCode, sanitize};
 pub use store::{LEFTOVER_AGE, Listing, Queue};
 

@@ -1,0 +1,180 @@
+//! `postie queue`: root's tool for the queue (`--queue-dir`). `show`
+//! lists it as `mailq` does ([`crate::sendmail::mailq::print_queue`]) or,
+//! given ids, prints each entry in full ([`crate::queue::entry_in_full`]);
+//! `delete` removes entries for good, as Postfix's `postsuper -d`. There
+//! is no `flush` yet: it comes with the queue runner.
+//!
+//! Only root may: the queue is the delivery process's own (root's, mode
+//! 0700), and anyone else is refused with EX_NOPERM, as `mailq` refuses.
+//!
+//! The ids come from root's command line, perhaps from a script fed by
+//! others: each is checked against the store's id pattern ([`check_id`]:
+//! 26 lowercase hex digits, so no `/`, no `..`, no prefix) before any
+//! path is made of it, and an entry is read and removed only through
+//! [`Queue`], which never follows a symbolic link. `delete` loads an entry
+//! (refusing a name that is not one of the queue's own files: a symbolic
+//! link, another user's file) before it removes it, so that nothing
+//! planted under an entry's name is removed in its place.
+//!
+//! Exit status: EX_OK when every id went; else that of the first that did
+//! not: EX_DATAERR for an argument that is no queue id, EX_NOINPUT for an
+//! id of no entry (postcat -q, too, fails on a queue id it cannot open),
+//! EX_IOERR for an entry that could not be read or removed.
+
+use std::io;
+
+use crate::cli::{Options, QueueAction};
+use crate::exit::{EX_CONFIG, EX_DATAERR, EX_IOERR, EX_NOINPUT, EX_NOPERM, EX_OK};
+use crate::queue::{ID_LEN, Queue, entry_in_full, valid_id};
+
+/// Runs `postie queue ACTION` (no action: `show`) and returns the exit
+/// status.
+pub fn run(opts: &Options, action: Option<&QueueAction>) -> u8 {
+    let (ids, delete) = match action {
+        None => (&[][..], false),
+        Some(QueueAction::Show { ids }) => (&ids[..], false),
+        Some(QueueAction::Delete { ids }) => (&ids[..], true),
+    };
+    if ids.is_empty() {
+        return crate::sendmail::mailq::print_queue(opts);
+    }
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!(
+            "postie: you are not permitted to {} queue entries: only root may (the queue is \
+             the delivery process's own)",
+            if delete { "delete" } else { "see" }
+        );
+        return EX_NOPERM;
+    }
+    let queue = match Queue::open(&opts.queue_dir) {
+        Ok(q) => Some(q),
+        // No directory: no entry either.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => {
+            eprintln!("postie: cannot open the queue: {e}");
+            return if e.kind() == io::ErrorKind::PermissionDenied {
+                EX_CONFIG
+            } else {
+                EX_IOERR
+            };
+        }
+    };
+    let mut status = EX_OK;
+    let mut first = true;
+    for id in ids {
+        let done = match do_one(queue.as_ref(), id, delete) {
+            Ok(text) if delete => {
+                log::info!("{id}: deleted (postie queue delete)");
+                println!("{text}");
+                continue;
+            }
+            Ok(text) => {
+                // Entries in full are separated by an empty line.
+                if !std::mem::replace(&mut first, false) {
+                    println!();
+                }
+                print!("{text}");
+                continue;
+            }
+            Err(failed) => failed,
+        };
+        eprintln!("postie: {}", done.why);
+        if status == EX_OK {
+            status = done.status;
+        }
+    }
+    status
+}
+
+/// Why one id did not go, and the exit status it gives.
+#[derive(Debug)]
+struct Failed {
+    why: String,
+    status: u8,
+}
+
+/// Shows (the entry in full) or deletes (`ID: deleted`) entry `id`.
+fn do_one(queue: Option<&Queue>, id: &str, delete: bool) -> Result<String, Failed> {
+    check_id(id).map_err(|why| Failed {
+        why,
+        status: EX_DATAERR,
+    })?;
+    let failed = |e: io::Error| Failed {
+        status: match e.kind() {
+            io::ErrorKind::NotFound => EX_NOINPUT,
+            _ => EX_IOERR,
+        },
+        why: match e.kind() {
+            io::ErrorKind::NotFound => format!("{id}: no such entry in the queue"),
+            _ => format!("{id}: {e}"),
+        },
+    };
+    let Some(queue) = queue else {
+        return Err(failed(io::ErrorKind::NotFound.into()));
+    };
+    // Through the store's checks: nothing but an entry of its own is read,
+    // and so removed.
+    let entry = queue.load(id).map_err(failed)?;
+    if !delete {
+        return Ok(entry_in_full(&entry));
+    }
+    queue.remove(id).map_err(failed)?;
+    Ok(format!("{id}: deleted"))
+}
+
+/// `arg` if it is a queue id (26 lowercase hex digits: nothing a path
+/// could be made of but the entry's own name), else why not, naming it.
+pub fn check_id(arg: &str) -> Result<(), String> {
+    if valid_id(arg) {
+        return Ok(());
+    }
+    Err(format!(
+        "{:?}: not a queue id (an id is {ID_LEN} lowercase hexadecimal digits, as mailq lists \
+         them)",
+        arg
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_the_stores_and_nothing_else() {
+        assert_eq!(check_id("0069331a20c0ffee0000000001"), Ok(()));
+        for bad in [
+            "",
+            "../x",
+            "..",
+            "/etc/passwd",
+            "qf0069331a20c0ffee0000000001",
+            "df0069331a20c0ffee0000000001",
+            "qfX",
+            "0069331a20c0ffee000000000",       // too short
+            "0069331a20c0ffee00000000011",     // too long
+            "0069331a20c0ffee0000000001/",     // a separator after it
+            "0069331A20C0FFEE0000000001",      // not lowercase
+            "0069331a20c0ffee000000000.",      // right length, a dot
+            "../69331a20c0ffee0000000001",     // right length, a path
+            "0069331a20c0ffee000000000\u{e9}", // not ASCII
+        ] {
+            let why = check_id(bad).expect_err(bad);
+            assert!(
+                why.starts_with(&format!("{bad:?}: not a queue id")),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_queue_directory_means_no_entry() {
+        let e = do_one(None, "0069331a20c0ffee0000000001", true).unwrap_err();
+        assert_eq!(e.status, EX_NOINPUT);
+        assert_eq!(
+            e.why,
+            "0069331a20c0ffee0000000001: no such entry in the queue"
+        );
+        let e = do_one(None, "../../etc/passwd", false).unwrap_err();
+        assert_eq!(e.status, EX_DATAERR);
+    }
+}
