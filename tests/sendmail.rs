@@ -1028,39 +1028,6 @@ fn link(fx: &Fixture, name: &str) -> PathBuf {
     path
 }
 
-/// A queue entry from `jon@frogbog` for `alice` (busy: 4.2.0) and `bob`
-/// (not tried yet), received an hour ago.
-fn queue_entry() -> postie::queue::Entry {
-    use postie::queue::{Entry, LastError, Pending, Recipient, StatusCode};
-    let received = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    let rcpt = |address: &str, user: &str| Recipient {
-        address: address.into(),
-        notify: None,
-        orcpt: None,
-        users: vec![user.into()],
-    };
-    let pending = |rcpt, user: &str, last_error| Pending {
-        rcpt,
-        user: user.into(),
-        attempts: 1,
-        next_attempt: received,
-        last_error,
-    };
-    let busy = LastError::new(StatusCode::parse("4.2.0").unwrap(), "mailbox busy");
-    Entry {
-        id: String::new(),
-        log_id: "5A1B2C3.7".into(),
-        received,
-        size: 0,
-        sender: Some("jon@frogbog".into()),
-        submitter: None,
-        envid: None,
-        ret: None,
-        recipients: vec![rcpt("alice@frogbog", "alice"), rcpt("bob", "bob")],
-        pending: vec![pending(0, "alice", Some(busy)), pending(1, "bob", None)],
-    }
-}
-
 /// `mailq` and `sendmail -bp` list the queue of the configuration file
 /// (`queue-dir`) for root, in sendmail's format; refuse anyone else with
 /// EX_NOPERM (sendmail's restrictmailq); never follow a symbolic link in

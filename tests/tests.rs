@@ -8,6 +8,7 @@ mod dsn;
 mod golden;
 mod load;
 mod locks;
+mod queue;
 mod sendmail;
 mod structure;
 mod util;

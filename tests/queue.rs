@@ -1,0 +1,178 @@
+//! `postie queue`: show and delete queue entries, root only. Entries are
+//! made with the queue's own API in the fixture's queue directory
+//! (`--queue-dir`); the real binary shows and deletes them.
+
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Output, Stdio};
+
+use crate::util::*;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `postie --queue-dir ... queue ARGS`, as the calling user.
+fn queue(fx: &Fixture, args: &[&str]) -> Output {
+    let mut all = fx.args();
+    all.push("queue".into());
+    all.extend(args.iter().map(|a| a.to_string()));
+    run_postie(&all)
+}
+
+/// A refusal: EX_NOPERM, nothing on stdout, the reason on stderr.
+fn refused(out: &Output) {
+    assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+    assert!(
+        text(&out.stderr).contains("not permitted to"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Anyone but root is refused, whatever the action, before any id is
+/// looked at.
+#[test]
+fn queue_refused_to_others() {
+    let fx = Fixture::new();
+    let id = "0069331a20c0ffee0000000001";
+    let actions: [&[&str]; 4] = [&[], &["show"], &["show", id], &["delete", id]];
+    if !nix::unistd::geteuid().is_root() {
+        for args in actions {
+            refused(&queue(&fx, args));
+        }
+        return;
+    }
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        println!("SKIP queue_refused_to_others: root, and no user nobody to be");
+        return;
+    };
+    // An entry root can see: nobody still may not.
+    let q = postie::queue::Queue::open(&fx.queue()).unwrap();
+    let mut entry = queue_entry();
+    q.create(&mut entry, &mut &b"Subject: hi\n\nhello\n"[..])
+        .unwrap();
+    for args in [&["show", &entry.id][..], &["delete", &entry.id]] {
+        let mut all = fx.args();
+        all.push("queue".into());
+        all.extend(args.iter().map(|a| a.to_string()));
+        let out = Command::new(bin())
+            .args(&all)
+            .stdin(Stdio::null())
+            .uid(nobody.uid.as_raw())
+            .gid(nobody.gid.as_raw())
+            .output()
+            .unwrap();
+        refused(&out);
+    }
+    assert!(q.load(&entry.id).is_ok(), "nobody deleted the entry");
+}
+
+/// Root: the listing is mailq's; an entry in full; unknown and malformed
+/// ids named and failed while the others go; delete removes the entry's
+/// files; a symbolic link planted under an entry's name is neither
+/// followed nor removed.
+#[test]
+fn queue_show_and_delete() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("SKIP queue_show_and_delete: not root");
+        return;
+    }
+    let fx = Fixture::new();
+    let out = queue(&fx, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "Mail queue is empty\n");
+
+    let q = postie::queue::Queue::open(&fx.queue()).unwrap();
+    let (mut a, mut b) = (queue_entry(), queue_entry());
+    q.create(&mut a, &mut &b"Subject: a\n\nhello\n"[..])
+        .unwrap();
+    q.create(&mut b, &mut &b"Subject: b\n\nhello again\n"[..])
+        .unwrap();
+    let (a, b) = (q.load(&a.id).unwrap(), q.load(&b.id).unwrap());
+
+    // The listing: mailq's, with or without `show`.
+    let mailq = q.list().unwrap().entries;
+    let want = postie::queue::listing(&fx.queue(), &mailq);
+    assert!(want.contains(&a.id) && want.contains(&b.id), "{want}");
+    for args in [&[][..], &["show"]] {
+        let out = queue(&fx, args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), want);
+    }
+
+    // Entries in full, an empty line between them.
+    let out = queue(&fx, &["show", &a.id, &b.id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let (full_a, full_b) = (
+        postie::queue::entry_in_full(&a),
+        postie::queue::entry_in_full(&b),
+    );
+    assert_eq!(text(&out.stdout), format!("{full_a}\n{full_b}"));
+    assert!(full_a.starts_with(&format!("id: {}\nlog-id: 5A1B2C3.7\n", a.id)));
+    assert!(
+        full_a.contains("\tlast error: 4.2.0 mailbox busy\n"),
+        "{full_a}"
+    );
+
+    // An unknown id (EX_NOINPUT) and a malformed one (EX_DATAERR) are
+    // named; the good one is still shown; the status is the first
+    // failure's.
+    let unknown = "00000000000000000000000000";
+    let out = queue(&fx, &["show", unknown, "../queue/x", &a.id]);
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), full_a);
+    let err = text(&out.stderr);
+    assert!(err.contains(&format!("{unknown}: no such entry")), "{err}");
+    assert!(err.contains("\"../queue/x\": not a queue id"), "{err}");
+    let out = queue(&fx, &["delete", &format!("qf{}", a.id)]);
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out.stderr));
+    assert!(q.load(&a.id).is_ok());
+
+    // A symbolic link planted under an entry's name: not shown, not
+    // followed, not removed.
+    let secret = fx.dir.path().join("secret");
+    std::fs::write(&secret, "top secret\n").unwrap();
+    let planted = format!("{:026x}", 1u8);
+    let link = fx.queue().join(format!("qf{planted}"));
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    for action in ["show", "delete"] {
+        let out = queue(&fx, &[action, &planted]);
+        assert_eq!(out.status.code(), Some(74), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "");
+        assert!(
+            text(&out.stderr).contains(&planted),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!text(&out.stderr).contains("top secret"));
+        assert!(std::fs::symlink_metadata(&link).unwrap().is_symlink());
+        assert_eq!(std::fs::read(&secret).unwrap(), b"top secret\n");
+    }
+
+    // Delete: one line per entry, logged too; an unknown id fails alone.
+    let out = queue(&fx, &["delete", &a.id, unknown]);
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{}: deleted\n", a.id));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("{}: deleted", a.id)),
+        "not logged: {err}"
+    );
+    assert!(err.contains(&format!("{unknown}: no such entry")), "{err}");
+    for prefix in ["qf", "df"] {
+        assert!(!fx.queue().join(format!("{prefix}{}", a.id)).exists());
+    }
+    assert!(q.load(&b.id).is_ok());
+    // Deleted is gone: a second delete fails.
+    let out = queue(&fx, &["delete", &a.id]);
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out.stderr));
+    let out = queue(&fx, &["delete", &b.id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{}: deleted\n", b.id));
+    let names: Vec<_> = std::fs::read_dir(fx.queue())
+        .unwrap()
+        .map(|d| d.unwrap().file_name())
+        .collect();
+    assert_eq!(names, [link.file_name().unwrap()], "{names:?}");
+}
