@@ -14,7 +14,9 @@
 //! [`Queue`], which never follows a symbolic link. `delete` loads an entry
 //! (refusing a name that is not one of the queue's own files: a symbolic
 //! link, another user's file) before it removes it, so that nothing
-//! planted under an entry's name is removed in its place.
+//! planted under an entry's name is removed in its place. An entry that
+//! does not load (garbled, cut short) is so not deleted either: it is
+//! left for the administrator to look at (`postie check` names it).
 //!
 //! Exit status: EX_OK when every id went; else that of the first that did
 //! not: EX_DATAERR for an argument that is no queue id, EX_NOINPUT for an
@@ -122,8 +124,8 @@ fn do_one(queue: Option<&Queue>, id: &str, delete: bool) -> Result<String, Faile
     Ok(format!("{id}: deleted"))
 }
 
-/// `arg` if it is a queue id (26 lowercase hex digits: nothing a path
-/// could be made of but the entry's own name), else why not, naming it.
+/// Whether `arg` is a queue id (26 lowercase hex digits: nothing a path
+/// could be made of but the entry's own name); if not, why, naming it.
 pub fn check_id(arg: &str) -> Result<(), String> {
     if valid_id(arg) {
         return Ok(());
