@@ -20,8 +20,12 @@
 //!
 //! Exit status: EX_OK when every id went; else that of the first that did
 //! not: EX_DATAERR for an argument that is no queue id, EX_NOINPUT for an
-//! id of no entry (postcat -q, too, fails on a queue id it cannot open),
-//! EX_IOERR for an entry that could not be read or removed.
+//! id of no entry (sysexits(3): an input that does not exist), EX_IOERR
+//! for an entry that could not be read or removed. Postfix's `postcat -q`
+//! also fails on both (`bad mail queue ID`, `open queue file`: exit 1),
+//! and, like `postsuper -d`, checks the id (`mail_queue_id_ok`) before it
+//! makes a path of it; `postsuper -d` only warns and counts it as not
+//! deleted, where a script here learns from the status whether all went.
 
 use std::io;
 
