@@ -70,7 +70,7 @@ pub fn run(opts: &Options, action: Option<&QueueAction>) -> u8 {
     for id in ids {
         let done = match do_one(queue.as_ref(), id, delete) {
             Ok(text) if delete => {
-                log::info!("{id}: deleted (postie queue delete)");
+                crate::maillog::Event::QueueDeleted { id }.log();
                 println!("{text}");
                 continue;
             }

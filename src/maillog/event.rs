@@ -109,6 +109,8 @@ pub enum Event<'a> {
     SessionTime { id: &'a str },
     /// The client sent nothing within the phase's timeout.
     Timeout { id: &'a str },
+    /// Root deleted a queue entry (`postie queue delete`).
+    QueueDeleted { id: &'a str },
     /// A command answered 4xx or 5xx.
     Reject {
         id: &'a str,
@@ -178,7 +180,8 @@ impl Event<'_> {
             | Reject { .. }
             | MessageRefused { .. }
             | Delivered { .. }
-            | Deferred { .. } => Level::Info,
+            | Deferred { .. }
+            | QueueDeleted { .. } => Level::Info,
             TooManyConnections { .. }
             | TooManyLocal { .. }
             | NoPeerCredentials { .. }
@@ -214,7 +217,7 @@ impl Event<'_> {
             | Replied { .. }
             | MessageRefused { .. }
             | NotHeld { .. } => "postie::conn",
-            Delivered { .. } | Deferred { .. } => "postie::maillog",
+            Delivered { .. } | Deferred { .. } | QueueDeleted { .. } => "postie::maillog",
             NotPassed { .. } | BadAnswer { .. } | DeliveryProcessFailed { .. } => "postie::privsep",
         }
     }
@@ -258,6 +261,7 @@ impl fmt::Display for Event<'_> {
             LookupFailed { to, why } => write!(f, "lookup for <{to}> failed: {why}"),
             SessionTime { id } => write!(f, "{id}: session time limit reached"),
             Timeout { id } => write!(f, "{id}: timeout"),
+            QueueDeleted { id } => write!(f, "{id}: deleted (postie queue delete)"),
             Reject { id, command, reply } => write!(
                 f,
                 "{id}: reject: {:?}: {}",
@@ -515,6 +519,19 @@ mod tests {
         assert_eq!(
             line(&Event::Timeout { id: "abc" }),
             info("postie::conn", "abc: timeout")
+        );
+    }
+
+    #[test]
+    fn queue_deleted() {
+        assert_eq!(
+            line(&Event::QueueDeleted {
+                id: "0123456789abcdef"
+            }),
+            info(
+                "postie::maillog",
+                "0123456789abcdef: deleted (postie queue delete)"
+            )
         );
     }
 
