@@ -92,6 +92,35 @@ pub enum Notify {
     },
 }
 
+/// As RFC 3461 writes it in MAIL: `FULL` or `HDRS`.
+impl std::fmt::Display for Ret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Ret::Full => "FULL",
+            Ret::Hdrs => "HDRS",
+        })
+    }
+}
+
+/// As RFC 3461 writes it in RCPT: `NEVER`, or the conditions in the
+/// order SUCCESS, FAILURE, DELAY, comma-separated.
+impl std::fmt::Display for Notify {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Notify::Never => f.write_str("NEVER"),
+            Notify::On {
+                success,
+                failure,
+                delay,
+            } => {
+                let on = [(success, "SUCCESS"), (failure, "FAILURE"), (delay, "DELAY")];
+                let words: Vec<&str> = on.iter().filter(|(o, _)| *o).map(|(_, w)| *w).collect();
+                f.write_str(&words.join(","))
+            }
+        }
+    }
+}
+
 /// One RCPT of the envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
@@ -186,10 +215,10 @@ impl Entry {
             line("envid", envid);
         }
         if let Some(ret) = self.ret {
-            line("ret", ret_text(ret));
+            line("ret", &ret.to_string());
         }
         for r in &self.recipients {
-            let notify = r.notify.map_or("-".to_string(), notify_text);
+            let notify = r.notify.map_or("-".to_string(), |n| n.to_string());
             let orcpt = r.orcpt.as_deref().unwrap_or("-");
             line("rcpt", &format!("{notify} {orcpt} <{}>", r.address));
             for u in &r.users {
@@ -526,31 +555,8 @@ fn bracketed(v: &str) -> Result<&str, String> {
     Ok(a)
 }
 
-fn ret_text(r: Ret) -> &'static str {
-    match r {
-        Ret::Full => "FULL",
-        Ret::Hdrs => "HDRS",
-    }
-}
-
-fn notify_text(n: Notify) -> String {
-    match n {
-        Notify::Never => "NEVER".into(),
-        Notify::On {
-            success,
-            failure,
-            delay,
-        } => [(success, "SUCCESS"), (failure, "FAILURE"), (delay, "DELAY")]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, w)| *w)
-            .collect::<Vec<_>>()
-            .join(","),
-    }
-}
-
 /// `NEVER`, or `SUCCESS`, `FAILURE`, `DELAY` joined by commas in this
-/// order, each at most once (as [`notify_text`] writes it).
+/// order, each at most once (as its `Display` writes it).
 fn parse_notify(s: &str) -> Result<Notify, String> {
     if s == "NEVER" {
         return Ok(Notify::Never);
@@ -560,7 +566,7 @@ fn parse_notify(s: &str) -> Result<Notify, String> {
         failure: s.split(',').any(|w| w == "FAILURE"),
         delay: s.split(',').any(|w| w == "DELAY"),
     };
-    if notify_text(n) != s || s.is_empty() {
+    if n.to_string() != s || s.is_empty() {
         return Err(format!("bad NOTIFY {s:?}"));
     }
     Ok(n)

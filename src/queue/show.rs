@@ -14,7 +14,7 @@
 use std::path::Path;
 use std::time::SystemTime;
 
-use super::record::{Entry, Notify, Ret};
+use super::record::Entry;
 
 /// sendmail's column header.
 pub const HEADER: &str =
@@ -104,16 +104,12 @@ pub fn entry_in_full(e: &Entry) -> String {
         out.push_str(&format!("envid: {envid}\n"));
     }
     if let Some(ret) = e.ret {
-        let ret = match ret {
-            Ret::Full => "FULL",
-            Ret::Hdrs => "HDRS",
-        };
         out.push_str(&format!("ret: {ret}\n"));
     }
     for r in &e.recipients {
         out.push_str(&format!("recipient: <{}>", r.address));
         if let Some(n) = r.notify {
-            out.push_str(&format!(" NOTIFY={}", notify(n)));
+            out.push_str(&format!(" NOTIFY={n}"));
         }
         if let Some(o) = &r.orcpt {
             out.push_str(&format!(" ORCPT={o}"));
@@ -143,27 +139,12 @@ fn time(t: SystemTime) -> String {
     crate::sys::localtime(t).asctime()
 }
 
-/// RFC 3461 NOTIFY as written in RCPT.
-fn notify(n: Notify) -> String {
-    match n {
-        Notify::Never => "NEVER".into(),
-        Notify::On {
-            success,
-            failure,
-            delay,
-        } => [(success, "SUCCESS"), (failure, "FAILURE"), (delay, "DELAY")]
-            .iter()
-            .filter(|(on, _)| *on)
-            .map(|(_, name)| *name)
-            .collect::<Vec<_>>()
-            .join(","),
-    }
-}
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, UNIX_EPOCH};
 
     use super::*;
+    use crate::queue::record::{Notify, Ret};
     use crate::queue::{LastError, Pending, Recipient, StatusCode};
 
     fn entry(id: &str, sender: Option<&str>) -> Entry {
