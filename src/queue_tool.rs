@@ -15,8 +15,9 @@
 //! (refusing a name that is not one of the queue's own files: a symbolic
 //! link, another user's file) before it removes it, so that nothing
 //! planted under an entry's name is removed in its place. An entry that
-//! does not load (garbled, cut short) is so not deleted either: it is
-//! left for the administrator to look at (`postie check` names it).
+//! does not load (garbled, cut short) is deleted through
+//! [`Queue::discard`], which removes its files only if each is one of
+//! ours, as Postfix's `postsuper -d` deletes by id.
 //!
 //! Exit status: EX_OK when every id went; else that of the first that did
 //! not: EX_DATAERR for an argument that is no queue id, EX_NOINPUT for an
@@ -119,12 +120,16 @@ fn do_one(queue: Option<&Queue>, id: &str, delete: bool) -> Result<String, Faile
         return Err(failed(io::ErrorKind::NotFound.into()));
     };
     // Through the store's checks: nothing but an entry of its own is read,
-    // and so removed.
-    let entry = queue.load(id).map_err(failed)?;
+    // and so removed; one that does not load (torn, garbled) is still
+    // deleted if its files are ours.
     if !delete {
-        return Ok(entry_in_full(&entry));
+        return queue.load(id).map(|e| entry_in_full(&e)).map_err(failed);
     }
-    queue.remove(id).map_err(failed)?;
+    match queue.load(id) {
+        Ok(_) => queue.remove(id).map_err(failed)?,
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => queue.discard(id).map_err(failed)?,
+        Err(e) => return Err(failed(e)),
+    }
     Ok(format!("{id}: deleted"))
 }
 

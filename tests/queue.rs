@@ -170,6 +170,19 @@ fn queue_show_and_delete() {
     let out = queue(&fx, &["delete", &b.id]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), format!("{}: deleted\n", b.id));
+    // A torn entry (its envelope file cut short) is not shown, but is
+    // deleted: its files are ours (as postsuper -d deletes by id).
+    let mut torn = queue_entry();
+    q.create(&mut torn, &mut &b"Subject: torn\n\nx\n"[..])
+        .unwrap();
+    let qf = fx.queue().join(format!("qf{}", torn.id));
+    let bytes = std::fs::read(&qf).unwrap();
+    std::fs::write(&qf, &bytes[..bytes.len() / 2]).unwrap();
+    let out = queue(&fx, &["show", &torn.id]);
+    assert_eq!(out.status.code(), Some(74), "{}", text(&out.stderr));
+    let out = queue(&fx, &["delete", &torn.id]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{}: deleted\n", torn.id));
     let names: Vec<_> = std::fs::read_dir(fx.queue())
         .unwrap()
         .map(|d| d.unwrap().file_name())

@@ -258,6 +258,43 @@ impl Queue {
         self.sync_dir()
     }
 
+    /// Removes entry `id` whatever its envelope file holds (one torn or
+    /// garbled, that [`load`](Self::load) refuses: `postie queue delete`,
+    /// as Postfix's `postsuper -d` deletes by id), but only if each of its
+    /// files that exists is one of ours (`lstat`ed: a file not ours, a
+    /// symlink, is refused and nothing is removed). NotFound if neither
+    /// file exists.
+    pub fn discard(&self, id: &str) -> io::Result<()> {
+        if !valid_id(id) {
+            return Err(invalid(format!("bad queue id {id:?}")));
+        }
+        let mut found = false;
+        for kind in ["qf", "df"] {
+            let path = self.path(kind, id);
+            match std::fs::symlink_metadata(&path) {
+                Ok(meta) => {
+                    if let Some(why) = not_ours(&meta) {
+                        return Err(invalid(format!("{}: {why}", path.display())));
+                    }
+                    found = true;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !found {
+            return Err(io::ErrorKind::NotFound.into());
+        }
+        for kind in ["qf", "df"] {
+            match std::fs::remove_file(self.path(kind, id)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.sync_dir()
+    }
+
     /// Opens `path` for reading if it is one of our files: `lstat` first
     /// (a file not ours is never opened), then the checks again on the
     /// open descriptor.
@@ -754,6 +791,44 @@ mod tests {
         assert!(skipped(&l, &format!("qf{}", short.id)).contains("5 bytes"));
         assert!(skipped(&l, &format!("qf{}", moved.id)).contains("instead"));
         assert!(qf.exists() && df.exists(), "kept for the administrator");
+    }
+
+    /// An entry that does not load (a torn envelope file) is discarded
+    /// when its files are ours; one whose envelope file is a symlink is
+    /// refused, and neither the link nor what it points to is touched; a
+    /// missing one is NotFound.
+    #[test]
+    fn discard_removes_our_broken_entry_and_nothing_else() {
+        let (_d, q) = queue();
+        let torn = created(&q);
+        let qf = q.dir().join(format!("qf{}", torn.id));
+        let text = std::fs::read(&qf).unwrap();
+        std::fs::write(&qf, &text[..text.len() - 10]).unwrap();
+        assert!(q.load(&torn.id).is_err());
+        q.discard(&torn.id).unwrap();
+        assert!(!qf.exists());
+        assert!(!q.dir().join(format!("df{}", torn.id)).exists());
+
+        let linked = created(&q);
+        let qf = q.dir().join(format!("qf{}", linked.id));
+        let outside = _d.path().join("secret");
+        std::fs::write(&outside, b"not the queue's").unwrap();
+        std::fs::remove_file(&qf).unwrap();
+        std::os::unix::fs::symlink(&outside, &qf).unwrap();
+        let e = q.discard(&linked.id).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
+        assert!(
+            std::fs::symlink_metadata(&qf)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert!(q.dir().join(format!("df{}", linked.id)).exists());
+        assert_eq!(std::fs::read(&outside).unwrap(), b"not the queue's");
+
+        let e = q.discard(&torn.id).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert!(q.discard("../x").is_err());
     }
 
     /// The leftovers of a crash (a temporary file, a message file without
