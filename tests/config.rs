@@ -410,33 +410,11 @@ fn check_a_good_setup() {
 /// is refused (EX_CONFIG), and nothing in it is looked at.
 #[test]
 fn check_reports_the_queue() {
-    use postie::queue::{Entry, Pending, Queue, Recipient};
+    use postie::queue::Queue;
     use std::time::{Duration, SystemTime};
     let fx = Fixture::new();
-    let received = SystemTime::now() - Duration::from_secs(3 * 3600 + 5 * 60 + 30);
-    let mut entry = Entry {
-        id: String::new(),
-        log_id: "5A1B2C3.7".into(),
-        received,
-        size: 0,
-        sender: Some("jon@frogbog".into()),
-        submitter: None,
-        envid: None,
-        ret: None,
-        recipients: vec![Recipient {
-            address: "alice".into(),
-            notify: None,
-            orcpt: None,
-            users: vec!["alice".into()],
-        }],
-        pending: vec![Pending {
-            rcpt: 0,
-            user: "alice".into(),
-            attempts: 1,
-            next_attempt: received,
-            last_error: None,
-        }],
-    };
+    let mut entry = queue_entry();
+    entry.received = SystemTime::now() - Duration::from_secs(3 * 3600 + 5 * 60 + 30);
     Queue::open(&fx.queue())
         .unwrap()
         .create(&mut entry, &mut &b"Subject: hi\n\nhello\n"[..])

@@ -124,7 +124,7 @@ mod tests {
 
     use super::*;
     use crate::check::Level;
-    use crate::queue::{Entry, Pending, Recipient};
+    use crate::queue::Entry;
 
     fn checked(dir: &Path) -> Report {
         let mut r = Report::default();
@@ -140,29 +140,7 @@ mod tests {
     }
 
     fn entry(received: SystemTime) -> Entry {
-        Entry {
-            id: String::new(),
-            log_id: "5A1B2C3.7".into(),
-            received,
-            size: 0,
-            sender: Some("jon@frogbog".into()),
-            submitter: None,
-            envid: None,
-            ret: None,
-            recipients: vec![Recipient {
-                address: "alice".into(),
-                notify: None,
-                orcpt: None,
-                users: vec!["alice".into()],
-            }],
-            pending: vec![Pending {
-                rcpt: 0,
-                user: "alice".into(),
-                attempts: 0,
-                next_attempt: received,
-                last_error: None,
-            }],
-        }
+        crate::queue::testutil::entry(received)
     }
 
     #[test]

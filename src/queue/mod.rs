@@ -32,6 +32,8 @@ mod schedule;
 mod show;
 mod status;
 mod store;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 pub use record::{
     Entry, ID_LEN, MAX_ADDRESS, MAX_ENVID, MAX_LOG_ID, MAX_ORCPT, MAX_RCPTS, MAX_RECORD, MAX_USERS,

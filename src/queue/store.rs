@@ -463,7 +463,7 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::time::UNIX_EPOCH;
 
-    use super::super::{LastError, Pending, Recipient, StatusCode};
+    use super::super::{LastError, StatusCode};
     use super::*;
 
     fn queue() -> (tempfile::TempDir, Queue) {
@@ -474,29 +474,7 @@ mod tests {
     }
 
     fn entry() -> Entry {
-        Entry {
-            id: String::new(),
-            log_id: "5A1B2C3.7".into(),
-            received: UNIX_EPOCH + Duration::from_secs(1_764_900_000),
-            size: 0,
-            sender: Some("jon@frogbog".into()),
-            submitter: None,
-            envid: None,
-            ret: None,
-            recipients: vec![Recipient {
-                address: "staff".into(),
-                notify: None,
-                orcpt: None,
-                users: vec!["jon".into(), "alice".into()],
-            }],
-            pending: vec![Pending {
-                rcpt: 0,
-                user: "alice".into(),
-                attempts: 0,
-                next_attempt: UNIX_EPOCH + Duration::from_secs(1_764_900_000),
-                last_error: None,
-            }],
-        }
+        crate::queue::testutil::entry(UNIX_EPOCH + Duration::from_secs(1_764_900_000))
     }
 
     const MESSAGE: &[u8] = b"Subject: hi\n\nhello\n";
