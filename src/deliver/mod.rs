@@ -80,7 +80,7 @@ use transaction::Transaction;
 
 pub use gate::{Gate, Gates};
 pub use target::AppendWriter;
-pub use trace::trace_headers;
+use trace::trace_headers;
 
 /// Delivers messages into mbox files under one spool directory.
 pub struct Deliverer {

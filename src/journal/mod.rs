@@ -108,7 +108,9 @@ mod recover;
 mod testutil;
 mod undo;
 
-pub use record::{AppendStart, PREFIX, Want};
+#[cfg(test)]
+pub(crate) use record::PREFIX;
+pub use record::{AppendStart, Want};
 use record::{HEADER_LEN, IDLE, SETTLED, SETTLED_AT, SLOT_SIZE, header};
 pub use recover::{Summary, recover};
 #[cfg(test)]

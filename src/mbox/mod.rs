@@ -36,7 +36,7 @@ use std::time::Duration;
 #[cfg(test)]
 pub use format::write_quoted;
 pub use format::{Quoting, appended_len, from_line, write_quoted_from};
-pub use lock::{LockHooks, LockId, MAX_DOTLOCK_LEN};
+pub use lock::{LockHooks, LockId};
 pub(crate) use lock::{LockSet, Try, deadline_after, lock_all_or_none, ofd_lock};
 pub use mailbox::{LockedMailbox, check, open_locked_with};
 #[cfg(test)]

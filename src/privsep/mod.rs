@@ -51,11 +51,10 @@ use std::io;
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-pub use serve::{FdMessage, handle, serve_channel, serve_delivery};
-pub use smtp_side::{CHECK_STANDS, DeliveryProcess};
-pub use wire::{
-    Response, VERSION, decode_response, encode_deliver, encode_response, recv_frame, send_frame,
-};
+pub use serve::FdMessage;
+use serve::serve_delivery;
+pub use smtp_side::DeliveryProcess;
+pub use wire::VERSION;
 
 use crate::message::Delivery;
 use crate::sys;
