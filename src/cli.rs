@@ -128,6 +128,39 @@ pub struct Options {
     /// 0700 when started as root).
     #[arg(long, global = true, value_name = "DIR", default_value = crate::queue::DEFAULT_DIR)]
     pub queue_dir: PathBuf,
+    /// Seconds a delivery waits for busy mailboxes before it queues their
+    /// recipients and delivers to the others (at most --lock-timeout).
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub queue_lock_wait: u64,
+    /// How long a queued recipient is retried before the message is
+    /// returned to its sender (sendmail's Timeout.queuereturn): a number
+    /// with s, m, h, d or w (seconds without).
+    #[arg(long, global = true, value_name = "TIME", default_value = "5d",
+          value_parser = parse_duration)]
+    pub queue_return: u64,
+    /// After how long in the queue the sender is told that a message is
+    /// delayed (sendmail's Timeout.queuewarn); 0: never.
+    #[arg(long, global = true, value_name = "TIME", default_value = "0",
+          value_parser = parse_duration)]
+    pub delay_warning: u64,
+    /// The wait before the first retry of a queued recipient; it doubles
+    /// at each failed attempt (Postfix's minimal_backoff_time).
+    #[arg(long, global = true, value_name = "TIME", default_value = "300s",
+          value_parser = parse_duration)]
+    pub minimal_backoff: u64,
+    /// The longest wait between two attempts (maximal_backoff_time).
+    #[arg(long, global = true, value_name = "TIME", default_value = "4000s",
+          value_parser = parse_duration)]
+    pub maximal_backoff: u64,
+    /// How often the daemon looks at the queue for entries due, at most.
+    #[arg(long, global = true, value_name = "TIME", default_value = "300s",
+          value_parser = parse_duration)]
+    pub queue_run_interval: u64,
+    /// The largest message a bounce returns whole, in octets; a larger
+    /// one comes back as its header (Postfix's bounce_size_limit).
+    #[arg(long, global = true, value_name = "BYTES", default_value_t = crate::dsn::DEFAULT_RETURN_LIMIT)]
+    pub return_limit: u64,
     /// Our name in the greeting, EHLO and Received:, and a local domain.
     /// Default: /etc/mailname, else the host's FQDN.
     #[arg(long, global = true, value_name = "NAME")]
@@ -248,6 +281,30 @@ pub struct Options {
     /// Least severe log level written (error, warn, info, debug, trace).
     #[arg(long, global = true, value_name = "LEVEL", default_value = "info")]
     pub log_level: log::LevelFilter,
+}
+
+/// A time as the queue options take it: a number of seconds, or a number
+/// with a unit, `s`, `m`, `h`, `d` or `w`, as Postfix's time parameters
+/// and sendmail's timeouts are written (`5d`, `30m`).
+pub fn parse_duration(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, ""),
+    };
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => return Err(format!("{s:?}: a number with s, m, h, d or w")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: a number with s, m, h, d or w"))?;
+    n.checked_mul(scale)
+        .filter(|&t| t <= 10 * 365 * 86_400)
+        .ok_or_else(|| format!("{s:?}: longer than ten years"))
 }
 
 /// A parsed command line, with what the configuration file layer
@@ -387,6 +444,25 @@ mod tests {
 
     /// `--user` resolves to the user named; the default alone, missing,
     /// falls back to `nobody`; any other missing name is missing.
+    #[test]
+    fn queue_times_take_units() {
+        assert_eq!(parse_duration("300"), Ok(300));
+        assert_eq!(parse_duration("300s"), Ok(300));
+        assert_eq!(parse_duration("30m"), Ok(1800));
+        assert_eq!(parse_duration("4h"), Ok(14_400));
+        assert_eq!(parse_duration("5d"), Ok(432_000));
+        assert_eq!(parse_duration("1w"), Ok(604_800));
+        assert_eq!(parse_duration("0"), Ok(0));
+        for bad in ["", "d", "5x", "5 d", "-5", "5dd", "1.5h", "99999999999w"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        let c = p(&["postie", "serve"]).unwrap();
+        assert_eq!(c.opts.queue_return, 432_000);
+        assert_eq!(c.opts.delay_warning, 0);
+        let c = p(&["postie", "--queue-return", "2d", "serve"]).unwrap();
+        assert_eq!(c.opts.queue_return, 172_800);
+    }
+
     #[test]
     fn the_smtp_side_user_falls_back_to_nobody_for_the_default_only() {
         let absent = "postie-test-no-such-user";

@@ -263,6 +263,48 @@ pub trait Delivery: Send + Sync {
     /// Removes what delivery keeps between messages (idle journals), at
     /// exit.
     fn close(&self) {}
+    /// Tries the queue entries `filter` picks ([`crate::queue`]): delivers
+    /// to their pending recipients that can take the message now, and
+    /// returns a notice of failure to the sender for those given up.
+    /// Nothing to do where there is no queue (the SMTP side of a
+    /// privilege-separated postie, a postie without a queue directory).
+    fn run_queue(&self, filter: &RunFilter) -> RunSummary {
+        let _ = filter;
+        RunSummary::default()
+    }
+}
+
+/// Which queue entries a run of the queue tries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    /// Only those entries (queue ids); empty: all.
+    pub ids: Vec<String>,
+    /// Only entries with a pending recipient whose address holds this,
+    /// case-insensitively (sendmail's `-qR`).
+    pub recipient: Option<String>,
+    /// Only entries whose sender holds this, case-insensitively
+    /// (sendmail's `-qS`).
+    pub sender: Option<String>,
+    /// Every pending recipient, due or not (`sendmail -q`, `postie queue
+    /// flush`); otherwise only those whose next attempt has come (the
+    /// daemon's runner, `postie queue run`).
+    pub all: bool,
+}
+
+/// What a run of the queue did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunSummary {
+    /// Entries looked at (picked by the filter, and not being run by
+    /// another runner).
+    pub entries: usize,
+    /// Recipients delivered to.
+    pub delivered: usize,
+    /// Recipients still pending after this run.
+    pub deferred: usize,
+    /// Recipients given up or failed for good (their sender told).
+    pub failed: usize,
+    /// When the earliest recipient left pending is due again, if any.
+    pub next_due: Option<std::time::SystemTime>,
 }
 
 /// Why the RCPT-time check refuses a mailbox ([`Delivery::check_mailbox`]).

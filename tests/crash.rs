@@ -584,6 +584,7 @@ fn failing_user_lookup_is_451() {
             journals: Default::default(),
             gates: Default::default(),
             append_writer: Default::default(),
+            queue: None,
         };
         let service = postie::server::Service::new(
             base.session.clone(),

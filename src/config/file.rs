@@ -399,13 +399,20 @@ mod tests {
             "submit-socket",
             "user",
             "group",
+            "queue-lock-wait",
+            "queue-return",
+            "delay-warning",
+            "minimal-backoff",
+            "maximal-backoff",
+            "queue-run-interval",
+            "return-limit",
         ] {
             assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
         }
         for k in ["config", "help", "version"] {
             assert!(!keys.iter().any(|x| x == k), "{k} must not be a key");
         }
-        assert_eq!(keys.len(), 32, "{keys:?}");
+        assert_eq!(keys.len(), 39, "{keys:?}");
     }
 
     #[test]

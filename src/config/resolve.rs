@@ -13,9 +13,10 @@ use super::{ConfigError, Loaded, printable};
 use crate::aliases::AliasFile;
 use crate::cli::{BareLfPolicy, Options, QuotingArg};
 use crate::conn;
-use crate::deliver::Deliverer;
+use crate::deliver::{Deliverer, QueueSetup};
 use crate::domains::{self, LocalDomains};
 use crate::mbox::{MboxOptions, Quoting};
+use crate::queue::{Backoff, Queue};
 use crate::recipients::Recipients;
 use crate::server::{ServerLimits, Service};
 use crate::smtp::data::{BareLf, DataLimits};
@@ -192,6 +193,7 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
         journals: Default::default(),
         gates: Default::default(),
         append_writer: Default::default(),
+        queue: queue_setup(o),
     };
     let session = session::Config {
         hostname,
@@ -229,6 +231,34 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
         recipients,
         Arc::new(deliverer),
     ))
+}
+
+/// The queue and its policy, if the queue directory is one this process
+/// may use; else `None`, said in the log: a recipient that cannot take a
+/// message at once then defers the whole message.
+fn queue_setup(o: &Options) -> Option<QueueSetup> {
+    let queue = match Queue::open(&o.queue_dir) {
+        Ok(q) => q,
+        Err(e) => {
+            log::info!(
+                "queue {}: {e}: no queue; a recipient that cannot take a message at once defers all of it",
+                o.queue_dir.display()
+            );
+            return None;
+        }
+    };
+    let minimal = Duration::from_secs(o.minimal_backoff.max(1));
+    Some(QueueSetup {
+        queue,
+        lock_wait: Duration::from_secs(o.queue_lock_wait.min(o.lock_timeout)),
+        backoff: Backoff {
+            minimal,
+            maximal: Duration::from_secs(o.maximal_backoff).max(minimal),
+            give_up: Duration::from_secs(o.queue_return),
+        },
+        delay_warning: (o.delay_warning > 0).then(|| Duration::from_secs(o.delay_warning)),
+        return_limit: o.return_limit,
+    })
 }
 
 fn secs(n: u64) -> Result<Duration, &'static str> {

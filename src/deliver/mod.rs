@@ -71,6 +71,7 @@ use crate::journal::{self, Journals};
 use crate::maillog::Event;
 use crate::mbox::{self, MboxOptions};
 use crate::message::{Delivery, MessageSource};
+use crate::queue::{Backoff, Queue};
 use crate::recipients::Recipients;
 use crate::smtp::{Envelope, Outcome, ReversePath, TempReason};
 use crate::sys;
@@ -101,6 +102,22 @@ pub struct Deliverer {
     /// How an append's bytes reach the mailbox file: straight
     /// ([`AppendWriter::direct`]), or through a test's failing writer.
     pub append_writer: AppendWriter,
+    /// Where recipients that cannot take a message at once wait; `None`:
+    /// they defer the whole message (4xx), as before the queue.
+    pub queue: Option<QueueSetup>,
+}
+
+/// The queue as delivery uses it ([`crate::queue`]), and its policy.
+pub struct QueueSetup {
+    pub queue: Queue,
+    /// How long the end of DATA waits for busy mailboxes before it
+    /// queues their recipients.
+    pub lock_wait: Duration,
+    pub backoff: Backoff,
+    /// After how long in the queue the sender is told of the delay.
+    pub delay_warning: Option<Duration>,
+    /// The largest message a bounce returns whole.
+    pub return_limit: u64,
 }
 
 impl Delivery for Deliverer {
@@ -458,6 +475,7 @@ mod tests {
             journals: Journals::default(),
             gates: Gates::default(),
             append_writer: AppendWriter::direct(),
+            queue: None,
         }
     }
 

@@ -158,6 +158,13 @@ pub const SYSTEM_OPTIONS: &[&str] = &[
     "user",
     "group",
     "stale-lock",
+    "queue-lock-wait",
+    "queue-return",
+    "delay-warning",
+    "minimal-backoff",
+    "maximal-backoff",
+    "queue-run-interval",
+    "return-limit",
 ];
 
 /// Whether root may read a configuration file owned by `uid`, with `mode`:
