@@ -664,6 +664,7 @@ pub fn queue_entry() -> postie::queue::Entry {
         log_id: "5A1B2C3.7".into(),
         received,
         size: 0,
+        trace: 0,
         sender: Some("jon@frogbog".into()),
         submitter: None,
         envid: None,

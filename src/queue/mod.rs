@@ -42,7 +42,7 @@ pub use record::{
 pub use schedule::{Backoff, GIVE_UP, MAXIMAL_BACKOFF, MINIMAL_BACKOFF, next_attempt};
 pub use show::{EMPTY, HEADER, entry_in_full, listing};
 pub use status::{LastError, MAX_ERROR_TEXT, StatusCode, sanitize};
-pub use store::{LEFTOVER_AGE, Listing, Queue};
+pub use store::{EntryLock, LEFTOVER_AGE, Listing, Queue};
 
 /// Where the queue is unless configured otherwise.
 pub const DEFAULT_DIR: &str = "/var/spool/postie";

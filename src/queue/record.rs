@@ -17,6 +17,7 @@
 //! log-id 5A1B2C3.7
 //! received 1764900000
 //! size 1234
+//! trace 187
 //! sender <jon@frogbog>
 //! submitter 1000 jon
 //! envid QQ314159
@@ -29,7 +30,8 @@
 //! sum 0123456789abcdef
 //! ```
 //!
-//! `sender <>` is the null sender; `submitter`, `envid`, `ret` and each
+//! `trace` is how many octets at the start of the message file are the
+//! trace headers postie added; `sender <>` is the null sender; `submitter`, `envid`, `ret` and each
 //! `error` are there only when known. Each `rcpt` (the RFC 3461 NOTIFY or
 //! `-`, the ORCPT or `-`, then the address as given) is followed by a
 //! `user` line for each local user it expands to. Each `pending` line is a
@@ -156,6 +158,10 @@ pub struct Entry {
     pub received: SystemTime,
     /// The message's size in octets: its file's length.
     pub size: u64,
+    /// How many octets at the start of the message file are the trace
+    /// headers postie added on receipt (`Return-Path:`, `Received:`):
+    /// each delivery writes them after its own `From ` line.
+    pub trace: u64,
     /// The envelope sender; `None` for the null sender `<>`.
     pub sender: Option<String>,
     /// The local user who submitted it, for a local submission.
@@ -204,6 +210,7 @@ impl Entry {
         line("log-id", &self.log_id);
         line("received", &secs(self.received).to_string());
         line("size", &self.size.to_string());
+        line("trace", &self.trace.to_string());
         line(
             "sender",
             &format!("<{}>", self.sender.as_deref().unwrap_or("")),
@@ -405,6 +412,10 @@ impl<'a> Reader<'a> {
         let log_id = self.required("log-id")?.to_string();
         let received = time(self.required("received")?)?;
         let size = number(self.required("size")?)?;
+        let trace = number(self.required("trace")?)?;
+        if trace > size {
+            return Err("trace headers longer than the message".into());
+        }
         let sender = bracketed(self.required("sender")?)?;
         let sender = (!sender.is_empty()).then(|| sender.to_string());
         let submitter = match self.optional("submitter") {
@@ -490,6 +501,7 @@ impl<'a> Reader<'a> {
             log_id,
             received,
             size,
+            trace,
             sender,
             submitter,
             envid,
@@ -587,6 +599,7 @@ mod tests {
             log_id: "5A1B2C3.7".into(),
             received: at(1_764_900_000),
             size: 1234,
+            trace: 187,
             sender: Some("jon@frogbog".into()),
             submitter: Some(Submitter {
                 uid: 1000,
@@ -691,6 +704,7 @@ mod tests {
                 "log-id 5A1B2C3.7",
                 "received 1764900000",
                 "size 1234",
+                "trace 187",
                 "sender <jon@frogbog>",
                 "submitter 1000 jon",
                 "envid QQ314159",
@@ -751,59 +765,60 @@ mod tests {
                 Box::new(set(3, "received 99999999999999999999")),
             ),
             ("size", Box::new(set(4, "size 12x"))),
-            ("sender unbracketed", Box::new(set(5, "sender jon@frogbog"))),
-            ("sender bracket", Box::new(set(5, "sender <jon<@frogbog>"))),
-            ("submitter", Box::new(set(6, "submitter 1000 -jon"))),
+            ("trace", Box::new(set(5, "trace 1235"))),
+            ("sender unbracketed", Box::new(set(6, "sender jon@frogbog"))),
+            ("sender bracket", Box::new(set(6, "sender <jon<@frogbog>"))),
+            ("submitter", Box::new(set(7, "submitter 1000 -jon"))),
             (
                 "submitter uid",
-                Box::new(set(6, "submitter 4294967296 jon")),
+                Box::new(set(7, "submitter 4294967296 jon")),
             ),
-            ("submitter slash", Box::new(set(6, "submitter 1000 ../jon"))),
-            ("envid space", Box::new(set(7, "envid QQ 3"))),
-            ("ret", Box::new(set(8, "ret ALL"))),
+            ("submitter slash", Box::new(set(7, "submitter 1000 ../jon"))),
+            ("envid space", Box::new(set(8, "envid QQ 3"))),
+            ("ret", Box::new(set(9, "ret ALL"))),
             (
                 "notify twice",
-                Box::new(set(9, "rcpt SUCCESS,SUCCESS - <a@b>")),
+                Box::new(set(10, "rcpt SUCCESS,SUCCESS - <a@b>")),
             ),
             (
                 "notify order",
-                Box::new(set(9, "rcpt FAILURE,SUCCESS - <a@b>")),
+                Box::new(set(10, "rcpt FAILURE,SUCCESS - <a@b>")),
             ),
             (
                 "notify never and",
-                Box::new(set(9, "rcpt NEVER,DELAY - <a@b>")),
+                Box::new(set(10, "rcpt NEVER,DELAY - <a@b>")),
             ),
-            ("notify word", Box::new(set(9, "rcpt SOMETIMES - <a@b>"))),
-            ("rcpt fields", Box::new(set(9, "rcpt - <a@b>"))),
-            ("rcpt empty", Box::new(set(9, "rcpt - - <>"))),
-            ("user dash", Box::new(set(10, "user -rf"))),
-            ("user slash", Box::new(set(10, "user ../../etc/passwd"))),
-            ("user empty", Box::new(set(10, "user "))),
-            ("user twice", Box::new(set(10, "user alice smith"))),
-            ("user dot", Box::new(set(10, "user .postie-txn.1.2.3"))),
-            ("user lock", Box::new(set(10, "user jon.lock"))),
+            ("notify word", Box::new(set(10, "rcpt SOMETIMES - <a@b>"))),
+            ("rcpt fields", Box::new(set(10, "rcpt - <a@b>"))),
+            ("rcpt empty", Box::new(set(10, "rcpt - - <>"))),
+            ("user dash", Box::new(set(11, "user -rf"))),
+            ("user slash", Box::new(set(11, "user ../../etc/passwd"))),
+            ("user empty", Box::new(set(11, "user "))),
+            ("user twice", Box::new(set(11, "user alice smith"))),
+            ("user dot", Box::new(set(11, "user .postie-txn.1.2.3"))),
+            ("user lock", Box::new(set(11, "user jon.lock"))),
             (
                 "pending index",
-                Box::new(set(14, "pending 2 2 1764900600 bob")),
+                Box::new(set(15, "pending 2 2 1764900600 bob")),
             ),
             (
                 "pending user",
-                Box::new(set(14, "pending 1 2 1764900600 alice smith")),
+                Box::new(set(15, "pending 1 2 1764900600 alice smith")),
             ),
             (
                 "pending fields",
-                Box::new(set(14, "pending 0 2 1764900600")),
+                Box::new(set(15, "pending 0 2 1764900600")),
             ),
             (
                 "pending twice",
-                Box::new(set(16, "pending 0 0 1764900000 alice smith")),
+                Box::new(set(17, "pending 0 0 1764900000 alice smith")),
             ),
-            ("code class", Box::new(set(15, "error 2.0.0 fine"))),
-            ("code digits", Box::new(set(15, "error 4.2000.0 long"))),
-            ("code form", Box::new(set(15, "error 4.2 short"))),
-            ("error text", Box::new(set(15, "error 4.2.0"))),
-            ("error blank", Box::new(set(15, "error 4.2.0  padded "))),
-            ("control", Box::new(set(15, "error 4.2.0 a\rb"))),
+            ("code class", Box::new(set(16, "error 2.0.0 fine"))),
+            ("code digits", Box::new(set(16, "error 4.2000.0 long"))),
+            ("code form", Box::new(set(16, "error 4.2 short"))),
+            ("error text", Box::new(set(16, "error 4.2.0"))),
+            ("error blank", Box::new(set(16, "error 4.2.0  padded "))),
+            ("control", Box::new(set(16, "error 4.2.0 a\rb"))),
             ("tab", Box::new(set(2, "log-id 5A1\t7"))),
             (
                 "unknown key",

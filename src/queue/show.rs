@@ -165,6 +165,7 @@ mod tests {
             log_id: "5A1B2C3.7".into(),
             received,
             size: 1234,
+            trace: 0,
             sender: sender.map(str::to_owned),
             submitter: None,
             envid: None,

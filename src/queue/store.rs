@@ -43,6 +43,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use nix::fcntl::{Flock, FlockArg};
+
 use super::record::{Entry, MAX_RECORD, valid_id};
 use crate::sys;
 
@@ -67,6 +69,12 @@ pub struct Listing {
     pub skipped: Vec<(String, String)>,
     /// Leftovers of a crash removed.
     pub removed: Vec<String>,
+}
+
+/// The run lock of one entry ([`Queue::lock_entry`]).
+#[derive(Debug)]
+pub struct EntryLock {
+    _lock: Flock<File>,
 }
 
 /// What a name in the queue directory is.
@@ -188,11 +196,23 @@ impl Queue {
     /// both files and their names are on disk. On error nothing is left
     /// (but, after a crash, leftovers that [`list`](Self::list) removes).
     pub fn create(&self, entry: &mut Entry, message: &mut dyn Read) -> io::Result<()> {
-        self.create_as(new_id(SystemTime::now()), entry, message)
+        self.create_as(self.new_id(), entry, message)
     }
 
-    /// [`create`](Self::create) under the id `id`.
-    fn create_as(&self, id: String, entry: &mut Entry, message: &mut dyn Read) -> io::Result<()> {
+    /// A new queue id, for [`create_as`](Self::create_as): a delivery
+    /// names the entry in its journal before it makes it.
+    pub fn new_id(&self) -> String {
+        new_id(SystemTime::now())
+    }
+
+    /// [`create`](Self::create) under the id `id`. The envelope file is
+    /// made last: the entry exists from the moment its name is linked.
+    pub fn create_as(
+        &self,
+        id: String,
+        entry: &mut Entry,
+        message: &mut dyn Read,
+    ) -> io::Result<()> {
         let (df, qf) = (self.path("df", &id), self.path("qf", &id));
         let old = (std::mem::replace(&mut entry.id, id.clone()), entry.size);
         // What this call made, and so removes again on failure (`link`
@@ -293,6 +313,25 @@ impl Queue {
             }
         }
         self.sync_dir()
+    }
+
+    /// Takes the run lock of entry `id` (`flock` on its message file,
+    /// which is never replaced), so that no two runners (the daemon's,
+    /// `sendmail -q` from cron) nor `postie queue delete` work on one
+    /// entry at once: `None` if another holds it (with `wait`, waits for
+    /// it). Held until the returned lock drops.
+    pub fn lock_entry(&self, id: &str, wait: bool) -> io::Result<Option<EntryLock>> {
+        let file = self.open_message(id)?;
+        let how = if wait {
+            FlockArg::LockExclusive
+        } else {
+            FlockArg::LockExclusiveNonblock
+        };
+        match Flock::lock(file, how) {
+            Ok(lock) => Ok(Some(EntryLock { _lock: lock })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(e.into()),
+        }
     }
 
     /// Opens `path` for reading if it is one of our files: `lstat` first
@@ -512,6 +551,21 @@ mod tests {
 
     fn root() -> bool {
         nix::unistd::geteuid().is_root()
+    }
+
+    /// One runner at a time per entry: the run lock is refused while
+    /// held (in this process too: `flock` locks belong to the open file),
+    /// and free again once dropped.
+    #[test]
+    fn an_entry_is_run_by_one_runner_at_a_time() {
+        let (_d, q) = queue();
+        let e = created(&q);
+        let held = q.lock_entry(&e.id, false).unwrap();
+        assert!(held.is_some());
+        assert!(q.lock_entry(&e.id, false).unwrap().is_none());
+        drop(held);
+        assert!(q.lock_entry(&e.id, false).unwrap().is_some());
+        assert!(q.lock_entry("0069a1f2c3b4d5e6f708192a3b", false).is_err());
     }
 
     #[test]

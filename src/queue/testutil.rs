@@ -13,6 +13,7 @@ pub(crate) fn entry(received: SystemTime) -> Entry {
         log_id: "5A1B2C3.7".into(),
         received,
         size: 0,
+        trace: 0,
         sender: Some("jon@frogbog".into()),
         submitter: None,
         envid: None,
