@@ -454,9 +454,14 @@ pub struct FileReader<'a> {
 impl<'a> FileReader<'a> {
     /// Reads `file` from its start up to `end`.
     pub fn new(file: &'a File, end: u64, short: fn(u64, u64) -> String) -> Self {
+        Self::range(file, 0, end, short)
+    }
+
+    /// Reads `file` from `start` up to `end`.
+    pub fn range(file: &'a File, start: u64, end: u64, short: fn(u64, u64) -> String) -> Self {
         FileReader {
             file,
-            pos: 0,
+            pos: start.min(end),
             end,
             short,
         }

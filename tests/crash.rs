@@ -909,7 +909,7 @@ fn delivery_in_progress(fx: &Fixture) -> bool {
 #[test]
 fn the_smtp_side_exits_after_its_delivery_process() {
     let root = nix::unistd::geteuid().is_root();
-    let fx = Fixture::new();
+    let fx = Fixture::without_queue();
     let dotlock = fx.spool().join("alice.lock");
     std::fs::write(&dotlock, b"").unwrap();
     let mut srv = Server::start(&fx, &["--shutdown-grace", "0", "--lock-timeout", "600"]);

@@ -506,7 +506,7 @@ fn locker_files(locker: &Locker) -> &'static [&'static str] {
 
 /// [`Must::WaitThenDeliver`] over SMTP.
 fn wait_then_deliver_over_smtp(locker: &Locker, row: &str) {
-    let fx = Fixture::new();
+    let fx = Fixture::without_queue();
     for u in ["alice", "jon"] {
         std::fs::write(fx.mailbox(u), b"").unwrap();
     }
@@ -587,7 +587,7 @@ fn time_out(locker: &Locker, row: &str) {
     held.release();
 
     // Over SMTP: 451 4.2.0 for the whole transaction.
-    let fx = Fixture::new();
+    let fx = Fixture::without_queue();
     for u in ["alice", "jon"] {
         std::fs::write(fx.mailbox(u), format!("{u}'s\n")).unwrap();
     }
@@ -627,7 +627,7 @@ fn time_out(locker: &Locker, row: &str) {
 
 /// [`Must::RemoveStale`].
 fn remove_stale(locker: &Locker, row: &str) {
-    let fx = Fixture::new();
+    let fx = Fixture::without_queue();
     let jon = fx.mailbox("jon");
     std::fs::write(&jon, b"").unwrap();
     let held = locker.hold(&jon);

@@ -63,6 +63,16 @@ impl Fixture {
         Fixture { dir }
     }
 
+    /// A fixture whose server has no queue (its directory missing): a
+    /// recipient that cannot take a message at once defers the whole
+    /// message (4xx), as before the queue; for the tests of locking and
+    /// of the all-or-nothing transaction that runs before any queueing.
+    pub fn without_queue() -> Self {
+        let fx = Fixture::new();
+        std::fs::remove_dir(fx.queue()).unwrap();
+        fx
+    }
+
     pub fn spool(&self) -> PathBuf {
         self.dir.path().join("spool")
     }

@@ -59,6 +59,8 @@
 //! recovery ([`Deliverer::recover_spool`]).
 
 mod gate;
+mod partial;
+mod queued;
 mod target;
 mod trace;
 mod transaction;
@@ -77,7 +79,7 @@ use crate::smtp::{Envelope, Outcome, ReversePath, TempReason};
 use crate::sys;
 use crate::users::User;
 use target::{Append, Failure, MailboxTarget, Owner, act_as_ourselves, cannot_create, may_create};
-use transaction::Transaction;
+use transaction::{Transaction, first_failure};
 
 pub use gate::{Gate, Gates};
 pub use target::AppendWriter;
@@ -136,6 +138,10 @@ impl Delivery for Deliverer {
 
     fn close(&self) {
         self.journals.close();
+    }
+
+    fn run_queue(&self, filter: &crate::message::RunFilter) -> crate::message::RunSummary {
+        Deliverer::run_queue(self, filter)
     }
 }
 
@@ -219,6 +225,9 @@ impl Deliverer {
             .collect();
         names.sort_unstable();
         names.dedup();
+        if let Some(q) = &self.queue {
+            return self.deliver_or_queue(env, &names, deadline, &append, q);
+        }
         let result = self.transaction(&names, deadline, &append);
         for to in names {
             let (id, from, size) = (env.id.as_str(), &env.sender, env.size);
@@ -256,10 +265,10 @@ impl Deliverer {
         let _as_recipient = txn.single_identity();
         let steps = (|| {
             txn.intend(append)?;
-            txn.lock_all(deadline, self.mbox.lock_timeout, |until, busy| {
+            txn.lock_all(deadline, self.mbox.lock_timeout, false, |until, busy| {
                 self.recover_spool(until, RecoveryCause::OrphanDotlock(busy))
             })?;
-            txn.append_all(append)
+            txn.append_all(append).map_err(first_failure)
         })();
         match steps {
             Ok(()) => txn.commit(),
@@ -289,15 +298,20 @@ impl Deliverer {
                     ));
                 }
             };
-            targets.push(MailboxTarget::new(
-                self.spool.join(&user.name),
-                self.owner(&user),
-                user,
-                &self.mbox,
-                &self.append_writer,
-            ));
+            targets.push(self.mailbox(user));
         }
         Ok(targets)
+    }
+
+    /// `user`'s mailbox, as a transaction's target.
+    fn mailbox(&self, user: User) -> MailboxTarget<'_> {
+        MailboxTarget::new(
+            self.spool.join(&user.name),
+            self.owner(&user),
+            user,
+            &self.mbox,
+            &self.append_writer,
+        )
     }
 
     /// The one entry to recovery ([`journal::recover`]), which undoes the
@@ -326,7 +340,11 @@ impl Deliverer {
                 return None;
             }
         };
-        let s = journal::recover(&self.spool, &self.mbox, deadline, &self.journals);
+        let queue = self
+            .queue
+            .as_ref()
+            .map(|q| &q.queue as &dyn journal::QueueRecovery);
+        let s = journal::recover(&self.spool, &self.mbox, deadline, &self.journals, queue);
         if matches!(cause, RecoveryCause::Start) && s != journal::Summary::default() {
             log::info!(
                 "recovery: {} journals of earlier processes dealt with, {} interrupted deliveries undone ({} mailboxes truncated), {} left for later",

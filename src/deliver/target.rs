@@ -278,6 +278,13 @@ impl<'d> MailboxTarget<'d> {
     }
 }
 
+impl MailboxTarget<'_> {
+    /// Its user's name, the mailbox's name in the spool.
+    pub(crate) fn name(&self) -> &str {
+        &self.user.name
+    }
+}
+
 impl<'d> Target for MailboxTarget<'d> {
     type Locked = LockedMailboxTarget<'d>;
 
@@ -411,6 +418,9 @@ impl LockedTarget for LockedMailboxTarget<'_> {
 pub(crate) struct Failure {
     pub outcome: Outcome,
     pub why: String,
+    /// The target it is about (its key), if one: a delivery that may
+    /// queue leaves that one to the queue and delivers to the others.
+    pub target: Option<PathBuf>,
 }
 
 impl Failure {
@@ -418,7 +428,13 @@ impl Failure {
         Failure {
             outcome: Outcome::Temporary(reason),
             why,
+            target: None,
         }
+    }
+
+    /// A lock that was busy until the wait was over.
+    pub(crate) fn busy(&self) -> bool {
+        self.outcome == Outcome::Temporary(TempReason::LockTimeout)
     }
 
     /// A failure at `path` (logged as it is made).
@@ -431,6 +447,9 @@ impl Failure {
             MboxError::Quota => TempReason::Quota,
             MboxError::Unsafe(_) | MboxError::Io(_) => TempReason::Local,
         };
-        Failure::temp(reason, why)
+        Failure {
+            target: Some(path.to_path_buf()),
+            ..Failure::temp(reason, why)
+        }
     }
 }

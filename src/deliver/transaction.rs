@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use super::gate::{Gate, Gates};
 use super::target::{Append, Failure, LockRound, LockedTarget, Target};
-use crate::journal::{AppendStart, Journal, Journals, Summary, Want};
+use crate::journal::{AppendStart, Journal, Journals, QueueStep, Summary, Want};
 use crate::mbox::{self, MboxError};
 use crate::smtp::TempReason;
 use crate::sys;
@@ -46,6 +46,11 @@ pub(crate) struct Transaction<'d, T: Target> {
     gate: Option<Gate<'d>>,
     /// The targets locked so far (the first ones, in order).
     locked: Vec<T::Locked>,
+    /// The targets left unlocked by a partial lock ([`lock_all`]'s
+    /// `partial`): busy when the wait was over.
+    ///
+    /// [`lock_all`]: Self::lock_all
+    left: Vec<usize>,
     /// Whether the journal may hold an intent: from then on a failure is
     /// undone (each target locked truncated back, the journal settled).
     armed: bool,
@@ -83,6 +88,7 @@ impl<'d, T: Target> Transaction<'d, T> {
             gates,
             spool,
             locked: Vec::with_capacity(targets.len()),
+            left: Vec::new(),
             targets,
             journal: Some(journal),
             gate: None,
@@ -124,10 +130,19 @@ impl<'d, T: Target> Transaction<'d, T> {
     /// `recover` is [`super::Deliverer::recover_spool`] for a lock a
     /// crashed delivery may have left, run by `until` at the latest, with
     /// the busy target's key (`None`: it could not run).
+    ///
+    /// `partial` (a delivery that may queue): once `lock_timeout` is over
+    /// with a target still busy, a last round locks every target that is
+    /// free, one try each, and leaves the busy ones ([`left`]) to the
+    /// queue; nothing is waited for in it, so that no lock is waited for
+    /// while another is held.
+    ///
+    /// [`left`]: Self::left
     pub(crate) fn lock_all(
         &mut self,
         deadline: Instant,
         lock_timeout: Duration,
+        partial: bool,
         mut recover: impl FnMut(Instant, &Path) -> Option<Summary>,
     ) -> Result<(), Failure> {
         let journal = self.journal.as_mut().expect(ENDED);
@@ -164,7 +179,23 @@ impl<'d, T: Target> Transaction<'d, T> {
             scans_done: false,
             said_busy: false,
         };
-        mbox::lock_all_or_none(&mut set, &self.targets, lock_deadline, &mut self.locked)?;
+        match mbox::lock_all_or_none(&mut set, &self.targets, lock_deadline, &mut self.locked) {
+            Ok(()) => {}
+            Err(f) if partial && f.busy() => {
+                // The last round: whatever is free, the rest left. (The
+                // gate, left at the busy one, entered again by the
+                // delivery's deadline: the lock timeout is over.)
+                *set.gate = Some((set.enter)(deadline)?);
+                for (i, target) in self.targets.iter().enumerate() {
+                    match mbox::LockSet::try_lock(&mut set, target)? {
+                        mbox::Try::Locked(locked) => self.locked.push(locked),
+                        mbox::Try::Busy => self.left.push(i),
+                        mbox::Try::Skip => {}
+                    }
+                }
+            }
+            Err(f) => return Err(f),
+        }
         let journal = set.journal;
         // Every target locked: where each append begins. Not synced: a
         // process that dies leaves it in the page cache, and after a
@@ -175,11 +206,39 @@ impl<'d, T: Target> Transaction<'d, T> {
             .map_err(|e| journal_failure(journal.path(), e))
     }
 
+    /// The targets a partial [`lock_all`](Self::lock_all) left unlocked.
+    pub(crate) fn left(&self) -> impl Iterator<Item = &T> {
+        self.left.iter().map(|&i| &self.targets[i])
+    }
+
+    /// The keys of the targets locked.
+    pub(crate) fn locked_keys(&self) -> impl Iterator<Item = &Path> {
+        self.locked.iter().map(|t| t.key())
+    }
+
+    /// Records what this delivery does to the queue, synced, after
+    /// [`lock_all`](Self::lock_all) and before the first append.
+    pub(crate) fn record_queue(&mut self, step: &QueueStep) -> Result<(), Failure> {
+        let journal = self.journal.as_mut().expect(ENDED);
+        journal
+            .record_queue(step)
+            .map_err(|e| journal_failure(journal.path(), e))
+    }
+
     /// Appends to every target, each on a thread of its own (see
-    /// [`each_in_parallel`]).
-    pub(crate) fn append_all(&mut self, what: &Append<'_>) -> Result<(), Failure> {
+    /// [`each_in_parallel`]). On failure, every target's failure, each
+    /// with its key.
+    pub(crate) fn append_all(&mut self, what: &Append<'_>) -> Result<(), Vec<Failure>> {
         let len = self.len;
-        each_in_parallel(&mut self.locked, |t| t.append(what, len))
+        let failures: Vec<Failure> = each_in_parallel(&mut self.locked, |t| t.append(what, len))
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures)
+        }
     }
 
     /// Delivered: the journal settled, every lock released.
@@ -357,12 +416,25 @@ impl<T: Target> Drop for Transaction<'_, T> {
     }
 }
 
+/// The first of the failures of [`Transaction::append_all`]: a delivery
+/// that is all or nothing fails with it.
+pub(crate) fn first_failure(failures: Vec<Failure>) -> Failure {
+    failures
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| Failure::temp(TempReason::Local, "append failed".into()))
+}
+
+/// A failure of the journal: of the whole delivery, of no one target.
 fn journal_failure(path: &Path, e: std::io::Error) -> Failure {
-    Failure::mbox(path, MboxError::from_write(e))
+    Failure {
+        target: None,
+        ..Failure::mbox(path, MboxError::from_write(e))
+    }
 }
 
 /// Runs `f` on every item, the first on this thread and each other one
-/// on a thread of its own, and returns the first error. A transaction's
+/// on a thread of its own, and returns what each gave. A transaction's
 /// mailboxes are appended to this way: the `fdatasync`s of different files
 /// overlap on the device (four files in parallel reach more than twice the
 /// one-file rate here, see BENCHMARKS.md), and the copies of a large
@@ -371,12 +443,12 @@ fn journal_failure(path: &Path, e: std::io::Error) -> Failure {
 fn each_in_parallel<T: Send>(
     items: &mut [T],
     f: impl Fn(&mut T) -> Result<(), Failure> + Sync,
-) -> Result<(), Failure> {
+) -> Vec<Result<(), Failure>> {
     let Some((first, rest)) = items.split_first_mut() else {
-        return Ok(());
+        return Vec::new();
     };
     if rest.is_empty() {
-        return f(first);
+        return vec![f(first)];
     }
     let f = &f;
     std::thread::scope(|s| {
@@ -389,9 +461,9 @@ fn each_in_parallel<T: Send>(
                     .spawn_scoped(s, move || f(item))
             })
             .collect();
-        let mut result = f(first);
+        let mut results = vec![f(first)];
         for h in others {
-            let r = match h {
+            results.push(match h {
                 Ok(h) => h.join().unwrap_or_else(|_| {
                     Err(Failure::temp(
                         TempReason::Local,
@@ -402,10 +474,9 @@ fn each_in_parallel<T: Send>(
                     TempReason::Local,
                     format!("cannot start an append thread: {e}"),
                 )),
-            };
-            result = result.and(r);
+            });
         }
-        result
+        results
     })
 }
 
@@ -445,7 +516,7 @@ mod tests {
         let mut txn = Transaction::begin(&d.journals, &d.gates, &d.spool, targets).unwrap();
         txn.intend(&what).unwrap();
         let far = Instant::now() + Duration::from_secs(60);
-        txn.lock_all(far, Duration::from_secs(5), |_, _| None)
+        txn.lock_all(far, Duration::from_secs(5), false, |_, _| None)
             .unwrap();
         txn.append_all(&what).unwrap();
         assert!(std::fs::read(&jon).unwrap().ends_with(b"body\n\n"));
@@ -470,7 +541,7 @@ mod tests {
                 let mut txn = Transaction::begin(&d.journals, &d.gates, &d.spool, targets).unwrap();
                 txn.intend(&what).unwrap();
                 let far = Instant::now() + Duration::from_secs(60);
-                txn.lock_all(far, Duration::from_secs(5), |_, _| None)
+                txn.lock_all(far, Duration::from_secs(5), false, |_, _| None)
                     .unwrap();
                 txn.append_all(&what).unwrap();
                 panic!("the delivering thread dies with the transaction open");

@@ -110,9 +110,9 @@ mod undo;
 
 #[cfg(test)]
 pub(crate) use record::PREFIX;
-pub use record::{AppendStart, Want};
+pub use record::{AppendStart, QueueStep, Want};
 use record::{HEADER_LEN, IDLE, SETTLED, SETTLED_AT, SLOT_SIZE, header};
-pub use recover::{Summary, recover};
+pub use recover::{QueueRecovery, Summary, recover};
 #[cfg(test)]
 pub(crate) use testutil::crashed_delivery;
 
@@ -280,6 +280,16 @@ impl Journal {
     pub fn record_starts(&mut self, starts: &[AppendStart]) -> io::Result<()> {
         let lines = record::start_lines(self.generation, starts);
         self.write(lines.as_bytes())
+    }
+
+    /// Records what the delivery does to the queue (after
+    /// [`record_starts`](Self::record_starts), before the first append),
+    /// and syncs it (`fdatasync`): the queue entry it names is made, or
+    /// changed, only once recovery is sure to know of it.
+    pub fn record_queue(&mut self, step: &QueueStep) -> io::Result<()> {
+        let lines = record::queue_lines(self.generation, step);
+        self.write(lines.as_bytes())?;
+        self.file.sync_data()
     }
 
     /// Spoils the delivery's intent (one byte), so that the journal undoes

@@ -23,8 +23,17 @@
 //!   size before the append, name), and `sizes` (how many, and a checksum
 //!   of the `size` lines).
 //!
-//! The intent and the append starts are trusted only whole and with their
-//! checksum; a line cut short or of another generation ends what is read.
+//! * when the delivery also changes the queue (a recipient that cannot
+//!   take the message now is queued; a queued one is delivered): a `qbox`
+//!   for each mailbox that the delivery appends to after all (the others
+//!   of the intent were left to the queue), and `queue` (`new` or `done`,
+//!   the queue id, how many `qbox`es, and a checksum of the `qbox` lines),
+//!   synced. Added after the first journals of this format, which have
+//!   none and mean what they meant.
+//!
+//! The intent, the append starts and the queue step are trusted only whole
+//! and with their checksum; a line cut short or of another generation ends
+//! what is read.
 
 use crate::mbox::LockId;
 use crate::users::valid_user_name;
@@ -69,6 +78,28 @@ pub struct AppendStart {
     pub old_size: u64,
 }
 
+/// What a delivery does to the queue in the same transaction as its
+/// appends ([`super::Journal::record_queue`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueStep {
+    /// Makes queue entry `id` for the recipients that could not take the
+    /// message, after every append to `mailboxes`: the entry's envelope
+    /// file is the delivery's commit point.
+    New { id: String, mailboxes: Vec<String> },
+    /// Delivers queue entry `id` to `mailboxes`, pending in it: once every
+    /// append is whole they are taken off the entry.
+    Done { id: String, mailboxes: Vec<String> },
+}
+
+impl QueueStep {
+    /// The mailboxes the delivery appends to.
+    pub fn mailboxes(&self) -> &[String] {
+        match self {
+            QueueStep::New { mailboxes, .. } | QueueStep::Done { mailboxes, .. } => mailboxes,
+        }
+    }
+}
+
 /// A delivery's intent, as its journal records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Intent {
@@ -94,6 +125,8 @@ pub struct Parsed {
     pub locks: Vec<(String, LockId)>,
     /// Where each append begins, if recorded whole.
     pub starts: Option<Vec<AppendStart>>,
+    /// What the delivery does to the queue, if recorded whole.
+    pub queue: Option<QueueStep>,
 }
 
 /// The name of the `n`th journal made by process `pid`, told apart from
@@ -175,6 +208,26 @@ pub(super) fn start_lines(generation: u64, starts: &[AppendStart]) -> String {
         generation,
         "sizes",
         &format!("{} {sum:016x}", starts.len()),
+    ));
+    s
+}
+
+/// The lines of a delivery's queue step.
+pub(super) fn queue_lines(generation: u64, step: &QueueStep) -> String {
+    let mut s = String::new();
+    for name in step.mailboxes() {
+        s.push_str(&line(generation, "qbox", name));
+    }
+    let sum = checksum(s.as_bytes());
+    let (kind, id) = match step {
+        QueueStep::New { id, .. } => ("new", id),
+        QueueStep::Done { id, .. } => ("done", id),
+    };
+    let n = step.mailboxes().len();
+    s.push_str(&line(
+        generation,
+        "queue",
+        &format!("{kind} {id} {n} {sum:016x}"),
     ));
     s
 }
@@ -274,10 +327,11 @@ pub fn parse(bytes: &[u8]) -> Parsed {
             None => at = lines.len(),
         }
     }
-    // The dotlocks, then where the appends begin.
+    // The dotlocks, then where the appends begin, then the queue step.
     let mut starts = Vec::new();
     let mut signed = Vec::new();
     for &(key, tail, raw) in &lines[at..] {
+        at += 1;
         match key {
             "lock" if starts.is_empty() => match parse_lock(tail) {
                 Some(l) => p.locks.push(l),
@@ -294,7 +348,45 @@ pub fn parse(bytes: &[u8]) -> Parsed {
             _ => break,
         }
     }
+    if p.starts.is_some() {
+        let (mut boxes, mut signed) = (Vec::new(), Vec::new());
+        for &(key, tail, raw) in &lines[at..] {
+            match key {
+                "qbox" => {
+                    signed.extend_from_slice(raw);
+                    boxes.push(tail);
+                }
+                "queue" => {
+                    p.queue = parse_queue(&boxes, tail, &signed);
+                    break;
+                }
+                _ => break,
+            }
+        }
+    }
     p
+}
+
+fn parse_queue(boxes: &[&str], tail: &str, signed: &[u8]) -> Option<QueueStep> {
+    let mut f = tail.split(' ');
+    let (kind, id, count, sum) = (f.next()?, f.next()?, f.next()?, f.next()?);
+    if f.next().is_some()
+        || count.parse::<usize>().ok()? != boxes.len()
+        || u64::from_str_radix(sum, 16).ok()? != checksum(signed)
+        || !crate::queue::valid_id(id)
+        || !boxes.iter().all(|b| valid_user_name(b))
+    {
+        return None;
+    }
+    let (id, mailboxes) = (
+        id.to_string(),
+        boxes.iter().map(|b| b.to_string()).collect(),
+    );
+    match kind {
+        "new" => Some(QueueStep::New { id, mailboxes }),
+        "done" => Some(QueueStep::Done { id, mailboxes }),
+        _ => None,
+    }
 }
 
 fn parse_intent(from: &str, wants: &[&str], end: &str, signed: &[u8]) -> Option<Intent> {
@@ -398,6 +490,88 @@ mod tests {
         bytes
     }
 
+    /// A queue step after the append starts is read back whole; cut
+    /// short, garbled, before the starts, or naming no valid entry, it is
+    /// not there (and the rest of the journal reads as without it).
+    #[test]
+    fn queue_steps_round_trip_and_are_trusted_only_whole() {
+        const G: u64 = 0x0123_4567_89ab_cdef;
+        let prefix = b"From a@b Sun Nov  1 06:05:04 2026\n";
+        let intent = intent_lines(G, prefix, 500, &[want("alice"), want("jon")]);
+        let starts = start_lines(
+            G,
+            &[AppendStart {
+                name: "alice".into(),
+                dev: 8,
+                ino: 9,
+                old_size: 100,
+            }],
+        );
+        let id = "0069a1f2c3b4d5e6f708192a3b".to_string();
+        for step in [
+            QueueStep::New {
+                id: id.clone(),
+                mailboxes: vec!["alice".into()],
+            },
+            QueueStep::Done {
+                id: id.clone(),
+                mailboxes: vec!["alice".into(), "jon".into()],
+            },
+            QueueStep::New {
+                id: id.clone(),
+                mailboxes: vec![],
+            },
+        ] {
+            let q = queue_lines(G, &step);
+            let whole = journal(G, &[intent.clone(), starts.clone(), q.clone()]);
+            let p = parse(&whole);
+            assert_eq!(p.queue.as_ref(), Some(&step));
+            assert!(p.intent.is_some() && p.starts.is_some());
+            for cut in 0..q.len() {
+                let short = journal(G, &[intent.clone(), starts.clone(), q[..cut].into()]);
+                let p = parse(&short);
+                assert_eq!(p.queue, None, "cut at {cut}");
+                assert!(p.starts.is_some());
+            }
+            let garbled = journal(
+                G,
+                &[
+                    intent.clone(),
+                    starts.clone(),
+                    q.replacen("qbox", "qbux", 1),
+                ],
+            );
+            if !step.mailboxes().is_empty() {
+                assert_eq!(parse(&garbled).queue, None);
+            }
+            let before = journal(G, &[intent.clone(), q.clone(), starts.clone()]);
+            assert_eq!(parse(&before).queue, None);
+            let other = journal(
+                G,
+                &[intent.clone(), starts.clone(), queue_lines(G + 1, &step)],
+            );
+            assert_eq!(parse(&other).queue, None);
+        }
+        let bad_id = QueueStep::New {
+            id: "../../etc/passwd".into(),
+            mailboxes: vec![],
+        };
+        let j = journal(
+            G,
+            &[intent.clone(), starts.clone(), queue_lines(G, &bad_id)],
+        );
+        assert_eq!(parse(&j).queue, None);
+        let wrong_sum = queue_lines(
+            G,
+            &QueueStep::New {
+                id: id.clone(),
+                mailboxes: vec!["alice".into()],
+            },
+        )
+        .replace("qbox 0123456789abcdef alice", "qbox 0123456789abcdef alicf");
+        assert_eq!(parse(&journal(G, &[intent, starts, wrong_sum])).queue, None);
+    }
+
     /// The format on disk, byte for byte, as postie 2 to 6 write it (the
     /// checksums computed apart, with another FNV-1a): journals an earlier
     /// postie left are read, and this one writes what they wrote.
@@ -462,6 +636,7 @@ mod tests {
                 settled: false,
                 locks: vec![("alice".to_string(), ID)],
                 starts: Some(starts.to_vec()),
+                queue: None,
             }
         );
         // Settled: `from` spoiled to `-rom`; idle: generation 0.

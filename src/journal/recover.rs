@@ -46,7 +46,9 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::record::{self, HEADER_LEN, IDLE, PREFIX, Parsed, SETTLED, SETTLED_AT, parse};
+use super::record::{
+    self, HEADER_LEN, IDLE, Intent, PREFIX, Parsed, QueueStep, SETTLED, SETTLED_AT, parse,
+};
 use super::undo::{self, Undo, Undone, remove_dotlocks};
 use super::{Journals, SAFE_FLAGS};
 use crate::mbox::{self, LockId, MboxOptions};
@@ -79,6 +81,7 @@ pub fn recover(
     opts: &MboxOptions,
     deadline: Instant,
     journals: &Journals,
+    queue: Option<&dyn QueueRecovery>,
 ) -> Summary {
     let mut summary = Summary::default();
     let dir = match std::fs::read_dir(spool) {
@@ -117,9 +120,42 @@ pub fn recover(
         .flat_map(|d| d.parsed.locks.iter().cloned())
         .collect();
     for d in &dead {
-        recover_one(spool, d, &dotlocks, opts, deadline, journals, &mut summary);
+        let cx = Pass {
+            spool,
+            dotlocks: &dotlocks,
+            opts,
+            deadline,
+            journals,
+            queue,
+        };
+        recover_one(&cx, d, &mut summary);
     }
     summary
+}
+
+/// What recovery needs of the queue for a delivery that changed it
+/// ([`QueueStep`]). The delivery module gives it: the journal knows no
+/// queue.
+pub trait QueueRecovery {
+    /// Whether entry `id` is there: its envelope file exists and loads.
+    fn exists(&self, id: &str) -> io::Result<bool>;
+    /// Removes whatever an undone delivery made of entry `id`.
+    fn discard(&self, id: &str) -> io::Result<()>;
+    /// Takes `mailboxes` off entry `id`'s pending recipients (the entry
+    /// removed when none is left): their delivery had finished. Done
+    /// already (the entry gone, or without them), it changes nothing.
+    fn delivered(&self, id: &str, mailboxes: &[String]) -> io::Result<()>;
+}
+
+/// What every journal of one pass of [`recover()`] is dealt with in.
+struct Pass<'a> {
+    spool: &'a Path,
+    /// The dotlocks of every dead journal of the pass.
+    dotlocks: &'a [(String, LockId)],
+    opts: &'a MboxOptions,
+    deadline: Instant,
+    journals: &'a Journals,
+    queue: Option<&'a dyn QueueRecovery>,
 }
 
 /// A journal of a process that is gone, locked by us.
@@ -129,6 +165,118 @@ struct Dead {
     parsed: Parsed,
     /// Last written before the system started.
     before_boot: bool,
+}
+
+/// Undoes the interrupted delivery of `d` (intent `intent`) unless it had
+/// finished, with what it did to the queue: a delivery that was to make
+/// a queue entry had finished only if the entry is there (its envelope
+/// file is made after every append), and is undone, the entry's files
+/// removed, if not; one that delivered a queue entry's recipients, if
+/// finished, takes them off the entry before the journal is settled.
+/// Only the mailboxes the queue step names were appended to: the others
+/// of the intent were left to the queue. `None`: to be tried again
+/// later; else what was done, for the log.
+fn undo_with_queue(
+    cx: &Pass<'_>,
+    d: &Dead,
+    intent: &Intent,
+    settle: &dyn Fn() -> io::Result<()>,
+    s: &mut Summary,
+) -> Option<String> {
+    let (name, parsed) = (d.name.as_str(), &d.parsed);
+    let step = parsed.queue.as_ref();
+    let queue = match (step, cx.queue) {
+        (Some(step), None) => {
+            log::error!(
+                "recovery: {name}: the interrupted delivery changed queue entry {}, but there is no queue; will try again",
+                step_id(step)
+            );
+            return None;
+        }
+        (_, q) => q,
+    };
+    let filtered;
+    let intent = match step {
+        Some(step) => {
+            filtered = Intent {
+                wants: intent
+                    .wants
+                    .iter()
+                    .filter(|w| step.mailboxes().contains(&w.name))
+                    .cloned()
+                    .collect(),
+                ..intent.clone()
+            };
+            &filtered
+        }
+        None => intent,
+    };
+    let mut unfinished = false;
+    if let (Some(QueueStep::New { id, .. }), Some(q)) = (step, queue) {
+        match q.exists(id) {
+            Ok(true) => {
+                remove_dotlocks(cx.spool, name, &parsed.locks);
+                if let Err(e) = settle() {
+                    log::error!("recovery: {name}: cannot settle the journal: {e}; will try again");
+                    return None;
+                }
+                return Some(format!(
+                    "of a delivery that had finished, queue entry {id} made"
+                ));
+            }
+            Ok(false) => unfinished = true,
+            Err(e) => {
+                log::error!("recovery: {name}: queue entry {id}: {e}; will try again");
+                return None;
+            }
+        }
+    }
+    let finish = || match (step, queue) {
+        (Some(QueueStep::Done { id, mailboxes }), Some(q)) => q.delivered(id, mailboxes),
+        _ => Ok(()),
+    };
+    let undo_cx = Undo {
+        spool: cx.spool,
+        journal: name,
+        parsed,
+        intent,
+        search: parsed.starts.is_none(),
+        dotlocks: cx.dotlocks,
+        opts: cx.opts,
+        deadline: cx.deadline,
+        journals: cx.journals,
+        settle,
+        unfinished,
+        finish: &finish,
+    };
+    let undone = undo::undo(&undo_cx)?;
+    if let (Some(QueueStep::New { id, .. }), Some(q)) = (step, queue) {
+        match q.discard(id) {
+            Ok(()) => log::info!("recovery: {name}: removed what was made of queue entry {id}"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => log::warn!("recovery: {name}: queue entry {id}: {e}"),
+        }
+    }
+    Some(match undone {
+        Undone::Finished => match step {
+            Some(QueueStep::Done { id, .. }) => {
+                format!("of a delivery that had finished: queue entry {id} delivered")
+            }
+            _ => "of a delivery that had finished: nothing to undo".into(),
+        },
+        Undone::Truncated(truncated) => {
+            s.truncated += truncated;
+            s.undone += 1;
+            "of an interrupted delivery, undone".into()
+        }
+        Undone::NothingAppended => "of an interrupted delivery that had appended nothing".into(),
+    })
+}
+
+fn step_id(step: &QueueStep) -> &str {
+    match step {
+        QueueStep::New { id, .. } | QueueStep::Done { id, .. } => id,
+    }
 }
 
 /// When the system last started, from `/proc/stat`.
@@ -267,18 +415,18 @@ fn open_dead(
 
 /// Deals with the dead journal `d`, as the module documentation says, and
 /// removes it, unless its delivery must be undone later; counts what was
-/// done in `s`. `dotlocks` are those of every dead journal of the pass.
-fn recover_one(
-    spool: &Path,
-    d: &Dead,
-    dotlocks: &[(String, LockId)],
-    opts: &MboxOptions,
-    deadline: Instant,
-    journals: &Journals,
-    s: &mut Summary,
-) {
+/// done in `s`.
+fn recover_one(cx: &Pass<'_>, d: &Dead, s: &mut Summary) {
+    let spool = cx.spool;
     let (name, parsed) = (d.name.as_str(), &d.parsed);
     let path = spool.join(name);
+    // The intent spoiled, the lock lines kept: should this recovery be
+    // interrupted after it, the next one still knows the dotlocks to
+    // remove.
+    let settle = || {
+        d.file.write_all_at(SETTLED, SETTLED_AT)?;
+        d.file.sync_data()
+    };
     let what = match &parsed.intent {
         // Where the appends begin is recorded (not synced) once every
         // mailbox is locked, before the first append: without it, a
@@ -288,51 +436,22 @@ fn recover_one(
         // system) may have lost it, and then the appends are looked for.
         Some(_) if parsed.starts.is_none() && !d.before_boot => {
             remove_dotlocks(spool, name, &parsed.locks);
-            "of an interrupted delivery that had appended nothing"
+            "of an interrupted delivery that had appended nothing".to_string()
         }
-        Some(intent) => {
-            // The intent spoiled, the lock lines kept: should this
-            // recovery be interrupted after it, the next one still knows
-            // the dotlocks to remove.
-            let settle = || {
-                d.file.write_all_at(SETTLED, SETTLED_AT)?;
-                d.file.sync_data()
-            };
-            let cx = Undo {
-                spool,
-                journal: name,
-                parsed,
-                intent,
-                search: parsed.starts.is_none(),
-                dotlocks,
-                opts,
-                deadline,
-                journals,
-                settle: &settle,
-            };
-            match undo::undo(&cx) {
-                Some(Undone::Finished) => "of a delivery that had finished: nothing to undo",
-                Some(Undone::Truncated(truncated)) => {
-                    s.truncated += truncated;
-                    s.undone += 1;
-                    "of an interrupted delivery, undone"
-                }
-                Some(Undone::NothingAppended) => {
-                    "of an interrupted delivery that had appended nothing"
-                }
-                None => {
-                    s.deferred += 1;
-                    return;
-                }
+        Some(intent) => match undo_with_queue(cx, d, intent, &settle, s) {
+            Some(what) => what,
+            None => {
+                s.deferred += 1;
+                return;
             }
-        }
-        None if parsed.generation == IDLE => "idle",
+        },
+        None if parsed.generation == IDLE => "idle".into(),
         None => {
             remove_dotlocks(spool, name, &parsed.locks);
             if parsed.settled {
-                "of a delivery that was over"
+                "of a delivery that was over".into()
             } else {
-                "of a delivery that had not begun"
+                "of a delivery that had not begun".into()
             }
         }
     };
@@ -645,7 +764,10 @@ mod tests {
         drop(dead);
         std::fs::write(spool.join(".postie-txn.not-ours"), b"x").unwrap();
         // The live journal is idle: not counted as held.
-        assert_eq!(recover(spool, &opts(), far(), &js), Summary::default());
+        assert_eq!(
+            recover(spool, &opts(), far(), &js, None),
+            Summary::default()
+        );
         assert!(dead_path.exists());
         let s = rec(spool);
         assert_eq!(s.journals, 1);
@@ -726,7 +848,7 @@ mod tests {
         crashed(spool, &["jon"], b"", &msg, &[50]);
         std::fs::remove_file(spool.join("jon.lock")).unwrap();
         let js = Journals::default();
-        let s = recover(spool, &opts(), far(), &js);
+        let s = recover(spool, &opts(), far(), &js, None);
         assert_eq!(s.truncated, 1);
         let mine = js.take(spool).unwrap();
         let bytes = std::fs::read(mine.path()).unwrap();
@@ -816,7 +938,13 @@ mod tests {
             let spool = spool.clone();
             move || {
                 let js = Journals::default();
-                let s = recover(&spool, &patient, far() + Duration::from_secs(600), &js);
+                let s = recover(
+                    &spool,
+                    &patient,
+                    far() + Duration::from_secs(600),
+                    &js,
+                    None,
+                );
                 js.close();
                 s
             }

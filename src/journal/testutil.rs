@@ -59,7 +59,7 @@ pub(super) fn want(name: &str) -> Want {
 /// it (then gone: its journals removed).
 pub(super) fn recover_until(spool: &Path, deadline: Instant) -> Summary {
     let js = Journals::default();
-    let s = recover(spool, &opts(), deadline, &js);
+    let s = recover(spool, &opts(), deadline, &js, None);
     js.close();
     s
 }

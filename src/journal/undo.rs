@@ -113,6 +113,13 @@ pub(super) struct Undo<'a> {
     pub journals: &'a Journals,
     /// Spoils the journal's intent, durably.
     pub settle: &'a dyn Fn() -> io::Result<()>,
+    /// The delivery had not finished whatever its mailboxes hold: the
+    /// queue entry it was to make last is not there.
+    pub unfinished: bool,
+    /// What a finished delivery still needs before the journal is
+    /// settled (its queue entry's recipients taken off); an error leaves
+    /// it for a later recovery.
+    pub finish: &'a dyn Fn() -> io::Result<()>,
 }
 
 /// What [`undo`] found the interrupted delivery to be, once dealt with.
@@ -141,6 +148,8 @@ pub(super) fn undo(cx: &Undo<'_>) -> Option<Undone> {
         deadline,
         journals,
         settle,
+        unfinished,
+        finish,
     } = *cx;
     // A dotlock this recovery makes (when the one the crash left is gone)
     // is recorded in a journal of our own, as a delivery records its own.
@@ -201,9 +210,10 @@ pub(super) fn undo(cx: &Undo<'_>) -> Option<Undone> {
             }
         }
     }
-    let finished = locked
-        .iter()
-        .any(|(_, _, st)| matches!(st, State::Whole { .. }))
+    let finished = !unfinished
+        && locked
+            .iter()
+            .any(|(_, _, st)| matches!(st, State::Whole { .. }))
         && locked
             .iter()
             .all(|(_, _, st)| matches!(st, State::Whole { .. } | State::Changed));
@@ -231,6 +241,12 @@ pub(super) fn undo(cx: &Undo<'_>) -> Option<Undone> {
             log::info!(
                 "recovery: {journal}: {shown}: truncated from {size} to {at} bytes, undoing the interrupted delivery"
             );
+        }
+    }
+    if !failed && finished {
+        if let Err(err) = finish() {
+            log::error!("recovery: {journal}: {err}; will try again");
+            failed = true;
         }
     }
     if !failed {

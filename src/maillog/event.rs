@@ -152,6 +152,27 @@ pub enum Event<'a> {
         size: u64,
         why: &'a str,
     },
+    /// A recipient left to the queue: its mailbox could not take the
+    /// message now (the others have it), and why; or, from the queue,
+    /// not yet.
+    Queued {
+        id: &'a str,
+        from: &'a ReversePath,
+        to: &'a str,
+        size: u64,
+        queue: &'a str,
+        why: &'a str,
+    },
+    /// A queued recipient given up (its time in the queue over) or failed
+    /// for good; `notice` says whom the sender's notification went to.
+    Bounced {
+        id: &'a str,
+        from: &'a ReversePath,
+        to: &'a str,
+        size: u64,
+        why: &'a str,
+        notice: &'a str,
+    },
     /// The SMTP side could not hand the message to the delivery process.
     NotPassed { id: &'a str, err: &'a io::Error },
     /// The delivery process answered something that is not an outcome.
@@ -181,6 +202,8 @@ impl Event<'_> {
             | MessageRefused { .. }
             | Delivered { .. }
             | Deferred { .. }
+            | Queued { .. }
+            | Bounced { .. }
             | QueueDeleted { .. } => Level::Info,
             TooManyConnections { .. }
             | TooManyLocal { .. }
@@ -217,7 +240,11 @@ impl Event<'_> {
             | Replied { .. }
             | MessageRefused { .. }
             | NotHeld { .. } => "postie::conn",
-            Delivered { .. } | Deferred { .. } | QueueDeleted { .. } => "postie::maillog",
+            Delivered { .. }
+            | Deferred { .. }
+            | Queued { .. }
+            | Bounced { .. }
+            | QueueDeleted { .. } => "postie::maillog",
             NotPassed { .. } | BadAnswer { .. } | DeliveryProcessFailed { .. } => "postie::privsep",
         }
     }
@@ -304,6 +331,30 @@ impl fmt::Display for Event<'_> {
             } => write!(
                 f,
                 "{id}: from=<{}> to=<{to}> size={size} status=deferred ({why})",
+                Sender(from)
+            ),
+            Queued {
+                id,
+                from,
+                to,
+                size,
+                queue,
+                why,
+            } => write!(
+                f,
+                "{id}: from=<{}> to=<{to}> size={size} status=deferred ({why}) queue={queue}",
+                Sender(from)
+            ),
+            Bounced {
+                id,
+                from,
+                to,
+                size,
+                why,
+                notice,
+            } => write!(
+                f,
+                "{id}: from=<{}> to=<{to}> size={size} status=bounced ({why}) notice={notice}",
                 Sender(from)
             ),
             NotPassed { id, err } => write!(

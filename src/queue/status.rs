@@ -50,6 +50,13 @@ pub fn sanitize(text: &str) -> String {
     s.trim_end().to_string()
 }
 
+/// `4.2.0 text`, as `mailq` and the mail log show it.
+impl std::fmt::Display for LastError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.code, self.text)
+    }
+}
+
 impl std::fmt::Display for StatusCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}.{}.{}", self.class, self.subject, self.detail)

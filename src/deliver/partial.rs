@@ -1,0 +1,236 @@
+//! A delivery that may leave recipients to the queue: the mailboxes that
+//! can take the message get it, all or nothing among themselves, and the
+//! queue entry that holds it for the others is made (at the end of DATA)
+//! or updated (by the runner) in the same transaction.
+//!
+//! [`Deliverer::deliver_partially`] is the one loop both use:
+//!
+//! 1. the recipients are looked up; one that cannot be (a failed lookup,
+//!    a user gone) is left out, with why;
+//! 2. a [`Transaction`] over the others' mailboxes records its intent,
+//!    then locks them as any delivery does, but only for the queue's
+//!    short wait (`queue-lock-wait`): after it, a last round takes every
+//!    mailbox that is free and leaves the busy ones;
+//! 3. if any mailbox is left (or the delivery is the runner's), the
+//!    queue step is recorded in the journal and synced
+//!    ([`crate::journal::QueueStep`]): which entry, and which mailboxes
+//!    the delivery appends to after all;
+//! 4. every mailbox locked is appended to; one that fails (its quota, a
+//!    full filesystem, an unsafe file) is left out too, and the whole
+//!    transaction rolled back and tried again without it: no mailbox
+//!    keeps a copy of a delivery that is then redone;
+//! 5. the caller's `finish` makes or updates the queue entry, durably,
+//!    as the last step: for a new entry, its envelope file is the commit
+//!    point (recovery keeps the appends if it is there, and undoes them
+//!    if not); an entry's delivered recipients are taken off it once the
+//!    appends are whole (recovery does it, should the process die
+//!    between). If `finish` fails, the transaction is rolled back: the
+//!    client gets today's 4xx, and nothing is written anywhere.
+//!
+//! Only then is the journal settled and the locks released.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::target::{Append, Failure, MailboxTarget, Target};
+use super::transaction::Transaction;
+use super::{Deliverer, RecoveryCause};
+use crate::journal::QueueStep;
+use crate::queue::{LastError, StatusCode};
+use crate::smtp::TempReason;
+
+/// What became of a delivery that may leave recipients to the queue.
+#[derive(Debug, Default)]
+pub(super) struct Partial {
+    /// The users whose mailboxes have the message.
+    pub delivered: Vec<String>,
+    /// The users left out, each with why.
+    pub left: Vec<(String, Left)>,
+}
+
+/// Why a user was left out of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Left {
+    /// To try again later: busy, full, a failed lookup.
+    Temporary(LastError),
+    /// For good: there is no such user any more.
+    Permanent(LastError),
+}
+
+impl Left {
+    pub(super) fn error(&self) -> &LastError {
+        match self {
+            Left::Temporary(e) | Left::Permanent(e) => e,
+        }
+    }
+}
+
+/// An RFC 3463 code of class 4 or 5.
+fn code(class: u8, subject: u16, detail: u16) -> StatusCode {
+    StatusCode {
+        class,
+        subject,
+        detail,
+    }
+}
+
+/// The RFC 3463 code of a temporary failure of a transaction, as the
+/// SMTP reply to it gives it ([`crate::smtp::Session::delivered`]).
+pub(super) fn temp_code(reason: TempReason) -> StatusCode {
+    match reason {
+        TempReason::LockTimeout => code(4, 2, 0),
+        TempReason::NoSpace => code(4, 3, 1),
+        TempReason::Quota => code(4, 2, 2),
+        TempReason::LookupFailed | TempReason::Local => code(4, 3, 0),
+    }
+}
+
+/// The queue's error for a failure of one target.
+fn left_for(f: &Failure) -> Left {
+    let reason = match f.outcome {
+        crate::smtp::Outcome::Temporary(r) => r,
+        crate::smtp::Outcome::Delivered => TempReason::Local,
+    };
+    Left::Temporary(LastError::new(temp_code(reason), &f.why))
+}
+
+/// What the queue does in a partial delivery.
+pub(super) enum QueueMode<'a> {
+    /// The end of DATA: a new entry, with this id, if anyone is left.
+    New { id: &'a str },
+    /// The runner: entry `id`, whose pending users this delivers.
+    Done { id: &'a str },
+}
+
+impl Deliverer {
+    /// Delivers to the mailboxes of `names` that can take the message now
+    /// (see the module documentation), waiting `lock_wait` at most for
+    /// busy ones; `finish(delivered, left)` is the transaction's last step
+    /// (the queue entry made or updated), run only when the queue is to
+    /// change. `Err`: nothing was delivered, and the transaction's
+    /// failure says why.
+    pub(super) fn deliver_partially(
+        &self,
+        names: &[&str],
+        deadline: Instant,
+        lock_wait: Duration,
+        append: &Append<'_>,
+        mode: QueueMode<'_>,
+        mut finish: impl FnMut(&[String], &[(String, Left)]) -> Result<(), Failure>,
+    ) -> Result<Partial, Failure> {
+        let mut left: Vec<(String, Left)> = Vec::new();
+        // Each round leaves out at least one more user, or ends.
+        loop {
+            let is_left = |n: &str| left.iter().any(|(u, _)| u == n);
+            let trying: Vec<&str> = names.iter().copied().filter(|n| !is_left(n)).collect();
+            let (targets, gone) = self.lookup(&trying);
+            if !gone.is_empty() {
+                left.extend(gone);
+                continue;
+            }
+            let keys: HashMap<PathBuf, String> = targets
+                .iter()
+                .map(|t| (self.spool.join(t.name()), t.name().to_string()))
+                .collect();
+            let name_of = |f: &Failure| f.target.as_deref().and_then(|k| keys.get(k)).cloned();
+            let mut txn = Transaction::begin(&self.journals, &self.gates, &self.spool, targets)?;
+            txn.intend(append)?;
+            let locked = txn.lock_all(deadline, lock_wait, true, |until, busy| {
+                self.recover_spool(until, RecoveryCause::OrphanDotlock(busy))
+            });
+            if let Err(f) = locked {
+                txn.rollback();
+                match name_of(&f) {
+                    Some(name) => {
+                        left.push((name, left_for(&f)));
+                        continue;
+                    }
+                    None => return Err(f),
+                }
+            }
+            for busy in txn.left() {
+                let why = format!(
+                    "{}: mailbox busy: lock not obtained in {} s",
+                    busy.key().display(),
+                    lock_wait.as_secs()
+                );
+                left.push((
+                    busy.name().to_string(),
+                    Left::Temporary(LastError::new(code(4, 2, 0), &why)),
+                ));
+            }
+            let delivered: Vec<String> = txn
+                .locked_keys()
+                .filter_map(|k| keys.get(k).cloned())
+                .collect();
+            let step = match mode {
+                QueueMode::New { .. } if left.is_empty() => None,
+                QueueMode::New { id } => Some(QueueStep::New {
+                    id: id.to_string(),
+                    mailboxes: delivered.clone(),
+                }),
+                QueueMode::Done { .. } if delivered.is_empty() => {
+                    // Nothing to deliver now: every one left.
+                    txn.rollback();
+                    return Ok(Partial { delivered, left });
+                }
+                QueueMode::Done { id } => Some(QueueStep::Done {
+                    id: id.to_string(),
+                    mailboxes: delivered.clone(),
+                }),
+            };
+            if let Some(step) = &step {
+                if let Err(f) = txn.record_queue(step) {
+                    txn.rollback();
+                    return Err(f);
+                }
+            }
+            if let Err(failures) = txn.append_all(append) {
+                txn.rollback();
+                for f in failures {
+                    match name_of(&f) {
+                        Some(name) => left.push((name, left_for(&f))),
+                        None => return Err(f),
+                    }
+                }
+                continue;
+            }
+            if step.is_some() {
+                if let Err(f) = finish(&delivered, &left) {
+                    txn.rollback();
+                    return Err(f);
+                }
+            }
+            txn.commit();
+            return Ok(Partial { delivered, left });
+        }
+    }
+
+    /// The mailbox of each user of `names` that can be looked up, and each
+    /// one that cannot, with why.
+    fn lookup<'d>(&'d self, names: &[&str]) -> (Vec<MailboxTarget<'d>>, Vec<(String, Left)>) {
+        let mut targets = Vec::with_capacity(names.len());
+        let mut gone = Vec::new();
+        for name in names {
+            match self.recipients.user(name) {
+                Ok(Some(user)) => targets.push(self.mailbox(user)),
+                Ok(None) => gone.push((
+                    name.to_string(),
+                    Left::Permanent(LastError::new(
+                        code(5, 1, 1),
+                        &format!("user {name} does not exist any more"),
+                    )),
+                )),
+                Err(e) => gone.push((
+                    name.to_string(),
+                    Left::Temporary(LastError::new(
+                        code(4, 3, 0),
+                        &format!("lookup of {name}: {}", e.0),
+                    )),
+                )),
+            }
+        }
+        (targets, gone)
+    }
+}
