@@ -97,7 +97,9 @@ pub enum Class {
 }
 
 /// An enhanced status code, `class.subject.detail` (RFC 3463 2: a subject
-/// and a detail of one to three digits each).
+/// and a detail of one to three digits each). The one type of it in
+/// postie: the queue keeps a recipient's last error in it too
+/// (`queue::StatusCode` is this type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Status {
     class: Class,
