@@ -85,7 +85,7 @@ pub enum Ret {
     Full,
 }
 
-/// The class of an enhanced status code (RFC 3463 3.1).
+/// The class of an enhanced status code (RFC 3463 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// 2: success.
@@ -184,7 +184,7 @@ impl Action {
     }
 
     /// Whether a status of class `class` goes with the action. A failure
-    /// is 5.x.x, or 4.x.x when the give-up time passed: RFC 3463 3.1's
+    /// is 5.x.x, or 4.x.x when the give-up time passed: RFC 3463 2's
     /// class 4 is a temporary condition that "has caused abandonment or
     /// delay", and Postfix's bounce daemon writes an expired recipient as
     /// `Action: failed` with its last deferral's 4.x.x status.

@@ -256,11 +256,15 @@ fn report_of(
 /// A failure reports its last error's code: 5.x.x for a permanent
 /// failure, and for a give-up the last temporary error's 4.x.x, as Postfix
 /// writes an expired recipient (`Action: failed`, the deferral's status;
-/// RFC 3463 3.1: class 4 is a temporary condition that "has caused
-/// abandonment or delay"). A failure with no error recorded is 5.0.0, as
-/// Postfix's bounce log reads a failure without a status. A delay is its
-/// last error's 4.x.x, or 4.0.0 (Postfix's default for a deferral); a
-/// delivery 2.0.0.
+/// RFC 3463 2: class 4 is a temporary condition that "has caused
+/// abandonment or delay"; 3.5, X.4.7 "Delivery time expired": "If
+/// possible, the code for the actual problem found when delivery was
+/// attempted should be returned rather than this code"). A failure with
+/// no error recorded is 5.0.0, as Postfix's bounce log reads a failure
+/// without a status: the runner, which knows a give-up from a permanent
+/// failure, hands a user given up before any attempt in with the error
+/// 4.4.7. A delay is its last error's 4.x.x, or 4.0.0 (Postfix's default
+/// for a deferral); a delivery 2.0.0.
 fn status_of(kind: Notice, error: Option<&LastError>) -> Status {
     let code = |class, subject, detail| {
         Status::new(class, subject, detail).expect("subject and detail under 1000")
