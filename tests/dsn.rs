@@ -1,7 +1,8 @@
-//! Delivery status notifications (`postie::dsn`) read by parsers we did
-//! not write: Python's `email` package as a MIME parser, and s-nail as a
-//! mail reader over an mbox that holds one, as postie's mbox writer would
-//! append it.
+//! Delivery status notifications (`postie::dsn`, and
+//! `postie::queue::notice` that makes them from a queue entry) read by
+//! parsers we did not write: Python's `email` package as a MIME parser,
+//! and s-nail as a mail reader over an mbox that holds one, as postie's
+//! mbox writer would append it.
 
 use std::path::Path;
 
@@ -298,4 +299,118 @@ fn snail_show(path: &Path, n: usize) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A queue entry from the local `jon`: `staff` (ORCPT given; jon and
+/// alice, alice given up on while her mailbox was busy) and `bob` (over
+/// quota, but NOTIFY=NEVER), returning headers only.
+fn queue_entry() -> postie::queue::Entry {
+    use postie::queue::{Entry, LastError, Notify, Pending, Recipient, Ret, StatusCode};
+    let received = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_764_900_000);
+    let pending = |rcpt, user: &str, code, text| Pending {
+        rcpt,
+        user: user.into(),
+        attempts: 12,
+        next_attempt: received,
+        last_error: Some(LastError::new(StatusCode::parse(code).unwrap(), text)),
+    };
+    Entry {
+        id: String::new(),
+        log_id: "5A1B2C3.7".into(),
+        received,
+        size: ORIGINAL.len() as u64,
+        trace: 0,
+        sender: Some("jon@razorback.example".into()),
+        submitter: None,
+        envid: Some("QQ314159".into()),
+        ret: Some(Ret::Hdrs),
+        recipients: vec![
+            Recipient {
+                address: "staff".into(),
+                notify: None,
+                orcpt: Some("rfc822;Staff@razorback.example".into()),
+                users: vec!["jon".into(), "alice".into()],
+            },
+            Recipient {
+                address: "bob@razorback.example".into(),
+                notify: Some(Notify::Never),
+                orcpt: None,
+                users: vec!["bob".into()],
+            },
+        ],
+        pending: vec![
+            pending(
+                0,
+                "alice",
+                "4.2.0",
+                "mailbox alice: lock not obtained in time",
+            ),
+            pending(1, "bob", "5.2.2", "mailbox bob: over quota"),
+        ],
+    }
+}
+
+#[test]
+fn python_email_reads_a_notice_from_the_queue() {
+    use postie::queue::{Notice, NoticeContext, Reported, notice};
+    if !have("python3", "python_email_reads_a_notice_from_the_queue") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut entry = queue_entry();
+    let is_local = |d: &str| d.eq_ignore_ascii_case("razorback.example");
+    let ctx = NoticeContext {
+        hostname: "razorback.example",
+        now: WHEN,
+        local_time: &postie::sys::localtime,
+        is_local_domain: &is_local,
+        return_limit: DEFAULT_RETURN_LIMIT,
+        message_id: "20261206103100.Q1.1",
+    };
+    let which: Vec<Reported> = entry
+        .pending
+        .iter()
+        .map(|p| Reported {
+            pending: p,
+            last_attempt: Some(entry.received),
+        })
+        .collect();
+    let n = notice(&entry, &which, Notice::Failed, &ctx, ORIGINAL)
+        .unwrap()
+        .expect("a notice for jon");
+    assert_eq!(n.to, mailbox("jon", "razorback.example"));
+    let view = python_view(&n.message, dir.path());
+    assert_eq!(value(&view, "defects"), ["0"], "{view}");
+    assert!(value(&view, "part-defects").is_empty(), "{view}");
+    assert_eq!(value(&view, "type"), ["multipart/report"]);
+    assert_eq!(value(&view, "report-type"), ["delivery-status"]);
+    assert_eq!(value(&view, "to"), ["jon@razorback.example"]);
+    assert_eq!(
+        value(&view, "parts"),
+        ["text/plain,message/delivery-status,text/rfc822-headers"]
+    );
+    assert_eq!(value(&view, "envid"), ["QQ314159"]);
+    // One block: alice's, under the address jon wrote; bob said NEVER.
+    assert_eq!(
+        value(&view, "rcpt"),
+        [
+            "rfc822; staff@razorback.example|rfc822; Staff@razorback.example|failed|4.2.0\
+          |X-Postie; mailbox alice: lock not obtained in time|None"
+        ]
+    );
+    // The null sender is never told.
+    entry.sender = None;
+    let which: Vec<Reported> = entry
+        .pending
+        .iter()
+        .map(|p| Reported {
+            pending: p,
+            last_attempt: None,
+        })
+        .collect();
+    assert!(
+        notice(&entry, &which, Notice::Failed, &ctx, ORIGINAL)
+            .unwrap()
+            .is_none()
+    );
 }

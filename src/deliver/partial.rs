@@ -37,6 +37,7 @@ use super::target::{Append, Failure, MailboxTarget, Target};
 use super::transaction::Transaction;
 use super::{Deliverer, RecoveryCause};
 use crate::journal::QueueStep;
+use crate::dsn::Class;
 use crate::queue::{LastError, StatusCode};
 use crate::smtp::TempReason;
 
@@ -68,11 +69,12 @@ impl Left {
 
 /// An RFC 3463 code of class 4 or 5.
 fn code(class: u8, subject: u16, detail: u16) -> StatusCode {
-    StatusCode {
-        class,
-        subject,
-        detail,
-    }
+    let class = if class == 5 {
+        Class::Permanent
+    } else {
+        Class::Transient
+    };
+    StatusCode::new(class, subject, detail).expect("a code of three digits at most")
 }
 
 /// The RFC 3463 code of a temporary failure of a transaction, as the

@@ -85,7 +85,7 @@ pub enum Ret {
     Full,
 }
 
-/// The class of an enhanced status code (RFC 3463 3.1).
+/// The class of an enhanced status code (RFC 3463 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// 2: success.
@@ -97,7 +97,9 @@ pub enum Class {
 }
 
 /// An enhanced status code, `class.subject.detail` (RFC 3463 2: a subject
-/// and a detail of one to three digits each).
+/// and a detail of one to three digits each). The one type of it in
+/// postie: the queue keeps a recipient's last error in it too
+/// (`queue::StatusCode` is this type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Status {
     class: Class,
@@ -181,12 +183,16 @@ impl Action {
         }
     }
 
-    /// The status class that goes with the action.
-    fn class(&self) -> Class {
+    /// Whether a status of class `class` goes with the action. A failure
+    /// is 5.x.x, or 4.x.x when the give-up time passed: RFC 3463 2's
+    /// class 4 is a temporary condition that "has caused abandonment or
+    /// delay", and Postfix's bounce daemon writes an expired recipient as
+    /// `Action: failed` with its last deferral's 4.x.x status.
+    fn allows(&self, class: Class) -> bool {
         match self {
-            Action::Failed => Class::Permanent,
-            Action::Delayed { .. } => Class::Transient,
-            _ => Class::Success,
+            Action::Failed => class != Class::Success,
+            Action::Delayed { .. } => class == Class::Transient,
+            _ => class == Class::Success,
         }
     }
 }
@@ -219,8 +225,8 @@ pub struct RecipientReport {
     /// `Original-Recipient`, when the client gave ORCPT.
     pub original_recipient: Option<OriginalRecipient>,
     pub action: Action,
-    /// Its class must go with the action: 5 for failed, 4 for delayed, 2
-    /// for the others.
+    /// Its class must go with the action: 5 for failed (or 4, a give-up:
+    /// the last temporary error), 4 for delayed, 2 for the others.
     pub status: Status,
     pub diagnostic: Option<Diagnostic>,
     pub last_attempt: Option<LocalTime>,
@@ -335,7 +341,7 @@ impl Report {
         match self
             .recipients
             .iter()
-            .position(|r| r.status.class() != r.action.class())
+            .position(|r| !r.action.allows(r.status.class()))
         {
             Some(i) => Err(DsnError::StatusMismatch(i)),
             None => Ok(()),
@@ -884,12 +890,16 @@ mod tests {
             Err(DsnError::NoRecipients)
         ));
         let mut wrong = failed("bob");
-        wrong.status = Status::parse("4.2.0").unwrap();
+        wrong.status = Status::parse("2.0.0").unwrap();
         let r = report(vec![failed("alice"), wrong]);
         assert!(matches!(
             generate(&r, MESSAGE.as_bytes()),
             Err(DsnError::StatusMismatch(1))
         ));
+        // A give-up: failed, with the last temporary error's 4.x.x.
+        let mut expired = failed("bob");
+        expired.status = Status::parse("4.4.7").unwrap();
+        assert!(generate(&report(vec![expired]), MESSAGE.as_bytes()).is_ok());
         let delayed = RecipientReport {
             action: Action::Delayed {
                 will_retry_until: None,

@@ -21,12 +21,17 @@
 //!   when it is given up;
 //! * `show.rs`: the queue as text for an administrator: [`listing`]
 //!   (`mailq`, sendmail's format) and [`entry_in_full`] (`postie queue
-//!   show ID`), pure.
+//!   show ID`), pure;
+//! * `bounce.rs`: [`notice`], the delivery status notification an entry's
+//!   failed, delayed or delivered users call for, and whom it goes to
+//!   (the local sender, else postmaster; nobody for the null sender),
+//!   pure, over [`crate::dsn`].
 //!
-//! Calls go one way: the store and the text use the format, the format
-//! the status;
+//! Calls go one way: the store, the text and the notices use the format,
+//! the format the status;
 //! the status and the schedule use nothing of the queue.
 
+mod bounce;
 mod record;
 mod schedule;
 mod show;
@@ -35,6 +40,7 @@ mod store;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use bounce::{Notice, NoticeContext, NoticeError, Notification, Reported, notice};
 pub use record::{
     Entry, ID_LEN, MAX_ADDRESS, MAX_ENVID, MAX_LOG_ID, MAX_ORCPT, MAX_RCPTS, MAX_RECORD, MAX_USERS,
     Notify, ParseError, Pending, Recipient, Ret, VERSION, valid_id,

@@ -52,6 +52,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::status::{LastError, StatusCode, sanitize};
+use crate::dsn::Class;
 use crate::smtp::Submitter;
 use crate::users::{plausible_user_name, valid_user_name};
 
@@ -187,6 +188,12 @@ impl std::fmt::Display for ParseError {
 }
 
 impl std::error::Error for ParseError {}
+
+/// True for the code of an error: class 4 or 5, as the format has always
+/// held it (a success, 2.x.x, is no last error).
+fn is_failure(code: &StatusCode) -> bool {
+    code.class() != Class::Success
+}
 
 /// True for a name the store may give an entry: [`ID_LEN`] lowercase hex
 /// digits.
@@ -324,6 +331,9 @@ impl Entry {
             if let Some(e) = &p.last_error {
                 if e.text.is_empty() || sanitize(&e.text) != e.text {
                     return Err("error text not one clean line".into());
+                }
+                if !is_failure(&e.code) {
+                    return Err(format!("{} is no error", e.code));
                 }
             }
         }
@@ -476,7 +486,9 @@ impl<'a> Reader<'a> {
             let last_error = match self.optional("error") {
                 Some(v) => {
                     let (code, text) = v.split_once(' ').ok_or("error: no text")?;
-                    let code = StatusCode::parse(code).ok_or("bad status code")?;
+                    let code = StatusCode::parse(code)
+                        .filter(is_failure)
+                        .ok_or("bad status code")?;
                     Some(LastError {
                         code,
                         text: text.to_string(),
@@ -632,11 +644,7 @@ mod tests {
                     attempts: 2,
                     next_attempt: at(1_764_900_600),
                     last_error: Some(LastError {
-                        code: StatusCode {
-                            class: 4,
-                            subject: 2,
-                            detail: 0,
-                        },
+                        code: StatusCode::parse("4.2.0").unwrap(),
                         text: "mailbox alice smith: lock not obtained in time".into(),
                     }),
                 },
@@ -894,6 +902,9 @@ mod tests {
         cases.push(e);
         let mut e = full();
         e.recipients[1].users.push("bob".into());
+        cases.push(e);
+        let mut e = full();
+        e.pending[0].last_error.as_mut().unwrap().code = StatusCode::parse("2.0.0").unwrap();
         cases.push(e);
         for e in cases {
             assert!(e.to_text().is_err(), "{e:?}");

@@ -1,21 +1,21 @@
-//! The last error of a queued recipient: [`StatusCode`], an RFC 3463
-//! enhanced status code, and [`LastError`], a code with one line of text
-//! made safe to keep in an envelope file and to show in `mailq` and in a
-//! bounce ([`sanitize`]).
+//! The last error of a queued recipient: [`LastError`], an RFC 3463
+//! enhanced status code ([`StatusCode`]) with one line of text made safe
+//! to keep in an envelope file and to show in `mailq` and in a bounce
+//! ([`sanitize`]).
 //!
 //! Pure, and apart from the format (`record.rs`) that stores it: the
 //! runner and the bounces build and read these too.
+//!
+//! [`StatusCode`] is the delivery status notifications' code,
+//! [`crate::dsn::Status`], under the name the queue has always used: one
+//! type, so that a last error goes into a bounce as it is. A last error's
+//! class is 4 or 5, never 2: the format (`record.rs`) refuses to write or
+//! read any other.
 
 /// The longest error text kept.
 pub const MAX_ERROR_TEXT: usize = 400;
 
-/// An RFC 3463 enhanced status code of a failure: `4.x.x` or `5.x.x`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatusCode {
-    pub class: u8,
-    pub subject: u16,
-    pub detail: u16,
-}
+pub use crate::dsn::Status as StatusCode;
 
 /// The last error of a pending recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,33 +57,6 @@ impl std::fmt::Display for LastError {
     }
 }
 
-impl std::fmt::Display for StatusCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
-    }
-}
-
-impl StatusCode {
-    /// Parses `4.2.0`: class 4 or 5, subject and detail of 1 to 3 digits.
-    pub fn parse(s: &str) -> Option<StatusCode> {
-        let mut parts = s.split('.');
-        let (c, sub, det) = (parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some() || !matches!(c, "4" | "5") {
-            return None;
-        }
-        let num = |p: &str| {
-            (!p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| p.parse::<u16>().ok())
-                .flatten()
-        };
-        Some(StatusCode {
-            class: c.as_bytes()[0] - b'0',
-            subject: num(sub)?,
-            detail: num(det)?,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,13 +71,10 @@ mod tests {
 
     #[test]
     fn status_codes() {
+        use crate::dsn::Class;
         assert_eq!(
             StatusCode::parse("5.1.1"),
-            Some(StatusCode {
-                class: 5,
-                subject: 1,
-                detail: 1
-            })
+            StatusCode::new(Class::Permanent, 1, 1)
         );
         assert_eq!(
             StatusCode::parse("4.999.999").unwrap().to_string(),

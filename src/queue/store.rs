@@ -593,11 +593,7 @@ mod tests {
 
         e.pending[0].attempts = 1;
         e.pending[0].last_error = Some(LastError {
-            code: StatusCode {
-                class: 4,
-                subject: 2,
-                detail: 0,
-            },
+            code: StatusCode::parse("4.2.0").unwrap(),
             text: "mailbox alice: lock not obtained in time".into(),
         });
         let qf = q.dir().join(format!("qf{}", e.id));
