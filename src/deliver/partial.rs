@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 use super::target::{Append, Failure, MailboxTarget, Target};
 use super::transaction::Transaction;
 use super::{Deliverer, RecoveryCause};
-use crate::journal::QueueStep;
 use crate::dsn::Class;
+use crate::journal::QueueStep;
 use crate::queue::{LastError, StatusCode};
 use crate::smtp::TempReason;
 

@@ -13,7 +13,7 @@
 //!   transaction that takes them off the entry, the others given their
 //!   next attempt (the back-off of [`crate::queue::Backoff`]), and those
 //!   failed for good or given up returned to the sender
-//!   ([`super::notice`]).
+//!   ([`crate::queue::notice`]).
 //! * [`QueueRecovery`] for the queue: recovery of a delivery that died
 //!   keeps or removes the entry it was making, and takes off an entry the
 //!   recipients whose delivery had finished.
@@ -30,13 +30,18 @@ use std::time::{Instant, SystemTime};
 use super::partial::{Left, Partial, QueueMode};
 use super::target::{Append, Failure};
 use super::{Deliverer, HoldSignals, QueueSetup};
+use crate::dsn::DsnError;
 use crate::journal::QueueRecovery;
 use crate::maillog::Event;
 use crate::mbox;
 use crate::message::{FileReader, MessageSource, RunFilter, RunSummary};
-use crate::queue::{Entry, Pending, Queue, Recipient};
+use crate::queue::{
+    Entry, Notice, NoticeContext, NoticeError, Notification, Pending, Queue, Recipient, Reported,
+    notice,
+};
+use crate::recipients::Resolution;
 use crate::smtp::address::parse_path;
-use crate::smtp::{Envelope, Outcome, ReversePath, TempReason};
+use crate::smtp::{Envelope, Mailbox, Outcome, ReversePath, TempReason};
 use crate::sys;
 
 impl Deliverer {
@@ -242,7 +247,7 @@ impl Deliverer {
             }
         }
         if !failed.is_empty() {
-            match self.notify_failed(q, &entry, &failed) {
+            match self.notify_failed(q, &entry, &failed, now) {
                 Ok(notice) => {
                     for p in &failed {
                         let why = p.last_error.as_ref().map(ToString::to_string);
@@ -294,15 +299,100 @@ impl Deliverer {
     }
 
     /// Returns `failed` (pending recipients of `entry` failed for good or
-    /// given up) to the sender; returns whom the notice went to.
+    /// given up, last tried at `now`) to the sender, as [`notice`]
+    /// decides; returns whom the notice went to (`none`: nobody is to be
+    /// told, as for the null sender). `Err`: it could not be sent now.
     fn notify_failed(
         &self,
         q: &QueueSetup,
         entry: &Entry,
         failed: &[Pending],
+        now: SystemTime,
     ) -> Result<String, String> {
-        let _ = (q, entry, failed);
-        Ok("none".into())
+        let reported: Vec<Reported<'_>> = failed
+            .iter()
+            .map(|p| Reported {
+                pending: p,
+                last_attempt: Some(now),
+            })
+            .collect();
+        let message_id = format!("{}.{:016x}", entry.id, sys::random_u64());
+        let is_local = |d: &str| self.recipients.is_local_domain(d);
+        let ctx = NoticeContext {
+            hostname: &self.hostname,
+            now: sys::localtime(now),
+            local_time: &sys::localtime,
+            is_local_domain: &is_local,
+            return_limit: q.return_limit,
+            message_id: &message_id,
+        };
+        let file = q.queue.open_message(&entry.id).map_err(|e| e.to_string())?;
+        let original = io::BufReader::new(FileReader::range(&file, 0, entry.size, |pos, end| {
+            format!("queued message file ends at {pos}, before {end}")
+        }));
+        match notice(entry, &reported, Notice::Failed, &ctx, original) {
+            Ok(None) => Ok("none".into()),
+            Ok(Some(n)) => self.send_notice(&n, &entry.log_id),
+            Err(NoticeError::Dsn(DsnError::Io(e))) => Err(e.to_string()),
+            // Not to be mended by trying again: said, and not sent.
+            Err(e) => {
+                log::error!("queue: entry {}: no notice of failure: {e}", entry.id);
+                Ok("none".into())
+            }
+        }
+    }
+
+    /// Delivers notice `n` about the message of `log_id` with the null
+    /// sender (RFC 3461 6.1: no notice answers it), to its recipient or,
+    /// if that is no local user, to `postmaster`; as any message, it may
+    /// wait in the queue. Returns whom it went to.
+    fn send_notice(&self, n: &Notification, log_id: &str) -> Result<String, String> {
+        let postmaster = Mailbox {
+            local: "postmaster".into(),
+            domain: None,
+        };
+        let (to, users) = match self.recipients.resolve(&n.to) {
+            Resolution::Local(users) => (n.to.clone(), users),
+            Resolution::TempFail(e) => return Err(e),
+            Resolution::Unknown | Resolution::NotLocal => {
+                match self.recipients.resolve(&postmaster) {
+                    Resolution::Local(users) => (postmaster, users),
+                    Resolution::TempFail(e) => return Err(e),
+                    _ => return Err("postmaster is no local user".into()),
+                }
+            }
+        };
+        let env = Envelope {
+            id: format!("{log_id}.notice"),
+            helo: self.hostname.clone(),
+            esmtp: false,
+            peer: None,
+            sender: ReversePath::Null,
+            recipients: vec![crate::smtp::Recipient {
+                path: to.clone(),
+                users: users.into_iter().map(|u| u.name).collect(),
+            }],
+            body: None,
+            size: n.message.len() as u64,
+            submitter: None,
+        };
+        match self.deliver(&env, &Bytes(&n.message)) {
+            Outcome::Delivered => Ok(to.to_string()),
+            Outcome::Temporary(r) => Err(format!("its delivery failed ({r:?})")),
+        }
+    }
+}
+
+/// A message in memory, as a notice is made.
+struct Bytes<'a>(&'a [u8]);
+
+impl MessageSource for Bytes<'_> {
+    fn len(&self) -> u64 {
+        self.0.len() as u64
+    }
+
+    fn reader(&self) -> io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(self.0))
     }
 }
 
@@ -518,5 +608,206 @@ impl QueueRecovery for Queue {
         } else {
             self.update(&entry)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs::File;
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use nix::fcntl::{Flock, FlockArg};
+
+    use super::super::tests::{deliverer, envelope};
+    use super::*;
+    use crate::message::MessageBuf;
+    use crate::queue::Backoff;
+    use crate::smtp::Mailbox;
+
+    /// A deliverer with a queue in `dir/queue`, whose lock wait is one
+    /// second and which gives up after `give_up`.
+    fn with_queue(dir: &Path, give_up: Duration) -> Deliverer {
+        let qdir = dir.join("queue");
+        std::fs::create_dir(&qdir).unwrap();
+        std::fs::set_permissions(&qdir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mut d = deliverer(dir);
+        d.queue = Some(QueueSetup {
+            queue: Queue::open(&qdir).unwrap(),
+            lock_wait: Duration::from_secs(1),
+            backoff: Backoff {
+                give_up,
+                ..Backoff::default()
+            },
+            delay_warning: None,
+            return_limit: 50_000,
+        });
+        d
+    }
+
+    fn message(dir: &Path, text: &[u8]) -> MessageBuf {
+        let mut m = MessageBuf::new(1 << 20, dir.to_path_buf());
+        m.write_all(text).unwrap();
+        m
+    }
+
+    /// Holds `path` locked with flock, as a mail reader does.
+    fn hold(path: &Path) -> Flock<File> {
+        let f = File::options()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        Flock::lock(f, FlockArg::LockExclusiveNonblock).unwrap()
+    }
+
+    fn count(mbox: &Path) -> usize {
+        let text = std::fs::read(mbox).unwrap_or_default();
+        text.split(|&b| b == b'\n')
+            .filter(|l| l.starts_with(b"From "))
+            .count()
+    }
+
+    fn entries(d: &Deliverer) -> Vec<Entry> {
+        d.queue.as_ref().unwrap().queue.list().unwrap().entries
+    }
+
+    fn from(sender: &str) -> ReversePath {
+        let (local, domain) = sender.split_once('@').unwrap();
+        ReversePath::Mailbox(Mailbox {
+            local: local.into(),
+            domain: Some(domain.into()),
+        })
+    }
+
+    /// The first test, in the library: a recipient whose mailbox
+    /// is held (flock) is left to the queue, the other delivered at once,
+    /// the client told 250; once the lock goes, the runner delivers the
+    /// queued copy, exactly once, and the entry is gone.
+    #[test]
+    fn a_busy_recipient_waits_in_the_queue_and_gets_the_message_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = with_queue(dir.path(), Duration::from_secs(3600));
+        let (alice, jon) = (dir.path().join("alice"), dir.path().join("jon"));
+        let held = hold(&jon);
+        let msg = message(dir.path(), b"Subject: q\n\nqueued\n");
+        let mut env = envelope(&["alice", "jon"]);
+        env.sender = from("bob@h");
+        assert_eq!(d.deliver(&env, &msg), Outcome::Delivered);
+        assert_eq!(count(&alice), 1);
+        assert_eq!(count(&jon), 0);
+        let queued = entries(&d);
+        assert_eq!(queued.len(), 1);
+        let e = &queued[0];
+        assert_eq!(e.pending.len(), 1);
+        assert_eq!(e.pending[0].user, "jon");
+        let err = e.pending[0].last_error.as_ref().unwrap();
+        assert_eq!(err.code.to_string(), "4.2.0");
+        assert!(err.text.contains("busy"), "{}", err.text);
+        // Not due yet, and busy anyway: nothing happens.
+        let s = d.run_queue(&RunFilter::default());
+        assert_eq!((s.entries, s.delivered, s.deferred), (1, 0, 1));
+        drop(held);
+        let s = d.run_queue(&RunFilter {
+            all: true,
+            ..RunFilter::default()
+        });
+        assert_eq!((s.delivered, s.deferred, s.failed), (1, 0, 0));
+        assert_eq!(count(&jon), 1);
+        let text = std::fs::read_to_string(&jon).unwrap();
+        assert!(text.starts_with("From bob@h "), "{text}");
+        assert!(text.contains("Return-Path: <bob@h>\n"), "{text}");
+        assert!(text.ends_with("Subject: q\n\nqueued\n\n"), "{text}");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("queue")).unwrap().count(),
+            0
+        );
+        let s = d.run_queue(&RunFilter {
+            all: true,
+            ..RunFilter::default()
+        });
+        assert_eq!(s, RunSummary::default());
+        assert_eq!((count(&alice), count(&jon)), (1, 1));
+    }
+
+    /// Every mailbox busy: all of the message waits in the queue, and the
+    /// client still gets 250.
+    #[test]
+    fn every_recipient_busy_queues_the_whole_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = with_queue(dir.path(), Duration::from_secs(3600));
+        let _a = hold(&dir.path().join("alice"));
+        let _j = hold(&dir.path().join("jon"));
+        let msg = message(dir.path(), b"Subject: q\n\nx\n");
+        assert_eq!(
+            d.deliver(&envelope(&["alice", "jon"]), &msg),
+            Outcome::Delivered
+        );
+        let q = entries(&d);
+        assert_eq!(q.len(), 1);
+        let users: Vec<&str> = q[0].pending.iter().map(|p| p.user.as_str()).collect();
+        assert_eq!(users, ["alice", "jon"]);
+        assert_eq!(q[0].sender, None);
+    }
+
+    /// A recipient given up: its sender (local) gets a delivery status
+    /// notification, multipart/report, and the entry is gone; for the
+    /// null sender, nobody is told.
+    #[test]
+    fn a_recipient_given_up_is_returned_to_its_local_sender_and_never_to_the_null_sender() {
+        for (sender, bounced) in [(Some("alice@h"), true), (None, false)] {
+            let dir = tempfile::tempdir().unwrap();
+            let d = with_queue(dir.path(), Duration::ZERO);
+            let jon = dir.path().join("jon");
+            let _held = hold(&jon);
+            let msg = message(dir.path(), b"Subject: lost\n\nnever there\n");
+            let mut env = envelope(&["jon"]);
+            if let Some(s) = sender {
+                env.sender = from(s);
+            }
+            assert_eq!(d.deliver(&env, &msg), Outcome::Delivered);
+            assert_eq!(entries(&d).len(), 1);
+            let s = d.run_queue(&RunFilter {
+                all: true,
+                ..RunFilter::default()
+            });
+            assert_eq!((s.delivered, s.failed, s.deferred), (0, 1, 0), "{sender:?}");
+            assert!(entries(&d).is_empty());
+            assert_eq!(count(&jon), 0);
+            let alice = std::fs::read_to_string(dir.path().join("alice")).unwrap_or_default();
+            if bounced {
+                assert!(alice.starts_with("From MAILER-DAEMON "), "{alice}");
+                assert!(alice.contains("multipart/report"), "{alice}");
+                assert!(alice.contains("Final-Recipient: rfc822; jon@h"), "{alice}");
+                assert!(alice.contains("Action: failed"), "{alice}");
+                assert!(alice.contains("Status: 4.2.0"), "{alice}");
+                assert!(alice.contains("Subject: lost"), "{alice}");
+            } else {
+                assert_eq!(alice, "");
+            }
+        }
+    }
+
+    /// A full queue filesystem: when the entry cannot be made, nothing is
+    /// written anywhere and the client gets the 4xx of a full disk.
+    #[test]
+    fn no_entry_written_means_no_delivery_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = with_queue(dir.path(), Duration::from_secs(3600));
+        let alice = dir.path().join("alice");
+        std::fs::write(&alice, b"old\n").unwrap();
+        let _held = hold(&dir.path().join("jon"));
+        // The queue directory made unusable under the store: a file by
+        // the entry's name cannot be created in a directory we cannot
+        // write (root writes anyway: then a directory that is gone).
+        let qdir = dir.path().join("queue");
+        std::fs::remove_dir(&qdir).unwrap();
+        let msg = message(dir.path(), b"Subject: q\n\nx\n");
+        let out = d.deliver(&envelope(&["alice", "jon"]), &msg);
+        assert!(matches!(out, Outcome::Temporary(_)), "{out:?}");
+        assert_eq!(std::fs::read(&alice).unwrap(), b"old\n");
+        assert!(!qdir.exists());
     }
 }
