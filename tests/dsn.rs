@@ -324,6 +324,7 @@ fn queue_entry() -> postie::queue::Entry {
         submitter: None,
         envid: Some("QQ314159".into()),
         ret: Some(Ret::Hdrs),
+        warned: None,
         recipients: vec![
             Recipient {
                 address: "staff".into(),

@@ -679,6 +679,7 @@ pub fn queue_entry() -> postie::queue::Entry {
         submitter: None,
         envid: None,
         ret: None,
+        warned: None,
         recipients: vec![rcpt("alice@frogbog", "alice"), rcpt("bob", "bob")],
         pending: vec![pending(0, "alice", Some(busy)), pending(1, "bob", None)],
     }

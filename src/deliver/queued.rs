@@ -247,7 +247,7 @@ impl Deliverer {
             }
         }
         if !failed.is_empty() {
-            match self.notify_failed(q, &entry, &failed, now) {
+            match self.notify(q, &entry, &failed, Notice::Failed, now) {
                 Ok(notice) => {
                     for p in &failed {
                         let why = p.last_error.as_ref().map(ToString::to_string);
@@ -286,6 +286,7 @@ impl Deliverer {
                 .log();
             }
         }
+        self.warn_of_delay(q, &mut entry, now);
         if entry.pending.is_empty() {
             match q.queue.remove(id) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -298,18 +299,48 @@ impl Deliverer {
         Ok(())
     }
 
-    /// Returns `failed` (pending recipients of `entry` failed for good or
-    /// given up, last tried at `now`) to the sender, as [`notice`]
-    /// decides; returns whom the notice went to (`none`: nobody is to be
-    /// told, as for the null sender). `Err`: it could not be sent now.
-    fn notify_failed(
+    /// Tells the sender that `entry` is delayed, once (`delay-warning`):
+    /// at its first run after that long in the queue with recipients
+    /// still pending, as sendmail's `Timeout.queuewarn` and Postfix's
+    /// `delay_warning_time` do.
+    fn warn_of_delay(&self, q: &QueueSetup, entry: &mut Entry, now: SystemTime) {
+        let Some(after) = q.delay_warning else {
+            return;
+        };
+        let due = entry.received.checked_add(after).is_some_and(|t| t <= now);
+        if entry.warned.is_some() || entry.pending.is_empty() || !due {
+            return;
+        }
+        let kind = Notice::Delayed {
+            retry_until: entry.received.checked_add(q.backoff.give_up),
+        };
+        let pending = entry.pending.clone();
+        match self.notify(q, entry, &pending, kind, now) {
+            Ok(to) => {
+                log::info!("{}: delay warning: notice={to}", entry.log_id);
+                entry.warned = Some(now);
+            }
+            Err(e) => log::warn!(
+                "queue: entry {}: cannot send the delay warning: {e}",
+                entry.id
+            ),
+        }
+    }
+
+    /// Tells the sender of `entry` of `which` (pending recipients, last
+    /// tried at `now`: failed for good or given up, or delayed), as
+    /// [`notice`] decides; returns whom the notice went to (`none`: nobody
+    /// is to be told, as for the null sender). `Err`: it could not be sent
+    /// now.
+    fn notify(
         &self,
         q: &QueueSetup,
         entry: &Entry,
-        failed: &[Pending],
+        which: &[Pending],
+        kind: Notice,
         now: SystemTime,
     ) -> Result<String, String> {
-        let reported: Vec<Reported<'_>> = failed
+        let reported: Vec<Reported<'_>> = which
             .iter()
             .map(|p| Reported {
                 pending: p,
@@ -330,13 +361,13 @@ impl Deliverer {
         let original = io::BufReader::new(FileReader::range(&file, 0, entry.size, |pos, end| {
             format!("queued message file ends at {pos}, before {end}")
         }));
-        match notice(entry, &reported, Notice::Failed, &ctx, original) {
+        match notice(entry, &reported, kind, &ctx, original) {
             Ok(None) => Ok("none".into()),
             Ok(Some(n)) => self.send_notice(&n, &entry.log_id),
             Err(NoticeError::Dsn(DsnError::Io(e))) => Err(e.to_string()),
             // Not to be mended by trying again: said, and not sent.
             Err(e) => {
-                log::error!("queue: entry {}: no notice of failure: {e}", entry.id);
+                log::error!("queue: entry {}: no notice: {e}", entry.id);
                 Ok("none".into())
             }
         }
@@ -452,6 +483,7 @@ fn new_entry(
         submitter: env.submitter.clone(),
         envid: None,
         ret: None,
+        warned: None,
         recipients,
         pending,
     }
@@ -788,6 +820,36 @@ mod tests {
                 assert_eq!(alice, "");
             }
         }
+    }
+
+    /// With a delay warning set, a sender whose message still waits is
+    /// told once (Action: delayed), not at every run.
+    #[test]
+    fn a_delay_warning_goes_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = with_queue(dir.path(), Duration::from_secs(3600));
+        d.queue.as_mut().unwrap().delay_warning = Some(Duration::ZERO);
+        let jon = dir.path().join("jon");
+        let alice = dir.path().join("alice");
+        let _held = hold(&jon);
+        let msg = message(dir.path(), b"Subject: slow\n\nx\n");
+        let mut env = envelope(&["jon"]);
+        env.sender = from("alice@h");
+        assert_eq!(d.deliver(&env, &msg), Outcome::Delivered);
+        let all = RunFilter {
+            all: true,
+            ..RunFilter::default()
+        };
+        for _ in 0..2 {
+            let s = d.run_queue(&all);
+            assert_eq!((s.delivered, s.failed, s.deferred), (0, 0, 1));
+            assert_eq!(count(&alice), 1, "one warning, not one a run");
+        }
+        let text = std::fs::read_to_string(&alice).unwrap();
+        assert!(text.contains("Action: delayed"), "{text}");
+        assert!(text.contains("Will-Retry-Until: "), "{text}");
+        assert!(entries(&d)[0].warned.is_some());
+        assert_eq!(count(&jon), 0);
     }
 
     /// A full queue filesystem: when the entry cannot be made, nothing is

@@ -22,6 +22,7 @@
 //! submitter 1000 jon
 //! envid QQ314159
 //! ret HDRS
+//! warned 1764914400
 //! rcpt SUCCESS,FAILURE rfc822;jon@razorback <jon@razorback>
 //! user jon
 //! user alice
@@ -31,7 +32,8 @@
 //! ```
 //!
 //! `trace` is how many octets at the start of the message file are the
-//! trace headers postie added; `sender <>` is the null sender; `submitter`, `envid`, `ret` and each
+//! trace headers postie added; `sender <>` is the null sender; `submitter`, `envid`, `ret`, `warned` (when the
+//! sender was told of the delay) and each
 //! `error` are there only when known. Each `rcpt` (the RFC 3461 NOTIFY or
 //! `-`, the ORCPT or `-`, then the address as given) is followed by a
 //! `user` line for each local user it expands to. Each `pending` line is a
@@ -169,6 +171,9 @@ pub struct Entry {
     pub submitter: Option<Submitter>,
     pub envid: Option<String>,
     pub ret: Option<Ret>,
+    /// When the sender was told that the message is delayed
+    /// (`delay-warning`), if it was: once per entry.
+    pub warned: Option<SystemTime>,
     pub recipients: Vec<Recipient>,
     pub pending: Vec<Pending>,
 }
@@ -230,6 +235,9 @@ impl Entry {
         }
         if let Some(ret) = self.ret {
             line("ret", &ret.to_string());
+        }
+        if let Some(w) = self.warned {
+            line("warned", &secs(w).to_string());
         }
         for r in &self.recipients {
             let notify = r.notify.map_or("-".to_string(), |n| n.to_string());
@@ -445,6 +453,7 @@ impl<'a> Reader<'a> {
             Some(_) => return Err("bad RET".into()),
             None => None,
         };
+        let warned = self.optional("warned").map(time).transpose()?;
         let mut recipients = Vec::new();
         while let Some(v) = self.optional("rcpt") {
             let mut parts = v.splitn(3, ' ');
@@ -518,6 +527,7 @@ impl<'a> Reader<'a> {
             submitter,
             envid,
             ret,
+            warned,
             recipients,
             pending,
         })
@@ -619,6 +629,7 @@ mod tests {
             }),
             envid: Some("QQ314159".into()),
             ret: Some(Ret::Hdrs),
+            warned: Some(at(1_764_914_400)),
             recipients: vec![
                 Recipient {
                     address: "staff@razorback".into(),
@@ -666,6 +677,7 @@ mod tests {
             submitter: None,
             envid: None,
             ret: None,
+            warned: None,
             recipients: vec![Recipient {
                 address: "jon".into(),
                 notify: None,
@@ -717,6 +729,7 @@ mod tests {
                 "submitter 1000 jon",
                 "envid QQ314159",
                 "ret HDRS",
+                "warned 1764914400",
                 "rcpt SUCCESS,FAILURE rfc822;staff@razorback <staff@razorback>",
                 "user jon",
                 "user alice smith",
@@ -784,49 +797,50 @@ mod tests {
             ("submitter slash", Box::new(set(7, "submitter 1000 ../jon"))),
             ("envid space", Box::new(set(8, "envid QQ 3"))),
             ("ret", Box::new(set(9, "ret ALL"))),
+            ("warned", Box::new(set(10, "warned soon"))),
             (
                 "notify twice",
-                Box::new(set(10, "rcpt SUCCESS,SUCCESS - <a@b>")),
+                Box::new(set(11, "rcpt SUCCESS,SUCCESS - <a@b>")),
             ),
             (
                 "notify order",
-                Box::new(set(10, "rcpt FAILURE,SUCCESS - <a@b>")),
+                Box::new(set(11, "rcpt FAILURE,SUCCESS - <a@b>")),
             ),
             (
                 "notify never and",
-                Box::new(set(10, "rcpt NEVER,DELAY - <a@b>")),
+                Box::new(set(11, "rcpt NEVER,DELAY - <a@b>")),
             ),
-            ("notify word", Box::new(set(10, "rcpt SOMETIMES - <a@b>"))),
-            ("rcpt fields", Box::new(set(10, "rcpt - <a@b>"))),
-            ("rcpt empty", Box::new(set(10, "rcpt - - <>"))),
-            ("user dash", Box::new(set(11, "user -rf"))),
-            ("user slash", Box::new(set(11, "user ../../etc/passwd"))),
-            ("user empty", Box::new(set(11, "user "))),
-            ("user twice", Box::new(set(11, "user alice smith"))),
-            ("user dot", Box::new(set(11, "user .postie-txn.1.2.3"))),
-            ("user lock", Box::new(set(11, "user jon.lock"))),
+            ("notify word", Box::new(set(11, "rcpt SOMETIMES - <a@b>"))),
+            ("rcpt fields", Box::new(set(11, "rcpt - <a@b>"))),
+            ("rcpt empty", Box::new(set(11, "rcpt - - <>"))),
+            ("user dash", Box::new(set(12, "user -rf"))),
+            ("user slash", Box::new(set(12, "user ../../etc/passwd"))),
+            ("user empty", Box::new(set(12, "user "))),
+            ("user twice", Box::new(set(12, "user alice smith"))),
+            ("user dot", Box::new(set(12, "user .postie-txn.1.2.3"))),
+            ("user lock", Box::new(set(12, "user jon.lock"))),
             (
                 "pending index",
-                Box::new(set(15, "pending 2 2 1764900600 bob")),
+                Box::new(set(16, "pending 2 2 1764900600 bob")),
             ),
             (
                 "pending user",
-                Box::new(set(15, "pending 1 2 1764900600 alice smith")),
+                Box::new(set(16, "pending 1 2 1764900600 alice smith")),
             ),
             (
                 "pending fields",
-                Box::new(set(15, "pending 0 2 1764900600")),
+                Box::new(set(16, "pending 0 2 1764900600")),
             ),
             (
                 "pending twice",
-                Box::new(set(17, "pending 0 0 1764900000 alice smith")),
+                Box::new(set(18, "pending 0 0 1764900000 alice smith")),
             ),
-            ("code class", Box::new(set(16, "error 2.0.0 fine"))),
-            ("code digits", Box::new(set(16, "error 4.2000.0 long"))),
-            ("code form", Box::new(set(16, "error 4.2 short"))),
-            ("error text", Box::new(set(16, "error 4.2.0"))),
-            ("error blank", Box::new(set(16, "error 4.2.0  padded "))),
-            ("control", Box::new(set(16, "error 4.2.0 a\rb"))),
+            ("code class", Box::new(set(17, "error 2.0.0 fine"))),
+            ("code digits", Box::new(set(17, "error 4.2000.0 long"))),
+            ("code form", Box::new(set(17, "error 4.2 short"))),
+            ("error text", Box::new(set(17, "error 4.2.0"))),
+            ("error blank", Box::new(set(17, "error 4.2.0  padded "))),
+            ("control", Box::new(set(17, "error 4.2.0 a\rb"))),
             ("tab", Box::new(set(2, "log-id 5A1\t7"))),
             (
                 "unknown key",

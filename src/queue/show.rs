@@ -85,7 +85,8 @@ fn recipient(e: &Entry, rcpt: usize, user: &str) -> String {
 }
 
 /// Entry `e` in full, one field a line: its id, log id, received time,
-/// size, sender, submitter, ENVID and RET if any, each recipient (with its
+/// size, sender, submitter, ENVID, RET and when the delay warning went
+/// if any, each recipient (with its
 /// NOTIFY and ORCPT if any) and the users it expands to, and each pending
 /// user with its attempts, next attempt and last error.
 pub fn entry_in_full(e: &Entry) -> String {
@@ -105,6 +106,9 @@ pub fn entry_in_full(e: &Entry) -> String {
     }
     if let Some(ret) = e.ret {
         out.push_str(&format!("ret: {ret}\n"));
+    }
+    if let Some(w) = e.warned {
+        out.push_str(&format!("delay warning sent: {}\n", time(w)));
     }
     for r in &e.recipients {
         out.push_str(&format!("recipient: <{}>", r.address));
@@ -170,6 +174,7 @@ mod tests {
             submitter: None,
             envid: None,
             ret: None,
+            warned: None,
             recipients: vec![
                 Recipient {
                     address: "staff@frogbog".into(),

@@ -18,6 +18,7 @@ pub(crate) fn entry(received: SystemTime) -> Entry {
         submitter: None,
         envid: None,
         ret: None,
+        warned: None,
         recipients: vec![Recipient {
             address: "staff".into(),
             notify: None,
