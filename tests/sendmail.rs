@@ -694,6 +694,55 @@ fn unknown_recipient_through_the_daemon() {
     assert_eq!(body_of(&fx, "jon", 0), "hello\n");
 }
 
+/// `-N`, `-R` and `-V` (RFC 3461) reach the daemon as NOTIFY on each
+/// RCPT and RET and ENVID on MAIL (the daemon offers DSN), which takes
+/// them and delivers; `-v` shows the dialog.
+#[test]
+fn dsn_flags_reach_the_daemon() {
+    let fx = Fixture::new();
+    open_to_all(&fx);
+    let sock = fx.dir.path().join("submit.sock");
+    let srv = Server::start(&fx, &["--submit-socket", sock.to_str().unwrap()]);
+    assert!(
+        wait_for(Duration::from_secs(5), || sock.exists()),
+        "{}",
+        srv.log()
+    );
+    let args = [
+        "-v",
+        "-N",
+        "failure,delay",
+        "-R",
+        "hdrs",
+        "-V",
+        "cron+2B1",
+        "-i",
+        "jon",
+    ];
+    let Some(cmd) = unprivileged(sendmail(&fx, &sock, &args), "dsn_flags_reach_the_daemon") else {
+        return;
+    };
+    let out = run(cmd, b"Subject: dsn\n\nhello\n");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().collect();
+    let mail = lines.iter().position(|l| l.starts_with(">>> MAIL FROM:"));
+    let mail = mail.unwrap_or_else(|| panic!("no MAIL: {err}"));
+    assert!(
+        lines[mail].ends_with(" RET=HDRS ENVID=cron+2B1"),
+        "{}",
+        lines[mail]
+    );
+    assert!(lines[mail + 1].starts_with("250 2.1.0"), "{err}");
+    assert_eq!(
+        lines[mail + 2],
+        ">>> RCPT TO:<jon> NOTIFY=FAILURE,DELAY",
+        "{err}"
+    );
+    assert!(lines[mail + 3].starts_with("250 2.1.5"), "{err}");
+    assert_eq!(body_of(&fx, "jon", 0), "hello\n");
+}
+
 /// Audit of "postie 5", item 5: no byte of an argument reaches the SMTP
 /// stream outside `<...>` as a parsed address. A `-f` sender that does
 /// not parse is a usage error (64); a recipient that does not parse, on
@@ -990,6 +1039,9 @@ fn usage_errors() {
         (&["-Z", "jon"][..], "unknown option -Z"),
         (&["-bt", "jon"][..], "unknown option -bt"),
         (&["-f"][..], "option -f needs a value"),
+        (&["-N", "always", "jon"][..], "invalid -N value \"always\""),
+        (&["-R", "body", "jon"][..], "invalid -R value \"body\""),
+        (&["-V", "my id", "jon"][..], "invalid -V value \"my id\""),
         (
             &["--spool", "/tmp", "jon"][..],
             "option --spool cannot be given to sendmail",

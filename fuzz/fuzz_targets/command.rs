@@ -31,9 +31,24 @@ fn canonical(cmd: &Command) -> String {
                 Some(Body::EightBitMime) => s.push_str(" BODY=8BITMIME"),
                 None => {}
             }
+            if let Some(ret) = params.ret {
+                s.push_str(&format!(" RET={ret}"));
+            }
+            if let Some(envid) = &params.envid {
+                s.push_str(&format!(" ENVID={envid}"));
+            }
             s
         }
-        Command::Rcpt { to } => format!("RCPT TO:<{to}>"),
+        Command::Rcpt { to, params } => {
+            let mut s = format!("RCPT TO:<{to}>");
+            if let Some(notify) = params.notify {
+                s.push_str(&format!(" NOTIFY={notify}"));
+            }
+            if let Some(orcpt) = &params.orcpt {
+                s.push_str(&format!(" ORCPT={orcpt}"));
+            }
+            s
+        }
         Command::Data => "DATA".into(),
         Command::Rset => "RSET".into(),
         Command::Noop => "NOOP".into(),

@@ -512,11 +512,15 @@ mod tests {
                         domain: None,
                     },
                     users: vec![u.to_string()],
+                    notify: None,
+                    orcpt: None,
                 })
                 .collect(),
             body: None,
             size: 10,
             submitter: None,
+            ret: None,
+            envid: None,
         }
     }
 

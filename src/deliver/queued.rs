@@ -402,10 +402,14 @@ impl Deliverer {
             recipients: vec![crate::smtp::Recipient {
                 path: to.clone(),
                 users: users.into_iter().map(|u| u.name).collect(),
+                notify: None,
+                orcpt: None,
             }],
             body: None,
             size: n.message.len() as u64,
             submitter: None,
+            ret: None,
+            envid: None,
         };
         match self.deliver(&env, &Bytes(&n.message)) {
             Outcome::Delivered => Ok(to.to_string()),
@@ -449,8 +453,8 @@ fn new_entry(
         .iter()
         .map(|r| Recipient {
             address: r.path.to_string(),
-            notify: None,
-            orcpt: None,
+            notify: r.notify,
+            orcpt: r.orcpt.clone(),
             users: r.users.clone(),
         })
         .collect();
@@ -481,8 +485,8 @@ fn new_entry(
             ReversePath::Mailbox(m) => Some(m.to_string()),
         },
         submitter: env.submitter.clone(),
-        envid: None,
-        ret: None,
+        envid: env.envid.clone(),
+        ret: env.ret,
         warned: None,
         recipients,
         pending,

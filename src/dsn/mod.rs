@@ -52,6 +52,8 @@ mod clean;
 use std::fmt;
 use std::io::{self, BufRead, Read};
 
+/// The RET parameter of MAIL (RFC 3461 4.3), as SMTP parses it.
+pub use crate::smtp::Ret;
 use crate::smtp::{Mailbox, ReversePath};
 use crate::sys::LocalTime;
 
@@ -74,15 +76,6 @@ pub fn bounce_recipient(sender: &ReversePath) -> Option<&Mailbox> {
         ReversePath::Null => None,
         ReversePath::Mailbox(m) => Some(m),
     }
-}
-
-/// The RET parameter of MAIL (RFC 3461 4.3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ret {
-    /// Only the header of the message.
-    Hdrs,
-    /// The whole message, in a failure report.
-    Full,
 }
 
 /// The class of an enhanced status code (RFC 3463 2).

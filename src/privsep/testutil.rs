@@ -67,6 +67,8 @@ pub(super) fn envelope() -> Envelope {
                 domain: None,
             },
             users: vec!["alice".into(), "jon".into()],
+            notify: None,
+            orcpt: None,
         }],
         body: Some(Body::EightBitMime),
         size: 42,
@@ -74,6 +76,8 @@ pub(super) fn envelope() -> Envelope {
             uid: 1000,
             user: "jon".into(),
         }),
+        ret: None,
+        envid: None,
     }
 }
 

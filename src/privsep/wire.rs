@@ -12,7 +12,8 @@
 //! request asks is judged in [`super::serve`].
 //!
 //! The format is fixed by [`VERSION`]; the tests below pin it byte for
-//! byte.
+//! byte. Version 2 added the DSN parameters of RFC 3461: a recipient's
+//! NOTIFY and ORCPT, the message's RET and ENVID.
 
 use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::net::IpAddr;
@@ -23,11 +24,13 @@ use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, s
 
 use crate::smtp::address::parse_path;
 use crate::smtp::command::Body;
-use crate::smtp::{Envelope, Mailbox, Recipient, ReversePath, Submitter, TempReason};
+use crate::smtp::{
+    EnvId, Envelope, Mailbox, Notify, Orcpt, Recipient, Ret, ReversePath, Submitter, TempReason,
+};
 use crate::sys;
 
 /// Protocol version; a request of any other version is refused.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Largest request or response payload accepted.
 const MAX_FRAME: usize = 1 << 20;
 /// Longest string field.
@@ -120,6 +123,8 @@ pub fn encode_deliver(env: &Envelope, len: u64) -> Vec<u8> {
         for u in &r.users {
             put_str(&mut out, u);
         }
+        out.push(notify_byte(r.notify));
+        put_str(&mut out, r.orcpt.as_deref().unwrap_or_default());
     }
     out.push(match env.body {
         None => 0,
@@ -135,8 +140,54 @@ pub fn encode_deliver(env: &Envelope, len: u64) -> Vec<u8> {
             put_str(&mut out, &s.user);
         }
     }
+    out.push(match env.ret {
+        None => 0,
+        Some(Ret::Full) => 1,
+        Some(Ret::Hdrs) => 2,
+    });
+    put_str(&mut out, env.envid.as_deref().unwrap_or_default());
     put_u64(&mut out, len);
     out
+}
+
+/// NOTIFY in one byte: 0 for none, [`NOTIFY_NEVER`], or the conditions
+/// as bits ([`NOTIFY_SUCCESS`], [`NOTIFY_FAILURE`], [`NOTIFY_DELAY`]; at
+/// least one).
+fn notify_byte(n: Option<Notify>) -> u8 {
+    match n {
+        None => 0,
+        Some(Notify::Never) => NOTIFY_NEVER,
+        Some(Notify::On {
+            success,
+            failure,
+            delay,
+        }) => [
+            (success, NOTIFY_SUCCESS),
+            (failure, NOTIFY_FAILURE),
+            (delay, NOTIFY_DELAY),
+        ]
+        .iter()
+        .filter(|(on, _)| *on)
+        .fold(0, |bits, (_, bit)| bits | bit),
+    }
+}
+
+const NOTIFY_SUCCESS: u8 = 1;
+const NOTIFY_FAILURE: u8 = 2;
+const NOTIFY_DELAY: u8 = 4;
+const NOTIFY_NEVER: u8 = 0x80;
+
+fn notify_of(b: u8) -> Result<Option<Notify>, String> {
+    match b {
+        0 => Ok(None),
+        NOTIFY_NEVER => Ok(Some(Notify::Never)),
+        1..=7 => Ok(Some(Notify::On {
+            success: b & NOTIFY_SUCCESS != 0,
+            failure: b & NOTIFY_FAILURE != 0,
+            delay: b & NOTIFY_DELAY != 0,
+        })),
+        _ => Err("bad NOTIFY".into()),
+    }
 }
 
 struct Reader<'a> {
@@ -237,7 +288,17 @@ fn decode_deliver(r: &mut Reader<'_>) -> Result<(Envelope, u64), String> {
         for _ in 0..k {
             users.push(r.str()?);
         }
-        recipients.push(Recipient { path, users });
+        let notify = notify_of(r.u8()?)?;
+        let orcpt = match r.str()? {
+            o if o.is_empty() => None,
+            o => Some(Orcpt::parse(&o)?.into_string()),
+        };
+        recipients.push(Recipient {
+            path,
+            users,
+            notify,
+            orcpt,
+        });
     }
     let body = match r.u8()? {
         0 => None,
@@ -254,6 +315,16 @@ fn decode_deliver(r: &mut Reader<'_>) -> Result<(Envelope, u64), String> {
         }),
         _ => return Err("bad flag".into()),
     };
+    let ret = match r.u8()? {
+        0 => None,
+        1 => Some(Ret::Full),
+        2 => Some(Ret::Hdrs),
+        _ => return Err("bad RET".into()),
+    };
+    let envid = match r.str()? {
+        e if e.is_empty() => None,
+        e => Some(EnvId::parse(&e)?.into_string()),
+    };
     let len = r.u64()?;
     r.end()?;
     Ok((
@@ -267,6 +338,8 @@ fn decode_deliver(r: &mut Reader<'_>) -> Result<(Envelope, u64), String> {
             body,
             size,
             submitter,
+            ret,
+            envid,
         },
         len,
     ))
@@ -412,7 +485,7 @@ mod tests {
     use super::super::testutil::envelope;
     use super::*;
 
-    /// The bytes of version 1, written out by hand: a change to the format
+    /// The bytes of version 2, written out by hand: a change to the format
     /// must come with a new [`VERSION`].
     #[test]
     fn requests_and_responses_keep_their_bytes() {
@@ -431,6 +504,12 @@ mod tests {
                     domain: None,
                 },
                 users: vec!["jon".into()],
+                notify: Some(Notify::On {
+                    success: true,
+                    failure: false,
+                    delay: true,
+                }),
+                orcpt: Some("rfc822;s+2B1@x".into()),
             }],
             body: Some(Body::SevenBit),
             size: 42,
@@ -438,9 +517,11 @@ mod tests {
                 uid: 1000,
                 user: "jon".into(),
             }),
+            ret: Some(Ret::Hdrs),
+            envid: Some("Q+3D1".into()),
         };
         let want: Vec<u8> = [
-            &[1u8, 2][..],
+            &[2u8, 2][..],
             b"\0\0\0\x03A.1",
             b"\0\0\0\x01h",
             &[1],
@@ -450,11 +531,15 @@ mod tests {
             b"\0\0\0\x05staff",
             b"\0\0\0\x01",
             b"\0\0\0\x03jon",
+            &[5],
+            b"\0\0\0\x0erfc822;s+2B1@x",
             &[1],
             &42u64.to_be_bytes(),
             &[1],
             b"\0\0\x03\xe8",
             b"\0\0\0\x03jon",
+            &[2],
+            b"\0\0\0\x05Q+3D1",
             &3u64.to_be_bytes(),
         ]
         .concat();
@@ -463,12 +548,19 @@ mod tests {
             sender: ReversePath::Null,
             peer: None,
             esmtp: false,
+            recipients: vec![Recipient {
+                notify: Some(Notify::Never),
+                orcpt: None,
+                ..env.recipients[0].clone()
+            }],
             body: None,
             submitter: None,
-            ..env
+            ret: None,
+            envid: None,
+            ..env.clone()
         };
         let want: Vec<u8> = [
-            &[1u8, 2][..],
+            &[2u8, 2][..],
             b"\0\0\0\x03A.1",
             b"\0\0\0\x01h",
             &[0],
@@ -478,26 +570,105 @@ mod tests {
             b"\0\0\0\x05staff",
             b"\0\0\0\x01",
             b"\0\0\0\x03jon",
+            &[0x80],
+            b"\0\0\0\0",
             &[0],
             &42u64.to_be_bytes(),
             &[0],
+            &[0],
+            b"\0\0\0\0",
             &3u64.to_be_bytes(),
         ]
         .concat();
         assert_eq!(encode_deliver(&null, 3), want);
-        assert_eq!(encode_check("jon"), b"\x01\x01\0\0\0\x03jon");
+        assert_eq!(encode_check("jon"), b"\x02\x01\0\0\0\x03jon");
         let responses: [(Response, &[u8]); 6] = [
-            (Response::Ok, b"\x01\x00"),
-            (Response::Temp(TempReason::LockTimeout), b"\x01\x01\x00"),
-            (Response::Temp(TempReason::NoSpace), b"\x01\x01\x01"),
-            (Response::Temp(TempReason::Local), b"\x01\x01\x04"),
-            (Response::Unavailable("no".into()), b"\x01\x03\0\0\0\x02no"),
-            (Response::Bad("x".into()), b"\x01\x04\0\0\0\x01x"),
+            (Response::Ok, b"\x02\x00"),
+            (Response::Temp(TempReason::LockTimeout), b"\x02\x01\x00"),
+            (Response::Temp(TempReason::NoSpace), b"\x02\x01\x01"),
+            (Response::Temp(TempReason::Local), b"\x02\x01\x04"),
+            (Response::Unavailable("no".into()), b"\x02\x03\0\0\0\x02no"),
+            (Response::Bad("x".into()), b"\x02\x04\0\0\0\x01x"),
         ];
         for (r, bytes) in responses {
             assert_eq!(encode_response(&r), bytes, "{r:?}");
             assert_eq!(decode_response(bytes).unwrap(), r);
         }
+        for env in [env, null] {
+            assert_eq!(
+                decode_request(&encode_deliver(&env, 3)),
+                Ok(Request::Deliver { env, len: 3 })
+            );
+        }
+    }
+
+    /// The DSN parameters are checked as the SMTP side checks them: every
+    /// NOTIFY, ORCPT, RET and ENVID round-trips, and a value that SMTP
+    /// would have refused is refused here too, as is a request of
+    /// version 1.
+    #[test]
+    fn dsn_parameters_round_trip_and_bad_ones_are_refused() {
+        let mut env = envelope();
+        let notifies = (0..8u8)
+            .map(|m| {
+                Some(Notify::On {
+                    success: m & 1 != 0,
+                    failure: m & 2 != 0,
+                    delay: m & 4 != 0,
+                })
+            })
+            .filter(|n| {
+                n != &Some(Notify::On {
+                    success: false,
+                    failure: false,
+                    delay: false,
+                })
+            })
+            .chain([None, Some(Notify::Never)]);
+        for notify in notifies {
+            for ret in [None, Some(Ret::Full), Some(Ret::Hdrs)] {
+                env.recipients[0].notify = notify;
+                env.recipients[0].orcpt = Some("rfc822;a+20b@c".into());
+                env.ret = ret;
+                env.envid = Some("x".repeat(100));
+                assert_eq!(
+                    decode_request(&encode_deliver(&env, 1)),
+                    Ok(Request::Deliver {
+                        env: env.clone(),
+                        len: 1
+                    })
+                );
+            }
+        }
+        let refused = |env: &Envelope| decode_request(&encode_deliver(env, 1)).unwrap_err();
+        let mut bad = envelope();
+        bad.envid = Some("a b".into());
+        assert!(refused(&bad).contains("ENVID"), "{}", refused(&bad));
+        bad.envid = Some("x".repeat(101));
+        assert!(refused(&bad).contains("ENVID"));
+        let mut bad = envelope();
+        bad.recipients[0].orcpt = Some("rfc822;a+2b".into());
+        assert!(refused(&bad).contains("ORCPT"), "{}", refused(&bad));
+        bad.recipients[0].orcpt = Some("no-semicolon".into());
+        assert!(refused(&bad).contains("ORCPT"));
+        // A NOTIFY of no condition, or of unknown bits; a RET of 3.
+        let good = encode_deliver(&envelope(), 1);
+        let notify_at = good.len() - 8 - 4 - 1 - (4 + 4 + 3) - 1 - 8 - 1 - 4 - 1;
+        assert_eq!(good[notify_at], 0, "the offset of NOTIFY");
+        for b in [0x08, 0x81, 0xff] {
+            let mut bytes = good.clone();
+            bytes[notify_at] = b;
+            assert_eq!(decode_request(&bytes), Err("bad NOTIFY".into()), "{b:#x}");
+        }
+        let mut bytes = good.clone();
+        bytes[good.len() - 8 - 4 - 1] = 3;
+        assert_eq!(decode_request(&bytes), Err("bad RET".into()));
+        let mut bytes = good;
+        bytes[0] = 1;
+        assert_eq!(
+            decode_request(&bytes),
+            Err("unsupported protocol version".into())
+        );
     }
 
     #[test]

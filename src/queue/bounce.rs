@@ -40,8 +40,8 @@ use crate::dsn::{
     RecipientReport, Report, Status,
 };
 use crate::queue::{Notify, Ret};
-use crate::smtp::Mailbox;
 use crate::smtp::address::parse_path;
+use crate::smtp::{EnvId, Mailbox, Orcpt};
 use crate::sys::LocalTime;
 
 /// What happened to the users a notification reports: the RFC 3461
@@ -206,7 +206,7 @@ pub fn notice<R: BufRead>(
         arrival_date: (ctx.local_time)(entry.received),
         envelope: OriginalEnvelope {
             sender,
-            envid: entry.envid.as_deref().map(xtext_decode),
+            envid: entry.envid.as_deref().map(envid),
             ret: entry.ret.map(|r| match r {
                 Ret::Full => dsn::Ret::Full,
                 Ret::Hdrs => dsn::Ret::Hdrs,
@@ -301,39 +301,28 @@ fn mailbox_of(address: &str) -> Mailbox {
 }
 
 /// ORCPT as given (`addr-type;xtext`, RFC 3461 4.2) as the report's
-/// `Original-Recipient`: the type, and the address decoded.
+/// `Original-Recipient`: the type, and the address decoded (the SMTP
+/// side checked it; one that is not xtext is taken as it is, and the
+/// report cleans whatever it writes).
 fn original_recipient(orcpt: &str) -> OriginalRecipient {
-    let (addr_type, xtext) = orcpt.split_once(';').unwrap_or(("rfc822", orcpt));
-    OriginalRecipient {
-        addr_type: addr_type.trim().into(),
-        address: xtext_decode(xtext.trim()),
+    match Orcpt::parse(orcpt) {
+        Ok(o) => OriginalRecipient {
+            addr_type: o.addr_type().into(),
+            address: o.address(),
+        },
+        Err(_) => {
+            let (addr_type, address) = orcpt.split_once(';').unwrap_or(("rfc822", orcpt));
+            OriginalRecipient {
+                addr_type: addr_type.trim().into(),
+                address: address.trim().into(),
+            }
+        }
     }
 }
 
-/// Decodes RFC 3461 4 xtext: `+` and two upper-case hex digits is that
-/// octet. A `+` not followed by two is kept as it is: the report cleans
-/// whatever it writes.
-fn xtext_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        };
-        if b[i] == b'+' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// ENVID as given (xtext, RFC 3461 4.4), decoded.
+fn envid(given: &str) -> String {
+    EnvId::parse(given).map_or_else(|_| given.to_string(), |e| e.decoded())
 }
 
 #[cfg(test)]
@@ -471,6 +460,28 @@ mod tests {
     }
 
     const DELAYED: Notice = Notice::Delayed { retry_until: None };
+
+    /// ORCPT and ENVID come back decoded from their xtext; what is not
+    /// xtext is taken as it is.
+    #[test]
+    fn orcpt_and_envid_are_decoded() {
+        assert_eq!(
+            original_recipient("rfc822;a+40b@c"),
+            OriginalRecipient {
+                addr_type: "rfc822".into(),
+                address: "a@b@c".into()
+            }
+        );
+        assert_eq!(
+            original_recipient("rfc822;a+zz"),
+            OriginalRecipient {
+                addr_type: "rfc822".into(),
+                address: "a+zz".into()
+            }
+        );
+        assert_eq!(envid("QQ+2B1"), "QQ+1");
+        assert_eq!(envid("a+2"), "a+2");
+    }
 
     #[test]
     fn never_a_notification_for_the_null_sender() {
@@ -699,23 +710,6 @@ mod tests {
         assert!(!third.contains("hello"), "{third}");
         e.ret = Some(Ret::Full);
         assert!(returned(&e).contains("\n\nhello\n"));
-    }
-
-    #[test]
-    fn xtext_is_decoded() {
-        assert_eq!(xtext_decode("a+2Bb+3Dc+20d"), "a+b=c d");
-        assert_eq!(xtext_decode("plain"), "plain");
-        // Malformed escapes are kept as they are.
-        assert_eq!(xtext_decode("a+2"), "a+2");
-        assert_eq!(xtext_decode("a+zz+"), "a+zz+");
-        assert_eq!(xtext_decode("+C3+A9"), "\u{e9}");
-        assert_eq!(
-            original_recipient("rfc822;a+40b@c"),
-            OriginalRecipient {
-                addr_type: "rfc822".into(),
-                address: "a@b@c".into()
-            }
-        );
     }
 
     #[test]

@@ -56,6 +56,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use super::status::{LastError, StatusCode, sanitize};
 use crate::dsn::Class;
 use crate::smtp::Submitter;
+// RET and NOTIFY, and the bounds of ENVID and ORCPT, are SMTP's (RFC 3461).
+pub use crate::smtp::dsn_params::{MAX_ENVID, MAX_ORCPT, Notify, Ret};
 use crate::users::{plausible_user_name, valid_user_name};
 
 /// The first line of every envelope file: the format and its version.
@@ -70,61 +72,10 @@ pub const MAX_USERS: usize = 10_000;
 /// The longest address (RFC 5321 allows 256 octets for a path; room for
 /// SMTPUTF8 and quoting).
 pub const MAX_ADDRESS: usize = 1024;
-/// The longest ENVID (RFC 3461 4.4: 100) and ORCPT (RFC 3461 4.2: 500).
-pub const MAX_ENVID: usize = 100;
-pub const MAX_ORCPT: usize = 500;
 /// The longest log id.
 pub const MAX_LOG_ID: usize = 64;
 /// The length of a queue id: 10 hex digits of time, 16 of randomness.
 pub const ID_LEN: usize = 26;
-
-/// RFC 3461 RET: what a bounce returns of the message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ret {
-    Full,
-    Hdrs,
-}
-
-/// RFC 3461 NOTIFY of one recipient: `NEVER`, or the conditions that
-/// produce a notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Notify {
-    Never,
-    On {
-        success: bool,
-        failure: bool,
-        delay: bool,
-    },
-}
-
-/// As RFC 3461 writes it in MAIL: `FULL` or `HDRS`.
-impl std::fmt::Display for Ret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Ret::Full => "FULL",
-            Ret::Hdrs => "HDRS",
-        })
-    }
-}
-
-/// As RFC 3461 writes it in RCPT: `NEVER`, or the conditions in the
-/// order SUCCESS, FAILURE, DELAY, comma-separated.
-impl std::fmt::Display for Notify {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match *self {
-            Notify::Never => f.write_str("NEVER"),
-            Notify::On {
-                success,
-                failure,
-                delay,
-            } => {
-                let on = [(success, "SUCCESS"), (failure, "FAILURE"), (delay, "DELAY")];
-                let words: Vec<&str> = on.iter().filter(|(o, _)| *o).map(|(_, w)| *w).collect();
-                f.write_str(&words.join(","))
-            }
-        }
-    }
-}
 
 /// One RCPT of the envelope.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,8 +16,9 @@ use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::os::unix::ffi::OsStrExt;
 
+use super::client::Dsn;
 use super::message::parse_address_list;
-use crate::smtp::Mailbox;
+use crate::smtp::{EnvId, Mailbox, Notify, Ret};
 
 /// What to do, chosen by `-b`, `-q`, `-I` or the program's name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -90,6 +91,8 @@ pub struct Flags {
     pub config: Option<OsString>,
     /// `-v`: show the SMTP dialog on stderr.
     pub verbose: bool,
+    /// `-N`, `-R`, `-V`: the DSN parameters (RFC 3461) of the submission.
+    pub dsn: Dsn,
     /// The recipients on the command line, each argument parsed as an
     /// address list (`"Jon <jon@host>, alice"` is two).
     pub recipients: Vec<String>,
@@ -115,6 +118,9 @@ pub enum UsageError {
     SystemOption(String),
     /// A `-f`/`-r` sender that is not an address: it and why.
     BadSender(String, &'static str),
+    /// A `-N`, `-R` or `-V` value that is not one: the option, the value
+    /// and what it must be.
+    BadDsn(char, String, &'static str),
 }
 
 impl fmt::Display for UsageError {
@@ -129,6 +135,7 @@ impl fmt::Display for UsageError {
                 "option {o} cannot be given to sendmail; it is set in the configuration file"
             ),
             UsageError::BadSender(a, why) => write!(f, "{a}... bad sender address: {why}"),
+            UsageError::BadDsn(c, v, why) => write!(f, "invalid -{c} value {v:?}: {why}"),
         }
     }
 }
@@ -146,16 +153,17 @@ pub fn sender(given: &str) -> Result<Option<Mailbox>, UsageError> {
 
 /// The usage line printed after a usage error.
 pub const USAGE: &str = "usage: sendmail [-t] [-i] [-f sender] [-F full-name] \
-[-bm | -bs | -bd | -bv | -bp | -bi] [-q] [-C file] [--postie-option ...] [--] [recipient ...]";
+[-N dsn] [-R ret] [-V envid] [-bm | -bs | -bd | -bv | -bp | -bi] [-q] [-C file] \
+[--postie-option ...] [--] [recipient ...]";
 
 /// sendmail's flags without a value: `-t`, `-i`, `-v`, and those accepted
 /// and ignored (`-m` "me too", `-n` no aliasing, `-G` gateway, `-U` initial
 /// user submission).
 const NO_VALUE: &[u8] = b"tivmnGUI";
-/// Flags with a value. `-B` body type, `-N` DSN, `-R` return, `-V`
-/// envelope id, `-L` syslog label, `-h` hop count, `-e` error mode,
-/// `-d` debugging, `-X` traffic log, `-p` protocol and `-O` options other
-/// than IgnoreDots are accepted and ignored.
+/// Flags with a value. `-B` body type, `-L` syslog label, `-h` hop
+/// count, `-e` error mode, `-d` debugging, `-X` traffic log, `-p`
+/// protocol and `-O` options other than IgnoreDots are accepted and
+/// ignored.
 const WITH_VALUE: &[u8] = b"fFrbCoOBNRVLhedXp";
 
 /// Parses `args` (without the program name). `long_option(name)` says
@@ -263,6 +271,7 @@ pub fn parse(
                     flags.sender = Some(value)
                 }
                 'F' => flags.full_name = Some(value),
+                'N' | 'R' | 'V' => dsn_flag(&mut flags.dsn, c, &value)?,
                 'C' => flags.config = Some(OsString::from(value)),
                 'b' => action = Some(b_mode(&value)?),
                 'o' => {
@@ -296,6 +305,27 @@ pub fn parse(
         return Err(UsageError::NoRecipients);
     }
     Ok(flags)
+}
+
+/// `-N never|success,failure,delay`, `-R full|hdrs`, `-V envid`, as
+/// sendmail reads them: any case, the NOTIFY list in any order (a later
+/// `-N` replaces an earlier one), `-R` at most once ("Duplicate -R flag"),
+/// the envelope id already xtext as it goes into ENVID= (sendmail checks
+/// it with xtextok; Postfix's sendmail takes plain text). A bad value is
+/// a usage error, as in sendmail.
+fn dsn_flag(dsn: &mut Dsn, c: char, value: &str) -> Result<(), UsageError> {
+    let bad = |why| UsageError::BadDsn(c, value.to_owned(), why);
+    match c {
+        'N' => {
+            dsn.notify = Some(Notify::parse(value).ok_or(bad(
+                "never, or a list of success, failure, delay separated by commas",
+            ))?);
+        }
+        'R' if dsn.ret.is_some() => return Err(bad("-R given twice")),
+        'R' => dsn.ret = Some(Ret::parse(value).ok_or(bad("full or hdrs"))?),
+        _ => dsn.envid = Some(EnvId::parse(value).map_err(bad)?),
+    }
+    Ok(())
 }
 
 /// The mode of `-bX`.
@@ -476,6 +506,34 @@ mod tests {
                 &["-N", "never", "-R", "hdrs", "-V", "id1", "-v", "-m", "jon"],
                 Flags {
                     verbose: true,
+                    dsn: Dsn {
+                        notify: Some(Notify::Never),
+                        ret: Some(Ret::Hdrs),
+                        envid: EnvId::parse("id1").ok(),
+                    },
+                    ..base()
+                },
+            ),
+            (
+                &["-NDelay,SUCCESS", "-RFULL", "-VQ+2B1", "jon"],
+                Flags {
+                    dsn: Dsn {
+                        notify: Notify::parse("SUCCESS,DELAY"),
+                        ret: Some(Ret::Full),
+                        envid: EnvId::parse("Q+2B1").ok(),
+                    },
+                    ..base()
+                },
+            ),
+            (
+                &["-N", "success", "-N", "failure", "-tVx", "jon"],
+                Flags {
+                    extract: true,
+                    dsn: Dsn {
+                        notify: Notify::parse("FAILURE"),
+                        envid: EnvId::parse("x").ok(),
+                        ..Dsn::default()
+                    },
                     ..base()
                 },
             ),
@@ -620,6 +678,10 @@ mod tests {
 
     #[test]
     fn errors() {
+        const NOTIFY: &str = "never, or a list of success, failure, delay separated by commas";
+        let bad_dsn = |c, v: &str, why| UsageError::BadDsn(c, v.to_owned(), why);
+        let long_envid = "e".repeat(101);
+        let long_args = ["-V", long_envid.as_str(), "jon"];
         let cases: Vec<(&[&str], UsageError)> = vec![
             (&["-x", "jon"], UsageError::Unknown("-x".into())),
             (&["-tx", "jon"], UsageError::Unknown("-x".into())),
@@ -631,6 +693,38 @@ mod tests {
             (&[], UsageError::NoRecipients),
             (&["-i", "-f", "a@b"], UsageError::NoRecipients),
             (&["-bv"], UsageError::NoRecipients),
+            (&["-N"], UsageError::MissingValue("-N".into())),
+            (&["-N", "always", "jon"], bad_dsn('N', "always", NOTIFY)),
+            (
+                &["-N", "never,success", "jon"],
+                bad_dsn('N', "never,success", NOTIFY),
+            ),
+            (&["-Nsuccess,", "jon"], bad_dsn('N', "success,", NOTIFY)),
+            (&["-R", "body", "jon"], bad_dsn('R', "body", "full or hdrs")),
+            (
+                &["-Rfull", "-Rhdrs", "jon"],
+                bad_dsn('R', "hdrs", "-R given twice"),
+            ),
+            (
+                &["-V", "my id", "jon"],
+                bad_dsn(
+                    'V',
+                    "my id",
+                    "ENVID is not xtext (+XX with upper-case hex digits)",
+                ),
+            ),
+            (
+                &["-V", "a+2b", "jon"],
+                bad_dsn(
+                    'V',
+                    "a+2b",
+                    "ENVID is not xtext (+XX with upper-case hex digits)",
+                ),
+            ),
+            (
+                &long_args,
+                bad_dsn('V', &long_envid, "ENVID longer than 100 characters"),
+            ),
         ];
         for (args, want) in cases {
             assert_eq!(p(args), Err(want), "{args:?}");

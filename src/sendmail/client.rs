@@ -16,8 +16,8 @@ use std::fmt;
 use std::io::{self, BufRead, Read, Write};
 
 use crate::exit::{EX_DATAERR, EX_NOUSER, EX_OK, EX_PROTOCOL, EX_TEMPFAIL, EX_UNAVAILABLE};
-use crate::smtp::Mailbox;
 use crate::smtp::address::{AddrError, parse_path};
+use crate::smtp::{EnvId, Mailbox, Notify, Ret};
 
 /// Longest reply line we read, and most lines in one reply: a reply over
 /// these is not from postie.
@@ -289,11 +289,23 @@ pub fn recipient_path(s: &str) -> Result<Mailbox, AddrError> {
 }
 
 /// The envelope: the sender (empty for the null sender `<>`) and the
-/// recipients, as they go into `MAIL FROM:<...>` and `RCPT TO:<...>`.
+/// recipients, as they go into `MAIL FROM:<...>` and `RCPT TO:<...>`, and
+/// the DSN parameters that go with them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
     pub sender: String,
     pub recipients: Vec<String>,
+    pub dsn: Dsn,
+}
+
+/// What sendmail's `-N`, `-R` and `-V` ask of delivery status
+/// notifications (RFC 3461): `NOTIFY=` on every RCPT, `RET=` and `ENVID=`
+/// on MAIL, sent when the server offers DSN.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dsn {
+    pub notify: Option<Notify>,
+    pub ret: Option<Ret>,
+    pub envid: Option<EnvId>,
 }
 
 struct Client<R, W> {
@@ -385,7 +397,8 @@ fn bad_address(enhanced: &str, e: &AddrError) -> Reply {
 
 /// Runs one transaction: greeting, `EHLO localhost` (`HELO` if EHLO is
 /// not known), `MAIL FROM` (with `SIZE=` and `BODY=8BITMIME` when the
-/// server offers them), one `RCPT TO` per recipient, `DATA`, the message
+/// server offers them, `RET=` and `ENVID=` when it offers DSN), one `RCPT
+/// TO` per recipient (with `NOTIFY=` when it offers DSN), `DATA`, the message
 /// (`data`: CRLF lines, already dot-stuffed, without the final dot), `.`,
 /// `QUIT`. Returns the server's reply to the final dot and the
 /// recipients it refused for good; see the module's docs for refusals.
@@ -405,7 +418,7 @@ pub fn submit<R: BufRead, W: Write>(
         });
     }
     let ehlo = c.cmd("EHLO localhost")?;
-    let (size, eightbit) = if ehlo.code == 250 {
+    let (size, eightbit, dsn) = if ehlo.code == 250 {
         let has = |kw: &str| {
             ehlo.lines.iter().skip(1).any(|l| {
                 l.get(4..)
@@ -413,7 +426,7 @@ pub fn submit<R: BufRead, W: Write>(
                     .is_some_and(|w| w.eq_ignore_ascii_case(kw))
             })
         };
-        (has("SIZE"), has("8BITMIME"))
+        (has("SIZE"), has("8BITMIME"), has("DSN"))
     } else if (500..=502).contains(&ehlo.code) {
         let helo = c.cmd("HELO localhost")?;
         if helo.code != 250 {
@@ -422,7 +435,7 @@ pub fn submit<R: BufRead, W: Write>(
                 reply: helo,
             });
         }
-        (false, false)
+        (false, false, false)
     } else {
         return c.fail(Error::Refused {
             stage: Stage::Hello,
@@ -446,6 +459,20 @@ pub fn submit<R: BufRead, W: Write>(
     if eightbit && !data.is_ascii() {
         mail.push_str(" BODY=8BITMIME");
     }
+    // RFC 3461 5.1: a client sends the DSN parameters only to a server
+    // that offers the extension.
+    if dsn {
+        if let Some(ret) = env.dsn.ret {
+            mail.push_str(&format!(" RET={ret}"));
+        }
+        if let Some(envid) = &env.dsn.envid {
+            mail.push_str(&format!(" ENVID={envid}"));
+        }
+    }
+    let notify = match env.dsn.notify {
+        Some(n) if dsn => format!(" NOTIFY={n}"),
+        _ => String::new(),
+    };
     let reply = c.cmd(&mail)?;
     if reply.code != 250 {
         return c.fail(Error::Refused {
@@ -457,7 +484,7 @@ pub fn submit<R: BufRead, W: Write>(
     for to in &env.recipients {
         // One that does not parse is refused here, as the server would.
         let reply = match recipient_path(to) {
-            Ok(m) => c.cmd(&format!("RCPT TO:<{m}>"))?,
+            Ok(m) => c.cmd(&format!("RCPT TO:<{m}>{notify}"))?,
             Err(e) => bad_address("5.1.3", &e),
         };
         if reply.code != 250 && reply.code != 251 {
@@ -511,6 +538,7 @@ mod tests {
         Envelope {
             sender: "jon@h.example".into(),
             recipients: to.iter().map(|s| (*s).to_owned()).collect(),
+            dsn: Dsn::default(),
         }
     }
 
@@ -569,6 +597,7 @@ mod tests {
         let e = Envelope {
             sender: "a@b> SIZE=1".into(),
             recipients: vec!["jon".into()],
+            dsn: Dsn::default(),
         };
         let (res, sent) = run(&format!("220 h\r\n{EHLO}221 bye\r\n"), &e, b"hi\r\n");
         assert_eq!(res.unwrap_err().exit_code(), EX_DATAERR);
@@ -581,6 +610,39 @@ mod tests {
         assert_eq!(sender_path(" <> ").unwrap(), None);
         assert!(recipient_path("<>").is_err());
         assert!(recipient_path("a@b c@d").is_err());
+    }
+
+    /// `-N`, `-R` and `-V` become NOTIFY on each RCPT and RET and ENVID
+    /// on MAIL, as RFC 3461 writes them; to a server that does not offer
+    /// DSN they are not sent (RFC 3461 5.1).
+    #[test]
+    fn dsn_parameters_go_to_a_server_that_offers_dsn() {
+        let mut e = env(&["jon", "alice"]);
+        e.dsn = Dsn {
+            notify: Notify::parse("delay,failure"),
+            ret: Some(Ret::Hdrs),
+            envid: Some(EnvId::parse("Q+2B1").unwrap()),
+        };
+        let replies = "250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n";
+        let with_dsn = EHLO.replace("250-8BITMIME", "250-8BITMIME\r\n250-DSN");
+        let (res, sent) = run(&format!("220 h\r\n{with_dsn}{replies}"), &e, b"x\r\n");
+        assert!(res.is_ok());
+        assert!(
+            sent.starts_with(
+                "EHLO localhost\r\nMAIL FROM:<jon@h.example> SIZE=3 RET=HDRS ENVID=Q+2B1\r\n\
+                 RCPT TO:<jon> NOTIFY=FAILURE,DELAY\r\nRCPT TO:<alice> NOTIFY=FAILURE,DELAY\r\n"
+            ),
+            "{sent}"
+        );
+        let (res, sent) = run(&format!("220 h\r\n{EHLO}{replies}"), &e, b"x\r\n");
+        assert!(res.is_ok());
+        assert!(
+            sent.starts_with(
+                "EHLO localhost\r\nMAIL FROM:<jon@h.example> SIZE=3\r\n\
+                 RCPT TO:<jon>\r\nRCPT TO:<alice>\r\n"
+            ),
+            "{sent}"
+        );
     }
 
     #[test]

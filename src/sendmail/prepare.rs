@@ -151,7 +151,12 @@ pub(super) fn prepare(
             &format!("<{secs}.{}.{:016x}@{}>", cx.pid, cx.random, cx.host),
         );
     }
-    Ok((Envelope { sender, recipients }, msg))
+    let env = Envelope {
+        sender,
+        recipients,
+        dsn: flags.dsn.clone(),
+    };
+    Ok((env, msg))
 }
 
 /// The host name for addresses and the Message-ID, checked as

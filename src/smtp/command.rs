@@ -1,6 +1,7 @@
 //! Parsing one SMTP command line into a typed [`Command`] (RFC 5321 4.1.1).
 
 use super::address::{Mailbox, ReversePath, parse_path};
+use super::dsn_params::{EnvId, Notify, Orcpt, Ret};
 
 /// `BODY=` of RFC 6152.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +17,19 @@ pub struct MailParams {
     pub size: Option<u64>,
     /// `BODY=7BIT|8BITMIME` (RFC 6152).
     pub body: Option<Body>,
+    /// `RET=FULL|HDRS` (RFC 3461 4.3).
+    pub ret: Option<Ret>,
+    /// `ENVID=xtext` (RFC 3461 4.4).
+    pub envid: Option<EnvId>,
+}
+
+/// The ESMTP parameters of `RCPT TO` that postie knows: those of DSN.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RcptParams {
+    /// `NOTIFY=NEVER|SUCCESS,FAILURE,DELAY` (RFC 3461 4.1).
+    pub notify: Option<Notify>,
+    /// `ORCPT=addr-type;xtext` (RFC 3461 4.2).
+    pub orcpt: Option<Orcpt>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +42,7 @@ pub enum Command {
     },
     Rcpt {
         to: Mailbox,
+        params: RcptParams,
     },
     Data,
     Rset,
@@ -214,6 +229,21 @@ fn parse_mail(rest: &str) -> Result<Command, ParseError> {
                 Some(v) if v.eq_ignore_ascii_case("8BITMIME") => Body::EightBitMime,
                 _ => return Err(ParseError::Syntax("BODY must be 7BIT or 8BITMIME")),
             });
+        } else if keyword.eq_ignore_ascii_case("RET") {
+            if params.ret.is_some() {
+                return Err(ParseError::Syntax("duplicate RET parameter"));
+            }
+            params.ret = Some(
+                value
+                    .and_then(Ret::parse)
+                    .ok_or(ParseError::Syntax("RET must be FULL or HDRS"))?,
+            );
+        } else if keyword.eq_ignore_ascii_case("ENVID") {
+            if params.envid.is_some() {
+                return Err(ParseError::Syntax("duplicate ENVID parameter"));
+            }
+            let value = value.ok_or(ParseError::Syntax("ENVID requires a value"))?;
+            params.envid = Some(EnvId::parse(value).map_err(ParseError::Syntax)?);
         } else {
             return Err(ParseError::UnknownParam(keyword.to_owned()));
         }
@@ -221,16 +251,32 @@ fn parse_mail(rest: &str) -> Result<Command, ParseError> {
     Ok(Command::Mail { from, params })
 }
 
-/// `RCPT TO:<forward-path>`; postie knows no RCPT parameters.
+/// `RCPT TO:<forward-path> [SP Rcpt-parameters]`.
 fn parse_rcpt(rest: &str) -> Result<Command, ParseError> {
     let path = after_keyword(rest, "TO:").ok_or(ParseError::Syntax("syntax: RCPT TO:<address>"))?;
     let (mailbox, params_text) = parse_path(path).map_err(|e| ParseError::BadAddress(e.0))?;
     let to = mailbox.ok_or(ParseError::BadAddress("null path not allowed as recipient"))?;
-    if let Some(param) = params_text.split(WSP).find(|p| !p.is_empty()) {
-        let (keyword, _) = split_param(param)?;
-        return Err(ParseError::UnknownParam(keyword.to_owned()));
+    let mut params = RcptParams::default();
+    for param in params_text.split(WSP).filter(|p| !p.is_empty()) {
+        let (keyword, value) = split_param(param)?;
+        if keyword.eq_ignore_ascii_case("NOTIFY") {
+            if params.notify.is_some() {
+                return Err(ParseError::Syntax("duplicate NOTIFY parameter"));
+            }
+            params.notify = Some(value.and_then(Notify::parse).ok_or(ParseError::Syntax(
+                "NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY",
+            ))?);
+        } else if keyword.eq_ignore_ascii_case("ORCPT") {
+            if params.orcpt.is_some() {
+                return Err(ParseError::Syntax("duplicate ORCPT parameter"));
+            }
+            let value = value.ok_or(ParseError::Syntax("ORCPT requires a value"))?;
+            params.orcpt = Some(Orcpt::parse(value).map_err(ParseError::Syntax)?);
+        } else {
+            return Err(ParseError::UnknownParam(keyword.to_owned()));
+        }
     }
-    Ok(Command::Rcpt { to })
+    Ok(Command::Rcpt { to, params })
 }
 
 /// Splits `esmtp-param = esmtp-keyword ["=" esmtp-value]` (RFC 5321 4.1.2).
@@ -284,13 +330,18 @@ mod tests {
     fn mail(from: ReversePath, size: Option<u64>, body: Option<Body>) -> Command {
         Mail {
             from,
-            params: MailParams { size, body },
+            params: MailParams {
+                size,
+                body,
+                ..MailParams::default()
+            },
         }
     }
 
     fn rcpt(local: &str, domain: Option<&str>) -> Command {
         Rcpt {
             to: mb(local, domain),
+            params: RcptParams::default(),
         }
     }
 
@@ -534,7 +585,6 @@ mod tests {
                 Err(Syntax("BODY must be 7BIT or 8BITMIME")),
             ),
             (b"MAIL FROM:<a@b> SMTPUTF8", Err(unknown("SMTPUTF8"))),
-            (b"MAIL FROM:<a@b> Ret=HDRS", Err(unknown("Ret"))),
             (b"MAIL FROM:<a@b> SIZE=1 AUTH=<>", Err(unknown("AUTH"))),
             (b"MAIL FROM:<a@b> X-FOO", Err(unknown("X-FOO"))),
             (b"MAIL FROM:<a@b> =1", Err(Syntax("bad parameter keyword"))),
@@ -577,8 +627,6 @@ mod tests {
             (b"RCPT FROM:<a@b>", Err(Syntax("syntax: RCPT TO:<address>"))),
             (b"RCPT TO <a@b>", Err(Syntax("syntax: RCPT TO:<address>"))),
             (b"RCPTTO:<a@b>", Err(Unknown)),
-            (b"RCPT TO:<a@b> NOTIFY=NEVER", Err(unknown("NOTIFY"))),
-            (b"RCPT TO:<a@b> ORCPT=rfc822;a@b", Err(unknown("ORCPT"))),
             (b"RCPT TO:<a@b> SIZE=1", Err(unknown("SIZE"))),
             (b"RCPT TO:<a@b> =x", Err(Syntax("bad parameter keyword"))),
             (
@@ -657,6 +705,161 @@ mod tests {
         );
     }
 
+    /// RFC 3461's parameters: RET and ENVID on MAIL, NOTIFY and ORCPT on
+    /// RCPT, each at most once, with the syntax of RFC 3461 4; anything
+    /// else is 501 5.5.4 (`Syntax`), as Postfix answers, and a DSN keyword
+    /// on the other command is unknown there (555).
+    #[test]
+    fn dsn_parameters() {
+        let ab = || from("a", "b");
+        let mail_dsn = |ret: Option<Ret>, envid: Option<&str>| Mail {
+            from: ab(),
+            params: MailParams {
+                ret,
+                envid: envid.map(|e| EnvId::parse(e).unwrap()),
+                ..MailParams::default()
+            },
+        };
+        let rcpt_dsn = |notify: Option<Notify>, orcpt: Option<&str>| Rcpt {
+            to: mb("a", Some("b")),
+            params: RcptParams {
+                notify,
+                orcpt: orcpt.map(|o| Orcpt::parse(o).unwrap()),
+            },
+        };
+        let on = |success, failure, delay| {
+            Some(Notify::On {
+                success,
+                failure,
+                delay,
+            })
+        };
+        let full = Some(Ret::Full);
+        let hdrs = Some(Ret::Hdrs);
+        let envid_100 = format!("MAIL FROM:<a@b> ENVID={}", "e".repeat(100));
+        let envid_101 = format!("MAIL FROM:<a@b> ENVID={}", "e".repeat(101));
+        let orcpt_500 = format!("RCPT TO:<a@b> ORCPT=rfc822;{}", "o".repeat(493));
+        let orcpt_501 = format!("RCPT TO:<a@b> ORCPT=rfc822;{}", "o".repeat(494));
+        let e100 = "e".repeat(100);
+        let o500 = format!("rfc822;{}", "o".repeat(493));
+        let not_envid = "ENVID is not xtext (+XX with upper-case hex digits)";
+        let not_orcpt = "ORCPT address is not xtext (+XX with upper-case hex digits)";
+        let bad_notify = "NOTIFY must be NEVER or a list of SUCCESS, FAILURE, DELAY";
+        let cases: Vec<(&[u8], Result<Command, ParseError>)> = vec![
+            (b"MAIL FROM:<a@b> RET=FULL", Ok(mail_dsn(full, None))),
+            (b"MAIL FROM:<a@b> Ret=hdrs", Ok(mail_dsn(hdrs, None))),
+            (
+                b"MAIL FROM:<a@b> ENVID=QQ314159 RET=HDRS",
+                Ok(mail_dsn(hdrs, Some("QQ314159"))),
+            ),
+            (
+                b"MAIL FROM:<a@b> envid=x+2By+3Dz",
+                Ok(mail_dsn(None, Some("x+2By+3Dz"))),
+            ),
+            (envid_100.as_bytes(), Ok(mail_dsn(None, Some(&e100)))),
+            (
+                envid_101.as_bytes(),
+                Err(Syntax("ENVID longer than 100 characters")),
+            ),
+            (
+                b"MAIL FROM:<a@b> RET=NONE",
+                Err(Syntax("RET must be FULL or HDRS")),
+            ),
+            (
+                b"MAIL FROM:<a@b> RET",
+                Err(Syntax("RET must be FULL or HDRS")),
+            ),
+            (
+                b"MAIL FROM:<a@b> RET=FULL RET=FULL",
+                Err(Syntax("duplicate RET parameter")),
+            ),
+            (
+                b"MAIL FROM:<a@b> ENVID=a ENVID=a",
+                Err(Syntax("duplicate ENVID parameter")),
+            ),
+            (
+                b"MAIL FROM:<a@b> ENVID",
+                Err(Syntax("ENVID requires a value")),
+            ),
+            (b"MAIL FROM:<a@b> ENVID=a+2b", Err(Syntax(not_envid))),
+            (b"MAIL FROM:<a@b> ENVID=a+", Err(Syntax(not_envid))),
+            (b"MAIL FROM:<a@b> ENVID=a+4G", Err(Syntax(not_envid))),
+            (
+                b"MAIL FROM:<a@b> ENVID=a+0D+0A",
+                Err(Syntax("ENVID decodes to a non-printable character")),
+            ),
+            (
+                b"MAIL FROM:<a@b> ENVID=a=b",
+                Err(Syntax("bad parameter value")),
+            ),
+            (b"MAIL FROM:<a@b> NOTIFY=NEVER", Err(unknown("NOTIFY"))),
+            (b"MAIL FROM:<a@b> ORCPT=rfc822;a@b", Err(unknown("ORCPT"))),
+            (
+                b"RCPT TO:<a@b> NOTIFY=NEVER",
+                Ok(rcpt_dsn(Some(Notify::Never), None)),
+            ),
+            (
+                b"RCPT TO:<a@b> notify=never",
+                Ok(rcpt_dsn(Some(Notify::Never), None)),
+            ),
+            (
+                b"RCPT TO:<a@b> NOTIFY=SUCCESS,FAILURE,DELAY",
+                Ok(rcpt_dsn(on(true, true, true), None)),
+            ),
+            (
+                b"RCPT TO:<a@b> NOTIFY=delay,failure",
+                Ok(rcpt_dsn(on(false, true, true), None)),
+            ),
+            (
+                b"RCPT TO:<a@b> ORCPT=rfc822;a+2Bx@b NOTIFY=FAILURE",
+                Ok(rcpt_dsn(on(false, true, false), Some("rfc822;a+2Bx@b"))),
+            ),
+            (orcpt_500.as_bytes(), Ok(rcpt_dsn(None, Some(&o500)))),
+            (
+                orcpt_501.as_bytes(),
+                Err(Syntax("ORCPT longer than 500 characters")),
+            ),
+            (
+                b"RCPT TO:<a@b> NOTIFY=NEVER,SUCCESS",
+                Err(Syntax(bad_notify)),
+            ),
+            (b"RCPT TO:<a@b> NOTIFY=SUCCESS,", Err(Syntax(bad_notify))),
+            (b"RCPT TO:<a@b> NOTIFY=ALWAYS", Err(Syntax(bad_notify))),
+            (b"RCPT TO:<a@b> NOTIFY", Err(Syntax(bad_notify))),
+            (
+                b"RCPT TO:<a@b> NOTIFY=NEVER NOTIFY=NEVER",
+                Err(Syntax("duplicate NOTIFY parameter")),
+            ),
+            (
+                b"RCPT TO:<a@b> ORCPT=rfc822;a ORCPT=rfc822;a",
+                Err(Syntax("duplicate ORCPT parameter")),
+            ),
+            (
+                b"RCPT TO:<a@b> ORCPT",
+                Err(Syntax("ORCPT requires a value")),
+            ),
+            (
+                b"RCPT TO:<a@b> ORCPT=a@b",
+                Err(Syntax("ORCPT must be addr-type;address")),
+            ),
+            (
+                b"RCPT TO:<a@b> ORCPT=;a@b",
+                Err(Syntax("ORCPT address type is not an atom")),
+            ),
+            (
+                b"RCPT TO:<a@b> ORCPT=rfc822;",
+                Err(Syntax("ORCPT address is empty")),
+            ),
+            (b"RCPT TO:<a@b> ORCPT=rfc822;a+2b", Err(Syntax(not_orcpt))),
+            (b"RCPT TO:<a@b> RET=FULL", Err(unknown("RET"))),
+            (b"RCPT TO:<a@b> ENVID=x", Err(unknown("ENVID"))),
+            (b"RCPT TO:<a@b> SIZE=1 NOTIFY=NEVER", Err(unknown("SIZE"))),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line), want, "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
     proptest! {
         #[test]
         fn never_panics(line in proptest::collection::vec(any::<u8>(), 0..300)) {
@@ -690,7 +893,7 @@ mod tests {
         ) {
             let to = Mailbox { local, domain };
             let line = format!("RCPT TO:<{to}>");
-            prop_assert_eq!(parse(line.as_bytes()), Ok(Rcpt { to }));
+            prop_assert_eq!(parse(line.as_bytes()), Ok(Rcpt { to, params: RcptParams::default() }));
         }
     }
 }

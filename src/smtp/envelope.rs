@@ -10,6 +10,7 @@ use std::net::IpAddr;
 
 use super::address::{Mailbox, ReversePath};
 use super::command::Body;
+use super::dsn_params::{Notify, Ret};
 
 /// Why a delivery must be retried later.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,12 +43,17 @@ pub struct Submitter {
     pub user: String,
 }
 
-/// One accepted recipient: the address as the client gave it, and the local
-/// users whose mailboxes receive it.
+/// One accepted recipient: the address as the client gave it, the local
+/// users whose mailboxes receive it, and what its DSN parameters asked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
     pub path: Mailbox,
     pub users: Vec<String>,
+    /// RFC 3461 NOTIFY, if given.
+    pub notify: Option<Notify>,
+    /// RFC 3461 ORCPT as given (`addr-type;xtext`), checked by
+    /// [`super::dsn_params::Orcpt::parse`].
+    pub orcpt: Option<String>,
 }
 
 /// Everything known about a message except its content.
@@ -67,4 +73,9 @@ pub struct Envelope {
     pub size: u64,
     /// Who submitted it, for a local submission.
     pub submitter: Option<Submitter>,
+    /// RFC 3461 RET, if given.
+    pub ret: Option<Ret>,
+    /// RFC 3461 ENVID as given (xtext), checked by
+    /// [`super::dsn_params::EnvId::parse`].
+    pub envid: Option<String>,
 }

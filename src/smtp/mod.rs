@@ -4,17 +4,20 @@
 //! keeps the transaction state and hands out each message's [`envelope`];
 //! [`command`] and [`address`] parse what the client sends; [`data`] reads
 //! the message after `DATA`; [`reply`] holds every reply postie can give,
-//! in one table.
+//! in one table; [`dsn_params`] holds the DSN parameters of MAIL and RCPT
+//! (RFC 3461), which the queue and the notifications name too.
 
 pub mod address;
 pub mod command;
 pub mod data;
+pub mod dsn_params;
 pub mod envelope;
 pub mod reply;
 pub mod session;
 
 pub use address::{Mailbox, ReversePath};
 pub use command::Command;
+pub use dsn_params::{EnvId, Notify, Orcpt, Ret};
 pub use envelope::{Envelope, Outcome, Recipient, Submitter, TempReason};
 pub use reply::{Action, Reply};
 pub use session::Session;

@@ -128,6 +128,7 @@ pub fn ehlo(host: &str, client: &str, max_size: u64) -> Reply {
     r.lines.push("PIPELINING".into());
     r.lines.push(format!("SIZE {max_size}").into());
     r.lines.push("8BITMIME".into());
+    r.lines.push("DSN".into());
     r.lines.push("ENHANCEDSTATUSCODES".into());
     r.lines.push("HELP".into());
     r
@@ -362,9 +363,10 @@ mod tests {
     fn multi_line_uses_dashes_until_the_last() {
         let w = ehlo("h.example", "c", 1000).to_wire();
         let lines: Vec<&str> = w.split_terminator("\r\n").collect();
-        assert_eq!(lines.len(), 6);
-        assert!(lines[..5].iter().all(|l| l.starts_with("250-")));
-        assert_eq!(lines[5], "250 HELP");
+        assert_eq!(lines.len(), 7);
+        assert!(lines[..6].iter().all(|l| l.starts_with("250-")));
+        assert_eq!(lines[6], "250 HELP");
+        assert!(lines.contains(&"250-DSN"));
         assert!(lines.contains(&"250-SIZE 1000"));
     }
 

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use super::address::{Mailbox, ReversePath};
 use super::command::{self, Body, Command, ParseError};
 use super::data::DataOutcome;
+use super::dsn_params::Ret;
 use super::envelope::{Envelope, Outcome, TempReason};
 use super::reply::{self, Reply};
 // Reachable here too for deliver.rs's tests, which another branch of
@@ -63,6 +64,9 @@ pub trait Policy {
 struct Transaction {
     sender: ReversePath,
     body: Option<Body>,
+    /// RFC 3461 RET and ENVID (as given) of MAIL.
+    ret: Option<Ret>,
+    envid: Option<String>,
     recipients: Vec<Recipient>,
     /// RCPT commands tried, accepted or not (RFC 2920: DATA after only
     /// failed RCPTs is `554`, not `503`).
@@ -190,6 +194,8 @@ impl Session {
                     body: tx.body,
                     size,
                     submitter: self.submitter.clone(),
+                    ret: tx.ret,
+                    envid: tx.envid,
                 })
             }
             DataOutcome::TooBig { .. } => {
@@ -267,12 +273,14 @@ impl Session {
                 self.tx = Some(Transaction {
                     sender: from,
                     body: params.body,
+                    ret: params.ret,
+                    envid: params.envid.map(|e| e.into_string()),
                     recipients: Vec::new(),
                     rcpt_tried: false,
                 });
                 r
             }
-            Command::Rcpt { to } => {
+            Command::Rcpt { to, params } => {
                 let max = self.cfg.max_recipients;
                 let Some(tx) = self.tx.as_mut() else {
                     return reply::bad_sequence("Need MAIL before RCPT");
@@ -284,7 +292,12 @@ impl Session {
                 let shown = to.to_string();
                 match policy.check_rcpt(&to) {
                     RcptVerdict::Accept { users } => {
-                        tx.recipients.push(Recipient { path: to, users });
+                        tx.recipients.push(Recipient {
+                            path: to,
+                            users,
+                            notify: params.notify,
+                            orcpt: params.orcpt.map(|o| o.into_string()),
+                        });
                         reply::recipient_ok(&shown)
                     }
                     RcptVerdict::Unknown => reply::unknown_user(&shown),
@@ -346,6 +359,7 @@ pub fn printable(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smtp::Notify;
     use crate::smtp::reply::Action;
 
     /// Users `jon` and `root`; domain `razorback` and none; `tmpfail` fails
@@ -556,6 +570,81 @@ mod tests {
         ] {
             let r = s.delivered(&env, o);
             assert_eq!((r.code, r.enhanced), (code, Some(enh)));
+        }
+    }
+
+    /// RET and ENVID of MAIL and NOTIFY and ORCPT of each RCPT reach the
+    /// envelope as given (the ENVID and ORCPT still xtext); a malformed
+    /// one is 501 5.5.4 and leaves the transaction as it was; RSET, a
+    /// new EHLO and the end of a message forget them.
+    #[test]
+    fn dsn_parameters_reach_the_envelope_and_go_with_the_transaction() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[
+                ("EHLO client.example", 250),
+                ("MAIL FROM:<a@b> RET=HDRS ENVID=QQ+2B1", 250),
+                (
+                    "RCPT TO:<jon> NOTIFY=failure,DELAY ORCPT=rfc822;Jon+2Bx@frogbog",
+                    250,
+                ),
+                ("RCPT TO:<jon> NOTIFY=SUCCESS,NEVER", 501),
+                ("RCPT TO:<jon> ORCPT=rfc822;a+2b", 501),
+                ("RCPT TO:<postmaster> NOTIFY=NEVER", 250),
+                ("DATA", 354),
+            ],
+        );
+        let env = s.data_done(DataOutcome::Complete { size: 3 }).unwrap();
+        assert_eq!(env.ret, Some(Ret::Hdrs));
+        assert_eq!(env.envid.as_deref(), Some("QQ+2B1"));
+        let notify: Vec<_> = env.recipients.iter().map(|r| r.notify).collect();
+        assert_eq!(
+            notify,
+            [
+                Some(Notify::On {
+                    success: false,
+                    failure: true,
+                    delay: true
+                }),
+                Some(Notify::Never)
+            ]
+        );
+        assert_eq!(
+            env.recipients[0].orcpt.as_deref(),
+            Some("rfc822;Jon+2Bx@frogbog")
+        );
+        assert_eq!(env.recipients[1].orcpt, None);
+        let r = s.command(b"MAIL FROM:<a@b> RET=FULL RET=FULL", &Fake);
+        assert_eq!((r.code, r.enhanced), (501, Some("5.5.4")));
+        assert!(!s.in_transaction());
+        // The next message, and the one after RSET, have none of them.
+        for reset in ["RSET", "EHLO again", "MAIL FROM:<a@b>"] {
+            dialog(
+                &mut s,
+                &[
+                    ("MAIL FROM:<a@b> RET=FULL ENVID=x", 250),
+                    ("RCPT TO:<jon> NOTIFY=NEVER ORCPT=rfc822;jon", 250),
+                ],
+            );
+            if reset == "MAIL FROM:<a@b>" {
+                dialog(&mut s, &[("DATA", 354)]);
+                s.data_done(DataOutcome::Complete { size: 1 }).unwrap();
+            } else {
+                dialog(&mut s, &[(reset, 250)]);
+            }
+            dialog(
+                &mut s,
+                &[
+                    ("MAIL FROM:<a@b>", 250),
+                    ("RCPT TO:<jon>", 250),
+                    ("DATA", 354),
+                ],
+            );
+            let env = s.data_done(DataOutcome::Complete { size: 1 }).unwrap();
+            assert_eq!((env.ret, env.envid), (None, None), "after {reset}");
+            assert_eq!(env.recipients[0].notify, None, "after {reset}");
+            assert_eq!(env.recipients[0].orcpt, None, "after {reset}");
         }
     }
 
