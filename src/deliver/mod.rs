@@ -198,7 +198,26 @@ impl Deliverer {
     /// Appends `message` (LF line ends, as the DATA reader produced it) to
     /// the mailbox of every recipient of `env` as one transaction, and logs
     /// one line per mailbox.
+    ///
+    /// A recipient that asked for it (NOTIFY=SUCCESS, RFC 3461) is then
+    /// told its sender of the delivery: once the transaction is over and
+    /// the signals let through again, as a message of its own.
     pub fn deliver(&self, env: &Envelope, message: &dyn MessageSource) -> Outcome {
+        let (outcome, delivered, headers) = self.deliver_held(env, message);
+        if !delivered.is_empty() {
+            self.tell_delivered(env, &delivered, &headers, message);
+        }
+        outcome
+    }
+
+    /// [`deliver`](Self::deliver) with the signals held; also returns the
+    /// users delivered to whose recipient asked for a notice of success
+    /// (none, most often), and the trace headers written.
+    fn deliver_held(
+        &self,
+        env: &Envelope,
+        message: &dyn MessageSource,
+    ) -> (Outcome, Vec<String>, String) {
         let _held = HoldSignals::new();
         let deadline = Instant::now() + self.deadline;
         let now = sys::localtime(SystemTime::now());
@@ -225,11 +244,27 @@ impl Deliverer {
             .collect();
         names.sort_unstable();
         names.dedup();
+        let wanted = |delivered: &[&str]| -> Vec<String> {
+            let asked = env
+                .recipients
+                .iter()
+                .filter(|r| queued::wants_success(r.notify));
+            let mut users: Vec<String> = asked
+                .flat_map(|r| r.users.iter())
+                .filter(|u| delivered.contains(&u.as_str()))
+                .cloned()
+                .collect();
+            users.sort_unstable();
+            users.dedup();
+            users
+        };
         if let Some(q) = &self.queue {
-            return self.deliver_or_queue(env, &names, deadline, &append, q);
+            let (outcome, delivered) = self.deliver_or_queue(env, &names, deadline, &append, q);
+            let refs: Vec<&str> = delivered.iter().map(String::as_str).collect();
+            return (outcome, wanted(&refs), append.headers);
         }
         let result = self.transaction(&names, deadline, &append);
-        for to in names {
+        for &to in &names {
             let (id, from, size) = (env.id.as_str(), &env.sender, env.size);
             match &result {
                 Ok(()) => Event::Delivered { id, from, to, size },
@@ -244,8 +279,8 @@ impl Deliverer {
             .log();
         }
         match result {
-            Ok(()) => Outcome::Delivered,
-            Err(f) => f.outcome,
+            Ok(()) => (Outcome::Delivered, wanted(&names), append.headers),
+            Err(f) => (f.outcome, Vec::new(), String::new()),
         }
     }
 

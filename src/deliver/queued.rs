@@ -36,8 +36,8 @@ use crate::maillog::Event;
 use crate::mbox;
 use crate::message::{FileReader, MessageSource, RunFilter, RunSummary};
 use crate::queue::{
-    Entry, Notice, NoticeContext, NoticeError, Notification, Pending, Queue, Recipient, Reported,
-    notice,
+    Backoff, Entry, Notice, NoticeContext, NoticeError, Notification, Pending, Queue, Recipient,
+    Reported, notice,
 };
 use crate::recipients::Resolution;
 use crate::smtp::address::parse_path;
@@ -55,7 +55,7 @@ impl Deliverer {
         deadline: Instant,
         append: &Append<'_>,
         q: &QueueSetup,
-    ) -> Outcome {
+    ) -> (Outcome, Vec<String>) {
         let id = q.queue.new_id();
         let now = SystemTime::now();
         let result = self.deliver_partially(
@@ -65,7 +65,7 @@ impl Deliverer {
             append,
             QueueMode::New { id: &id },
             |_, left| {
-                let mut entry = new_entry(env, append.headers.len() as u64, left, now, q);
+                let mut entry = new_entry(env, append.headers.len() as u64, left, now, &q.backoff);
                 let body = append
                     .message
                     .reader()
@@ -99,7 +99,7 @@ impl Deliverer {
                     }
                     .log();
                 }
-                Outcome::Delivered
+                (Outcome::Delivered, delivered)
             }
             Err(f) => {
                 for to in names {
@@ -112,8 +112,43 @@ impl Deliverer {
                     }
                     .log();
                 }
-                f.outcome
+                (f.outcome, Vec::new())
             }
+        }
+    }
+
+    /// Tells the sender of the message of `env` (delivered at the end of
+    /// DATA, its trace headers `headers`) that the users `delivered` have
+    /// it: those whose recipient asked (NOTIFY=SUCCESS). A notice that
+    /// cannot be sent is logged and not tried again: the mail itself is
+    /// delivered.
+    pub(super) fn tell_delivered(
+        &self,
+        env: &Envelope,
+        delivered: &[String],
+        headers: &str,
+        message: &dyn MessageSource,
+    ) {
+        let now = SystemTime::now();
+        let backoff = self.queue.as_ref().map(|q| q.backoff).unwrap_or_default();
+        let mut entry = new_entry(env, headers.len() as u64, &[], now, &backoff);
+        entry.size = headers.len() as u64 + message.len();
+        let which = delivered_pending(&entry, delivered, now);
+        let original = match message.reader() {
+            Ok(body) => io::BufReader::new(headers.as_bytes().chain(body)),
+            Err(e) => {
+                log::warn!("{}: no notice of delivery: {e}", env.id);
+                return;
+            }
+        };
+        let limit = self
+            .queue
+            .as_ref()
+            .map_or(crate::dsn::DEFAULT_RETURN_LIMIT, |q| q.return_limit);
+        let id = format!("{}.{:016x}", env.id, sys::random_u64());
+        match self.send_report(&entry, &id, &which, Notice::Delivered, now, original, limit) {
+            Ok(to) => log::info!("{}: notice of delivery: notice={to}", env.id),
+            Err(e) => log::warn!("{}: no notice of delivery: {e}", env.id),
         }
     }
 
@@ -190,6 +225,24 @@ impl Deliverer {
         };
         let due: Vec<String> = due.into_iter().map(str::to_string).collect();
         let names: Vec<&str> = due.iter().map(String::as_str).collect();
+        // A notice of success returns the header only: a copy of its
+        // beginning, kept for after the entry (and its message) may be
+        // gone.
+        let asked = entry
+            .recipients
+            .iter()
+            .any(|r| wants_success(r.notify) && r.users.iter().any(|u| due.contains(u)));
+        let head = if asked {
+            let mut head = Vec::new();
+            FileReader::range(&file, 0, entry.size, |pos, end| {
+                format!("queued message file ends at {pos}, before {end}")
+            })
+            .take(HEAD_COPY)
+            .read_to_end(&mut head)?;
+            Some(head)
+        } else {
+            None
+        };
         let result = {
             let _held = HoldSignals::new();
             let deadline = Instant::now() + self.deadline;
@@ -216,6 +269,9 @@ impl Deliverer {
                     .log();
                 }
                 sum.delivered += delivered.len();
+                if let Some(head) = &head {
+                    self.tell_delivered_from_queue(q, &entry, &delivered, head, now);
+                }
                 entry.pending.retain(|p| !delivered.contains(&p.user));
                 left
             }
@@ -299,6 +355,43 @@ impl Deliverer {
         Ok(())
     }
 
+    /// [`tell_delivered`](Self::tell_delivered) for the users `delivered`
+    /// from `entry` by the runner (`head`: the beginning of its message).
+    fn tell_delivered_from_queue(
+        &self,
+        q: &QueueSetup,
+        entry: &Entry,
+        delivered: &[String],
+        head: &[u8],
+        now: SystemTime,
+    ) {
+        let asked: Vec<String> = entry
+            .recipients
+            .iter()
+            .filter(|r| wants_success(r.notify))
+            .flat_map(|r| r.users.iter())
+            .filter(|u| delivered.contains(u))
+            .cloned()
+            .collect();
+        if asked.is_empty() {
+            return;
+        }
+        let which = delivered_pending(entry, &asked, now);
+        let id = format!("{}.{:016x}", entry.id, sys::random_u64());
+        match self.send_report(
+            entry,
+            &id,
+            &which,
+            Notice::Delivered,
+            now,
+            head,
+            q.return_limit,
+        ) {
+            Ok(to) => log::info!("{}: notice of delivery: notice={to}", entry.log_id),
+            Err(e) => log::warn!("{}: no notice of delivery: {e}", entry.log_id),
+        }
+    }
+
     /// Tells the sender that `entry` is delayed, once (`delay-warning`):
     /// at its first run after that long in the queue with recipients
     /// still pending, as sendmail's `Timeout.queuewarn` and Postfix's
@@ -340,6 +433,28 @@ impl Deliverer {
         kind: Notice,
         now: SystemTime,
     ) -> Result<String, String> {
+        let file = q.queue.open_message(&entry.id).map_err(|e| e.to_string())?;
+        let original = io::BufReader::new(FileReader::range(&file, 0, entry.size, |pos, end| {
+            format!("queued message file ends at {pos}, before {end}")
+        }));
+        let id = format!("{}.{:016x}", entry.id, sys::random_u64());
+        self.send_report(entry, &id, which, kind, now, original, q.return_limit)
+    }
+
+    /// [`notice`] of `kind` about `which` of `entry` (whose message, trace
+    /// headers first, `original` reads) made and sent; `message_id` is the
+    /// notice's own.
+    #[allow(clippy::too_many_arguments)]
+    fn send_report(
+        &self,
+        entry: &Entry,
+        message_id: &str,
+        which: &[Pending],
+        kind: Notice,
+        now: SystemTime,
+        original: impl io::BufRead,
+        return_limit: u64,
+    ) -> Result<String, String> {
         let reported: Vec<Reported<'_>> = which
             .iter()
             .map(|p| Reported {
@@ -347,27 +462,22 @@ impl Deliverer {
                 last_attempt: Some(now),
             })
             .collect();
-        let message_id = format!("{}.{:016x}", entry.id, sys::random_u64());
         let is_local = |d: &str| self.recipients.is_local_domain(d);
         let ctx = NoticeContext {
             hostname: &self.hostname,
             now: sys::localtime(now),
             local_time: &sys::localtime,
             is_local_domain: &is_local,
-            return_limit: q.return_limit,
-            message_id: &message_id,
+            return_limit,
+            message_id,
         };
-        let file = q.queue.open_message(&entry.id).map_err(|e| e.to_string())?;
-        let original = io::BufReader::new(FileReader::range(&file, 0, entry.size, |pos, end| {
-            format!("queued message file ends at {pos}, before {end}")
-        }));
         match notice(entry, &reported, kind, &ctx, original) {
             Ok(None) => Ok("none".into()),
             Ok(Some(n)) => self.send_notice(&n, &entry.log_id),
             Err(NoticeError::Dsn(DsnError::Io(e))) => Err(e.to_string()),
             // Not to be mended by trying again: said, and not sent.
             Err(e) => {
-                log::error!("queue: entry {}: no notice: {e}", entry.id);
+                log::error!("{}: no notice: {e}", entry.log_id);
                 Ok("none".into())
             }
         }
@@ -431,6 +541,33 @@ impl MessageSource for Bytes<'_> {
     }
 }
 
+/// How much of a queued message a notice of success may need: its
+/// header, which a notice returns at most 100 KiB of (`dsn`).
+const HEAD_COPY: u64 = 128 * 1024;
+
+/// Whether a recipient's NOTIFY asks for a notice of success.
+pub(super) fn wants_success(notify: Option<crate::smtp::Notify>) -> bool {
+    Notice::Delivered.wanted_by(notify)
+}
+
+/// `delivered` (users of `entry` just delivered to) as the pending users
+/// a notice of success reports, one for each of their recipients.
+fn delivered_pending(entry: &Entry, delivered: &[String], now: SystemTime) -> Vec<Pending> {
+    let mut which = Vec::new();
+    for (i, r) in entry.recipients.iter().enumerate() {
+        for u in r.users.iter().filter(|u| delivered.contains(u)) {
+            which.push(Pending {
+                rcpt: i,
+                user: u.clone(),
+                attempts: 0,
+                next_attempt: now,
+                last_error: None,
+            });
+        }
+    }
+    which
+}
+
 /// Counts `entry`'s pending recipients in `sum`, and when the first is
 /// due again.
 fn note_pending(entry: &Entry, sum: &mut RunSummary) {
@@ -446,7 +583,7 @@ fn new_entry(
     trace: u64,
     left: &[(String, Left)],
     now: SystemTime,
-    q: &QueueSetup,
+    backoff: &Backoff,
 ) -> Entry {
     let recipients: Vec<Recipient> = env
         .recipients
@@ -462,7 +599,7 @@ fn new_entry(
     for (i, r) in recipients.iter().enumerate() {
         for (user, why) in left.iter().filter(|(u, _)| r.users.contains(u)) {
             let next = match why {
-                Left::Temporary(_) => q.backoff.next_attempt(1, now, now),
+                Left::Temporary(_) => backoff.next_attempt(1, now, now),
                 Left::Permanent(_) => None,
             };
             pending.push(Pending {
@@ -854,6 +991,45 @@ mod tests {
         assert!(text.contains("Will-Retry-Until: "), "{text}");
         assert!(entries(&d)[0].warned.is_some());
         assert_eq!(count(&jon), 0);
+    }
+
+    /// NOTIFY=SUCCESS: the sender is told of the delivery (Action:
+    /// delivered), at the end of DATA and from the queue alike; a
+    /// recipient that did not ask is not reported.
+    #[test]
+    fn a_recipient_that_asked_is_reported_delivered() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = with_queue(dir.path(), Duration::from_secs(3600));
+        let (alice, jon) = (dir.path().join("alice"), dir.path().join("jon"));
+        let success = Some(crate::smtp::Notify::On {
+            success: true,
+            failure: true,
+            delay: false,
+        });
+        let msg = message(dir.path(), b"Subject: hi\n\nx\n");
+        let mut env = envelope(&["jon"]);
+        env.sender = from("alice@h");
+        env.recipients[0].notify = success;
+        assert_eq!(d.deliver(&env, &msg), Outcome::Delivered);
+        assert_eq!((count(&jon), count(&alice)), (1, 1));
+        let text = std::fs::read_to_string(&alice).unwrap();
+        assert!(text.contains("Action: delivered"), "{text}");
+        assert!(text.contains("Subject: hi"), "{text}");
+        // From the queue.
+        let held = hold(&jon);
+        assert_eq!(d.deliver(&env, &msg), Outcome::Delivered);
+        assert_eq!((count(&jon), count(&alice)), (1, 1));
+        drop(held);
+        let s = d.run_queue(&RunFilter {
+            all: true,
+            ..RunFilter::default()
+        });
+        assert_eq!(s.delivered, 1);
+        assert_eq!((count(&jon), count(&alice)), (2, 2));
+        // Not asked: no notice.
+        env.recipients[0].notify = None;
+        assert_eq!(d.deliver(&env, &msg), Outcome::Delivered);
+        assert_eq!((count(&jon), count(&alice)), (3, 2));
     }
 
     /// A full queue filesystem: when the entry cannot be made, nothing is
