@@ -131,6 +131,17 @@ impl Deliverer {
                 left.extend(gone);
                 continue;
             }
+            if targets.is_empty() {
+                // Nobody to deliver to now: no transaction, only the
+                // queue (a new entry is its own commit point).
+                if matches!(mode, QueueMode::New { .. }) {
+                    finish(&[], &left)?;
+                }
+                return Ok(Partial {
+                    delivered: Vec::new(),
+                    left,
+                });
+            }
             let keys: HashMap<PathBuf, String> = targets
                 .iter()
                 .map(|t| (self.spool.join(t.name()), t.name().to_string()))

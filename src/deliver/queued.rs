@@ -794,6 +794,7 @@ mod tests {
 
     use nix::fcntl::{Flock, FlockArg};
 
+    use super::super::RecoveryCause;
     use super::super::tests::{deliverer, envelope};
     use super::*;
     use crate::message::MessageBuf;
@@ -1030,6 +1031,111 @@ mod tests {
         env.recipients[0].notify = None;
         assert_eq!(d.deliver(&env, &msg), Outcome::Delivered);
         assert_eq!((count(&jon), count(&alice)), (3, 2));
+    }
+
+    /// A deliverer on `dir`'s existing spool and queue, with journals of
+    /// its own: another process, after a crash of the first.
+    fn another(dir: &Path) -> Deliverer {
+        let mut d = deliverer(dir);
+        d.queue = Some(QueueSetup {
+            queue: Queue::open(&dir.join("queue")).unwrap(),
+            lock_wait: Duration::from_secs(1),
+            backoff: Backoff::default(),
+            delay_warning: None,
+            return_limit: 50_000,
+        });
+        d
+    }
+
+    /// Appends to `victim`'s mailbox go through, and then the delivering
+    /// thread dies (a panic once the whole append is written, before its
+    /// sync): as a process killed there leaves it, the journal and the
+    /// dotlock in place.
+    fn dies_after_appending_to(victim: &'static str) -> crate::deliver::AppendWriter {
+        struct Dies<'f>(&'f File);
+        impl Write for Dies<'_> {
+            fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+                (&*self.0).write(buf)
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        impl Drop for Dies<'_> {
+            fn drop(&mut self) {
+                panic!("killed after the append");
+            }
+        }
+        crate::deliver::AppendWriter::new(move |path, file| {
+            if path.ends_with(victim) {
+                Box::new(Dies(file))
+            } else {
+                Box::new(file)
+            }
+        })
+    }
+
+    /// Killed after its appends, before it made the queue entry: the
+    /// delivery had not finished (the entry is its commit point), so
+    /// recovery undoes the append to the free mailbox and leaves no entry.
+    #[test]
+    fn a_crash_before_the_entry_is_made_undoes_the_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = with_queue(dir.path(), Duration::from_secs(3600));
+        let alice = dir.path().join("alice");
+        std::fs::write(&alice, b"").unwrap();
+        d.append_writer = dies_after_appending_to("alice");
+        let held = hold(&dir.path().join("jon"));
+        let msg = message(dir.path(), b"Subject: q\n\nx\n");
+        let env = envelope(&["alice", "jon"]);
+        let died = std::thread::scope(|s| s.spawn(|| d.deliver(&env, &msg)).join().is_err());
+        assert!(died);
+        assert_eq!(count(&alice), 1, "the append was written");
+        drop(held);
+        let d2 = another(dir.path());
+        let far = Instant::now() + Duration::from_secs(60);
+        d2.recover_spool(far, RecoveryCause::Start).unwrap();
+        assert_eq!(std::fs::read(&alice).unwrap(), b"", "undone");
+        assert!(entries(&d2).is_empty());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("queue")).unwrap().count(),
+            0
+        );
+    }
+
+    /// The runner killed after its append, before it took the recipient
+    /// off the entry: recovery finds the append whole and takes the
+    /// recipient off (rolls the delivery forward), so that no later run
+    /// delivers it twice.
+    #[test]
+    fn a_crash_after_the_runners_append_is_rolled_forward() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut d = with_queue(dir.path(), Duration::from_secs(3600));
+        let jon = dir.path().join("jon");
+        let held = hold(&jon);
+        let msg = message(dir.path(), b"Subject: q\n\nx\n");
+        assert_eq!(
+            d.deliver(&envelope(&["alice", "jon"]), &msg),
+            Outcome::Delivered
+        );
+        drop(held);
+        assert_eq!(entries(&d)[0].pending.len(), 1);
+        d.append_writer = dies_after_appending_to("jon");
+        let all = RunFilter {
+            all: true,
+            ..RunFilter::default()
+        };
+        let died = std::thread::scope(|s| s.spawn(|| d.run_queue(&all)).join().is_err());
+        assert!(died);
+        assert_eq!(count(&jon), 1);
+        assert_eq!(entries(&d)[0].pending.len(), 1, "not yet taken off");
+        let d2 = another(dir.path());
+        let far = Instant::now() + Duration::from_secs(60);
+        d2.recover_spool(far, RecoveryCause::Start).unwrap();
+        assert!(entries(&d2).is_empty(), "taken off by recovery");
+        assert_eq!(d2.run_queue(&all), RunSummary::default());
+        assert_eq!(count(&jon), 1, "once");
+        assert!(!dir.path().join("jon.lock").exists());
     }
 
     /// A full queue filesystem: when the entry cannot be made, nothing is
