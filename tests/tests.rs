@@ -9,6 +9,7 @@ mod golden;
 mod load;
 mod locks;
 mod queue;
+mod queued;
 mod sendmail;
 mod structure;
 mod util;

@@ -1,0 +1,143 @@
+//! Delivery through the queue, over SMTP against the real binary: a
+//! recipient whose mailbox cannot take the message now waits in the queue
+//! (`--queue-dir`), the others have it at once, and the client gets 250
+//! only when both are durable.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::util::*;
+
+/// A tmpfs of `size` mounted on `dir` (mode `mode`) until dropped; `None`
+/// (with the reason printed as a skip of `test`) where that cannot be
+/// done: mounting needs root.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str, mode: &str, test: &str) -> Option<Tmpfs> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP {test}: mounting a tmpfs needs root");
+            return None;
+        }
+        let mounted = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode={mode}"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status();
+        if !matches!(mounted, Ok(s) if s.success()) {
+            eprintln!("SKIP {test}: cannot mount a tmpfs here");
+            return None;
+        }
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The queue directory's file names.
+fn queue_files(fx: &Fixture) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(fx.queue())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// Sends a message of about 40 KB (`Subject: big`) to `rcpts`; returns
+/// the final reply.
+fn send_big(c: &mut Client, rcpts: &[&str]) -> Reply {
+    c.expect("HELO c", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    for r in rcpts {
+        c.expect(&format!("RCPT TO:<{r}>"), 250);
+    }
+    c.expect("DATA", 354);
+    let line = format!("{}\r\n", "z".repeat(78));
+    let mut w = c.w.try_clone().unwrap();
+    w.write_all(b"Subject: big\r\n\r\n").unwrap();
+    for _ in 0..500 {
+        w.write_all(line.as_bytes()).unwrap();
+    }
+    w.write_all(b".\r\n").unwrap();
+    c.reply()
+}
+
+/// The "ENOSPC on one recipient's filesystem": the spool on a
+/// tiny tmpfs where a 40 KB message fits once, not twice. The transaction
+/// that tried both is rolled back and tried again without the one that
+/// failed: one mailbox has the message, the other recipient waits in the
+/// queue (4.3.1, the disk full), and the client gets 250. Once there is
+/// room again, a run of the queue delivers it there too, once.
+#[test]
+fn a_full_disk_under_one_mailbox_queues_that_recipient_only() {
+    let test = "a_full_disk_under_one_mailbox_queues_that_recipient_only";
+    let fx = Fixture::new();
+    let Some(_tmpfs) = Tmpfs::mount(&fx.spool(), "64k", "0755", test) else {
+        return;
+    };
+    let srv = Server::start(&fx, &["--queue-lock-wait", "1"]);
+    let mut c = srv.connect();
+    c.reply();
+    let r = send_big(&mut c, &["alice", "jon"]);
+    assert_eq!(r.code, 250, "{}", r.text());
+    let (a, j) = (
+        python_mbox(&fx.mailbox("alice")).len(),
+        python_mbox(&fx.mailbox("jon")).len(),
+    );
+    assert_eq!(a + j, 1, "one mailbox has it: alice {a}, jon {j}");
+    assert!(srv.log_has("status=deferred (4.3.1 "), "{}", srv.log());
+    let files = queue_files(&fx);
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files[0].starts_with("df") && files[1].starts_with("qf"));
+}
+
+/// The "a full queue filesystem": a recipient is busy (its
+/// mailbox held with flock past the short wait) and its queue entry
+/// cannot be written (the queue on a tmpfs that is full): 452 4.3.1 at
+/// the end of DATA, and nothing is written anywhere: the free mailbox is
+/// as it was, and the queue holds nothing of the message.
+#[test]
+fn a_full_queue_filesystem_is_452_and_writes_nothing() {
+    let test = "a_full_queue_filesystem_is_452_and_writes_nothing";
+    let fx = Fixture::new();
+    let Some(_tmpfs) = Tmpfs::mount(&fx.queue(), "64k", "0700", test) else {
+        return;
+    };
+    // The queue full: a file of ours fills it.
+    let filler = fx.queue().join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let block = vec![b'x'; 4096];
+    while f.write_all(&block).is_ok() {}
+    drop(f);
+    std::fs::write(fx.mailbox("alice"), b"").unwrap();
+    let jon = std::fs::File::create(fx.mailbox("jon")).unwrap();
+    let held = nix::fcntl::Flock::lock(jon, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let srv = Server::start(&fx, &["--queue-lock-wait", "1"]);
+    let mut c = srv.connect();
+    c.reply();
+    let r = send_big(&mut c, &["alice", "jon"]);
+    assert_eq!(r.code, 452, "{}", r.text());
+    assert!(r.lines[0].starts_with("452 4.3.1"), "{}", r.text());
+    assert_eq!(fx.read_mailbox("alice"), b"");
+    assert_eq!(fx.read_mailbox("jon"), b"");
+    assert_eq!(queue_files(&fx), ["filler"]);
+    drop(held);
+    // With room again, the same message goes through at once.
+    std::fs::remove_file(&filler).unwrap();
+    let r = send_big(&mut c, &["alice", "jon"]);
+    assert_eq!(r.code, 250, "{}", r.text());
+    assert_eq!(python_mbox(&fx.mailbox("alice")).len(), 1);
+    assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 1);
+    assert!(queue_files(&fx).is_empty());
+}
