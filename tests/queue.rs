@@ -189,3 +189,32 @@ fn queue_show_and_delete() {
         .collect();
     assert_eq!(names, [link.file_name().unwrap()], "{names:?}");
 }
+
+/// The daemon runs the queue on a thread of the process that delivers
+/// (the delivery process, started as root; else the daemon itself), from
+/// the start and every `--queue-run-interval` at most; SIGTERM stops it
+/// with the daemon.
+#[test]
+fn the_daemon_runs_the_queue_where_it_delivers() {
+    let fx = Fixture::new();
+    let mut srv = Server::start(&fx, &["--queue-run-interval", "2h"]);
+    let log = srv.log_with(&["queue runner started"]);
+    let pid = if nix::unistd::geteuid().is_root() {
+        let line = log
+            .lines()
+            .find(|l| l.contains("keeps root"))
+            .unwrap_or_else(|| panic!("no delivery process: {log}"));
+        let after = line.split("delivery process ").nth(1).unwrap();
+        after.split(' ').next().unwrap().to_owned()
+    } else {
+        srv.child.id().to_string()
+    };
+    assert!(
+        log.contains(&format!(
+            "queue runner started in process {pid}: the queue is looked at every 7200 s at least"
+        )),
+        "{log}"
+    );
+    let status = srv.terminate(std::time::Duration::from_secs(60));
+    assert_eq!(status.map(|s| s.code()), Some(Some(0)), "{}", srv.log());
+}
