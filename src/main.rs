@@ -67,7 +67,7 @@ fn main() -> ExitCode {
             _ => maillog::Sink::Syslog,
         };
         maillog::init(sink, opts.log_level, false);
-        return ExitCode::from(queue_tool::run(opts, action.as_ref()));
+        return ExitCode::from(queue_tool::run(&conf, action.as_ref()));
     }
     run(conf)
 }
