@@ -13,7 +13,8 @@
 //! is waited on a condition variable that [`Runner::stop`] also
 //! notifies: stopping a sleeping runner is immediate, and a running one
 //! stops once [`Delivery::run_queue`] returns (it is never interrupted:
-//! a delivery in progress finishes).
+//! a delivery in progress finishes; [`stopping`] tells the run that it
+//! may end after the entry in progress).
 //!
 //! Where no daemon stays (inetd, systemd `Accept=yes`), no runner
 //! either: `postie queue run` from `postie-queue.timer`, or `sendmail -q`
@@ -103,6 +104,15 @@ pub fn wake() {
     if let Some(shared) = runner {
         shared.wake();
     }
+}
+
+/// True once the queue runner of this process has been told to stop
+/// (the daemon is shutting down) and its run is not over yet: a long run
+/// of [`Delivery::run_queue`] may end after the entry in progress rather
+/// than try the others. False where no runner runs.
+pub fn stopping() -> bool {
+    let runner = RUNNER.lock().unwrap_or_else(|p| p.into_inner()).upgrade();
+    runner.is_some_and(|shared| shared.lock().stop)
 }
 
 /// A running queue runner: a thread, stopped by [`Runner::stop`] (or
@@ -399,17 +409,33 @@ mod tests {
     }
 
     /// [`wake`] wakes the runner of the process (after the real minimal
-    /// pause), and nothing once it is stopped.
+    /// pause), and nothing once it is stopped; [`stopping`] is true from
+    /// the stop to the end of the run in progress.
     #[test]
-    fn wake_reaches_the_runner_of_the_process() {
+    fn wake_and_stopping_reach_the_runner_of_the_process() {
         let d = Arc::new(Counting::default());
         let runner = Runner::start(d.clone(), HOUR).unwrap();
         d.wait_runs(1);
         wake();
         d.wait_runs(2);
-        runner.stop();
+        assert!(d.asleep_after(&runner, 2));
+        assert!(!stopping());
+        d.hold(true);
         wake();
-        assert_eq!(d.runs(), 2);
+        d.wait_runs(3);
+        std::thread::scope(|s| {
+            let shared = runner.shared.clone();
+            let stop = s.spawn(|| runner.stop());
+            while !shared.lock().stop {
+                std::thread::yield_now();
+            }
+            assert!(stopping(), "told to stop, its run held");
+            d.hold(false);
+            stop.join().unwrap();
+        });
+        assert!(!stopping());
+        wake();
+        assert_eq!(d.runs(), 3);
         assert!(RUNNER.lock().unwrap().upgrade().is_none(), "no runner left");
     }
 }

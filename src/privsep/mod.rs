@@ -9,6 +9,10 @@
 //! the two things that need privilege: the RCPT-time check of a mailbox,
 //! and the delivery itself.
 //!
+//! The delivery process of a daemon also runs the queue, on a thread of
+//! its own ([`crate::queue_runner`]): the queue is its own, and the SMTP
+//! side can neither read nor write it.
+//!
 //! The channel: the parent opens one stream socketpair per concurrent
 //! request and hands one end to the child over the control socket
 //! (SCM_RIGHTS); the child serves each on its own thread. A request is a

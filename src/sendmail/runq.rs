@@ -15,9 +15,10 @@
 //! process, which only the queue's owner can do.
 //!
 //! The run is that of a daemon at start: the journal's recovery first
-//! (undo what a crash interrupted), then [`Delivery::run_queue`], with the
+//! (undo what a crash interrupted), then
+//! [`Delivery::run_queue`](crate::message::Delivery::run_queue), with the
 //! stop signals held off until it is over, as root's in-process delivery
-//! holds them ([`super::fallback`]): a run is never left with a mailbox
+//! holds them (`fallback.rs`): a run is never left with a mailbox
 //! locked.
 //!
 //! Exit status: EX_OK once the run is done, whatever stays deferred.
