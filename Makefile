@@ -35,7 +35,8 @@ DESTDIR ?=
 CARGO_TARGET_DIR ?= target
 BIN := $(CARGO_TARGET_DIR)/release/postie
 MANPAGES := $(wildcard man/*.[0-9])
-UNITS := postie.socket postie.service postie-inetd.socket postie-inetd@.service
+UNITS := postie.socket postie.service postie-inetd.socket postie-inetd@.service \
+	postie-queue.service postie-queue.timer
 INSTALL ?= install
 
 .PHONY: all check test lint man-lint run clean \
@@ -141,6 +142,7 @@ uninstall-sendmail:
 
 # The systemd units of packaging/, with postie's path set to SBINDIR.
 # Afterwards: systemctl daemon-reload && systemctl enable --now postie.socket
+# (and postie-queue.timer, which runs the queue where no daemon stays)
 install-systemd:
 	$(INSTALL) -d $(DESTDIR)$(SYSTEMDUNITDIR)
 	@set -e; for unit in $(UNITS); do \

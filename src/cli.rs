@@ -64,8 +64,9 @@ pub enum Mode {
         #[arg(value_name = "ADDRESS")]
         address: Option<String>,
     },
-    /// Show or delete queue entries (root only). Without an action, the
-    /// queue listed as by mailq.
+    /// Show, run, flush or delete queue entries (root only; run and flush
+    /// also the queue directory's owner). Without an action, the queue
+    /// listed as by mailq.
     Queue {
         #[command(subcommand)]
         action: Option<QueueAction>,
@@ -85,6 +86,28 @@ pub enum QueueAction {
         #[arg(value_name = "ID", required = true)]
         ids: Vec<String>,
     },
+    /// Deliver to the recipients whose next attempt is due (all entries,
+    /// or those named), as the daemon's queue runner does; for
+    /// postie-queue.timer where no daemon stays.
+    Run(RunArgs),
+    /// Try every pending recipient now, due or not (Postfix's postqueue
+    /// -f; with IDs, postqueue -i; sendmail -q).
+    Flush(RunArgs),
+}
+
+/// Which entries `postie queue run` and `flush` try.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Only entries with a pending recipient whose address holds this
+    /// (case-insensitively; sendmail's -qR).
+    #[arg(long, value_name = "SUBSTR")]
+    pub recipient: Option<String>,
+    /// Only entries whose sender holds this (sendmail's -qS).
+    #[arg(long, value_name = "SUBSTR")]
+    pub sender: Option<String>,
+    /// Only these entries (queue ids, as mailq lists them).
+    #[arg(value_name = "ID")]
+    pub ids: Vec<String>,
 }
 
 /// Where log lines go.

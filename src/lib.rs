@@ -46,7 +46,8 @@
 //! into delivery yet);
 //! [`sendmail`] is the `sendmail(8)` interface (a client of the local
 //! socket, or the same delivery in-process); [`check`] is `postie check`;
-//! [`queue_tool`] is `postie queue` (show, delete);
+//! [`queue_tool`] is `postie queue` (show, run, flush, delete), and
+//! [`queue_runner`] the daemon's thread that runs the queue;
 //! [`exit`] holds the sysexits codes.
 //!
 //! Nothing in [`smtp`] touches a socket, a file or the clock; they are handed
@@ -71,6 +72,7 @@ pub mod mbox;
 pub mod message;
 pub mod privsep;
 pub mod queue;
+pub mod queue_runner;
 pub mod queue_tool;
 pub mod recipients;
 pub mod sendmail;

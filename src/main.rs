@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use std::os::fd::AsRawFd;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use postie::check::{self, SpoolAccess, Verdict};
 use postie::cli::{self, Cli, LogTo, Mode, SmtpSideUser};
@@ -19,7 +20,7 @@ use postie::exit::{
     EX_CONFIG, EX_DATAERR, EX_NOUSER, EX_OK, EX_OSERR, EX_TEMPFAIL, EX_UNAVAILABLE, EX_USAGE,
 };
 use postie::sendmail::{self, Action};
-use postie::{listen, maillog, queue_tool, server, sys};
+use postie::{listen, maillog, queue_runner, queue_tool, server, sys};
 
 fn main() -> ExitCode {
     let argv: Vec<OsString> = std::env::args_os().collect();
@@ -66,7 +67,7 @@ fn main() -> ExitCode {
             _ => maillog::Sink::Syslog,
         };
         maillog::init(sink, opts.log_level, false);
-        return ExitCode::from(queue_tool::run(opts, action.as_ref()));
+        return ExitCode::from(queue_tool::run(&conf, action.as_ref()));
     }
     run(conf)
 }
@@ -109,7 +110,10 @@ fn run(conf: Loaded) -> ExitCode {
     };
     let result = match &conf.cli.mode {
         Mode::Inetd => inetd_session(service, unprivileged),
-        Mode::Serve { listen } => serve(service, unprivileged, listen, &opts.submit_socket),
+        Mode::Serve { listen } => {
+            let every = Duration::from_secs(opts.queue_run_interval);
+            serve(service, unprivileged, listen, &opts.submit_socket, every)
+        }
         Mode::Check { .. } | Mode::Sendmail { .. } | Mode::Queue { .. } => {
             unreachable!("handled in main")
         }
@@ -269,21 +273,25 @@ fn run_sendmail(call: sendmail::Call) -> ExitCode {
 }
 
 /// Splits off the delivery process when started as root (see
-/// `privsep`); `inherited` are the descriptors it must not keep.
+/// `privsep`); `inherited` are the descriptors it must not keep; with
+/// `queue_runner`, the queue runner's interval, it runs the queue.
 fn separate(
     service: server::Service,
     unprivileged: Unprivileged,
     inherited: &[std::os::fd::RawFd],
+    queue_runner: Option<Duration>,
 ) -> std::io::Result<server::Service> {
     match unprivileged {
-        Some((name, uid, gid)) => service.separate(&name, uid, gid, inherited),
+        Some((name, uid, gid)) => service.separate(&name, uid, gid, inherited, queue_runner),
         None => Ok(service),
     }
 }
 
 fn inetd_session(service: server::Service, unprivileged: Unprivileged) -> std::io::Result<()> {
     let io = listen::stdio()?;
-    let service = separate(service, unprivileged, &[0, 1])?;
+    // One session per process: no queue runner (postie-queue.timer or
+    // cron's sendmail -q runs the queue).
+    let service = separate(service, unprivileged, &[0, 1], None)?;
     // Undo what a crash interrupted (in the delivery process, when
     // separated: this is then a no-op).
     service.delivery().recover();
@@ -297,6 +305,7 @@ fn serve(
     unprivileged: Unprivileged,
     addrs: &[std::net::SocketAddr],
     submit: &std::path::Path,
+    queue_run_interval: Duration,
 ) -> std::io::Result<()> {
     // Before any thread starts, so that every thread blocks these signals.
     let sigfd = server::signals()?;
@@ -341,10 +350,25 @@ fn serve(
     let mut inherited: Vec<std::os::fd::RawFd> = listeners.iter().map(|l| l.as_raw_fd()).collect();
     inherited.extend(local.as_ref().map(|l| l.as_raw_fd()));
     inherited.push(sigfd.as_raw_fd());
-    let service = Arc::new(separate(service, unprivileged, &inherited)?);
+    let separated = unprivileged.is_some();
+    let service = Arc::new(separate(
+        service,
+        unprivileged,
+        &inherited,
+        Some(queue_run_interval),
+    )?);
     // Undo what a crash interrupted, before accepting (in the delivery
     // process, when separated: this is then a no-op).
     service.delivery().recover();
+    // The queue runner runs where delivery does: here when not separated
+    // (else the delivery process started its own). Started after the
+    // signals were blocked, as every thread here.
+    let runner = if separated {
+        None
+    } else {
+        let delivery = service.shared_delivery();
+        Some(queue_runner::Runner::start(delivery, queue_run_interval)?)
+    };
     let result = server::serve(
         listeners,
         local,
@@ -352,6 +376,8 @@ fn serve(
         sigfd,
         listen::notify_ready,
     );
+    // No new run of the queue; one in progress finishes first.
+    drop(runner);
     // Journals of processes that died while this one served are recovered
     // before it exits, and its idle journals removed (when separated, the
     // delivery process does both as it ends, and close waits for that).

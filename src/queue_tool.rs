@@ -1,11 +1,16 @@
 //! `postie queue`: root's tool for the queue (`--queue-dir`). `show`
 //! lists it as `mailq` does ([`crate::sendmail::mailq::print_queue`]) or,
 //! given ids, prints each entry in full ([`crate::queue::entry_in_full`]);
-//! `delete` removes entries for good, as Postfix's `postsuper -d`. There
-//! is no `flush` yet: it comes with the queue runner.
+//! `delete` removes entries for good, as Postfix's `postsuper -d`; `run`
+//! delivers what is due and `flush` everything pending, as `sendmail -q`
+//! does ([`crate::sendmail::runq`], which says who may and the exit
+//! statuses), printing one summary line.
 //!
-//! Only root may: the queue is the delivery process's own (root's, mode
-//! 0700), and anyone else is refused with EX_NOPERM, as `mailq` refuses.
+//! Only root may show and delete: the queue is the delivery process's own
+//! (root's, mode 0700), and anyone else is refused with EX_NOPERM, as
+//! `mailq` refuses. `run` and `flush` are also the queue directory's
+//! owner's, as sendmail lets the owner of its queue run it (a postie
+//! daemon started by another user has a queue of that user's).
 //!
 //! The ids come from root's command line, perhaps from a script fed by
 //! others: each is checked against the store's id pattern ([`check_id`]:
@@ -30,17 +35,23 @@
 
 use std::io;
 
-use crate::cli::{Options, QueueAction};
+use crate::cli::{QueueAction, RunArgs};
+use crate::config::Loaded;
 use crate::exit::{EX_CONFIG, EX_DATAERR, EX_IOERR, EX_NOINPUT, EX_NOPERM, EX_OK};
+use crate::message::RunFilter;
 use crate::queue::{ID_LEN, Queue, entry_in_full, valid_id};
+use crate::sendmail::runq;
 
-/// Runs `postie queue ACTION` (no action: `show`) and returns the exit
-/// status.
-pub fn run(opts: &Options, action: Option<&QueueAction>) -> u8 {
+/// Runs `postie queue ACTION` (no action: `show`) with the configuration
+/// `conf` and returns the exit status.
+pub fn run(conf: &Loaded, action: Option<&QueueAction>) -> u8 {
+    let opts = &conf.cli.opts;
     let (ids, delete) = match action {
         None => (&[][..], false),
         Some(QueueAction::Show { ids }) => (&ids[..], false),
         Some(QueueAction::Delete { ids }) => (&ids[..], true),
+        Some(QueueAction::Run(args)) => return run_queue(conf, args, false),
+        Some(QueueAction::Flush(args)) => return run_queue(conf, args, true),
     };
     if ids.is_empty() {
         return crate::sendmail::mailq::print_queue(opts);
@@ -91,6 +102,29 @@ pub fn run(opts: &Options, action: Option<&QueueAction>) -> u8 {
         }
     }
     status
+}
+
+/// `run` (`all`: `flush`): the ids checked first (EX_DATAERR, and
+/// nothing run, for one that is no queue id), then the run.
+fn run_queue(conf: &Loaded, args: &RunArgs, all: bool) -> u8 {
+    for id in &args.ids {
+        if let Err(why) = check_id(id) {
+            eprintln!("postie: {why}");
+            return EX_DATAERR;
+        }
+    }
+    let request = runq::Request {
+        by: format!("postie queue {}", if all { "flush" } else { "run" }),
+        filter: RunFilter {
+            ids: args.ids.clone(),
+            recipient: args.recipient.clone(),
+            sender: args.sender.clone(),
+            all,
+        },
+        id_parts: Vec::new(),
+        report: true,
+    };
+    runq::run_queue(&conf.cli.opts, request, || conf.service())
 }
 
 /// Why one id did not go, and the exit status it gives.

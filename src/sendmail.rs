@@ -26,7 +26,8 @@
 //! The parts: `call.rs` (the command line and root's configuration),
 //! `prepare.rs` (the message and its envelope), `daemon.rs` (the daemon's
 //! socket, and `-bs` relayed to it), `fallback.rs` (root's in-process
-//! delivery), `mailq.rs` (`mailq`, `-bp`: the queue listed); the other
+//! delivery), `mailq.rs` (`mailq`, `-bp`: the queue listed), `runq.rs`
+//! (`-q`: the queue run, which `postie queue run` uses too); the other
 //! modes are here.
 
 pub mod args;
@@ -37,6 +38,7 @@ mod fallback;
 pub mod mailq;
 pub mod message;
 mod prepare;
+pub mod runq;
 
 use std::io;
 use std::os::unix::net::UnixStream;
@@ -64,7 +66,7 @@ pub fn run(inv: &Invocation) -> u8 {
         Action::Submit => submit(inv),
         Action::Verify => verify(&inv.opts, &inv.flags.recipients),
         Action::PrintQueue => mailq::print_queue(&inv.opts),
-        Action::RunQueue => EX_OK,
+        Action::RunQueue => run_queue(inv),
         Action::InitAliases => check_aliases(&inv.opts.aliases),
         Action::Help => {
             println!("{USAGE}");
@@ -168,6 +170,35 @@ fn submit(inv: &Invocation) -> u8 {
             e.exit_code()
         }
     }
+}
+
+/// `-q`: the queue run once, in this process; silent unless `-v` or
+/// something fails (cron mails what a job prints). `-q30m` without `-bd`
+/// starts no periodic runner: the daemon has one, and without a daemon
+/// `postie-queue.timer` (or cron's `sendmail -q`) runs the queue; said on
+/// stderr, and the queue is run once, as sendmail's `-q30m` runs it first
+/// (an old rc line that starts a queue runner still runs it).
+fn run_queue(inv: &Invocation) -> u8 {
+    let q = &inv.flags.queue;
+    if let Some(secs) = q.interval.filter(|&s| s > 0) {
+        eprintln!(
+            "postie: warning: -q with an interval ({secs} s): postie starts no periodic queue \
+             runner (the daemon runs the queue; without one, postie-queue.timer or cron's \
+             sendmail -q); the queue is run once"
+        );
+    }
+    let request = runq::Request {
+        by: "sendmail -q".into(),
+        filter: crate::message::RunFilter {
+            ids: Vec::new(),
+            recipient: q.recipient.clone(),
+            sender: q.sender.clone(),
+            all: true,
+        },
+        id_parts: q.ids.clone(),
+        report: inv.flags.verbose,
+    };
+    runq::run_queue(&inv.opts, request, || config::service(&inv.opts))
 }
 
 /// `-bv`: how each recipient would be delivered.

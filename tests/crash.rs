@@ -158,9 +158,42 @@ fn start(fx: &Fixture) -> Server {
         .arg("127.0.0.1:0")
         .args(fx.args())
         .args(fx.own_submit_socket())
-        .args(["--lock-timeout", "5"])
+        .args(["--lock-timeout", "5", "--queue-lock-wait", "1"])
         .process_group(0);
     Server::spawn(cmd)
+}
+
+/// `postie queue flush` on the fixture's queue, in a process group of its
+/// own (killed with it, or waited for).
+fn flush(fx: &Fixture) -> std::process::Child {
+    let mut cmd = Command::new(bin());
+    cmd.args(fx.args())
+        .args(["--lock-timeout", "5", "--queue-lock-wait", "1"])
+        .args(["queue", "flush"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .process_group(0);
+    cmd.spawn().unwrap()
+}
+
+/// SIGKILL to a runner and its group, and its end waited for.
+fn kill_runner(runner: &mut std::process::Child) {
+    let pgid = Pid::from_raw(runner.id() as i32);
+    let _ = killpg(pgid, Signal::SIGKILL);
+    let _ = runner.wait();
+    assert!(
+        wait_for(Duration::from_secs(120), || !group_alive(pgid.as_raw())),
+        "the killed runner did not end"
+    );
+}
+
+/// The queue's envelope files (one an entry).
+fn queued(fx: &Fixture) -> Vec<String> {
+    std::fs::read_dir(fx.queue())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("qf"))
+        .collect()
 }
 
 /// SIGKILL to every process of the server (the delivery process too: by
@@ -313,8 +346,11 @@ fn leftovers(fx: &Fixture) -> Vec<String> {
 
 /// What recovery logs for each journal a killed server left, and for each
 /// mailbox it truncated.
-const RECOVERIES: [&str; 7] = [
+const RECOVERIES: [&str; 10] = [
     "of an interrupted delivery, undone",
+    "removed what was made of queue entry",
+    "queue entry delivered",
+    "delivered before the crash, taken off",
     " truncated from ",
     "of an interrupted delivery that had appended nothing",
     "of a delivery that had finished: nothing to undo",
@@ -326,12 +362,16 @@ const RECOVERIES: [&str; 7] = [
 /// SIGKILL at random points during delivery, at least 200 times (or
 /// `POSTIE_CRASH_KILLS`): four clients, each sending messages of 200 B to
 /// 200 KB to two or three users, and the whole server killed after a
-/// random 2 to 100 ms, then started again on the same spool. Every 20
-/// kills the mailboxes are checked: they parse (our reader and Python's),
+/// random 2 to 100 ms, then started again on the same spool. One round in
+/// four, a user's mailbox is held past the queue's short wait, so that
+/// its deliveries go to the queue, the server lives 1 to 1.7 s, and a
+/// runner (`postie queue flush`) is killed with it. Every 20 kills the
+/// queue is flushed (it must end empty) and the mailboxes are checked:
+/// they parse (our reader and Python's),
 /// every message is byte for byte one that was sent, to that user; each
-/// one told 250 is there exactly once for each recipient, each other one
-/// for all its recipients or none; and recovery leaves no journal and no
-/// lock file behind. How many kills landed in the middle of a delivery is
+/// one told 250 is there exactly once for each recipient (directly or
+/// from the queue), each other one for all its recipients or none; and
+/// recovery leaves no journal and no lock file behind. How many kills landed in the middle of a delivery is
 /// counted from the recoveries' log lines.
 #[test]
 fn sigkill_during_delivery_loses_and_duplicates_nothing() {
@@ -362,6 +402,23 @@ fn sigkill_during_delivery_loses_and_duplicates_nothing() {
         let mut logs = Vec::new();
         for _ in 0..per_spool.min(kills - done) {
             let mut srv = start(&fx);
+            // One round in four: a user's mailbox held (flock, as a mail
+            // reader holds it) past the queue's short wait, so that
+            // deliveries leave that user to the queue, and the server
+            // lives long enough for that; and a runner (`postie queue
+            // flush`) killed with the server, in the middle of its own
+            // deliveries from the queue.
+            let queue_round = rng.below(4) == 0;
+            let held = queue_round.then(|| {
+                let user = USERS[rng.below(USERS.len() as u64) as usize];
+                let f = std::fs::File::options()
+                    .create(true)
+                    .append(true)
+                    .open(fx.mailbox(user))
+                    .unwrap();
+                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).unwrap()
+            });
+            let mut runner = (queue_round && !queued(&fx).is_empty()).then(|| flush(&fx));
             let clients: Vec<_> = (0..4)
                 .map(|t| {
                     let (addr, sent) = (srv.addr, sent.clone());
@@ -370,8 +427,17 @@ fn sigkill_during_delivery_loses_and_duplicates_nothing() {
                     std::thread::spawn(move || client(addr, tag, seed, sent))
                 })
                 .collect();
-            std::thread::sleep(Duration::from_millis(2 + rng.below(99)));
+            let life = if queue_round {
+                1000 + rng.below(700)
+            } else {
+                2 + rng.below(99)
+            };
+            std::thread::sleep(Duration::from_millis(life));
             crash(&mut srv);
+            if let Some(r) = runner.as_mut() {
+                kill_runner(r);
+            }
+            drop(held);
             for c in clients {
                 c.join().unwrap();
             }
@@ -431,6 +497,20 @@ fn sigkill_during_delivery_loses_and_duplicates_nothing() {
             size: 100,
             acked: true,
         });
+        // What waits in the queue delivered, every lock free now: then
+        // the queue is empty.
+        let out = flush(&fx).wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "postie queue flush: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            queued(&fx).is_empty(),
+            "left in the queue after a flush: {:?}\n{}",
+            queued(&fx),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(srv.terminate(Duration::from_secs(20)).is_some());
         logs.push(srv.log.clone());
         // The delivery process removes its idle journals as it exits.
@@ -664,7 +744,7 @@ fn journal_lock_lines(spool: &std::path::Path, mailbox: &str) -> (Vec<String>, u
 /// stay that size (11 KB after a 10 s wait).
 #[test]
 fn journal_keeps_its_size_while_a_delivery_waits() {
-    let fx = Fixture::new();
+    let fx = Fixture::without_queue();
     for u in ["alice", "jon"] {
         std::fs::write(fx.mailbox(u), b"").unwrap();
     }

@@ -189,3 +189,193 @@ fn queue_show_and_delete() {
         .collect();
     assert_eq!(names, [link.file_name().unwrap()], "{names:?}");
 }
+
+/// The daemon runs the queue on a thread of the process that delivers
+/// (the delivery process, started as root; else the daemon itself), from
+/// the start and every `--queue-run-interval` at most; SIGTERM stops it
+/// with the daemon.
+#[test]
+fn the_daemon_runs_the_queue_where_it_delivers() {
+    let fx = Fixture::new();
+    let mut srv = Server::start(&fx, &["--queue-run-interval", "2h"]);
+    let log = srv.log_with(&["queue runner started"]);
+    let pid = if nix::unistd::geteuid().is_root() {
+        let line = log
+            .lines()
+            .find(|l| l.contains("keeps root"))
+            .unwrap_or_else(|| panic!("no delivery process: {log}"));
+        let after = line.split("delivery process ").nth(1).unwrap();
+        after.split(' ').next().unwrap().to_owned()
+    } else {
+        srv.child.id().to_string()
+    };
+    assert!(
+        log.contains(&format!(
+            "queue runner started in process {pid}: the queue is looked at every 7200 s at least"
+        )),
+        "{log}"
+    );
+    let status = srv.terminate(std::time::Duration::from_secs(60));
+    assert_eq!(status.map(|s| s.code()), Some(Some(0)), "{}", srv.log());
+}
+
+/// `postie queue run` and `flush`: for root and the queue directory's
+/// owner (the fixture's queue is the test user's), one summary line on
+/// stdout and in the log, EX_OK; named ids checked first (EX_DATAERR,
+/// nothing run) and against the queue (EX_NOINPUT); no queue directory is
+/// an empty queue; a directory that is not the queue's is EX_CONFIG. Each
+/// entry run is delivered (how is for the delivery tests).
+#[test]
+fn queue_run_and_flush() {
+    let fx = Fixture::new();
+    let empty =
+        |verb: &str| format!("postie queue {verb}: 0 entries, 0 delivered, 0 deferred, 0 failed\n");
+    for verb in ["run", "flush"] {
+        let out = queue(&fx, &[verb]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), empty(verb));
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("queue run by postie queue {verb}: 0 entries")),
+            "not logged: {err}"
+        );
+    }
+    let q = postie::queue::Queue::open(&fx.queue()).unwrap();
+    // A new entry for each run: a run delivers it (alice) and returns
+    // what cannot be (bob, no such user), and it is gone.
+    let fresh = || {
+        let mut entry = queue_entry();
+        q.create(&mut entry, &mut &b"Subject: hi\n\nhello\n"[..])
+            .unwrap();
+        entry.id
+    };
+    for n in 0..3 {
+        let id = fresh();
+        let args: &[&str] = match n {
+            0 => &["run"],
+            1 => &["flush", &id],
+            _ => &["run", "--recipient", "bob", "--sender", "jon@", &id],
+        };
+        let out = queue(&fx, args);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        let verb = args[0];
+        assert!(
+            text(&out.stdout).starts_with(&format!("postie queue {verb}: ")),
+            "{args:?}: {}",
+            text(&out.stdout)
+        );
+        if n < 2 {
+            assert!(q.load(&id).is_err(), "{args:?}: the entry was run");
+            assert_eq!(python_mbox(&fx.mailbox("alice")).len(), n + 1);
+        } else {
+            // --recipient bob: bob's part only (returned); alice waits.
+            let left = q.load(&id).unwrap();
+            let users: Vec<&str> = left.pending.iter().map(|p| p.user.as_str()).collect();
+            assert_eq!(users, ["alice"], "{args:?}");
+            assert_eq!(python_mbox(&fx.mailbox("alice")).len(), 2);
+            q.remove(&id).unwrap();
+        }
+    }
+    // Ids: malformed ones run nothing; unknown ones are said, the others
+    // run.
+    let unknown = "00000000000000000000000000";
+    let id = fresh();
+    let out = queue(&fx, &["flush", &id, "../x"]);
+    assert_eq!(out.status.code(), Some(65), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
+    assert!(
+        !text(&out.stderr).contains("queue run by"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = queue(&fx, &["flush", unknown]);
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains(&format!("{unknown}: no such entry in the queue")),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(text(&out.stdout), empty("flush"), "nothing run");
+    assert!(q.load(&id).is_ok(), "nothing run");
+    let out = queue(&fx, &["flush", unknown, &id]);
+    assert_eq!(out.status.code(), Some(66), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("queue run by postie queue flush"));
+    assert!(q.load(&id).is_err(), "the entry named was run");
+
+    // A queue directory others may write is none: EX_CONFIG.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(fx.queue(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = queue(&fx, &["run"]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("lets others write it"),
+        "{}",
+        text(&out.stderr)
+    );
+    // No queue directory: nothing queued (root; anyone else has no
+    // directory of theirs to run, and is refused).
+    std::fs::remove_dir_all(fx.queue()).unwrap();
+    let out = queue(&fx, &["run"]);
+    if nix::unistd::geteuid().is_root() {
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), empty("run"));
+    } else {
+        assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
+    }
+}
+
+/// A user who is neither root nor the queue directory's owner may not run
+/// it: EX_NOPERM, sendmail's words, nothing run.
+#[test]
+fn queue_run_refused_to_others() {
+    let fx = Fixture::new();
+    let check = |out: &Output| {
+        assert_eq!(out.status.code(), Some(77), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "");
+        assert!(
+            text(&out.stderr).contains("You do not have permission to process the queue"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!text(&out.stderr).contains("queue run by"));
+    };
+    if !nix::unistd::geteuid().is_root() {
+        // A queue of root's.
+        for verb in ["run", "flush"] {
+            let mut all = fx.args();
+            let dir = all.iter().position(|a| a == "--queue-dir").unwrap();
+            all[dir + 1] = "/".into();
+            all.extend(["queue".into(), verb.into()]);
+            check(&run_postie(&all));
+        }
+        return;
+    }
+    let Ok(Some(nobody)) = nix::unistd::User::from_name("nobody") else {
+        println!("SKIP queue_run_refused_to_others: root, and no user nobody to be");
+        return;
+    };
+    let as_nobody = |verb: &str| {
+        let mut all = fx.args();
+        all.extend(["queue".into(), verb.into()]);
+        Command::new(bin())
+            .args(&all)
+            .stdin(Stdio::null())
+            .uid(nobody.uid.as_raw())
+            .gid(nobody.gid.as_raw())
+            .output()
+            .unwrap()
+    };
+    for verb in ["run", "flush"] {
+        check(&as_nobody(verb));
+    }
+    // Its owner may.
+    std::os::unix::fs::chown(fx.queue(), Some(nobody.uid.as_raw()), None).unwrap();
+    let out = as_nobody("run");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).starts_with("postie queue run: "));
+}

@@ -1083,8 +1083,8 @@ fn link(fx: &Fixture, name: &str) -> PathBuf {
 /// `mailq` and `sendmail -bp` list the queue of the configuration file
 /// (`queue-dir`) for root, in sendmail's format; refuse anyone else with
 /// EX_NOPERM (sendmail's restrictmailq); never follow a symbolic link in
-/// the queue, nor list a queue directory of another user's. `-q`: nothing
-/// to do yet.
+/// the queue, nor list a queue directory of another user's. `-q` (the
+/// link's): runs the queue, silently (`q_runs_the_queue_for_its_owner_only`).
 #[test]
 fn mailq_and_queue_runs() {
     use std::os::unix::process::CommandExt;
@@ -1092,8 +1092,8 @@ fn mailq_and_queue_runs() {
     let conf = sendmail_conf(&fx, &no_socket(&fx), "");
     let mailq = link(&fx, "mailq");
     let sm = link(&fx, "sendmail");
-    let out = run(Command::new(&sm).arg("-C").arg(&conf).arg("-q30m"), b"");
-    assert_eq!(out.status.code(), Some(0));
+    let out = run(Command::new(&sm).arg("-C").arg(&conf).arg("-q"), b"");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "");
     let refused = |out: &Output| {
         assert_eq!(out.status.code(), Some(77), "{}", stderr(out));
@@ -1477,4 +1477,161 @@ fn bd_serves_on_the_configured_listen_address() {
     c.send_message("a@b.example", "jon", b"Subject: via -bd\r\n\r\nhi\r\n");
     c.expect("QUIT", 221);
     assert_eq!(body_of(&fx, "jon", 0), "hi\n");
+    // Without -q, the daemon's runner keeps its default interval.
+    assert!(
+        srv.log_has("the queue is looked at every 300 s"),
+        "{}",
+        srv.log()
+    );
+}
+
+/// `sendmail -bd -q30m`: the daemon, whose queue runner looks at the
+/// queue every 30 minutes (sendmail's periodic queue runs).
+#[test]
+fn bd_with_an_interval_runs_the_queue_that_often() {
+    let fx = Fixture::new();
+    let port = free_port();
+    let sock = fx.dir.path().join("bd.sock");
+    let cmd = sendmail_with(
+        &fx,
+        &sock,
+        &format!("listen = 127.0.0.1:{port}\n"),
+        &["-bd", "-q30m"],
+    );
+    let srv = Server::spawn_at(cmd, format!("127.0.0.1:{port}").parse().unwrap());
+    assert!(
+        srv.log_has("the queue is looked at every 1800 s"),
+        "{}",
+        srv.log()
+    );
+}
+
+/// `sendmail -q`: the queue run in this process, for root and for the
+/// queue directory's owner, silent (cron mails what a job prints) unless
+/// -v; refused to anyone else with sendmail's words and EX_NOPERM;
+/// sendmail's -q options that postie has not are usage errors. What the
+/// run delivers is the queue's tests'.
+#[test]
+fn q_runs_the_queue_for_its_owner_only() {
+    let fx = Fixture::new();
+    let conf = sendmail_conf(&fx, &no_socket(&fx), "");
+    let q = |args: &[&str]| {
+        let mut cmd = Command::new(bin());
+        cmd.arg("sendmail").arg("-C").arg(&conf).args(args);
+        run(cmd, b"")
+    };
+    for args in [&["-q"][..], &["-qf"], &["-qRjon", "-qS", "bob"]] {
+        let out = q(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), "", "{args:?}");
+        assert!(
+            stderr(&out).contains("queue run by sendmail -q: "),
+            "{args:?}: not logged: {}",
+            stderr(&out)
+        );
+    }
+    let out = q(&["-v", "-q"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("sendmail -q: "),
+        "{}",
+        stdout(&out)
+    );
+    // -qI matching no entry: nothing to run.
+    let out = q(&["-v", "-qI0069"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "sendmail -q: 0 entries, 0 delivered, 0 deferred, 0 failed\n"
+    );
+    // An entry, and an empty queue: the same.
+    let queue = postie::queue::Queue::open(&fx.queue()).unwrap();
+    let mut entry = queue_entry();
+    queue
+        .create(&mut entry, &mut &b"Subject: hi\n\nhello\n"[..])
+        .unwrap();
+    let out = q(&["-q"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // No queue directory: nothing queued, nothing to do, for root; no
+    // directory of one's own for anyone else, who is refused.
+    std::fs::remove_dir_all(fx.queue()).unwrap();
+    let out = q(&["-v", "-q"]);
+    if is_root() {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_eq!(
+            stdout(&out),
+            "sendmail -q: 0 entries, 0 delivered, 0 deferred, 0 failed\n"
+        );
+    } else {
+        assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
+    }
+    std::fs::create_dir(fx.queue()).unwrap();
+    std::fs::set_permissions(fx.queue(), std::fs::Permissions::from_mode(0o700)).unwrap();
+
+    for (args, says) in [
+        (&["-q!Rjon"][..], "option -q!Rjon is not supported"),
+        (&["-qGmain"], "option -qGmain is not supported"),
+        (&["-q", "jon"], "no recipients with -q"),
+        (&["-qR"], "option -qR needs a value"),
+    ] {
+        let out = q(args);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(says), "{args:?}: {}", stderr(&out));
+    }
+    // -q30m alone starts no periodic runner: said, and the queue is run
+    // once.
+    let out = q(&["-q30m"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("postie starts no periodic queue runner"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("queue run by sendmail -q"),
+        "{}",
+        stderr(&out)
+    );
+
+    // Another user: refused (as root, nobody; otherwise, a queue of
+    // root's).
+    let refused = |out: &Output| {
+        assert_eq!(out.status.code(), Some(77), "{}", stderr(out));
+        assert_eq!(stdout(out), "");
+        assert!(
+            stderr(out).contains("You do not have permission to process the queue"),
+            "{}",
+            stderr(out)
+        );
+    };
+    if !is_root() {
+        let lines = fx.config_lines().replace(
+            &format!("queue-dir = {}", fx.queue().display()),
+            "queue-dir = /",
+        );
+        let conf = fx.write_config(&lines);
+        let mut cmd = Command::new(bin());
+        cmd.arg("sendmail").arg("-C").arg(&conf).arg("-q");
+        refused(&run(cmd, b""));
+        println!("SKIP q_runs_the_queue_for_its_owner_only (as nobody): not root");
+        return;
+    }
+    open_to_all(&fx);
+    let mut cmd = Command::new(bin());
+    cmd.arg("sendmail").arg("-C").arg(&conf).arg("-q");
+    let Some(cmd) = unprivileged(cmd, "q_runs_the_queue_for_its_owner_only") else {
+        return;
+    };
+    refused(&run(cmd, b""));
+    // The queue directory's owner may (a daemon of that user's).
+    std::os::unix::fs::chown(fx.queue(), Some(65534), Some(65534)).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.arg("sendmail").arg("-C").arg(&conf).args(["-v", "-q"]);
+    let out = run(unprivileged(cmd, "").unwrap(), b"");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("sendmail -q: "),
+        "{}",
+        stdout(&out)
+    );
 }

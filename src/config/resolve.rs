@@ -240,9 +240,9 @@ fn queue_setup(o: &Options) -> Option<QueueSetup> {
     let queue = match Queue::open(&o.queue_dir) {
         Ok(q) => q,
         Err(e) => {
+            // (The error names the directory.)
             log::info!(
-                "queue {}: {e}: no queue; a recipient that cannot take a message at once defers all of it",
-                o.queue_dir.display()
+                "{e}: no queue; a recipient that cannot take a message at once defers all of it"
             );
             return None;
         }

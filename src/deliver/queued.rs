@@ -99,6 +99,11 @@ impl Deliverer {
                     }
                     .log();
                 }
+                if !left.is_empty() {
+                    // This process's runner, if it has one, learns when
+                    // the new entry is due.
+                    crate::queue_runner::wake();
+                }
                 (Outcome::Delivered, delivered)
             }
             Err(f) => {
@@ -166,6 +171,10 @@ impl Deliverer {
             }
         };
         for entry in &listing.entries {
+            if crate::queue_runner::stopping() {
+                // The daemon stops: the rest waits for the next run.
+                break;
+            }
             if !picked(filter, entry) {
                 continue;
             }

@@ -111,6 +111,15 @@ pub enum Event<'a> {
     Timeout { id: &'a str },
     /// Root deleted a queue entry (`postie queue delete`).
     QueueDeleted { id: &'a str },
+    /// A run of the queue that looked at entries: who ran it (`sendmail
+    /// -q`, `postie queue flush`, the daemon's runner) and what it did.
+    QueueRun {
+        by: &'a str,
+        entries: usize,
+        delivered: usize,
+        deferred: usize,
+        failed: usize,
+    },
     /// A command answered 4xx or 5xx.
     Reject {
         id: &'a str,
@@ -204,7 +213,8 @@ impl Event<'_> {
             | Deferred { .. }
             | Queued { .. }
             | Bounced { .. }
-            | QueueDeleted { .. } => Level::Info,
+            | QueueDeleted { .. }
+            | QueueRun { .. } => Level::Info,
             TooManyConnections { .. }
             | TooManyLocal { .. }
             | NoPeerCredentials { .. }
@@ -244,7 +254,8 @@ impl Event<'_> {
             | Deferred { .. }
             | Queued { .. }
             | Bounced { .. }
-            | QueueDeleted { .. } => "postie::maillog",
+            | QueueDeleted { .. }
+            | QueueRun { .. } => "postie::maillog",
             NotPassed { .. } | BadAnswer { .. } | DeliveryProcessFailed { .. } => "postie::privsep",
         }
     }
@@ -289,6 +300,17 @@ impl fmt::Display for Event<'_> {
             SessionTime { id } => write!(f, "{id}: session time limit reached"),
             Timeout { id } => write!(f, "{id}: timeout"),
             QueueDeleted { id } => write!(f, "{id}: deleted (postie queue delete)"),
+            QueueRun {
+                by,
+                entries,
+                delivered,
+                deferred,
+                failed,
+            } => write!(
+                f,
+                "queue run by {by}: {entries} entries, {delivered} delivered, \
+                 {deferred} deferred, {failed} failed"
+            ),
             Reject { id, command, reply } => write!(
                 f,
                 "{id}: reject: {:?}: {}",
@@ -582,6 +604,23 @@ mod tests {
             info(
                 "postie::maillog",
                 "0123456789abcdef: deleted (postie queue delete)"
+            )
+        );
+    }
+
+    #[test]
+    fn queue_run() {
+        assert_eq!(
+            line(&Event::QueueRun {
+                by: "sendmail -q",
+                entries: 3,
+                delivered: 2,
+                deferred: 1,
+                failed: 0
+            }),
+            info(
+                "postie::maillog",
+                "queue run by sendmail -q: 3 entries, 2 delivered, 1 deferred, 0 failed"
             )
         );
     }

@@ -9,6 +9,10 @@
 //! the two things that need privilege: the RCPT-time check of a mailbox,
 //! and the delivery itself.
 //!
+//! The delivery process of a daemon also runs the queue, on a thread of
+//! its own ([`crate::queue_runner`]): the queue is its own, and the SMTP
+//! side can neither read nor write it.
+//!
 //! The channel: the parent opens one stream socketpair per concurrent
 //! request and hands one end to the child over the control socket
 //! (SCM_RIGHTS); the child serves each on its own thread. A request is a
@@ -110,7 +114,11 @@ impl Limits {
 /// `uid`/`gid` (`user` names them in the log) and returns its view of the
 /// child, to deliver through. `inherited` are the descriptors the child
 /// must not keep (listening sockets, the client's socket): they are
-/// pointed at /dev/null there. Call while single-threaded.
+/// pointed at /dev/null there. With `queue_runner` (the daemon's
+/// `--queue-run-interval`), the child runs the queue on a thread of its
+/// own ([`crate::queue_runner`]) while it serves. Call while
+/// single-threaded.
+#[allow(clippy::too_many_arguments)]
 pub fn split(
     delivery: Arc<dyn Delivery>,
     lookup: Arc<UserLookup>,
@@ -119,6 +127,7 @@ pub fn split(
     uid: u32,
     gid: u32,
     inherited: &[std::os::fd::RawFd],
+    queue_runner: Option<std::time::Duration>,
 ) -> io::Result<Arc<dyn Delivery>> {
     let (smtp_end, delivery_end) = UnixStream::pair()?;
     // Before the fork, so that the delivery process has the higher limit
@@ -139,8 +148,18 @@ pub fn split(
             // Deliveries a crash interrupted are undone before any request
             // is served.
             delivery.recover();
+            // The queue is the delivery process's: its runner is here, on
+            // a thread that has the signals blocked as above.
+            let runner = queue_runner.and_then(|interval| {
+                crate::queue_runner::Runner::start(delivery.clone(), interval)
+                    .map_err(|e| log::error!("delivery process: no queue runner: {e}"))
+                    .ok()
+            });
             log::info!("delivery process {} serving", std::process::id());
             serve_delivery(delivery_end, delivery.clone(), lookup, limits);
+            // The SMTP side is gone: no new run of the queue (one in
+            // progress finishes first).
+            drop(runner);
             // The SMTP side has let go, and waits for this process to end.
             // A process that died while this one served (a crashed postie
             // still exiting when this one started, an inetd session) may

@@ -36,7 +36,7 @@ pub enum Action {
     PrintQueue,
     /// Check the aliases file (`-bi`, `-I`, `newaliases`).
     InitAliases,
-    /// Run the queue (`-q`): nothing to do.
+    /// Run the queue (`-q`, `-qR...`, `-qS...`, `-qI...`).
     RunQueue,
     /// `--help`.
     Help,
@@ -99,6 +99,26 @@ pub struct Flags {
     /// postie's own long options, each as one `--name=value` (or `--name`)
     /// argument, for `cli::parse`.
     pub postie_args: Vec<OsString>,
+    /// What `-q` said besides "run the queue".
+    pub queue: QueueRun,
+}
+
+/// What the `-q` options said, sendmail 8's: `-q` (and `-qf`, in the
+/// foreground, which is the only way postie runs it) runs every entry;
+/// `-qRsubstr`, `-qSsubstr`, `-qIsubstr` only those with a recipient,
+/// the sender or the queue id holding the substring (`-qR substr`, as a
+/// separate argument, too); `-q30m` (`-q1h30m`, `-qp30m`), an interval:
+/// with `-bd`, the daemon's `--queue-run-interval`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QueueRun {
+    /// `-qTIME`: the interval, in seconds (0: none, as `-q0`).
+    pub interval: Option<u64>,
+    /// `-qI`: queue ids holding any of these (lowercase: ids are).
+    pub ids: Vec<String>,
+    /// `-qR`: a recipient address holding this.
+    pub recipient: Option<String>,
+    /// `-qS`: the sender address holding this.
+    pub sender: Option<String>,
 }
 
 /// A command line that cannot be obeyed: exit 64 (EX_USAGE) with a usage
@@ -121,6 +141,10 @@ pub enum UsageError {
     /// A `-N`, `-R` or `-V` value that is not one: the option, the value
     /// and what it must be.
     BadDsn(char, String, &'static str),
+    /// An option of sendmail's that postie does not have: it and why.
+    Unsupported(String, &'static str),
+    /// Recipients given with `-q`.
+    RecipientsWithQueueRun,
 }
 
 impl fmt::Display for UsageError {
@@ -136,6 +160,10 @@ impl fmt::Display for UsageError {
             ),
             UsageError::BadSender(a, why) => write!(f, "{a}... bad sender address: {why}"),
             UsageError::BadDsn(c, v, why) => write!(f, "invalid -{c} value {v:?}: {why}"),
+            UsageError::Unsupported(o, why) => write!(f, "option {o} is not supported: {why}"),
+            UsageError::RecipientsWithQueueRun => f.write_str(
+                "no recipients with -q: it runs the queue (-qR substr picks entries by recipient)",
+            ),
         }
     }
 }
@@ -153,8 +181,9 @@ pub fn sender(given: &str) -> Result<Option<Mailbox>, UsageError> {
 
 /// The usage line printed after a usage error.
 pub const USAGE: &str = "usage: sendmail [-t] [-i] [-f sender] [-F full-name] \
-[-N dsn] [-R ret] [-V envid] [-bm | -bs | -bd | -bv | -bp | -bi] [-q] [-C file] \
-[--postie-option ...] [--] [recipient ...]";
+[-N dsn] [-R ret] [-V envid] [-bm | -bs | -bd | -bv | -bp | -bi] \
+[-q[f|time] | -qR substr | -qS substr | -qI substr] [-C file] [--postie-option ...] [--] \
+[recipient ...]";
 
 /// sendmail's flags without a value: `-t`, `-i`, `-v`, and those accepted
 /// and ignored (`-m` "me too", `-n` no aliasing, `-G` gateway, `-U` initial
@@ -242,6 +271,8 @@ pub fn parse(
             if c == 'q' {
                 // `-q`, `-q30m`, `-qIid`: an optional attached value.
                 queue_run = true;
+                let mut value = || next(&mut i).map(|v| utf8(v).map(str::to_owned));
+                queue_option(&mut flags.queue, rest, &mut value)?;
                 break;
             }
             if c.is_ascii() && NO_VALUE.contains(&(c as u8)) {
@@ -304,6 +335,10 @@ pub fn parse(
     if needs_recipients && flags.recipients.is_empty() {
         return Err(UsageError::NoRecipients);
     }
+    if flags.action == Action::RunQueue && !flags.recipients.is_empty() {
+        // As Postfix's sendmail ("flush mode requires no recipient").
+        return Err(UsageError::RecipientsWithQueueRun);
+    }
     Ok(flags)
 }
 
@@ -326,6 +361,91 @@ fn dsn_flag(dsn: &mut Dsn, c: char, value: &str) -> Result<(), UsageError> {
         _ => dsn.envid = Some(EnvId::parse(value).map_err(bad)?),
     }
     Ok(())
+}
+
+/// Reads one `-q` option: `value` is what follows the `q` in its
+/// argument; `next` gives the next argument, for `-qR substr`.
+fn queue_option(
+    q: &mut QueueRun,
+    value: &str,
+    next: &mut dyn FnMut() -> Option<Result<String, UsageError>>,
+) -> Result<(), UsageError> {
+    let option = format!("-q{value}");
+    let unsupported = |why| Err(UsageError::Unsupported(option.clone(), why));
+    let Some(letter) = value.chars().next() else {
+        return Ok(());
+    };
+    match letter {
+        'f' if value.len() == 1 => Ok(()),
+        '!' => unsupported("postie picks entries by what they hold, not by what they lack"),
+        'G' => unsupported("postie has one queue, no queue groups"),
+        'Q' => unsupported("postie quarantines nothing"),
+        'I' | 'R' | 'S' => {
+            let substr = match &value[1..] {
+                "" => next().ok_or_else(|| UsageError::MissingValue(option.clone()))??,
+                attached => attached.to_owned(),
+            };
+            if substr.is_empty() {
+                return Err(UsageError::MissingValue(option));
+            }
+            let once = |slot: &mut Option<String>| match slot {
+                Some(_) => unsupported("one substring for each of -qR and -qS"),
+                None => {
+                    *slot = Some(substr.clone());
+                    Ok(())
+                }
+            };
+            match letter {
+                'I' => {
+                    q.ids.push(substr.to_ascii_lowercase());
+                    Ok(())
+                }
+                'R' => once(&mut q.recipient),
+                _ => once(&mut q.sender),
+            }
+        }
+        // A persistent runner: the daemon's runner is one; `-qp` alone
+        // runs the queue once, as `-q`.
+        'p' if value.len() == 1 => Ok(()),
+        'p' => set_interval(q, &value[1..], &option),
+        '0'..='9' => set_interval(q, value, &option),
+        _ => Err(UsageError::Unknown(option)),
+    }
+}
+
+fn set_interval(q: &mut QueueRun, time: &str, option: &str) -> Result<(), UsageError> {
+    let secs = queue_interval(time).ok_or_else(|| UsageError::Unknown(option.to_owned()))?;
+    q.interval = Some(secs);
+    Ok(())
+}
+
+/// sendmail's time for `-q`: numbers each with a unit (`s`, `m`, `h`,
+/// `d`, `w`), summed (`1h30m`); a number without one is minutes, as
+/// sendmail reads it.
+fn queue_interval(time: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut rest = time;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: u64 = rest[..digits].parse().ok()?;
+        let (unit, tail) = match rest[digits..].chars().next() {
+            Some(u) => (u, &rest[digits + 1..]),
+            None => ('m', ""),
+        };
+        let scale = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            'w' => 604_800,
+            _ => return None,
+        };
+        total = total.checked_add(n.checked_mul(scale)?)?;
+        rest = tail;
+    }
+    (total <= 10 * 365 * 86_400).then_some(total)
 }
 
 /// The mode of `-bX`.
@@ -557,6 +677,10 @@ mod tests {
                 Flags {
                     action: Action::Daemon,
                     recipients: vec![],
+                    queue: QueueRun {
+                        interval: Some(1800),
+                        ..QueueRun::default()
+                    },
                     ..base()
                 },
             ),
@@ -727,6 +851,67 @@ mod tests {
             ),
         ];
         for (args, want) in cases {
+            assert_eq!(p(args), Err(want), "{args:?}");
+        }
+    }
+
+    /// sendmail 8's `-q` options: the substrings attached or (postie's
+    /// leniency) as the next argument, several letters together, times
+    /// with units summed (minutes without one); what postie has not is
+    /// refused by name.
+    #[test]
+    fn queue_runs() {
+        let q = |args: &[&str]| {
+            let f = p(args).unwrap();
+            assert_eq!(f.action, Action::RunQueue, "{args:?}");
+            f.queue
+        };
+        assert_eq!(q(&["-q"]), QueueRun::default());
+        assert_eq!(q(&["-qf"]), QueueRun::default());
+        assert_eq!(q(&["-qp"]), QueueRun::default());
+        assert_eq!(
+            q(&["-qSroot", "-qR", "biff@here", "-qI0069", "-qIABC"]),
+            QueueRun {
+                sender: Some("root".into()),
+                recipient: Some("biff@here".into()),
+                ids: vec!["0069".into(), "abc".into()],
+                interval: None,
+            }
+        );
+        assert_eq!(q(&["-iqRjon"]).recipient.as_deref(), Some("jon"));
+        for (arg, secs) in [
+            ("-q30m", 1800),
+            ("-q1h30m", 5400),
+            ("-q90", 5400),
+            ("-q45s", 45),
+            ("-q1d", 86_400),
+            ("-qp15m", 900),
+            ("-q0", 0),
+        ] {
+            assert_eq!(q(&[arg]).interval, Some(secs), "{arg}");
+        }
+        // With -bd, the interval is the daemon's; the action -bd's.
+        let f = p(&["-q1h", "-bd"]).unwrap();
+        assert_eq!((f.action, f.queue.interval), (Action::Daemon, Some(3600)));
+
+        let unsupported = |args: &[&str], option: &str| match p(args) {
+            Err(UsageError::Unsupported(o, _)) => assert_eq!(o, option, "{args:?}"),
+            other => panic!("{args:?}: {other:?}"),
+        };
+        unsupported(&["-q!Rjon"], "-q!Rjon");
+        unsupported(&["-q!", "Rjon"], "-q!");
+        unsupported(&["-qGmain"], "-qGmain");
+        unsupported(&["-qQspam"], "-qQspam");
+        unsupported(&["-qRa", "-qRb"], "-qRb");
+        for (args, want) in [
+            (&["-qR"][..], UsageError::MissingValue("-qR".into())),
+            (&["-qS", ""], UsageError::MissingValue("-qS".into())),
+            (&["-q30x"], UsageError::Unknown("-q30x".into())),
+            (&["-q1h30x"], UsageError::Unknown("-q1h30x".into())),
+            (&["-qx"], UsageError::Unknown("-qx".into())),
+            (&["-q", "jon"], UsageError::RecipientsWithQueueRun),
+            (&["-qRjon", "jon"], UsageError::RecipientsWithQueueRun),
+        ] {
             assert_eq!(p(args), Err(want), "{args:?}");
         }
     }

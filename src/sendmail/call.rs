@@ -287,9 +287,16 @@ pub fn parse(call: Call) -> Result<Invocation, ParseError> {
         cli::Mode::Serve { listen } => listen,
         _ => Vec::new(),
     };
+    let mut opts = loaded.cli.opts;
+    if let (Action::Daemon, Some(secs)) = (flags.action, flags.queue.interval) {
+        // `-bd -q30m`: how often the daemon's runner looks at the queue
+        // (over the file's queue-run-interval; harmless per call, unlike
+        // the option itself, which names no path).
+        opts.queue_run_interval = secs;
+    }
     Ok(Invocation {
         flags,
-        opts: loaded.cli.opts,
+        opts,
         listen,
     })
 }
@@ -473,6 +480,21 @@ mod tests {
                 "--{long}"
             );
         }
+    }
+
+    /// `-bd -q30m`: the daemon's runner looks at the queue every 30
+    /// minutes, over the default (and the file); `-q30m` alone changes
+    /// no option.
+    #[test]
+    fn bd_with_an_interval_sets_the_runners() {
+        let interval = |argv: &[&str]| {
+            let inv = parse(Call::from_argv(&os(argv)).unwrap()).unwrap();
+            inv.opts.queue_run_interval
+        };
+        assert_eq!(interval(&["sendmail", "-bd", "-q30m"]), 1800);
+        assert_eq!(interval(&["sendmail", "-q1h", "-bd"]), 3600);
+        assert_eq!(interval(&["sendmail", "-bd"]), 300);
+        assert_eq!(interval(&["sendmail", "-q30m"]), 300);
     }
 
     #[test]

@@ -139,14 +139,16 @@ impl Service {
     /// Moves delivery to a process of its own that keeps root, and drops
     /// this one to `uid`/`gid` (see [`privsep`]); `inherited` are the
     /// descriptors the delivery process must not keep. The delivery process
-    /// looks users up in this service's user database. Call while
-    /// single-threaded.
+    /// looks users up in this service's user database, and runs the queue
+    /// every `queue_runner` at most if given (the daemon; not inetd's
+    /// one session). Call while single-threaded.
     pub fn separate(
         mut self,
         user: &str,
         uid: u32,
         gid: u32,
         inherited: &[std::os::fd::RawFd],
+        queue_runner: Option<Duration>,
     ) -> io::Result<Self> {
         let recipients = self.rcpt.recipients.clone();
         let lookup = move |name: &str| recipients.user(name).ok().flatten();
@@ -160,8 +162,15 @@ impl Service {
             uid,
             gid,
             inherited,
+            queue_runner,
         )?;
         Ok(self)
+    }
+
+    /// Delivery, shared: for the queue runner of a process that delivers
+    /// itself (not separated).
+    pub fn shared_delivery(&self) -> Arc<dyn Delivery> {
+        self.rcpt.delivery.clone()
     }
 
     /// A session id unique on this host: start time, pid, and a counter.
