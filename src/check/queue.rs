@@ -6,8 +6,9 @@
 //! only one that reads the queue (and the scan may remove the leftovers
 //! of a crash, as every scan of the store does).
 //!
-//! Nothing writes the queue yet (issue 10), so a missing directory is a
-//! warning that says how to make it; an unsafe one is an error.
+//! A missing directory is a warning that says how to make it (postie runs
+//! without a queue then: a recipient that cannot take a message at once
+//! defers all of it); an unsafe one is an error.
 
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -34,8 +35,8 @@ pub(super) fn queue(r: &mut Report, dir: &Path) {
                 format!("install -d -m 0700 {shown}")
             };
             return r.warn(format!(
-                "queue {shown}: no such directory; nothing is queued yet, but the queue will \
-                 need it: {how}"
+                "queue {shown}: no such directory; without it a recipient that cannot take a \
+                 message at once defers the whole message: {how}"
             ));
         }
         Err(e) => {
