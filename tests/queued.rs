@@ -141,3 +141,87 @@ fn a_full_queue_filesystem_is_452_and_writes_nothing() {
     assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 1);
     assert!(queue_files(&fx).is_empty());
 }
+
+/// Holds `user`'s mailbox in `fx` with flock, as a mail reader holds it,
+/// until dropped.
+fn hold(fx: &Fixture, user: &str) -> nix::fcntl::Flock<std::fs::File> {
+    let f = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(fx.mailbox(user))
+        .unwrap();
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).unwrap()
+}
+
+/// The first test: a recipient whose mailbox is held with flock
+/// for the whole transaction. The client gets 250; the other recipient
+/// has the message at once; the busy one's waits in the queue (listed by
+/// `postie queue` for root, its last error 4.2.0), and once the lock goes
+/// the daemon's queue runner delivers it, exactly once, and the queue is
+/// empty.
+#[test]
+fn a_flocked_recipient_gets_250_and_the_message_from_the_runner_once() {
+    let fx = Fixture::new();
+    let held = hold(&fx, "jon");
+    let srv = Server::start(
+        &fx,
+        &[
+            "--queue-lock-wait",
+            "1",
+            "--minimal-backoff",
+            "1s",
+            "--maximal-backoff",
+            "2s",
+        ],
+    );
+    let mut c = srv.connect();
+    c.reply();
+    c.expect("HELO c", 250);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect("RCPT TO:<alice>", 250);
+    c.expect("RCPT TO:<jon>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: busy\r\n\r\none of two waits\r\n.\r\n");
+    c.expect_reply(250);
+    assert_eq!(python_mbox(&fx.mailbox("alice")).len(), 1);
+    assert_eq!(fx.read_mailbox("jon"), b"");
+    let files = queue_files(&fx);
+    assert_eq!(files.len(), 2, "{files:?}");
+    let id = files[0].strip_prefix("df").unwrap().to_string();
+    assert!(srv.log_has(&format!("to=<jon> size=")), "{}", srv.log());
+    assert!(srv.log_has(&format!("queue={id}")), "{}", srv.log());
+    if nix::unistd::geteuid().is_root() {
+        let mut args = fx.args();
+        args.push("queue".into());
+        let out = run_postie(&args);
+        let listing = String::from_utf8_lossy(&out.stdout);
+        assert!(listing.contains(&id), "{listing}");
+        assert!(listing.contains("<a@b.example>"), "{listing}");
+        assert!(listing.contains("4.2.0"), "{listing}");
+        assert!(listing.contains("jon"), "{listing}");
+    }
+    drop(held);
+    assert!(
+        wait_for(std::time::Duration::from_secs(60), || queue_files(&fx)
+            .is_empty()),
+        "the runner did not deliver: {:?}\n{}",
+        queue_files(&fx),
+        srv.log()
+    );
+    let jon = python_mbox(&fx.mailbox("jon"));
+    assert_eq!(jon.len(), 1);
+    assert_eq!(jon[0].subject, "busy");
+    assert_eq!(jon[0].body, b"one of two waits\n");
+    assert_eq!(jon[0].return_path, "<a@b.example>");
+    assert_eq!(python_mbox(&fx.mailbox("alice")).len(), 1);
+    // Nothing more to do for anyone: a flush changes nothing.
+    let mut args = fx.args();
+    args.extend(["queue".into(), "flush".into()]);
+    let out = run_postie(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 1);
+}

@@ -1509,8 +1509,8 @@ fn bd_with_an_interval_runs_the_queue_that_often() {
 /// `sendmail -q`: the queue run in this process, for root and for the
 /// queue directory's owner, silent (cron mails what a job prints) unless
 /// -v; refused to anyone else with sendmail's words and EX_NOPERM;
-/// sendmail's -q options that postie has not are usage errors. What the
-/// run delivers is the queue's tests'.
+/// sendmail's -q options that postie has not are usage errors. What an
+/// entry holds is delivered, or returned.
 #[test]
 fn q_runs_the_queue_for_its_owner_only() {
     let fx = Fixture::new();
@@ -1552,6 +1552,16 @@ fn q_runs_the_queue_for_its_owner_only() {
         .unwrap();
     let out = q(&["-q"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // What it held went: alice has the message; bob (no such user) is
+    // returned, and as jon@frogbog is no local sender, to postmaster
+    // (root here); the entry is gone.
+    assert!(queue.load(&entry.id).is_err(), "{}", stderr(&out));
+    let alice = python_mbox(&fx.mailbox("alice"));
+    assert_eq!(alice.len(), 1);
+    assert_eq!(alice[0].body, b"hello\n");
+    let root = std::fs::read_to_string(fx.mailbox("root")).unwrap();
+    assert!(root.contains("Final-Recipient: rfc822; bob"), "{root}");
+    assert!(root.contains("Status: 5.1.1"), "{root}");
     // No queue directory: nothing queued, nothing to do, for root; no
     // directory of one's own for anyone else, who is refused.
     std::fs::remove_dir_all(fx.queue()).unwrap();
