@@ -159,6 +159,10 @@ fn do_one(queue: Option<&Queue>, id: &str, delete: bool) -> Result<String, Faile
     if !delete {
         return queue.load(id).map(|e| entry_in_full(&e)).map_err(failed);
     }
+    // Not from under a runner delivering from it: its run lock, waited
+    // for (a run of one entry ends within the delivery timeout). An entry
+    // without its message file has no lock to take.
+    let _run = queue.lock_entry(id, true).ok().flatten();
     match queue.load(id) {
         Ok(_) => queue.remove(id).map_err(failed)?,
         Err(e) if e.kind() == io::ErrorKind::InvalidData => queue.discard(id).map_err(failed)?,

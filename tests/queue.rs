@@ -379,3 +379,45 @@ fn queue_run_refused_to_others() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(text(&out.stdout).starts_with("postie queue run: "));
 }
+
+/// `postie queue delete` does not remove an entry from under a runner
+/// that delivers from it: it waits for the entry's run lock (seen in
+/// /proc/locks as a waiter), and deletes once the runner lets go.
+#[test]
+fn queue_delete_waits_for_a_runner() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIP queue_delete_waits_for_a_runner: postie queue delete is root's");
+        return;
+    }
+    let fx = Fixture::new();
+    let q = postie::queue::Queue::open(&fx.queue()).unwrap();
+    let mut entry = queue_entry();
+    q.create(&mut entry, &mut &b"Subject: hi\n\nhello\n"[..])
+        .unwrap();
+    let run = q
+        .lock_entry(&entry.id, false)
+        .unwrap()
+        .expect("the run lock");
+    let mut args = fx.args();
+    args.extend(["queue".into(), "delete".into(), entry.id.clone()]);
+    let mut child = Command::new(bin())
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waiter = format!("-> FLOCK  ADVISORY  WRITE {} ", child.id());
+    assert!(
+        wait_for(std::time::Duration::from_secs(60), || {
+            std::fs::read_to_string("/proc/locks").is_ok_and(|l| l.contains(&waiter))
+        }),
+        "postie queue delete does not wait for the run lock: {}",
+        std::fs::read_to_string("/proc/locks").unwrap_or_default()
+    );
+    assert!(q.load(&entry.id).is_ok(), "deleted from under the runner");
+    drop(run);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), format!("{}: deleted\n", entry.id));
+    assert!(q.load(&entry.id).is_err());
+}
