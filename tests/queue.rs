@@ -400,7 +400,7 @@ fn queue_delete_waits_for_a_runner() {
         .expect("the run lock");
     let mut args = fx.args();
     args.extend(["queue".into(), "delete".into(), entry.id.clone()]);
-    let mut child = Command::new(bin())
+    let child = Command::new(bin())
         .args(&args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
