@@ -177,14 +177,16 @@ fn flush(fx: &Fixture) -> std::process::Child {
 }
 
 /// SIGKILL to a runner and its group, and its end waited for.
-fn kill_runner(runner: &mut std::process::Child) {
+/// Returns what it logged (its recoveries of earlier runs among them).
+fn kill_runner(runner: std::process::Child) -> String {
     let pgid = Pid::from_raw(runner.id() as i32);
     let _ = killpg(pgid, Signal::SIGKILL);
-    let _ = runner.wait();
+    let out = runner.wait_with_output().unwrap();
     assert!(
         wait_for(Duration::from_secs(120), || !group_alive(pgid.as_raw())),
         "the killed runner did not end"
     );
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// The queue's envelope files (one an entry).
@@ -346,10 +348,11 @@ fn leftovers(fx: &Fixture) -> Vec<String> {
 
 /// What recovery logs for each journal a killed server left, and for each
 /// mailbox it truncated.
-const RECOVERIES: [&str; 10] = [
+const RECOVERIES: [&str; 11] = [
     "of an interrupted delivery, undone",
+    "of a delivery that had finished, queue entry",
     "removed what was made of queue entry",
-    "queue entry delivered",
+    "of a delivery that had finished: queue entry",
     "delivered before the crash, taken off",
     " truncated from ",
     "of an interrupted delivery that had appended nothing",
@@ -363,9 +366,10 @@ const RECOVERIES: [&str; 10] = [
 /// `POSTIE_CRASH_KILLS`): four clients, each sending messages of 200 B to
 /// 200 KB to two or three users, and the whole server killed after a
 /// random 2 to 100 ms, then started again on the same spool. One round in
-/// four, a user's mailbox is held past the queue's short wait, so that
-/// its deliveries go to the queue, the server lives 1 to 1.7 s, and a
-/// runner (`postie queue flush`) is killed with it. Every 20 kills the
+/// three, a user's mailbox is held past the queue's short wait, so that
+/// its deliveries go to the queue, and the server lives 1 to 1.2 s; in
+/// those rounds and every other one of the others, if entries wait, a
+/// runner (`postie queue flush`) is killed with the server. Every 20 kills the
 /// queue is flushed (it must end empty) and the mailboxes are checked:
 /// they parse (our reader and Python's),
 /// every message is byte for byte one that was sent, to that user; each
@@ -395,6 +399,9 @@ fn sigkill_during_delivery_loses_and_duplicates_nothing() {
     let mut totals = [0usize; 3];
     // What the recoveries found, from their log lines.
     let mut found: HashMap<&str, usize> = HashMap::new();
+    // Recipients left to the queue (at the end of DATA, or again by a
+    // run), from the log.
+    let mut queued_total = 0;
     let mut done = 0;
     while done < kills {
         let fx = Fixture::new();
@@ -402,13 +409,13 @@ fn sigkill_during_delivery_loses_and_duplicates_nothing() {
         let mut logs = Vec::new();
         for _ in 0..per_spool.min(kills - done) {
             let mut srv = start(&fx);
-            // One round in four: a user's mailbox held (flock, as a mail
+            // One round in three: a user's mailbox held (flock, as a mail
             // reader holds it) past the queue's short wait, so that
             // deliveries leave that user to the queue, and the server
             // lives long enough for that; and a runner (`postie queue
             // flush`) killed with the server, in the middle of its own
             // deliveries from the queue.
-            let queue_round = rng.below(4) == 0;
+            let queue_round = rng.below(3) == 0;
             let held = queue_round.then(|| {
                 let user = USERS[rng.below(USERS.len() as u64) as usize];
                 let f = std::fs::File::options()
@@ -418,7 +425,10 @@ fn sigkill_during_delivery_loses_and_duplicates_nothing() {
                     .unwrap();
                 nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).unwrap()
             });
-            let mut runner = (queue_round && !queued(&fx).is_empty()).then(|| flush(&fx));
+            // Otherwise, every other round, if entries wait: a runner
+            // killed in the middle of delivering them.
+            let run_now = !queued(&fx).is_empty() && (queue_round || rng.below(2) == 0);
+            let mut runner = run_now.then(|| flush(&fx));
             let clients: Vec<_> = (0..4)
                 .map(|t| {
                     let (addr, sent) = (srv.addr, sent.clone());
@@ -427,15 +437,17 @@ fn sigkill_during_delivery_loses_and_duplicates_nothing() {
                     std::thread::spawn(move || client(addr, tag, seed, sent))
                 })
                 .collect();
+            // (Most queue entries are made just after the 1 s wait: the
+            // kills land around then.)
             let life = if queue_round {
-                1000 + rng.below(700)
+                1000 + rng.below(200)
             } else {
                 2 + rng.below(99)
             };
             std::thread::sleep(Duration::from_millis(life));
             crash(&mut srv);
-            if let Some(r) = runner.as_mut() {
-                kill_runner(r);
+            if let Some(r) = runner.take() {
+                logs.push(Arc::new(Mutex::new(kill_runner(r))));
             }
             drop(held);
             for c in clients {
@@ -505,6 +517,8 @@ fn sigkill_during_delivery_loses_and_duplicates_nothing() {
             "postie queue flush: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let flushed = String::from_utf8_lossy(&out.stderr).into_owned();
+        logs.push(Arc::new(Mutex::new(flushed)));
         assert!(
             queued(&fx).is_empty(),
             "left in the queue after a flush: {:?}\n{}",
@@ -526,6 +540,7 @@ fn sigkill_during_delivery_loses_and_duplicates_nothing() {
         totals[2] += d;
         for log in logs {
             let log = log.lock().unwrap();
+            queued_total += log.lines().filter(|l| l.contains(") queue=")).count();
             for line in log.lines().filter(|l| l.contains("recovery: ")) {
                 for what in RECOVERIES {
                     if line.contains(what) {
@@ -542,6 +557,7 @@ fn sigkill_during_delivery_loses_and_duplicates_nothing() {
         totals[1],
         totals[2]
     );
+    eprintln!("sigkill test: {queued_total} recipients left to the queue");
     for what in RECOVERIES {
         eprintln!(
             "sigkill test: recovery: {:5} x {what}",
@@ -549,6 +565,10 @@ fn sigkill_during_delivery_loses_and_duplicates_nothing() {
         );
     }
     assert!(totals[0] > 0, "no message was delivered at all");
+    assert!(
+        queued_total > 0,
+        "nothing was queued: the queue is not tested"
+    );
     assert!(
         found.contains_key(RECOVERIES[0]),
         "no kill landed in the middle of an append: the test tests nothing"
