@@ -247,6 +247,10 @@ class Postie:
         tmp = self.work / "tmp"
         tmp.mkdir()
         os.chmod(tmp, 0o1777)
+        # A queue of its own (root's, 0700), as the package makes one.
+        queue = self.work / "queue"
+        queue.mkdir()
+        os.chmod(queue, 0o700)
         self.port = free_port()
         self.cmd = [
             str(postie_binary()), "-C", str(conf), "serve",
@@ -259,6 +263,7 @@ class Postie:
             "--passwd", str(passwd),
             "--aliases", "",
             "--temp-dir", str(tmp),
+            "--queue-dir", str(queue),
             "--submit-socket", str(self.work / "submit.sock"),
         ]
         self.logf = open(self.log, "ab")

@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::target::{Append, Failure, MailboxTarget, Target};
+use super::target::{Append, Failure, MailboxTarget, Target, act_as_ourselves};
 use super::transaction::Transaction;
 use super::{Deliverer, RecoveryCause};
 use crate::dsn::Class;
@@ -148,6 +148,10 @@ impl Deliverer {
                 .collect();
             let name_of = |f: &Failure| f.target.as_deref().and_then(|k| keys.get(k)).cloned();
             let mut txn = Transaction::begin(&self.journals, &self.gates, &self.spool, targets)?;
+            // One mailbox: its identity held throughout, as a delivery
+            // without a queue holds it (the queue is written as ourselves,
+            // below).
+            let _as_recipient = txn.single_identity();
             txn.intend(append)?;
             let locked = txn.lock_all(deadline, lock_wait, true, |until, busy| {
                 self.recover_spool(until, RecoveryCause::OrphanDotlock(busy))
@@ -210,7 +214,10 @@ impl Deliverer {
                 continue;
             }
             if step.is_some() {
-                if let Err(f) = finish(&delivered, &left) {
+                // The queue is ours (root's), not the recipient's.
+                let me = act_as_ourselves()
+                    .map_err(|e| Failure::temp(TempReason::Local, format!("queue: {e}")));
+                if let Err(f) = me.and_then(|_me| finish(&delivered, &left)) {
                     txn.rollback();
                     return Err(f);
                 }
