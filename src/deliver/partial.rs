@@ -29,8 +29,7 @@
 //!
 //! Only then is the journal settled and the locks released.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::target::{Append, Failure, MailboxTarget, Target, act_as_ourselves};
@@ -142,11 +141,12 @@ impl Deliverer {
                     left,
                 });
             }
-            let keys: HashMap<PathBuf, String> = targets
-                .iter()
-                .map(|t| (self.spool.join(t.name()), t.name().to_string()))
-                .collect();
-            let name_of = |f: &Failure| f.target.as_deref().and_then(|k| keys.get(k)).cloned();
+            // A target's key is SPOOL/NAME: its user back from it.
+            let user_of = |key: &Path| {
+                let name = key.strip_prefix(&self.spool).ok()?.to_str()?;
+                trying.contains(&name).then(|| name.to_string())
+            };
+            let name_of = |f: &Failure| f.target.as_deref().and_then(user_of);
             let mut txn = Transaction::begin(&self.journals, &self.gates, &self.spool, targets)?;
             // One mailbox: its identity held throughout, as a delivery
             // without a queue holds it (the queue is written as ourselves,
@@ -177,10 +177,7 @@ impl Deliverer {
                     Left::Temporary(LastError::new(code(4, 2, 0), &why)),
                 ));
             }
-            let delivered: Vec<String> = txn
-                .locked_keys()
-                .filter_map(|k| keys.get(k).cloned())
-                .collect();
+            let delivered: Vec<String> = txn.locked_keys().filter_map(user_of).collect();
             let step = match mode {
                 QueueMode::New { .. } if left.is_empty() => None,
                 QueueMode::New { id } => Some(QueueStep::New {
