@@ -415,3 +415,82 @@ fn python_email_reads_a_notice_from_the_queue() {
             .is_none()
     );
 }
+
+/// Mutt, a second mail reader, reads a notice of failure made from a
+/// queue entry, delivered in a mailbox: piping it decoded (`pipe_decode`)
+/// gives the three parts of the multipart/report in turn, their MIME
+/// structure undone (the explanation, the delivery-status fields, the
+/// returned header), and nothing of the boundaries. mutt has no batch
+/// mode: it runs in a pseudo-terminal (`script`), reading its keys from
+/// `push`.
+#[test]
+fn mutt_reads_a_notice_from_the_queue() {
+    use postie::queue::{Notice, NoticeContext, Reported, notice};
+    let test = "mutt_reads_a_notice_from_the_queue";
+    if !have("mutt", test) || !have("script", test) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let entry = queue_entry();
+    let is_local = |d: &str| d.eq_ignore_ascii_case("razorback.example");
+    let ctx = NoticeContext {
+        hostname: "razorback.example",
+        now: WHEN,
+        local_time: &postie::sys::localtime,
+        is_local_domain: &is_local,
+        return_limit: DEFAULT_RETURN_LIMIT,
+        message_id: "20261206103100.Q1.2",
+    };
+    let which: Vec<Reported> = entry
+        .pending
+        .iter()
+        .map(|p| Reported {
+            pending: p,
+            last_attempt: Some(entry.received),
+        })
+        .collect();
+    let n = notice(&entry, &which, Notice::Failed, &ctx, ORIGINAL)
+        .unwrap()
+        .expect("a notice for jon");
+    let mbox = dir.path().join("jon");
+    write_mbox(&mbox, &[n.message.clone()]);
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let shown = dir.path().join("shown");
+    let mutt = format!(
+        "mutt -n -F /dev/null -R -f {} -e 'set folder={} quit=yes wait_key=no pipe_decode=yes' \
+         -e 'push \"<pipe-message>cat > {}<enter><quit>\"'",
+        mbox.display(),
+        dir.path().display(),
+        shown.display()
+    );
+    let out = Command::new("timeout")
+        .args(["60", "script", "-qfec", &mutt, "/dev/null"])
+        .env("HOME", &home)
+        .env("TERM", "vt100")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mutt: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text = std::fs::read_to_string(&shown).unwrap();
+    for part in [
+        "Subject: Undelivered Mail Returned to Sender",
+        "Your message could not be delivered",
+        "Reporting-MTA: dns; razorback.example",
+        "Original-Envelope-Id: QQ314159",
+        "Final-Recipient: rfc822; staff@razorback.example",
+        "Action: failed",
+        "Status: 4.2.0",
+        "Subject: Demonstration of email",
+    ] {
+        assert!(text.contains(part), "{part} in\n{text}");
+    }
+    assert!(!text.contains("postie-dsn="), "a boundary left:\n{text}");
+    assert!(
+        !text.contains("Content-Type: message/delivery-status"),
+        "{text}"
+    );
+}
