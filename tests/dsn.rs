@@ -453,7 +453,7 @@ fn mutt_reads_a_notice_from_the_queue() {
         .unwrap()
         .expect("a notice for jon");
     let mbox = dir.path().join("jon");
-    write_mbox(&mbox, &[n.message.clone()]);
+    write_mbox(&mbox, std::slice::from_ref(&n.message));
     let home = dir.path().join("home");
     std::fs::create_dir(&home).unwrap();
     let shown = dir.path().join("shown");
