@@ -418,12 +418,7 @@ fn sigkill_during_delivery_loses_and_duplicates_nothing() {
             let queue_round = rng.below(3) == 0;
             let held = queue_round.then(|| {
                 let user = USERS[rng.below(USERS.len() as u64) as usize];
-                let f = std::fs::File::options()
-                    .create(true)
-                    .append(true)
-                    .open(fx.mailbox(user))
-                    .unwrap();
-                nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).unwrap()
+                fx.hold_flock(user)
             });
             // Otherwise, every other round, if entries wait: a runner
             // killed in the middle of delivering them.

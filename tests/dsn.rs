@@ -301,6 +301,33 @@ fn snail_show(path: &Path, n: usize) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The notice of failure about every pending user of `entry`, as the
+/// runner makes it (`message_id` its own), if anyone is to be told.
+fn failure_notice(
+    entry: &postie::queue::Entry,
+    message_id: &str,
+) -> Option<postie::queue::Notification> {
+    use postie::queue::{Notice, NoticeContext, Reported, notice};
+    let is_local = |d: &str| d.eq_ignore_ascii_case("razorback.example");
+    let ctx = NoticeContext {
+        hostname: "razorback.example",
+        now: WHEN,
+        local_time: &postie::sys::localtime,
+        is_local_domain: &is_local,
+        return_limit: DEFAULT_RETURN_LIMIT,
+        message_id,
+    };
+    let which: Vec<Reported> = entry
+        .pending
+        .iter()
+        .map(|p| Reported {
+            pending: p,
+            last_attempt: Some(entry.received),
+        })
+        .collect();
+    notice(entry, &which, Notice::Failed, &ctx, ORIGINAL).unwrap()
+}
+
 /// A queue entry from the local `jon`: `staff` (ORCPT given; jon and
 /// alice, alice given up on while her mailbox was busy) and `bob` (over
 /// quota, but NOTIFY=NEVER), returning headers only.
@@ -353,32 +380,12 @@ fn queue_entry() -> postie::queue::Entry {
 
 #[test]
 fn python_email_reads_a_notice_from_the_queue() {
-    use postie::queue::{Notice, NoticeContext, Reported, notice};
     if !have("python3", "python_email_reads_a_notice_from_the_queue") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let mut entry = queue_entry();
-    let is_local = |d: &str| d.eq_ignore_ascii_case("razorback.example");
-    let ctx = NoticeContext {
-        hostname: "razorback.example",
-        now: WHEN,
-        local_time: &postie::sys::localtime,
-        is_local_domain: &is_local,
-        return_limit: DEFAULT_RETURN_LIMIT,
-        message_id: "20261206103100.Q1.1",
-    };
-    let which: Vec<Reported> = entry
-        .pending
-        .iter()
-        .map(|p| Reported {
-            pending: p,
-            last_attempt: Some(entry.received),
-        })
-        .collect();
-    let n = notice(&entry, &which, Notice::Failed, &ctx, ORIGINAL)
-        .unwrap()
-        .expect("a notice for jon");
+    let n = failure_notice(&entry, "20261206103100.Q1.1").expect("a notice for jon");
     assert_eq!(n.to, mailbox("jon", "razorback.example"));
     let view = python_view(&n.message, dir.path());
     assert_eq!(value(&view, "defects"), ["0"], "{view}");
@@ -401,19 +408,7 @@ fn python_email_reads_a_notice_from_the_queue() {
     );
     // The null sender is never told.
     entry.sender = None;
-    let which: Vec<Reported> = entry
-        .pending
-        .iter()
-        .map(|p| Reported {
-            pending: p,
-            last_attempt: None,
-        })
-        .collect();
-    assert!(
-        notice(&entry, &which, Notice::Failed, &ctx, ORIGINAL)
-            .unwrap()
-            .is_none()
-    );
+    assert!(failure_notice(&entry, "20261206103100.Q1.1").is_none());
 }
 
 /// Mutt, a second mail reader, reads a notice of failure made from a
@@ -425,33 +420,12 @@ fn python_email_reads_a_notice_from_the_queue() {
 /// `push`.
 #[test]
 fn mutt_reads_a_notice_from_the_queue() {
-    use postie::queue::{Notice, NoticeContext, Reported, notice};
     let test = "mutt_reads_a_notice_from_the_queue";
     if !have("mutt", test) || !have("script", test) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let entry = queue_entry();
-    let is_local = |d: &str| d.eq_ignore_ascii_case("razorback.example");
-    let ctx = NoticeContext {
-        hostname: "razorback.example",
-        now: WHEN,
-        local_time: &postie::sys::localtime,
-        is_local_domain: &is_local,
-        return_limit: DEFAULT_RETURN_LIMIT,
-        message_id: "20261206103100.Q1.2",
-    };
-    let which: Vec<Reported> = entry
-        .pending
-        .iter()
-        .map(|p| Reported {
-            pending: p,
-            last_attempt: Some(entry.received),
-        })
-        .collect();
-    let n = notice(&entry, &which, Notice::Failed, &ctx, ORIGINAL)
-        .unwrap()
-        .expect("a notice for jon");
+    let n = failure_notice(&queue_entry(), "20261206103100.Q1.2").expect("a notice for jon");
     let mbox = dir.path().join("jon");
     write_mbox(&mbox, std::slice::from_ref(&n.message));
     let home = dir.path().join("home");

@@ -4,45 +4,8 @@
 //! only when both are durable.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::util::*;
-
-/// A tmpfs of `size` mounted on `dir` (mode `mode`) until dropped; `None`
-/// (with the reason printed as a skip of `test`) where that cannot be
-/// done: mounting needs root.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(dir: &Path, size: &str, mode: &str, test: &str) -> Option<Tmpfs> {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP {test}: mounting a tmpfs needs root");
-            return None;
-        }
-        let mounted = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode={mode}"),
-                "tmpfs",
-            ])
-            .arg(dir)
-            .status();
-        if !matches!(mounted, Ok(s) if s.success()) {
-            eprintln!("SKIP {test}: cannot mount a tmpfs here");
-            return None;
-        }
-        Some(Tmpfs(dir.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).status();
-    }
-}
 
 /// The queue directory's file names.
 fn queue_files(fx: &Fixture) -> Vec<String> {
@@ -52,25 +15,6 @@ fn queue_files(fx: &Fixture) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-/// Sends a message of about 40 KB (`Subject: big`) to `rcpts`; returns
-/// the final reply.
-fn send_big(c: &mut Client, rcpts: &[&str]) -> Reply {
-    c.expect("HELO c", 250);
-    c.expect("MAIL FROM:<a@b.example>", 250);
-    for r in rcpts {
-        c.expect(&format!("RCPT TO:<{r}>"), 250);
-    }
-    c.expect("DATA", 354);
-    let line = format!("{}\r\n", "z".repeat(78));
-    let mut w = c.w.try_clone().unwrap();
-    w.write_all(b"Subject: big\r\n\r\n").unwrap();
-    for _ in 0..500 {
-        w.write_all(line.as_bytes()).unwrap();
-    }
-    w.write_all(b".\r\n").unwrap();
-    c.reply()
 }
 
 /// The "ENOSPC on one recipient's filesystem": the spool on a
@@ -89,7 +33,7 @@ fn a_full_disk_under_one_mailbox_queues_that_recipient_only() {
     let srv = Server::start(&fx, &["--queue-lock-wait", "1"]);
     let mut c = srv.connect();
     c.reply();
-    let r = send_big(&mut c, &["alice", "jon"]);
+    let r = c.send_big(&["alice", "jon"]);
     assert_eq!(r.code, 250, "{}", r.text());
     let (a, j) = (
         python_mbox(&fx.mailbox("alice")).len(),
@@ -121,12 +65,11 @@ fn a_full_queue_filesystem_is_452_and_writes_nothing() {
     while f.write_all(&block).is_ok() {}
     drop(f);
     std::fs::write(fx.mailbox("alice"), b"").unwrap();
-    let jon = std::fs::File::create(fx.mailbox("jon")).unwrap();
-    let held = nix::fcntl::Flock::lock(jon, nix::fcntl::FlockArg::LockExclusive).unwrap();
+    let held = fx.hold_flock("jon");
     let srv = Server::start(&fx, &["--queue-lock-wait", "1"]);
     let mut c = srv.connect();
     c.reply();
-    let r = send_big(&mut c, &["alice", "jon"]);
+    let r = c.send_big(&["alice", "jon"]);
     assert_eq!(r.code, 452, "{}", r.text());
     assert!(r.lines[0].starts_with("452 4.3.1"), "{}", r.text());
     assert_eq!(fx.read_mailbox("alice"), b"");
@@ -135,22 +78,11 @@ fn a_full_queue_filesystem_is_452_and_writes_nothing() {
     drop(held);
     // With room again, the same message goes through at once.
     std::fs::remove_file(&filler).unwrap();
-    let r = send_big(&mut c, &["alice", "jon"]);
+    let r = c.send_big(&["alice", "jon"]);
     assert_eq!(r.code, 250, "{}", r.text());
     assert_eq!(python_mbox(&fx.mailbox("alice")).len(), 1);
     assert_eq!(python_mbox(&fx.mailbox("jon")).len(), 1);
     assert!(queue_files(&fx).is_empty());
-}
-
-/// Holds `user`'s mailbox in `fx` with flock, as a mail reader holds it,
-/// until dropped.
-fn hold(fx: &Fixture, user: &str) -> nix::fcntl::Flock<std::fs::File> {
-    let f = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(fx.mailbox(user))
-        .unwrap();
-    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).unwrap()
 }
 
 /// The first test: a recipient whose mailbox is held with flock
@@ -162,7 +94,7 @@ fn hold(fx: &Fixture, user: &str) -> nix::fcntl::Flock<std::fs::File> {
 #[test]
 fn a_flocked_recipient_gets_250_and_the_message_from_the_runner_once() {
     let fx = Fixture::new();
-    let held = hold(&fx, "jon");
+    let held = fx.hold_flock("jon");
     let srv = Server::start(
         &fx,
         &[

@@ -77,6 +77,17 @@ impl Fixture {
         self.dir.path().join("spool")
     }
 
+    /// Holds `user`'s mailbox with flock, as a mail reader holds it,
+    /// until dropped (made if missing).
+    pub fn hold_flock(&self, user: &str) -> nix::fcntl::Flock<std::fs::File> {
+        let f = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.mailbox(user))
+            .unwrap();
+        nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusive).unwrap()
+    }
+
     /// The queue directory (mode 0700, empty).
     pub fn queue(&self) -> PathBuf {
         self.dir.path().join("queue")
@@ -334,6 +345,25 @@ pub struct Client {
 }
 
 impl Client {
+    /// Sends a message of about 40 KB (`Subject: big`) to `rcpts`; returns
+    /// the final reply.
+    pub fn send_big(&mut self, rcpts: &[&str]) -> Reply {
+        self.expect("HELO c", 250);
+        self.expect("MAIL FROM:<a@b.example>", 250);
+        for r in rcpts {
+            self.expect(&format!("RCPT TO:<{r}>"), 250);
+        }
+        self.expect("DATA", 354);
+        let line = format!("{}\r\n", "z".repeat(78));
+        let mut w = self.w.try_clone().unwrap();
+        w.write_all(b"Subject: big\r\n\r\n").unwrap();
+        for _ in 0..500 {
+            w.write_all(line.as_bytes()).unwrap();
+        }
+        w.write_all(b".\r\n").unwrap();
+        self.reply()
+    }
+
     pub fn connect(addr: SocketAddr) -> Client {
         let s = TcpStream::connect(addr).expect("connect");
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -682,5 +712,40 @@ pub fn queue_entry() -> postie::queue::Entry {
         warned: None,
         recipients: vec![rcpt("alice@frogbog", "alice"), rcpt("bob", "bob")],
         pending: vec![pending(0, "alice", Some(busy)), pending(1, "bob", None)],
+    }
+}
+
+/// A tmpfs of `size` mounted on `dir` (mode `mode`) until dropped; `None`
+/// (with the reason printed as a skip of `test`) where that cannot be
+/// done: mounting needs root.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(dir: &Path, size: &str, mode: &str, test: &str) -> Option<Tmpfs> {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP {test}: mounting a tmpfs needs root");
+            return None;
+        }
+        let mounted = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode={mode}"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .status();
+        if !matches!(mounted, Ok(s) if s.success()) {
+            eprintln!("SKIP {test}: cannot mount a tmpfs here");
+            return None;
+        }
+        Some(Tmpfs(dir.to_path_buf()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
     }
 }
