@@ -50,15 +50,27 @@
 //! recipient's filesystem identity (fsuid = the user, fsgid = group `mail`),
 //! on the delivering thread only ([`crate::sys::become_fs`]).
 //!
+//! With a queue ([`QueueSetup`]), a mailbox that cannot take the message
+//! within the queue's short wait (busy, full, over quota) no longer
+//! fails the others: they get the message, all or nothing among
+//! themselves, and a queue entry made in the same transaction holds it
+//! for the rest (`partial.rs`, `queued.rs`); the steps above are the
+//! same, and the failures that give a 4xx are the journal's and the
+//! entry's own.
+//!
 //! The files: `transaction.rs` holds the steps above as the methods of one
-//! `Transaction`, over the targets of `target.rs` (a mailbox today; a file,
-//! a program and a queue entry next, each one more implementation of its
-//! `Target` trait), the turns of `gate.rs`, and the headers of `trace.rs`;
-//! this file holds the [`Deliverer`], which looks the recipients up, runs
-//! the steps in order, logs one line per mailbox, and is the one entry to
-//! recovery ([`Deliverer::recover_spool`]).
+//! `Transaction`, over the targets of `target.rs` (a mailbox today; a file
+//! and a program next, each one more implementation of its `Target`
+//! trait), the turns of `gate.rs`, and the headers of `trace.rs`;
+//! `partial.rs` holds the loop of a delivery that may leave recipients to
+//! the queue, `queued.rs` the end of DATA with a queue, the queue's runner
+//! and what recovery does to the queue, `notices.rs` the notices sent to
+//! senders; this file holds the [`Deliverer`], which looks the recipients
+//! up, runs the steps in order, logs one line per mailbox, and is the one
+//! entry to recovery ([`Deliverer::recover_spool`]).
 
 mod gate;
+mod notices;
 mod partial;
 mod queued;
 mod target;
@@ -248,7 +260,7 @@ impl Deliverer {
             let asked = env
                 .recipients
                 .iter()
-                .filter(|r| queued::wants_success(r.notify));
+                .filter(|r| notices::wants_success(r.notify));
             let mut users: Vec<String> = asked
                 .flat_map(|r| r.users.iter())
                 .filter(|u| delivered.contains(&u.as_str()))

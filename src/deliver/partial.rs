@@ -28,17 +28,20 @@
 //!    client gets today's 4xx, and nothing is written anywhere.
 //!
 //! Only then is the journal settled and the locks released.
+//!
+//! [`new_entry`] is the entry the end of DATA makes of an envelope (and
+//! a notice of success reports from).
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::target::{Append, Failure, MailboxTarget, Target, act_as_ourselves};
 use super::transaction::Transaction;
 use super::{Deliverer, RecoveryCause};
 use crate::dsn::Class;
 use crate::journal::QueueStep;
-use crate::queue::{LastError, StatusCode};
-use crate::smtp::TempReason;
+use crate::queue::{Backoff, Entry, LastError, Pending, Recipient, StatusCode};
+use crate::smtp::{Envelope, ReversePath, TempReason};
 
 /// What became of a delivery that may leave recipients to the queue.
 #[derive(Debug, Default)]
@@ -249,5 +252,58 @@ impl Deliverer {
             }
         }
         (targets, gone)
+    }
+}
+
+/// The new entry of a message at the end of DATA, for the users `left`.
+pub(super) fn new_entry(
+    env: &Envelope,
+    trace: u64,
+    left: &[(String, Left)],
+    now: SystemTime,
+    backoff: &Backoff,
+) -> Entry {
+    let recipients: Vec<Recipient> = env
+        .recipients
+        .iter()
+        .map(|r| Recipient {
+            address: r.path.to_string(),
+            notify: r.notify,
+            orcpt: r.orcpt.clone(),
+            users: r.users.clone(),
+        })
+        .collect();
+    let mut pending = Vec::new();
+    for (i, r) in recipients.iter().enumerate() {
+        for (user, why) in left.iter().filter(|(u, _)| r.users.contains(u)) {
+            let next = match why {
+                Left::Temporary(_) => backoff.next_attempt(1, now, now),
+                Left::Permanent(_) => None,
+            };
+            pending.push(Pending {
+                rcpt: i,
+                user: user.clone(),
+                attempts: 1,
+                next_attempt: next.unwrap_or(now),
+                last_error: Some(why.error().clone()),
+            });
+        }
+    }
+    Entry {
+        id: String::new(),
+        log_id: env.id.clone(),
+        received: now,
+        size: 0,
+        trace,
+        sender: match &env.sender {
+            ReversePath::Null => None,
+            ReversePath::Mailbox(m) => Some(m.to_string()),
+        },
+        submitter: env.submitter.clone(),
+        envid: env.envid.clone(),
+        ret: env.ret,
+        warned: None,
+        recipients,
+        pending,
     }
 }

@@ -27,21 +27,17 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::time::{Instant, SystemTime};
 
-use super::partial::{Left, Partial, QueueMode};
+use super::notices::{HEAD_COPY, wants_success};
+use super::partial::{Left, Partial, QueueMode, new_entry};
 use super::target::{Append, Failure};
 use super::{Deliverer, HoldSignals, QueueSetup};
-use crate::dsn::DsnError;
 use crate::journal::QueueRecovery;
 use crate::maillog::Event;
 use crate::mbox;
 use crate::message::{FileReader, MessageSource, RunFilter, RunSummary};
-use crate::queue::{
-    Backoff, Entry, Notice, NoticeContext, NoticeError, Notification, Pending, Queue, Recipient,
-    Reported, notice,
-};
-use crate::recipients::Resolution;
+use crate::queue::{Entry, Notice, Pending, Queue, Recipient};
 use crate::smtp::address::parse_path;
-use crate::smtp::{Envelope, Mailbox, Outcome, ReversePath, TempReason};
+use crate::smtp::{Envelope, Outcome, ReversePath, TempReason};
 use crate::sys;
 
 impl Deliverer {
@@ -119,41 +115,6 @@ impl Deliverer {
                 }
                 (f.outcome, Vec::new())
             }
-        }
-    }
-
-    /// Tells the sender of the message of `env` (delivered at the end of
-    /// DATA, its trace headers `headers`) that the users `delivered` have
-    /// it: those whose recipient asked (NOTIFY=SUCCESS). A notice that
-    /// cannot be sent is logged and not tried again: the mail itself is
-    /// delivered.
-    pub(super) fn tell_delivered(
-        &self,
-        env: &Envelope,
-        delivered: &[String],
-        headers: &str,
-        message: &dyn MessageSource,
-    ) {
-        let now = SystemTime::now();
-        let backoff = self.queue.as_ref().map(|q| q.backoff).unwrap_or_default();
-        let mut entry = new_entry(env, headers.len() as u64, &[], now, &backoff);
-        entry.size = headers.len() as u64 + message.len();
-        let which = delivered_pending(&entry, delivered, now);
-        let original = match message.reader() {
-            Ok(body) => io::BufReader::new(headers.as_bytes().chain(body)),
-            Err(e) => {
-                log::warn!("{}: no notice of delivery: {e}", env.id);
-                return;
-            }
-        };
-        let limit = self
-            .queue
-            .as_ref()
-            .map_or(crate::dsn::DEFAULT_RETURN_LIMIT, |q| q.return_limit);
-        let id = format!("{}.{:016x}", env.id, sys::random_u64());
-        match self.send_report(&entry, &id, &which, Notice::Delivered, now, original, limit) {
-            Ok(to) => log::info!("{}: notice of delivery: notice={to}", env.id),
-            Err(e) => log::warn!("{}: no notice of delivery: {e}", env.id),
         }
     }
 
@@ -363,218 +324,6 @@ impl Deliverer {
         note_pending(&entry, sum);
         Ok(())
     }
-
-    /// [`tell_delivered`](Self::tell_delivered) for the users `delivered`
-    /// from `entry` by the runner (`head`: the beginning of its message).
-    fn tell_delivered_from_queue(
-        &self,
-        q: &QueueSetup,
-        entry: &Entry,
-        delivered: &[String],
-        head: &[u8],
-        now: SystemTime,
-    ) {
-        let asked: Vec<String> = entry
-            .recipients
-            .iter()
-            .filter(|r| wants_success(r.notify))
-            .flat_map(|r| r.users.iter())
-            .filter(|u| delivered.contains(u))
-            .cloned()
-            .collect();
-        if asked.is_empty() {
-            return;
-        }
-        let which = delivered_pending(entry, &asked, now);
-        let id = format!("{}.{:016x}", entry.id, sys::random_u64());
-        match self.send_report(
-            entry,
-            &id,
-            &which,
-            Notice::Delivered,
-            now,
-            head,
-            q.return_limit,
-        ) {
-            Ok(to) => log::info!("{}: notice of delivery: notice={to}", entry.log_id),
-            Err(e) => log::warn!("{}: no notice of delivery: {e}", entry.log_id),
-        }
-    }
-
-    /// Tells the sender that `entry` is delayed, once (`delay-warning`):
-    /// at its first run after that long in the queue with recipients
-    /// still pending, as sendmail's `Timeout.queuewarn` and Postfix's
-    /// `delay_warning_time` do.
-    fn warn_of_delay(&self, q: &QueueSetup, entry: &mut Entry, now: SystemTime) {
-        let Some(after) = q.delay_warning else {
-            return;
-        };
-        let due = entry.received.checked_add(after).is_some_and(|t| t <= now);
-        if entry.warned.is_some() || entry.pending.is_empty() || !due {
-            return;
-        }
-        let kind = Notice::Delayed {
-            retry_until: entry.received.checked_add(q.backoff.give_up),
-        };
-        let pending = entry.pending.clone();
-        match self.notify(q, entry, &pending, kind, now) {
-            Ok(to) => {
-                log::info!("{}: delay warning: notice={to}", entry.log_id);
-                entry.warned = Some(now);
-            }
-            Err(e) => log::warn!(
-                "queue: entry {}: cannot send the delay warning: {e}",
-                entry.id
-            ),
-        }
-    }
-
-    /// Tells the sender of `entry` of `which` (pending recipients, last
-    /// tried at `now`: failed for good or given up, or delayed), as
-    /// [`notice`] decides; returns whom the notice went to (`none`: nobody
-    /// is to be told, as for the null sender). `Err`: it could not be sent
-    /// now.
-    fn notify(
-        &self,
-        q: &QueueSetup,
-        entry: &Entry,
-        which: &[Pending],
-        kind: Notice,
-        now: SystemTime,
-    ) -> Result<String, String> {
-        let file = q.queue.open_message(&entry.id).map_err(|e| e.to_string())?;
-        let original = io::BufReader::new(FileReader::range(&file, 0, entry.size, |pos, end| {
-            format!("queued message file ends at {pos}, before {end}")
-        }));
-        let id = format!("{}.{:016x}", entry.id, sys::random_u64());
-        self.send_report(entry, &id, which, kind, now, original, q.return_limit)
-    }
-
-    /// [`notice`] of `kind` about `which` of `entry` (whose message, trace
-    /// headers first, `original` reads) made and sent; `message_id` is the
-    /// notice's own.
-    #[allow(clippy::too_many_arguments)]
-    fn send_report(
-        &self,
-        entry: &Entry,
-        message_id: &str,
-        which: &[Pending],
-        kind: Notice,
-        now: SystemTime,
-        original: impl io::BufRead,
-        return_limit: u64,
-    ) -> Result<String, String> {
-        let reported: Vec<Reported<'_>> = which
-            .iter()
-            .map(|p| Reported {
-                pending: p,
-                last_attempt: Some(now),
-            })
-            .collect();
-        let is_local = |d: &str| self.recipients.is_local_domain(d);
-        let ctx = NoticeContext {
-            hostname: &self.hostname,
-            now: sys::localtime(now),
-            local_time: &sys::localtime,
-            is_local_domain: &is_local,
-            return_limit,
-            message_id,
-        };
-        match notice(entry, &reported, kind, &ctx, original) {
-            Ok(None) => Ok("none".into()),
-            Ok(Some(n)) => self.send_notice(&n, &entry.log_id),
-            Err(NoticeError::Dsn(DsnError::Io(e))) => Err(e.to_string()),
-            // Not to be mended by trying again: said, and not sent.
-            Err(e) => {
-                log::error!("{}: no notice: {e}", entry.log_id);
-                Ok("none".into())
-            }
-        }
-    }
-
-    /// Delivers notice `n` about the message of `log_id` with the null
-    /// sender (RFC 3461 6.1: no notice answers it), to its recipient or,
-    /// if that is no local user, to `postmaster`; as any message, it may
-    /// wait in the queue. Returns whom it went to.
-    fn send_notice(&self, n: &Notification, log_id: &str) -> Result<String, String> {
-        let postmaster = Mailbox {
-            local: "postmaster".into(),
-            domain: None,
-        };
-        let (to, users) = match self.recipients.resolve(&n.to) {
-            Resolution::Local(users) => (n.to.clone(), users),
-            Resolution::TempFail(e) => return Err(e),
-            Resolution::Unknown | Resolution::NotLocal => {
-                match self.recipients.resolve(&postmaster) {
-                    Resolution::Local(users) => (postmaster, users),
-                    Resolution::TempFail(e) => return Err(e),
-                    _ => return Err("postmaster is no local user".into()),
-                }
-            }
-        };
-        let env = Envelope {
-            id: format!("{log_id}.notice"),
-            helo: self.hostname.clone(),
-            esmtp: false,
-            peer: None,
-            sender: ReversePath::Null,
-            recipients: vec![crate::smtp::Recipient {
-                path: to.clone(),
-                users: users.into_iter().map(|u| u.name).collect(),
-                notify: None,
-                orcpt: None,
-            }],
-            body: None,
-            size: n.message.len() as u64,
-            submitter: None,
-            ret: None,
-            envid: None,
-        };
-        match self.deliver(&env, &Bytes(&n.message)) {
-            Outcome::Delivered => Ok(to.to_string()),
-            Outcome::Temporary(r) => Err(format!("its delivery failed ({r:?})")),
-        }
-    }
-}
-
-/// A message in memory, as a notice is made.
-struct Bytes<'a>(&'a [u8]);
-
-impl MessageSource for Bytes<'_> {
-    fn len(&self) -> u64 {
-        self.0.len() as u64
-    }
-
-    fn reader(&self) -> io::Result<Box<dyn Read + '_>> {
-        Ok(Box::new(self.0))
-    }
-}
-
-/// How much of a queued message a notice of success may need: its
-/// header, which a notice returns at most 100 KiB of (`dsn`).
-const HEAD_COPY: u64 = 128 * 1024;
-
-/// Whether a recipient's NOTIFY asks for a notice of success.
-pub(super) fn wants_success(notify: Option<crate::smtp::Notify>) -> bool {
-    Notice::Delivered.wanted_by(notify)
-}
-
-/// `delivered` (users of `entry` just delivered to) as the pending users
-/// a notice of success reports, one for each of their recipients.
-fn delivered_pending(entry: &Entry, delivered: &[String], now: SystemTime) -> Vec<Pending> {
-    let mut which = Vec::new();
-    for (i, r) in entry.recipients.iter().enumerate() {
-        for u in r.users.iter().filter(|u| delivered.contains(u)) {
-            which.push(Pending {
-                rcpt: i,
-                user: u.clone(),
-                attempts: 0,
-                next_attempt: now,
-                last_error: None,
-            });
-        }
-    }
-    which
 }
 
 /// Counts `entry`'s pending recipients in `sum`, and when the first is
@@ -583,59 +332,6 @@ fn note_pending(entry: &Entry, sum: &mut RunSummary) {
     sum.deferred += entry.pending.len();
     if let Some(t) = entry.pending.iter().map(|p| p.next_attempt).min() {
         sum.next_due = Some(sum.next_due.map_or(t, |d| d.min(t)));
-    }
-}
-
-/// The new entry of a message at the end of DATA, for the users `left`.
-fn new_entry(
-    env: &Envelope,
-    trace: u64,
-    left: &[(String, Left)],
-    now: SystemTime,
-    backoff: &Backoff,
-) -> Entry {
-    let recipients: Vec<Recipient> = env
-        .recipients
-        .iter()
-        .map(|r| Recipient {
-            address: r.path.to_string(),
-            notify: r.notify,
-            orcpt: r.orcpt.clone(),
-            users: r.users.clone(),
-        })
-        .collect();
-    let mut pending = Vec::new();
-    for (i, r) in recipients.iter().enumerate() {
-        for (user, why) in left.iter().filter(|(u, _)| r.users.contains(u)) {
-            let next = match why {
-                Left::Temporary(_) => backoff.next_attempt(1, now, now),
-                Left::Permanent(_) => None,
-            };
-            pending.push(Pending {
-                rcpt: i,
-                user: user.clone(),
-                attempts: 1,
-                next_attempt: next.unwrap_or(now),
-                last_error: Some(why.error().clone()),
-            });
-        }
-    }
-    Entry {
-        id: String::new(),
-        log_id: env.id.clone(),
-        received: now,
-        size: 0,
-        trace,
-        sender: match &env.sender {
-            ReversePath::Null => None,
-            ReversePath::Mailbox(m) => Some(m.to_string()),
-        },
-        submitter: env.submitter.clone(),
-        envid: env.envid.clone(),
-        ret: env.ret,
-        warned: None,
-        recipients,
-        pending,
     }
 }
 
