@@ -3,9 +3,10 @@
 //! postie accepts mail over SMTP (RFC 5321) for the users of the host and
 //! appends each message to the recipient's mbox file in the mail spool, with
 //! the locking and format that classic Unix mail programs share. It has no
-//! outbound relay, and delivery does not queue yet: a message is in every
-//! recipient's mailbox, on disk, before the client is told `250` ([`queue`]
-//! holds the beginnings of the queue, and the tools that show it).
+//! outbound relay: before the client is told `250`, a message is in every
+//! recipient's mailbox, on disk, or a durable [`queue`] entry made in the
+//! same transaction holds it for those whose mailbox could not take it at
+//! once.
 //!
 //! Data flows one way, left to right; a module calls only modules to its
 //! right or below it (`tests/structure.rs` fails on any import cycle):

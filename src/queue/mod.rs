@@ -2,13 +2,11 @@
 //! it at once (a busy mailbox lock, a full quota, a failed lookup), and
 //! later for targets that cannot be rolled back (programs, remote hosts).
 //!
-//! This is the first piece of issue 10 ("postie 7: a queue"): the durable
-//! entry and its store, and the retry schedule. Only `postie check`,
-//! `mailq` and `postie queue` (show, delete) read it yet (`--queue-dir`);
-//! later pieces write an entry in the delivery transaction (an entry is
-//! one more [`crate::deliver`] target, its rollback its removal), run the
-//! queue (a thread of the delivery process, `sendmail -q`, a timer,
-//! `postie queue flush`) and send the bounces.
+//! This module is the queue's data: its entries, their store, the retry
+//! schedule and the notices they call for. Delivery writes and runs it
+//! ([`crate::deliver`]: an entry made in the delivery's own transaction,
+//! the runner delivering from it); `mailq`, `postie queue` and `postie
+//! check` read it (`--queue-dir`).
 //!
 //! * `record.rs`: [`Entry`], the envelope and state of an entry, and its
 //!   text format on disk (versioned, checksummed, parsed strictly), pure;
