@@ -294,8 +294,8 @@ pub struct RunFilter {
 /// What a run of the queue did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RunSummary {
-    /// Entries looked at (picked by the filter, and not being run by
-    /// another runner).
+    /// Entries tried (picked by the filter, with a recipient due or
+    /// `all`, and not being run by another runner).
     pub entries: usize,
     /// Recipients delivered to.
     pub delivered: usize,

@@ -189,6 +189,13 @@ fn kill_runner(runner: std::process::Child) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
+/// Every name in the queue directory.
+fn queue_names(fx: &Fixture) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(fx.queue())
+        .map(|d| d.filter_map(|e| Some(e.ok()?.file_name())).collect())
+        .unwrap_or_default()
+}
+
 /// The queue's envelope files (one an entry).
 fn queued(fx: &Fixture) -> Vec<String> {
     std::fs::read_dir(fx.queue())
@@ -367,9 +374,10 @@ const RECOVERIES: [&str; 11] = [
 /// 200 KB to two or three users, and the whole server killed after a
 /// random 2 to 100 ms, then started again on the same spool. One round in
 /// three, a user's mailbox is held past the queue's short wait, so that
-/// its deliveries go to the queue, and the server lives 1 to 1.2 s; in
-/// those rounds and every other one of the others, if entries wait, a
-/// runner (`postie queue flush`) is killed with the server. Every 20 kills the
+/// its deliveries go to the queue; in those rounds and every other one of
+/// the others, if entries wait, a runner (`postie queue flush`) runs too;
+/// then the server (and the runner) are killed 0 to 3 ms after the queue
+/// directory changes (an entry made, or one a runner delivers from). Every 20 kills the
 /// queue is flushed (it must end empty) and the mailboxes are checked:
 /// they parse (our reader and Python's),
 /// every message is byte for byte one that was sent, to that user; each
@@ -432,14 +440,21 @@ fn sigkill_during_delivery_loses_and_duplicates_nothing() {
                     std::thread::spawn(move || client(addr, tag, seed, sent))
                 })
                 .collect();
-            // (Most queue entries are made just after the 1 s wait: the
-            // kills land around then.)
-            let life = if queue_round {
-                1000 + rng.below(200)
+            if queue_round || runner.is_some() {
+                // The kill aimed at the queue's changes: 0 to 3 ms after
+                // its directory changes (an entry being made, or a runner
+                // taking recipients off one), or after 1.5 s (100 ms when
+                // only a runner can change it).
+                let before = queue_names(&fx);
+                let within = Duration::from_millis(if queue_round { 1500 } else { 100 });
+                let start = Instant::now();
+                while queue_names(&fx) == before && start.elapsed() < within {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                std::thread::sleep(Duration::from_micros(rng.below(3000)));
             } else {
-                2 + rng.below(99)
-            };
-            std::thread::sleep(Duration::from_millis(life));
+                std::thread::sleep(Duration::from_millis(2 + rng.below(99)));
+            }
             crash(&mut srv);
             if let Some(r) = runner.take() {
                 logs.push(Arc::new(Mutex::new(kill_runner(r))));

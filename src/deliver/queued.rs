@@ -139,6 +139,13 @@ impl Deliverer {
             if !picked(filter, entry) {
                 continue;
             }
+            // Nothing due in it (as listed): not locked, so that a runner
+            // that only looks never keeps another from an entry.
+            let now = SystemTime::now();
+            if !filter.all && !entry.pending.iter().any(|p| p.next_attempt <= now) {
+                note_pending(entry, &mut sum);
+                continue;
+            }
             if let Err(e) = self.run_entry(q, &entry.id, filter, &mut sum) {
                 log::warn!("queue {}: entry {}: {e}", q.queue.dir().display(), entry.id);
             }
@@ -147,7 +154,8 @@ impl Deliverer {
     }
 
     /// Delivers entry `id`'s recipients that are due (all of them, for
-    /// `filter.all`), under its run lock; counts in `sum`.
+    /// `filter.all`), under its run lock; counts in `sum`. An entry gone
+    /// meanwhile (another runner delivered it) is nothing to do.
     fn run_entry(
         &self,
         q: &QueueSetup,
@@ -155,12 +163,24 @@ impl Deliverer {
         filter: &RunFilter,
         sum: &mut RunSummary,
     ) -> io::Result<()> {
-        let Some(_run) = q.queue.lock_entry(id, false)? else {
+        // A run of everything (`flush`, `sendmail -q`) waits for another
+        // runner's delivery from the entry to end; a run of what is due
+        // leaves it to that runner.
+        let gone = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+        let run = match q.queue.lock_entry(id, filter.all) {
+            Err(e) if gone(&e) => return Ok(()),
+            other => other?,
+        };
+        let Some(_run) = run else {
             log::debug!("queue: entry {id} is being run by another runner");
             return Ok(());
         };
-        // Read again under the lock: another runner may have changed it.
-        let mut entry = q.queue.load(id)?;
+        // Read again under the lock: another runner may have changed it,
+        // or delivered all of it.
+        let mut entry = match q.queue.load(id) {
+            Err(e) if gone(&e) => return Ok(()),
+            other => other?,
+        };
         sum.entries += 1;
         let now = SystemTime::now();
         let mut due: Vec<&str> = entry
@@ -585,9 +605,10 @@ mod tests {
         let err = e.pending[0].last_error.as_ref().unwrap();
         assert_eq!(err.code.to_string(), "4.2.0");
         assert!(err.text.contains("busy"), "{}", err.text);
-        // Not due yet, and busy anyway: nothing happens.
+        // Not due yet: not even tried (nor locked), but counted pending.
         let s = d.run_queue(&RunFilter::default());
-        assert_eq!((s.entries, s.delivered, s.deferred), (1, 0, 1));
+        assert_eq!((s.entries, s.delivered, s.deferred), (0, 0, 1));
+        assert!(s.next_due.is_some());
         drop(held);
         let s = d.run_queue(&RunFilter {
             all: true,
@@ -609,6 +630,51 @@ mod tests {
         });
         assert_eq!(s, RunSummary::default());
         assert_eq!((count(&alice), count(&jon)), (1, 1));
+    }
+
+    /// Two runners on one entry: a run of what is due leaves an entry
+    /// another runner holds; a flush waits for it (seen in /proc/locks as
+    /// a waiter) and then delivers.
+    #[test]
+    fn a_flush_waits_for_another_runner_and_a_due_run_leaves_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = with_queue(dir.path(), Duration::from_secs(3600));
+        let jon = dir.path().join("jon");
+        let held = hold(&jon);
+        let msg = message(dir.path(), b"Subject: q\n\nx\n");
+        assert_eq!(d.deliver(&envelope(&["jon"]), &msg), Outcome::Delivered);
+        drop(held);
+        let q = &d.queue.as_ref().unwrap().queue;
+        let id = entries(&d)[0].id.clone();
+        let other = q.lock_entry(&id, false).unwrap().unwrap();
+        // Due now (the entry made so), yet held by the other runner.
+        let mut e = q.load(&id).unwrap();
+        e.pending[0].next_attempt = SystemTime::now();
+        q.update(&e).unwrap();
+        let s = d.run_queue(&RunFilter::default());
+        assert_eq!((s.entries, s.delivered), (0, 0));
+        let waiter = format!("-> FLOCK  ADVISORY  WRITE {} ", std::process::id());
+        std::thread::scope(|scope| {
+            let flush = scope.spawn(|| {
+                d.run_queue(&RunFilter {
+                    all: true,
+                    ..RunFilter::default()
+                })
+            });
+            while !std::fs::read_to_string("/proc/locks")
+                .unwrap()
+                .contains(&waiter)
+            {
+                assert!(!flush.is_finished(), "the flush did not wait");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            assert_eq!(count(&jon), 0);
+            drop(other);
+            let s = flush.join().unwrap();
+            assert_eq!((s.entries, s.delivered), (1, 1));
+        });
+        assert_eq!(count(&jon), 1);
+        assert!(entries(&d).is_empty());
     }
 
     /// Every mailbox busy: all of the message waits in the queue, and the
