@@ -256,14 +256,15 @@ impl Deliverer {
             .collect();
         names.sort_unstable();
         names.dedup();
-        let wanted = |delivered: &[&str]| -> Vec<String> {
-            let asked = env
+        // The users delivered to whose recipient asked for a notice of
+        // success: none, most often, and then nothing is allocated.
+        let wanted = |delivered: &dyn Fn(&str) -> bool| -> Vec<String> {
+            let mut users: Vec<String> = env
                 .recipients
                 .iter()
-                .filter(|r| notices::wants_success(r.notify));
-            let mut users: Vec<String> = asked
+                .filter(|r| notices::wants_success(r.notify))
                 .flat_map(|r| r.users.iter())
-                .filter(|u| delivered.contains(&u.as_str()))
+                .filter(|u| delivered(u))
                 .cloned()
                 .collect();
             users.sort_unstable();
@@ -272,8 +273,8 @@ impl Deliverer {
         };
         if let Some(q) = &self.queue {
             let (outcome, delivered) = self.deliver_or_queue(env, &names, deadline, &append, q);
-            let refs: Vec<&str> = delivered.iter().map(String::as_str).collect();
-            return (outcome, wanted(&refs), append.headers);
+            let asked = wanted(&|u| delivered.iter().any(|d| d == u));
+            return (outcome, asked, append.headers);
         }
         let result = self.transaction(&names, deadline, &append);
         for &to in &names {
@@ -291,7 +292,7 @@ impl Deliverer {
             .log();
         }
         match result {
-            Ok(()) => (Outcome::Delivered, wanted(&names), append.headers),
+            Ok(()) => (Outcome::Delivered, wanted(&|_| true), append.headers),
             Err(f) => (f.outcome, Vec::new(), String::new()),
         }
     }

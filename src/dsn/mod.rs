@@ -9,9 +9,11 @@
 //! with LF line ends, as postie's mbox writer takes them. No clock, no
 //! host name lookup, no files: the caller hands them in.
 //!
-//! Not wired in yet: the queue runner (issue "postie 7") is to call
-//! [`bounce_recipient`] and [`generate`] on a permanent failure or a
-//! give-up, and deliver the result with the null sender.
+//! Its caller is the queue ([`crate::queue::notice`]), which decides who
+//! is told of what (never the null sender: RFC 5321 6.1, "if this address
+//! is null (`<>`), the receiver-SMTP MUST NOT send a notification"), and
+//! delivery, which sends the result with the null sender (RFC 3461 6.1),
+//! so that no notification answers a notification.
 //!
 //! The message (RFC 6522 3, multipart/report; RFC 3464 3):
 //!
@@ -52,9 +54,9 @@ mod clean;
 use std::fmt;
 use std::io::{self, BufRead, Read};
 
+use crate::smtp::Mailbox;
 /// The RET parameter of MAIL (RFC 3461 4.3), as SMTP parses it.
 pub use crate::smtp::Ret;
-use crate::smtp::{Mailbox, ReversePath};
 use crate::sys::LocalTime;
 
 /// Postfix's default `bounce_size_limit`: the largest message returned
@@ -64,19 +66,6 @@ pub const DEFAULT_RETURN_LIMIT: u64 = 50_000;
 /// The most header returned, in octets (Postfix's `header_size_limit`):
 /// a longer header is cut after its last whole line.
 const HEADER_LIMIT: usize = 102_400;
-
-/// Who gets the notification about a message sent by `sender`: nobody for
-/// the null reverse-path. RFC 5321 6.1: a notification goes to the
-/// reverse-path, "however, if this address is null (`<>`), the
-/// receiver-SMTP MUST NOT send a notification"; a DSN is itself sent with
-/// the null reverse-path (RFC 3461 6.1), so no DSN answers a DSN and no
-/// bounce loop starts.
-pub fn bounce_recipient(sender: &ReversePath) -> Option<&Mailbox> {
-    match sender {
-        ReversePath::Null => None,
-        ReversePath::Mailbox(m) => Some(m),
-    }
-}
 
 /// The class of an enhanced status code (RFC 3463 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,8 +217,8 @@ pub struct RecipientReport {
 /// The original message's envelope, as far as a report names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OriginalEnvelope {
-    /// The sender: the report goes to it. Never null (see
-    /// [`bounce_recipient`]); a bare local part is qualified with the
+    /// The sender: the report goes to it. Never null (nobody is told of
+    /// a message from `<>`); a bare local part is qualified with the
     /// reporting host.
     pub sender: Mailbox,
     /// The ENVID parameter, decoded from xtext (RFC 3461 4.4); written
@@ -345,7 +334,7 @@ impl Report {
 /// The notification for `report`, with `original` (the message as postie
 /// holds it, LF line ends) returned whole or by its header as the module
 /// documentation says: a complete message, LF line ends, to be delivered
-/// with the null sender to the address [`bounce_recipient`] gives.
+/// with the null sender.
 pub fn generate<R: BufRead>(report: &Report, original: R) -> Result<Vec<u8>, DsnError> {
     report.check()?;
     let host = clean::host(&report.reporting_mta);
@@ -903,13 +892,6 @@ mod tests {
             generate(&report(vec![delayed]), MESSAGE.as_bytes()),
             Err(DsnError::StatusMismatch(0))
         ));
-    }
-
-    #[test]
-    fn no_bounce_for_the_null_sender() {
-        assert_eq!(bounce_recipient(&ReversePath::Null), None);
-        let m = mailbox("jon", Some("frogbog"));
-        assert_eq!(bounce_recipient(&ReversePath::Mailbox(m.clone())), Some(&m));
     }
 
     /// The third part's type and content.

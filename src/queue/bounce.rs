@@ -10,9 +10,9 @@
 //!
 //! The rules, each where it is applied:
 //!
-//! * never a notification for the null sender (RFC 5321 6.1, through
-//!   [`crate::dsn::bounce_recipient`]'s reasoning): no bounce answers a
-//!   bounce;
+//! * never a notification for the null sender (RFC 5321 6.1: "if this
+//!   address is null (`<>`), the receiver-SMTP MUST NOT send a
+//!   notification"): no bounce answers a bounce;
 //! * each recipient's RFC 3461 NOTIFY decides whether it is reported
 //!   ([`Notice::wanted_by`]);
 //! * whom: the envelope sender when it is local (no domain, or a domain

@@ -43,7 +43,7 @@ pub use record::{
     Entry, ID_LEN, MAX_ADDRESS, MAX_ENVID, MAX_LOG_ID, MAX_ORCPT, MAX_RCPTS, MAX_RECORD, MAX_USERS,
     Notify, ParseError, Pending, Recipient, Ret, VERSION, valid_id,
 };
-pub use schedule::{Backoff, GIVE_UP, MAXIMAL_BACKOFF, MINIMAL_BACKOFF, next_attempt};
+pub use schedule::{Backoff, GIVE_UP, MAXIMAL_BACKOFF, MINIMAL_BACKOFF};
 pub use show::{EMPTY, HEADER, entry_in_full, listing};
 pub use status::{LastError, MAX_ERROR_TEXT, StatusCode, sanitize};
 pub use store::{EntryLock, LEFTOVER_AGE, Listing, Queue};

@@ -73,15 +73,6 @@ impl Backoff {
     }
 }
 
-/// [`Backoff::next_attempt`] with the default schedule.
-pub fn next_attempt(
-    attempts: u32,
-    first_queued: SystemTime,
-    now: SystemTime,
-) -> Option<SystemTime> {
-    Backoff::default().next_attempt(attempts, first_queued, now)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,15 +90,18 @@ mod tests {
         let waits: Vec<u64> = (1..=6)
             .map(|n| {
                 let now = at(n * 1000);
-                let next = next_attempt(n as u32, q, now).unwrap();
+                let next = Backoff::default().next_attempt(n as u32, q, now).unwrap();
                 next.duration_since(now).unwrap().as_secs()
             })
             .collect();
         assert_eq!(waits, [300, 600, 1200, 2400, 4000, 4000]);
         // Attempt 0 (none failed yet) waits as the first.
-        assert_eq!(next_attempt(0, q, q), Some(at(300)));
+        assert_eq!(Backoff::default().next_attempt(0, q, q), Some(at(300)));
         // Very many attempts do not overflow.
-        assert_eq!(next_attempt(u32::MAX, q, q), Some(at(4000)));
+        assert_eq!(
+            Backoff::default().next_attempt(u32::MAX, q, q),
+            Some(at(4000))
+        );
     }
 
     #[test]
@@ -116,12 +110,21 @@ mod tests {
         let five_days = 5 * 24 * 60 * MIN;
         // Half an hour before the deadline, a wait of 4000 s is cut to it.
         let now = at(five_days - 30 * MIN);
-        assert_eq!(next_attempt(20, q, now), Some(at(five_days)));
+        assert_eq!(
+            Backoff::default().next_attempt(20, q, now),
+            Some(at(five_days))
+        );
         // At the deadline, and after, give up.
-        assert_eq!(next_attempt(20, q, at(five_days)), None);
-        assert_eq!(next_attempt(1, q, at(five_days + 1)), None);
+        assert_eq!(Backoff::default().next_attempt(20, q, at(five_days)), None);
+        assert_eq!(
+            Backoff::default().next_attempt(1, q, at(five_days + 1)),
+            None
+        );
         // A second before, still one more try.
-        assert_eq!(next_attempt(1, q, at(five_days - 1)), Some(at(five_days)));
+        assert_eq!(
+            Backoff::default().next_attempt(1, q, at(five_days - 1)),
+            Some(at(five_days))
+        );
     }
 
     #[test]
