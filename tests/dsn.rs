@@ -13,10 +13,9 @@ use postie::dsn::{
 use postie::smtp::{Mailbox, ReversePath};
 use postie::sys::LocalTime;
 
-use crate::util::{have, python, snail_subjects};
+use crate::util::{have, python, snail, snail_subjects};
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const WHEN: LocalTime = LocalTime {
     year: 2026,
@@ -277,28 +276,11 @@ fn snail_reads_a_dsn_in_a_mailbox() {
 /// s-nail's display of message `n` of the mailbox at `path` (its `type`
 /// command in batch mode: each MIME part under a `[-- #n.i ... --]` line).
 fn snail_show(path: &Path, n: usize) -> String {
-    let mut child = Command::new("s-nail")
-        .args(["-#", "-R", "-S", "ttycharset=utf-8", "-f"])
-        .arg(path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("s-nail");
-    let script = format!("type {n}\nquit\n");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(script.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "s-nail: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    snail(
+        path,
+        &["-S", "ttycharset=utf-8"],
+        &format!("type {n}\nquit\n"),
+    )
 }
 
 /// The notice of failure about every pending user of `entry`, as the

@@ -617,8 +617,21 @@ pub fn snail_subjects(path: &Path, test: &str) -> Option<Vec<String>> {
     if !have("s-nail", test) {
         return None;
     }
+    Some(
+        snail(path, &["-S", "headline=SUBJ %s"], "headers\nquit\n")
+            .lines()
+            .filter_map(|l| l.split_once("SUBJ ").map(|(_, s)| s.trim().to_string()))
+            .collect(),
+    )
+}
+
+/// What s-nail prints in batch mode (`-# -R`, with `opts`) for the
+/// commands of `script` on the mailbox at `path`.
+pub fn snail(path: &Path, opts: &[&str], script: &str) -> String {
     let mut child = Command::new("s-nail")
-        .args(["-#", "-R", "-S", "headline=SUBJ %s", "-f"])
+        .args(["-#", "-R"])
+        .args(opts)
+        .arg("-f")
         .arg(path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -629,7 +642,7 @@ pub fn snail_subjects(path: &Path, test: &str) -> Option<Vec<String>> {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"headers\nquit\n")
+        .write_all(script.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(
@@ -637,12 +650,7 @@ pub fn snail_subjects(path: &Path, test: &str) -> Option<Vec<String>> {
         "s-nail: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once("SUBJ ").map(|(_, s)| s.trim().to_string()))
-            .collect(),
-    )
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Every message of `path` as raw bytes, split on the `From ` lines of
