@@ -96,6 +96,12 @@ impl Shared {
 /// [`Runner::start`], while it runs.
 static RUNNER: Mutex<Weak<Shared>> = Mutex::new(Weak::new());
 
+/// Held by the unit tests that start the process's runner and by those
+/// whose deliveries [`wake`] it (or ask [`stopping`]): tests run in
+/// parallel in one process, and the one runner is the process's.
+#[cfg(test)]
+pub(crate) static PROCESS_RUNNER_TEST: Mutex<()> = Mutex::new(());
+
 /// Wakes the queue runner of this process, if there is one (see the
 /// module documentation); does nothing otherwise. Cheap: it takes a lock
 /// and notifies a condition variable.
@@ -413,6 +419,9 @@ mod tests {
     /// the stop to the end of the run in progress.
     #[test]
     fn wake_and_stopping_reach_the_runner_of_the_process() {
+        let _alone = PROCESS_RUNNER_TEST
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let d = Arc::new(Counting::default());
         let runner = Runner::start(d.clone(), HOUR).unwrap();
         d.wait_runs(1);

@@ -515,6 +515,7 @@ mod tests {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
+    use std::sync::MutexGuard;
     use std::time::Duration;
 
     use nix::fcntl::{Flock, FlockArg};
@@ -527,8 +528,13 @@ mod tests {
     use crate::smtp::Mailbox;
 
     /// A deliverer with a queue in `dir/queue`, whose lock wait is one
-    /// second and which gives up after `give_up`.
-    fn with_queue(dir: &Path, give_up: Duration) -> Deliverer {
+    /// second and which gives up after `give_up`; and the guard that keeps
+    /// the test that starts the process's queue runner from seeing this
+    /// test's wakes (a delivery that queues wakes it).
+    fn with_queue(dir: &Path, give_up: Duration) -> (MutexGuard<'static, ()>, Deliverer) {
+        let alone = crate::queue_runner::PROCESS_RUNNER_TEST
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let qdir = dir.join("queue");
         std::fs::create_dir(&qdir).unwrap();
         std::fs::set_permissions(&qdir, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -543,7 +549,7 @@ mod tests {
             delay_warning: None,
             return_limit: 50_000,
         });
-        d
+        (alone, d)
     }
 
     fn message(dir: &Path, text: &[u8]) -> MessageBuf {
@@ -588,7 +594,7 @@ mod tests {
     #[test]
     fn a_busy_recipient_waits_in_the_queue_and_gets_the_message_once() {
         let dir = tempfile::tempdir().unwrap();
-        let d = with_queue(dir.path(), Duration::from_secs(3600));
+        let (_alone, d) = with_queue(dir.path(), Duration::from_secs(3600));
         let (alice, jon) = (dir.path().join("alice"), dir.path().join("jon"));
         let held = hold(&jon);
         let msg = message(dir.path(), b"Subject: q\n\nqueued\n");
@@ -638,7 +644,7 @@ mod tests {
     #[test]
     fn a_flush_waits_for_another_runner_and_a_due_run_leaves_it() {
         let dir = tempfile::tempdir().unwrap();
-        let d = with_queue(dir.path(), Duration::from_secs(3600));
+        let (_alone, d) = with_queue(dir.path(), Duration::from_secs(3600));
         let jon = dir.path().join("jon");
         let held = hold(&jon);
         let msg = message(dir.path(), b"Subject: q\n\nx\n");
@@ -682,7 +688,7 @@ mod tests {
     #[test]
     fn every_recipient_busy_queues_the_whole_message() {
         let dir = tempfile::tempdir().unwrap();
-        let d = with_queue(dir.path(), Duration::from_secs(3600));
+        let (_alone, d) = with_queue(dir.path(), Duration::from_secs(3600));
         let _a = hold(&dir.path().join("alice"));
         let _j = hold(&dir.path().join("jon"));
         let msg = message(dir.path(), b"Subject: q\n\nx\n");
@@ -704,7 +710,7 @@ mod tests {
     fn a_recipient_given_up_is_returned_to_its_local_sender_and_never_to_the_null_sender() {
         for (sender, bounced) in [(Some("alice@h"), true), (None, false)] {
             let dir = tempfile::tempdir().unwrap();
-            let d = with_queue(dir.path(), Duration::ZERO);
+            let (_alone, d) = with_queue(dir.path(), Duration::ZERO);
             let jon = dir.path().join("jon");
             let _held = hold(&jon);
             let msg = message(dir.path(), b"Subject: lost\n\nnever there\n");
@@ -740,7 +746,7 @@ mod tests {
     #[test]
     fn a_delay_warning_goes_once() {
         let dir = tempfile::tempdir().unwrap();
-        let mut d = with_queue(dir.path(), Duration::from_secs(3600));
+        let (_alone, mut d) = with_queue(dir.path(), Duration::from_secs(3600));
         d.queue.as_mut().unwrap().delay_warning = Some(Duration::ZERO);
         let jon = dir.path().join("jon");
         let alice = dir.path().join("alice");
@@ -771,7 +777,7 @@ mod tests {
     #[test]
     fn a_recipient_that_asked_is_reported_delivered() {
         let dir = tempfile::tempdir().unwrap();
-        let d = with_queue(dir.path(), Duration::from_secs(3600));
+        let (_alone, d) = with_queue(dir.path(), Duration::from_secs(3600));
         let (alice, jon) = (dir.path().join("alice"), dir.path().join("jon"));
         let success = Some(crate::smtp::Notify::On {
             success: true,
@@ -852,7 +858,7 @@ mod tests {
     #[test]
     fn a_crash_before_the_entry_is_made_undoes_the_delivery() {
         let dir = tempfile::tempdir().unwrap();
-        let mut d = with_queue(dir.path(), Duration::from_secs(3600));
+        let (_alone, mut d) = with_queue(dir.path(), Duration::from_secs(3600));
         let alice = dir.path().join("alice");
         std::fs::write(&alice, b"").unwrap();
         d.append_writer = dies_after_appending_to("alice");
@@ -881,7 +887,7 @@ mod tests {
     #[test]
     fn a_crash_after_the_runners_append_is_rolled_forward() {
         let dir = tempfile::tempdir().unwrap();
-        let mut d = with_queue(dir.path(), Duration::from_secs(3600));
+        let (_alone, mut d) = with_queue(dir.path(), Duration::from_secs(3600));
         let jon = dir.path().join("jon");
         let held = hold(&jon);
         let msg = message(dir.path(), b"Subject: q\n\nx\n");
@@ -914,7 +920,7 @@ mod tests {
     #[test]
     fn no_entry_written_means_no_delivery_at_all() {
         let dir = tempfile::tempdir().unwrap();
-        let d = with_queue(dir.path(), Duration::from_secs(3600));
+        let (_alone, d) = with_queue(dir.path(), Duration::from_secs(3600));
         let alice = dir.path().join("alice");
         std::fs::write(&alice, b"old\n").unwrap();
         let _held = hold(&dir.path().join("jon"));
