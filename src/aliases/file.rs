@@ -69,14 +69,7 @@ impl AliasFile {
     pub fn open(path: &Path) -> Self {
         let file = AliasFile {
             path: Some(path.to_owned()),
-            interval: CHECK_INTERVAL,
-            state: Mutex::new(State {
-                aliases: Ok(Arc::new(Aliases::empty())),
-                stamp: None,
-                missing: false,
-                checked: None,
-                loads: 0,
-            }),
+            ..AliasFile::empty()
         };
         file.refresh(&mut file.lock(), true, "loaded");
         file
