@@ -134,13 +134,14 @@ impl Recipients {
         Resolution::Local(users)
     }
 
-    /// `root` from the database, or uid 0 and gid 0 if the database has
-    /// none (a test passwd file).
+    /// `root` from the database, or uid 0 and gid 0 (and no home) if the
+    /// database has none (a test passwd file).
     fn lookup_root(&self) -> Result<User, LookupError> {
         Ok(self.db.lookup("root")?.unwrap_or_else(|| User {
             name: "root".to_owned(),
             uid: 0,
             gid: 0,
+            ..User::default()
         }))
     }
 
@@ -262,6 +263,7 @@ mod tests {
             name: name.to_owned(),
             uid,
             gid: uid,
+            ..Default::default()
         }
     }
 
@@ -593,7 +595,11 @@ self: self, jon
         let r = Recipients::new(domains(), Box::new(db), Some('+'), AliasFile::empty());
         assert_eq!(
             resolve(&r, "Jon+x", Some("example.org")),
-            Resolution::Local(vec![user("jon", 1000)])
+            Resolution::Local(vec![User {
+                home: "/home/jon".into(),
+                shell: "/bin/sh".to_owned(),
+                ..user("jon", 1000)
+            }])
         );
         assert_eq!(
             resolve(&r, "postmaster", None),
@@ -612,7 +618,12 @@ self: self, jon
              .hidden:x:1002:1002::/home/h:/bin/sh\n",
         );
         let db = PasswdFile::load(f.path()).unwrap();
-        assert_eq!(db.lookup("secvic"), Ok(Some(user("secvic", 1000))));
+        let secvic = User {
+            home: "/home/s".into(),
+            shell: "/bin/sh".to_owned(),
+            ..user("secvic", 1000)
+        };
+        assert_eq!(db.lookup("secvic"), Ok(Some(secvic)));
         assert_eq!(db.lookup("secvic.lock"), Ok(None));
         assert_eq!(db.lookup(".hidden"), Ok(None));
         let r = Recipients::new(domains(), Box::new(db), Some('+'), AliasFile::empty());

@@ -8,16 +8,22 @@
 
 use std::fmt;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
 
 /// A local user who can own a mailbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct User {
     pub name: String,
     pub uid: u32,
     pub gid: u32,
+    /// The home directory (passwd's sixth field): where `~/.forward` is
+    /// looked for and where the user's programs run.
+    pub home: PathBuf,
+    /// The login shell (passwd's seventh field): `SHELL` for the user's
+    /// programs.
+    pub shell: String,
 }
 
 /// The lookup itself failed (NSS unreachable, file unreadable): the answer
@@ -83,6 +89,8 @@ impl UserDb for Nss {
                 name: u.name,
                 uid: u.uid.as_raw(),
                 gid: u.gid.as_raw(),
+                home: u.dir,
+                shell: u.shell.to_string_lossy().into_owned(),
             })),
             Ok(None) | Err(Errno::ENOENT) | Err(Errno::ESRCH) => Ok(None),
             Err(e) => Err(LookupError(format!("getpwnam_r({name}): {}", e.desc()))),
@@ -140,6 +148,8 @@ impl PasswdFile {
                 name: name.to_owned(),
                 uid,
                 gid,
+                home: PathBuf::from(fields[5]),
+                shell: fields[6].to_owned(),
             });
         }
         Ok(PasswdFile { users })
@@ -179,6 +189,7 @@ mod tests {
             name: name.to_owned(),
             uid,
             gid: uid,
+            ..Default::default()
         }
     }
 
@@ -200,13 +211,23 @@ mod tests {
              svc:*:998:998:::\n",
         );
         let db = PasswdFile::load(f.path()).unwrap();
-        assert_eq!(db.lookup("root"), Ok(Some(user("root", 0))));
+        let at = |u: User, home: &str, shell: &str| User {
+            home: home.into(),
+            shell: shell.to_owned(),
+            ..u
+        };
+        assert_eq!(
+            db.lookup("root"),
+            Ok(Some(at(user("root", 0), "/root", "/bin/sh")))
+        );
         assert_eq!(
             db.lookup("jon"),
             Ok(Some(User {
                 name: "jon".to_owned(),
                 uid: 1000,
-                gid: 100
+                gid: 100,
+                home: "/home/jon".into(),
+                shell: "/bin/bash".to_owned(),
             }))
         );
         assert_eq!(db.lookup("svc"), Ok(Some(user("svc", 998))));

@@ -670,6 +670,7 @@ fn failing_user_lookup_is_451() {
                 name: "jon".into(),
                 uid: nix::unistd::geteuid().as_raw(),
                 gid: nix::unistd::getegid().as_raw(),
+                ..Default::default()
             }))
         }
     }
@@ -913,6 +914,7 @@ fn daemon_recovers_another_process_crash_it_meets() {
             name: name.into(),
             uid,
             gid: uid,
+            ..Default::default()
         };
         let _id = postie::sys::become_fs(uid, mail.gid.as_raw()).unwrap();
         let mut record = |id: LockId| journal.record_lock(name, id);

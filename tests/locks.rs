@@ -263,6 +263,7 @@ fn me() -> User {
         name: "me".into(),
         uid: nix::unistd::geteuid().as_raw(),
         gid: nix::unistd::getegid().as_raw(),
+        ..Default::default()
     }
 }
 

@@ -33,6 +33,7 @@ pub(super) fn me(name: &str) -> User {
         name: name.into(),
         uid: nix::unistd::geteuid().as_raw(),
         gid: nix::unistd::getegid().as_raw(),
+        ..Default::default()
     }
 }
 
@@ -148,6 +149,7 @@ pub(crate) fn crashed_delivery(
             name: n.to_string(),
             uid,
             gid,
+            ..Default::default()
         };
         let mb = mbox::open_locked_with(&path, &owner, &opts, far, &mut hooks).unwrap();
         locked.push(mb);

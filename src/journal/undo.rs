@@ -325,6 +325,7 @@ impl<'a> mbox::LockSet<'a, Want> for WantSet<'a> {
             name: w.name.clone(),
             uid: w.uid,
             gid: w.gid,
+            ..User::default()
         };
         let path = spool.join(&w.name);
         let _id = match as_user(w.uid, w.gid) {

@@ -641,6 +641,7 @@ mod tests {
             name: "other".into(),
             uid: 54_321,
             gid: 54_321,
+            ..Default::default()
         };
         let res = append(
             &path,
@@ -990,6 +991,7 @@ mod tests {
                 name: "other".into(),
                 uid: 54_321,
                 gid: 54_321,
+                ..Default::default()
             };
             assert_check_unsafe(check(&good, &other), "owned by uid 0, not 54321");
         } else {

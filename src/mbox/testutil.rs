@@ -16,6 +16,7 @@ pub(crate) fn me() -> User {
         name: "me".into(),
         uid: geteuid().as_raw(),
         gid: getegid().as_raw(),
+        ..Default::default()
     }
 }
 

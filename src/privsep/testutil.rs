@@ -48,6 +48,7 @@ pub(super) fn lookup(name: &str) -> Option<User> {
         name: name.into(),
         uid: 1000,
         gid: 1000,
+        ..Default::default()
     })
 }
 
