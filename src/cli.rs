@@ -184,6 +184,24 @@ pub struct Options {
     /// one comes back as its header (Postfix's bounce_size_limit).
     #[arg(long, global = true, value_name = "BYTES", default_value_t = crate::dsn::DEFAULT_RETURN_LIMIT)]
     pub return_limit: u64,
+    /// Where program targets (`|command`) may be named: any of aliases,
+    /// include, forward (Postfix's allow_mail_to_commands); empty: nowhere.
+    #[arg(long, global = true, value_name = "SOURCES", default_value = "aliases, forward",
+          value_parser = crate::aliases::Sources::parse)]
+    pub allow_commands: crate::aliases::Sources,
+    /// Where file targets (`/path`) may be named (allow_mail_to_files).
+    #[arg(long, global = true, value_name = "SOURCES", default_value = "aliases, forward",
+          value_parser = crate::aliases::Sources::parse)]
+    pub allow_files: crate::aliases::Sources,
+    /// The user that programs and files named by a root-owned aliases or
+    /// :include: file run as (Postfix's default_privs); never root.
+    #[arg(long, global = true, value_name = "USER", default_value = "nobody")]
+    pub default_user: String,
+    /// How long a program target may run before it is killed and its
+    /// delivery retried (Postfix's command_time_limit).
+    #[arg(long, global = true, value_name = "TIME", default_value = "1000s",
+          value_parser = parse_duration)]
+    pub command_time_limit: u64,
     /// Our name in the greeting, EHLO and Received:, and a local domain.
     /// Default: /etc/mailname, else the host's FQDN.
     #[arg(long, global = true, value_name = "NAME")]

@@ -43,8 +43,8 @@
 //! event and writes it to syslog or stderr; [`config`] and [`cli`] build
 //! the pieces from the configuration file and the command line;
 //! [`queue`] is the queue's entries, store and retry schedule, and
-//! [`dsn`] writes delivery status notifications (postie 7, neither wired
-//! into delivery yet);
+//! [`dsn`] writes delivery status notifications; [`dest`] names where a
+//! copy goes (a mailbox, a file, a program, and as whom) in the queue;
 //! [`sendmail`] is the `sendmail(8)` interface (a client of the local
 //! socket, or the same delivery in-process); [`check`] is `postie check`;
 //! [`queue_tool`] is `postie queue` (show, run, flush, delete), and
@@ -63,6 +63,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod deliver;
+pub mod dest;
 pub mod domains;
 pub mod dsn;
 pub mod exit;

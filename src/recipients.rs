@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::aliases::AliasFile;
+use crate::aliases::{AliasFile, Allow, Context, NoReader};
 use crate::domains::LocalDomains;
 use crate::maillog::Event;
 use crate::message::Delivery;
@@ -22,7 +22,9 @@ use crate::users::{LookupError, User, UserDb};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Resolution {
     /// Local users, whose mailboxes are `SPOOL/<name>`: one for a user,
-    /// one or more for an alias. Never empty; sorted by name, no name twice.
+    /// one or more for an alias; sorted by name, no name twice. Empty only
+    /// for an alias that reaches programs, files or `:include:` files
+    /// alone.
     Local(Vec<User>),
     /// A local domain, but no such user (or an alias with no user left):
     /// `550 5.1.1`.
@@ -39,6 +41,8 @@ pub struct Recipients {
     db: Box<dyn UserDb>,
     delimiter: Option<char>,
     aliases: AliasFile,
+    /// Where programs and files may be named.
+    allow: Allow,
 }
 
 impl Recipients {
@@ -53,6 +57,26 @@ impl Recipients {
             db,
             delimiter,
             aliases,
+            allow: Allow::default(),
+        }
+    }
+
+    /// The same, with `allow` as the policy for programs and files.
+    pub fn with_allow(self, allow: Allow) -> Self {
+        Recipients { allow, ..self }
+    }
+
+    /// The policy for programs and files.
+    pub fn allow(&self) -> Allow {
+        self.allow
+    }
+
+    /// What the SMTP side expands with: the policy, and no file read.
+    fn smtp_context<'a>(&'a self, is_local: &'a dyn Fn(&str) -> bool) -> Context<'a> {
+        Context {
+            is_local_domain: is_local,
+            allow: self.allow,
+            reader: &NoReader,
         }
     }
 
@@ -97,7 +121,8 @@ impl Recipients {
             };
         }
         let is_alias = aliases.contains(name);
-        let expansion = aliases.expand(name, &|domain| self.domains.is_local(domain));
+        let is_local = |domain: &str| self.domains.is_local(domain);
+        let expansion = aliases.expand_with(name, &self.smtp_context(&is_local));
         let mut users = Vec::with_capacity(expansion.users.len());
         for leaf in &expansion.users {
             let found = if postmaster && leaf == "root" {
@@ -112,7 +137,10 @@ impl Recipients {
                 Err(e) => return Resolution::TempFail(e.0),
             }
         }
-        if users.is_empty() {
+        // Programs, files and includes reach someone too: the delivery
+        // process expands them (and reads the includes) itself.
+        let elsewhere = !expansion.specials.is_empty() || expansion.unread_includes > 0;
+        if users.is_empty() && !elsewhere {
             if !is_alias {
                 return Resolution::Unknown;
             }
@@ -156,7 +184,8 @@ impl Recipients {
         if !aliases.contains(name) {
             return None;
         }
-        let expansion = aliases.expand(name, &|domain| self.domains.is_local(domain));
+        let is_local = |domain: &str| self.domains.is_local(domain);
+        let expansion = aliases.expand_with(name, &self.smtp_context(&is_local));
         Some(format!("alias {name}: {}", expansion.why_nobody()))
     }
 
@@ -466,8 +495,10 @@ self: self, jon
             ("remote", None, local(&[("alice", 1001)])),
             ("partly", None, local(&[("jon", 1000)])),
             ("ghost", None, Resolution::Unknown),
-            ("pipe", None, Resolution::Unknown),
-            ("pipes", None, Resolution::Unknown),
+            // Programs, files and includes reach someone: the delivery
+            // process expands them.
+            ("pipe", None, local(&[])),
+            ("pipes", None, local(&[])),
             ("self", None, local(&[("jon", 1000)])),
             ("jon", None, local(&[("jon", 1000)])),
             ("nosuchuser", None, Resolution::Unknown),
@@ -489,7 +520,9 @@ self: self, jon
             ("postmaster: root, nosuchuser\n", local(&[("root", 0)])),
             // Nothing deliverable: root all the same.
             ("postmaster: nosuchuser\n", local(&[("root", 0)])),
-            ("postmaster: \"|/bin/true\"\n", local(&[("root", 0)])),
+            ("postmaster: jon@example.com\n", local(&[("root", 0)])),
+            // A program: where the aliases say.
+            ("postmaster: \"|/bin/true\"\n", local(&[])),
             // Not defined: root.
             ("staff: jon\n", local(&[("root", 0)])),
         ];

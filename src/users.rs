@@ -46,13 +46,15 @@ pub trait UserDb: Send + Sync {
 }
 
 /// True if `name` could be a user name at all: not empty, at most 255
-/// bytes, no `/` (it names a file in the spool), no NUL or other control
-/// character, and no leading `-` (it would read as an option to tools).
+/// bytes, no `/` (it names a file in the spool), no `:` (passwd(5)'s field
+/// separator, and what tells a queue entry's file and program
+/// destinations from mailboxes), no NUL or other control character, and
+/// no leading `-` (it would read as an option to tools).
 pub(crate) fn valid_user_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 255
         && !name.starts_with('-')
-        && !name.chars().any(|c| c == '/' || c.is_control())
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_control())
 }
 
 /// True if `name` could be a recipient postie delivers to: a
@@ -277,6 +279,8 @@ mod tests {
             "a/b",
             "a\0b",
             "a\nb",
+            // passwd(5)'s separator; and a queue key's, never a mailbox.
+            "prog:jon:x",
             "-rf",
             "\u{7f}x",
             &"a".repeat(256),

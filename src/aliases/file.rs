@@ -48,6 +48,8 @@ struct Stamp {
     size: u64,
     mtime: i64,
     mtime_nsec: i64,
+    /// The owner: who the programs and files it names run as.
+    uid: u32,
 }
 
 impl Stamp {
@@ -58,6 +60,7 @@ impl Stamp {
             size: meta.size(),
             mtime: meta.mtime(),
             mtime_nsec: meta.mtime_nsec(),
+            uid: meta.uid(),
         }
     }
 }
@@ -147,6 +150,7 @@ impl AliasFile {
         let source = path.display().to_string();
         let text = String::from_utf8_lossy(&bytes);
         let (aliases, warnings) = Aliases::parse(&text, &source);
+        let aliases = aliases.owned_by(stamp.uid);
         for warning in &warnings {
             log::warn!("{warning}");
         }

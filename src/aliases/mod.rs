@@ -7,10 +7,11 @@
 //! second and re-reads it when it changed, so an admin's edit takes effect
 //! without a restart, and SIGHUP forces a reload.
 //!
-//! Only local delivery exists: a target that would run a program (`|cmd`),
-//! append to a file (`/path`) or read another file (`:include:`) is refused
-//! and logged, as is an address in a domain that is not ours (we do not
-//! relay).
+//! Targets are local names, `\\user`, addresses in our domains, programs
+//! (`|cmd`), files (`/path`) and `:include:` files; programs and files are
+//! kept with where they were named, which decides whether the policy
+//! allows them and as whom they run. An address in a domain that is not
+//! ours is refused and logged (we do not relay).
 //!
 //! The parts: `parse.rs` (aliases(5) text into [`Aliases`]), `expand.rs`
 //! (a name into leaf users, [`Expansion`]) and `file.rs` (the reloading
@@ -23,7 +24,10 @@ mod parse;
 use std::collections::HashMap;
 use std::fmt;
 
-pub use expand::{Expansion, MAX_DEPTH};
+pub use expand::{
+    Allow, Context, Expansion, Forwarded, Included, MAX_DEPTH, NoReader, Reader, Source, Sources,
+    Special,
+};
 pub use file::AliasFile;
 
 /// One target on the right-hand side of an alias.
@@ -37,11 +41,11 @@ pub enum Target {
     /// `user@domain`, both lower-cased; local if the caller says the domain
     /// is local, refused otherwise.
     Address { local: String, domain: String },
-    /// `|command`: refused.
+    /// `|command`: the message on the program's standard input.
     Command(String),
-    /// `/path/file`: refused.
+    /// `/path/file`: appended to as an mbox.
     File(String),
-    /// `:include:/path`: refused.
+    /// `:include:/path`: more targets, read from that file.
     Include(String),
 }
 
@@ -70,6 +74,9 @@ struct Alias {
 pub struct Aliases {
     /// The file name, for messages (`FILE:LINE: ...`).
     source: String,
+    /// The uid that owns the file: programs and files it names run as the
+    /// default user if root, else as this owner.
+    owner: u32,
     /// By lower-cased name.
     map: HashMap<String, Alias>,
 }
@@ -93,6 +100,16 @@ impl Aliases {
     /// True if `name` (lower-cased) is an alias.
     pub fn contains(&self, name: &str) -> bool {
         self.map.contains_key(name)
+    }
+
+    /// The same aliases, read from a file owned by `uid`.
+    pub fn owned_by(self, uid: u32) -> Self {
+        Aliases { owner: uid, ..self }
+    }
+
+    /// The uid that owns the file they were read from (0 if none).
+    pub fn owner(&self) -> u32 {
+        self.owner
     }
 
     /// The targets of alias `name` (lower-cased), as parsed.

@@ -50,6 +50,7 @@ impl Aliases {
         }
         let aliases = Aliases {
             source: source.to_owned(),
+            owner: 0,
             map,
         };
         (aliases, warnings)

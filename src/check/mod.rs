@@ -423,9 +423,26 @@ fn recipient(
         r.ok(format!("{shown}: alias {name} -> {}", names.join(", ")));
         let hostname = config::mail_name(o.hostname.as_deref());
         let domains = LocalDomains::detect(&hostname, &o.domains);
-        let expansion = aliases.expand(&name, &|d| domains.is_local(d));
+        let is_local = |d: &str| domains.is_local(d);
+        let expansion = aliases.expand_with(
+            &name,
+            &crate::aliases::Context {
+                is_local_domain: &is_local,
+                allow: crate::aliases::Allow {
+                    commands: o.allow_commands,
+                    files: o.allow_files,
+                },
+                reader: &crate::aliases::NoReader,
+            },
+        );
         for refused in expansion.refused {
             r.warn(refused);
+        }
+        for special in &expansion.specials {
+            r.ok(format!(
+                "{shown}: alias {name} -> {special} (named in {})",
+                special.source().kind()
+            ));
         }
         for leaf in expansion.users {
             if !names.contains(&leaf.as_str()) {
@@ -663,8 +680,8 @@ mod tests {
             "{warnings:?}"
         );
         assert!(
-            warnings.iter().any(|w| w.contains("|/bin/prog")),
-            "{warnings:?}"
+            ok.contains(&"staff: alias staff -> \"|/bin/prog\" (named in aliases)"),
+            "{ok:?}"
         );
         assert!(
             warnings.contains(&"staff: alias staff: ghost is no user; skipped"),
@@ -678,14 +695,17 @@ mod tests {
         );
         // An alias to a program alone: say why, not "none of its users".
         std::fs::write(s.dir.path().join("aliases"), "pipe: \"|/bin/prog\"\n").unwrap();
-        let r = s.run(&[], Some("pipe"));
+        let r = s.run(&["--allow-commands", "forward"], Some("pipe"));
         assert_eq!(r.verdict, Verdict::NoUser);
         assert_eq!(
             r.texts(Level::Error),
             [
-                "pipe: 550 5.1.1 user unknown (alias pipe: \"|/bin/prog\": program targets are not enabled)"
+                "pipe: 550 5.1.1 user unknown (alias pipe: \"|/bin/prog\": program targets are not allowed in the aliases (allow-commands))"
             ]
         );
+        // Allowed (the default): the alias exists.
+        let r = s.run(&[], Some("pipe"));
+        assert_eq!(r.verdict, Verdict::Ok, "{r:?}");
     }
 
     #[test]

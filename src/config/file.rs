@@ -406,13 +406,17 @@ mod tests {
             "maximal-backoff",
             "queue-run-interval",
             "return-limit",
+            "allow-commands",
+            "allow-files",
+            "default-user",
+            "command-time-limit",
         ] {
             assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
         }
         for k in ["config", "help", "version"] {
             assert!(!keys.iter().any(|x| x == k), "{k} must not be a key");
         }
-        assert_eq!(keys.len(), 39, "{keys:?}");
+        assert_eq!(keys.len(), 43, "{keys:?}");
     }
 
     #[test]

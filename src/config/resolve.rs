@@ -174,7 +174,11 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
     } else {
         AliasFile::open(&o.aliases)
     };
-    let recipients = Arc::new(Recipients::new(domains, db, delimiter, aliases));
+    let allow = crate::aliases::Allow {
+        commands: o.allow_commands,
+        files: o.allow_files,
+    };
+    let recipients = Arc::new(Recipients::new(domains, db, delimiter, aliases).with_allow(allow));
     let deliverer = Deliverer {
         spool: o.spool.clone(),
         hostname: hostname.clone(),

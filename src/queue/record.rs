@@ -36,8 +36,10 @@
 //! sender was told of the delay) and each
 //! `error` are there only when known. Each `rcpt` (the RFC 3461 NOTIFY or
 //! `-`, the ORCPT or `-`, then the address as given) is followed by a
-//! `user` line for each local user it expands to. Each `pending` line is a
-//! user not yet delivered: the index of its `rcpt` (from 0), the attempts
+//! `user` line for each destination it expands to: a local user's name
+//! (its mailbox), or a file's or a program's key (`file:USER:PATH`,
+//! `prog:USER:COMMAND`, [`crate::dest`]). Each `pending` line is a
+//! destination not yet delivered: the index of its `rcpt` (from 0), the attempts
 //! so far, when to try next, and the user; an `error` line after it is
 //! its last error (RFC 3463 code and one line of text). A field that may
 //! hold spaces (an address, a user name, an error text) is always last on
@@ -47,8 +49,8 @@
 //!
 //! The parser is strict: every line in its place, every field checked
 //! (user names as [`crate::users`] checks them: a submitter's as a name
-//! of the passwd database, a recipient's as the name of a mailbox in the
-//! spool; no control characters,
+//! of the passwd database, a recipient's destinations as
+//! [`crate::dest::Dest::parse`] does; no control characters,
 //! bounded sizes and counts), nothing after the checksum.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -57,8 +59,9 @@ use super::status::{LastError, StatusCode, sanitize};
 use crate::dsn::Class;
 use crate::smtp::Submitter;
 // RET and NOTIFY, and the bounds of ENVID and ORCPT, are SMTP's (RFC 3461).
+use crate::dest::Dest;
 pub use crate::smtp::dsn_params::{MAX_ENVID, MAX_ORCPT, Notify, Ret};
-use crate::users::{plausible_user_name, valid_user_name};
+use crate::users::valid_user_name;
 
 /// The first line of every envelope file: the format and its version.
 pub const VERSION: &str = "postie-queue 1";
@@ -267,8 +270,8 @@ impl Entry {
             if r.users.is_empty() || r.users.len() > MAX_USERS {
                 return Err("a recipient without users, or with too many".into());
             }
-            if let Some(u) = r.users.iter().find(|u| !plausible_user_name(u)) {
-                return Err(format!("bad user name {u:?}"));
+            if let Some(u) = r.users.iter().find(|u| !Dest::is_key(u)) {
+                return Err(format!("bad destination {u:?}"));
             }
             let mut users: Vec<&String> = r.users.iter().collect();
             users.sort();
@@ -596,7 +599,11 @@ mod tests {
                     address: "\"odd name\"@razorback".into(),
                     notify: Some(Notify::Never),
                     orcpt: None,
-                    users: vec!["bob".into()],
+                    users: vec![
+                        "bob".into(),
+                        "file:bob:/home/bob/Mail/in box".into(),
+                        "prog:nobody:/usr/bin/procmail -f- -a \"x y\"".into(),
+                    ],
                 },
             ],
             pending: vec![
@@ -613,6 +620,13 @@ mod tests {
                 Pending {
                     rcpt: 1,
                     user: "bob".into(),
+                    attempts: 0,
+                    next_attempt: at(1_764_900_000),
+                    last_error: None,
+                },
+                Pending {
+                    rcpt: 1,
+                    user: "prog:nobody:/usr/bin/procmail -f- -a \"x y\"".into(),
                     attempts: 0,
                     next_attempt: at(1_764_900_000),
                     last_error: None,
@@ -686,9 +700,12 @@ mod tests {
                 "user alice smith",
                 "rcpt NEVER - <\"odd name\"@razorback>",
                 "user bob",
+                "user file:bob:/home/bob/Mail/in box",
+                "user prog:nobody:/usr/bin/procmail -f- -a \"x y\"",
                 "pending 0 2 1764900600 alice smith",
                 "error 4.2.0 mailbox alice smith: lock not obtained in time",
                 "pending 1 0 1764900000 bob",
+                "pending 1 0 1764900000 prog:nobody:/usr/bin/procmail -f- -a \"x y\"",
             ]
         );
         assert!(body[body.len() - 1].starts_with("sum "));
@@ -770,28 +787,31 @@ mod tests {
             ("user twice", Box::new(set(12, "user alice smith"))),
             ("user dot", Box::new(set(12, "user .postie-txn.1.2.3"))),
             ("user lock", Box::new(set(12, "user jon.lock"))),
+            ("file relative", Box::new(set(16, "user file:bob:Mail/in"))),
+            ("prog empty", Box::new(set(17, "user prog:nobody: "))),
+            ("kind", Box::new(set(17, "user pipe:nobody:/bin/true"))),
             (
                 "pending index",
-                Box::new(set(16, "pending 2 2 1764900600 bob")),
+                Box::new(set(18, "pending 2 2 1764900600 bob")),
             ),
             (
                 "pending user",
-                Box::new(set(16, "pending 1 2 1764900600 alice smith")),
+                Box::new(set(18, "pending 1 2 1764900600 alice smith")),
             ),
             (
                 "pending fields",
-                Box::new(set(16, "pending 0 2 1764900600")),
+                Box::new(set(18, "pending 0 2 1764900600")),
             ),
             (
                 "pending twice",
-                Box::new(set(18, "pending 0 0 1764900000 alice smith")),
+                Box::new(set(20, "pending 0 0 1764900000 alice smith")),
             ),
-            ("code class", Box::new(set(17, "error 2.0.0 fine"))),
-            ("code digits", Box::new(set(17, "error 4.2000.0 long"))),
-            ("code form", Box::new(set(17, "error 4.2 short"))),
-            ("error text", Box::new(set(17, "error 4.2.0"))),
-            ("error blank", Box::new(set(17, "error 4.2.0  padded "))),
-            ("control", Box::new(set(17, "error 4.2.0 a\rb"))),
+            ("code class", Box::new(set(19, "error 2.0.0 fine"))),
+            ("code digits", Box::new(set(19, "error 4.2000.0 long"))),
+            ("code form", Box::new(set(19, "error 4.2 short"))),
+            ("error text", Box::new(set(19, "error 4.2.0"))),
+            ("error blank", Box::new(set(19, "error 4.2.0  padded "))),
+            ("control", Box::new(set(19, "error 4.2.0 a\rb"))),
             ("tab", Box::new(set(2, "log-id 5A1\t7"))),
             (
                 "unknown key",

@@ -165,6 +165,10 @@ pub const SYSTEM_OPTIONS: &[&str] = &[
     "maximal-backoff",
     "queue-run-interval",
     "return-limit",
+    "allow-commands",
+    "allow-files",
+    "default-user",
+    "command-time-limit",
 ];
 
 /// Whether root may read a configuration file owned by `uid`, with `mode`:
