@@ -313,9 +313,12 @@ fn a_directory_above_the_home_others_can_write_is_unsafe() {
 fn a_directory_above_the_home_reached_by_a_symlink_is_judged_where_it_leads() {
     let host = Host::new();
     host.write_forward("\\victim\n");
-    // /tmp/x/link -> /tmp/x/real/..., with real world-writable.
-    let real = host.dir.path().join("real");
-    std::fs::create_dir(&real).unwrap();
+    // HOME is DIR/link/home, with DIR/link -> DIR/bad/real: DIR/bad is
+    // above the real home but named nowhere in its path.
+    let bad = host.dir.path().join("bad");
+    let real = bad.join("real");
+    std::fs::create_dir_all(&real).unwrap();
+    chmod(&bad, 0o755);
     chmod(&real, 0o755);
     std::fs::rename(&host.home, real.join("home")).unwrap();
     let link = host.dir.path().join("link");
@@ -325,8 +328,26 @@ fn a_directory_above_the_home_reached_by_a_symlink_is_judged_where_it_leads() {
         ..host.user()
     };
     assert_targets(read_forward(&user), &[Target::User("victim".to_owned())]);
-    chmod(&real, 0o777);
-    assert_unsafe(read_forward(&user), "1 level(s) above it");
+    chmod(&bad, 0o777);
+    assert_unsafe(read_forward(&user), "2 level(s) above it");
+}
+
+#[test]
+fn a_symlink_to_the_home_in_a_directory_others_can_write_is_unsafe() {
+    let host = Host::new();
+    host.write_forward("\\victim\n");
+    // HOME is DIR/open/link, a link anybody could replace, to DIR/home.
+    let open = host.dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    chmod(&open, 0o755);
+    symlink(&host.home, open.join("link")).unwrap();
+    let user = User {
+        home: open.join("link"),
+        ..host.user()
+    };
+    assert_targets(read_forward(&user), &[Target::User("victim".to_owned())]);
+    chmod(&open, 0o777);
+    assert_unsafe(read_forward(&user), "open above it is writable by others");
 }
 
 #[test]
@@ -379,7 +400,9 @@ fn a_directory_or_a_device_forward_is_unsafe() {
         if let Err(e) = nix::sys::stat::mknod(
             &host.forward(),
             nix::sys::stat::SFlag::S_IFCHR,
-            nix::sys::stat::Mode::from_bits_truncate(0o644),
+            // Mode 000: the user may not open it, so only the look
+            // before opening can say what it is.
+            nix::sys::stat::Mode::empty(),
             dev,
         ) {
             println!("SKIP a_directory_or_a_device_forward_is_unsafe (device): mknod: {e}");
