@@ -108,6 +108,18 @@
 //! A missing include file is [`IncludeFile::Unsafe`] too (Postfix bounces
 //! it as a configuration error); what the mail then does is the caller's.
 //!
+//! # Sources
+//!
+//! sendmail 8: `include()` in `sendmail/recipient.c` (the `SFF_` flags of
+//! a `.forward` and of an include file, the `DontBlameSendmail` bits that
+//! relax them, all off under the default `DontBlameSendmail=safe`), and
+//! `safefile()` and `safedirpath()` in `libsmutil/safefile.c` (what those
+//! flags check); `forward()` in `sendmail/alias.c` (which errors defer the
+//! message: `transienterror()`; any other means no forwarding). Postfix:
+//! `deliver_dotforward()` in `src/local/dotforward.c` and
+//! `deliver_include()` in `src/local/include.c`, and local(8). Read, not
+//! copied.
+//!
 //! The parts: `safety.rs` (opening directories and files relative to
 //! descriptors, and judging owners and modes) and `text.rs` (the bounded
 //! read and the line decoding).
@@ -168,7 +180,10 @@ pub enum IncludeFile {
 
 /// Reads `user`'s `~/.forward` (`user.home`/.forward) under the rules of
 /// the module documentation, with the user's filesystem identity when
-/// postie is root.
+/// postie is root. Like every switch of identity in postie, this relies on
+/// root's supplementary groups having been dropped at start
+/// ([`crate::sys::drop_supplementary_groups`]): the kernel checks them
+/// along with the fsgid.
 pub fn read_forward(user: &User) -> ForwardFile {
     if user.home.as_os_str().is_empty() {
         return ForwardFile::Absent;
