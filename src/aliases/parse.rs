@@ -499,7 +499,7 @@ also-good: alice
 
     /// A `.forward` or `:include:` list: targets in the order of the file,
     /// comments and blank lines skipped, a quoted command keeping its
-    /// commas, `\\user`, files, includes and addresses as in aliases.
+    /// commas, `\user`, files, includes and addresses as in aliases.
     #[test]
     fn target_lists_keep_their_order() {
         let text = "# forward my mail
