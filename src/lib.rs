@@ -49,7 +49,8 @@
 //! socket, or the same delivery in-process); [`check`] is `postie check`;
 //! [`queue_tool`] is `postie queue` (show, run, flush, delete), and
 //! [`queue_runner`] the daemon's thread that runs the queue;
-//! [`exit`] holds the sysexits codes.
+//! [`exit`] holds the sysexits codes; [`forward`] reads `~/.forward` and
+//! `:include:` files and says whether they may be trusted (postie 8).
 //!
 //! Nothing in [`smtp`] touches a socket, a file or the clock; they are handed
 //! in. [`sys`] is the only module with `unsafe` code (`#![deny(unsafe_code)]`
@@ -67,6 +68,7 @@ pub mod dest;
 pub mod domains;
 pub mod dsn;
 pub mod exit;
+pub mod forward;
 pub mod journal;
 pub mod listen;
 pub mod maillog;

@@ -1,6 +1,8 @@
 //! Parsing aliases(5) text: logical lines (continuations joined, comments
-//! dropped), entries, and each target, quoted or not. Pure, and never
-//! failing on content: a bad line is skipped with a `FILE:LINE` warning.
+//! dropped), entries, and each target, quoted or not; and the bare target
+//! lists of `~/.forward` and `:include:` files ([`Target::parse_targets`]),
+//! which share the target syntax. Pure, and never failing on content: a bad
+//! line or target is skipped with a `FILE:LINE` warning.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry as MapEntry;
@@ -102,16 +104,72 @@ fn parse_entry(entry: &str) -> Result<(String, Vec<Target>), String> {
         return Err(format!("invalid alias name {name:?}"));
     }
     let mut targets = Vec::new();
-    for token in split_targets(rest)? {
-        let token = token.trim();
-        if !token.is_empty() {
-            targets.push(parse_target(token)?);
-        }
+    for target in parse_list(rest)? {
+        targets.push(target?);
     }
     if targets.is_empty() {
         return Err(format!("alias {name} has no targets"));
     }
     Ok((name.to_ascii_lowercase(), targets))
+}
+
+impl Target {
+    /// Parses the targets of a `~/.forward` or `:include:` file: the
+    /// right-hand side of an alias, spread over any number of lines, as
+    /// sendmail reads those files (each line a list of its own); `source`
+    /// names the file in warnings.
+    ///
+    /// The syntax is that of [`Aliases::parse`]'s targets, with no names
+    /// and no continuation lines: blank lines and lines whose first
+    /// non-blank character is `#` are skipped; every other line is a list of
+    /// targets separated by commas outside double quotes (so
+    /// `"|/usr/bin/prog a, b"` is one target). Targets come back in the
+    /// order of the file.
+    ///
+    /// Never fails on content: a target that cannot be parsed is skipped
+    /// and the rest of its line kept (unlike an alias, where one bad target
+    /// skips the entry: a skipped entry is an unknown alias, refused at
+    /// RCPT, while here the other targets are the user's mail); a line with
+    /// an unterminated quote is skipped whole, since its commas cannot be
+    /// told apart. The second value holds one `SOURCE:LINE: why` warning
+    /// per skip.
+    pub(crate) fn parse_targets(text: &str, source: &str) -> (Vec<Target>, Vec<String>) {
+        let mut targets = Vec::new();
+        let mut warnings = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = i + 1;
+            let trimmed = raw.trim();
+            if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            match parse_list(trimmed) {
+                Ok(list) => {
+                    for target in list {
+                        match target {
+                            Ok(target) => targets.push(target),
+                            Err(why) => {
+                                warnings.push(format!("{source}:{line}: {why}; target skipped"))
+                            }
+                        }
+                    }
+                }
+                Err(why) => warnings.push(format!("{source}:{line}: {why}; line skipped")),
+            }
+        }
+        (targets, warnings)
+    }
+}
+
+/// Parses a comma-separated list of targets: each non-empty one parsed or
+/// the reason it is bad; `Err` if the list cannot be split (an
+/// unterminated quote).
+fn parse_list(list: &str) -> Result<Vec<Result<Target, String>>, String> {
+    Ok(split_targets(list)?
+        .iter()
+        .map(|token| token.trim())
+        .filter(|token| !token.is_empty())
+        .map(parse_target)
+        .collect())
 }
 
 /// True if `name` may be an alias name.
@@ -440,7 +498,77 @@ also-good: alice
         assert!(warnings[1].starts_with("aliases:4: "), "{warnings:?}");
     }
 
+    /// A `.forward` or `:include:` list: targets in the order of the file,
+    /// comments and blank lines skipped, a quoted command keeping its
+    /// commas, `\user`, files, includes and addresses as in aliases.
+    #[test]
+    fn target_lists_keep_their_order() {
+        let text = "# forward my mail
+\\Jon, \"|/usr/bin/procmail -a x, y\"
+
+  # an indented comment
+bob@Example.ORG,alice
+\t/var/mail/archive , :include:/etc/mail/list\r
+|/usr/bin/vacation jon
+";
+        let (targets, warnings) = Target::parse_targets(text, "/home/jon/.forward");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(
+            targets,
+            [
+                Target::User("jon".to_owned()),
+                Target::Command("/usr/bin/procmail -a x, y".to_owned()),
+                addr("bob", "example.org"),
+                local("alice"),
+                Target::File("/var/mail/archive".to_owned()),
+                Target::Include("/etc/mail/list".to_owned()),
+                Target::Command("/usr/bin/vacation jon".to_owned()),
+            ]
+        );
+    }
+
+    /// A bad target is skipped and the rest of its line kept; a line with
+    /// an unterminated quote is skipped whole; each with `FILE:LINE`.
+    /// Alias syntax (`name: target`) and continuation lines mean nothing
+    /// here.
+    #[test]
+    fn bad_targets_in_a_list_are_skipped_with_file_and_line() {
+        let text = "jon, jon doe, bob
+\"|/bin/prog, alice
+carol: dave
+  erin
+\"|\", @x, frank
+";
+        let (targets, warnings) = Target::parse_targets(text, "/home/jon/.forward");
+        assert_eq!(
+            targets,
+            [local("jon"), local("bob"), local("erin"), local("frank")]
+        );
+        let expected: &[(usize, &str, &str)] = &[
+            (1, "invalid target", "target skipped"),
+            (2, "unterminated quote", "line skipped"),
+            (3, "invalid target", "target skipped"),
+            (5, "empty command", "target skipped"),
+            (5, "invalid target", "target skipped"),
+        ];
+        assert_eq!(warnings.len(), expected.len(), "{warnings:#?}");
+        for (warning, (line, what, skipped)) in warnings.iter().zip(expected) {
+            let prefix = format!("/home/jon/.forward:{line}: ");
+            assert!(warning.starts_with(&prefix), "{warning:?} vs {prefix:?}");
+            assert!(warning.contains(what), "{warning:?} vs {what:?}");
+            assert!(warning.ends_with(skipped), "{warning:?} vs {skipped:?}");
+        }
+    }
+
     proptest! {
+        #[test]
+        fn target_lists_never_panic(text in any::<String>()) {
+            let (_, warnings) = Target::parse_targets(&text, "f");
+            for w in &warnings {
+                prop_assert!(w.starts_with("f:"), "{w:?}");
+            }
+        }
+
         #[test]
         fn parse_never_panics(text in any::<String>()) {
             let (aliases, warnings) = Aliases::parse(&text, "f");
