@@ -87,8 +87,9 @@ pub fn open_locked_with(
 }
 
 /// [`open_locked_with`] for a file target outside the spool (an alias's
-/// `/path`), under a file's rules (`Rules::File`): `owner` is the identity it is written
-/// with (the thread's filesystem identity when root).
+/// `/path`), under a file's rules (`Rules::File`): `owner` is the
+/// identity it is written with (the thread's filesystem identity when
+/// root).
 pub fn open_file_locked_with(
     path: &Path,
     owner: &User,
