@@ -30,7 +30,10 @@
 //!   identity may not create the dotlock in the file's directory, the
 //!   kernel locks only (Postfix's `MBOX_DOT_LOCK_MAY_FAIL`, kept for
 //!   "installations that deliver to files in non-writable directories"),
-//!   logged; a dotlock someone else made there is honoured;
+//!   logged; a dotlock someone else made there is honoured (and a
+//!   transaction that can neither finish nor be undone then leaves no
+//!   lock that keeps other programs off the file until recovery: the
+//!   kernel locks go with their holder);
 //! * the append is the mailbox's, byte for byte (the `From ` line, the
 //!   configured quoting, the blank line at the end), synced.
 //!
