@@ -85,7 +85,9 @@
 //! * `recover.rs`: [`recover()`], which finds the journals of processes that
 //!   are gone and deals with each;
 //! * `undo.rs`: what recovery does for a delivery that may have appended:
-//!   locks its mailboxes again, sorts out what each holds, truncates.
+//!   locks its mailboxes again, sorts out what each holds, truncates;
+//! * `dotlocks.rs`: the identity recovery acts as for each target, and
+//!   the removal of the dotlocks a dead delivery left.
 //!
 //! # File targets
 //!
@@ -120,6 +122,7 @@ use std::time::{Duration, Instant};
 use crate::mbox::{self, LockId};
 use crate::sys;
 
+mod dotlocks;
 mod record;
 mod recover;
 #[cfg(test)]

@@ -46,10 +46,11 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::dotlocks::remove_dotlocks;
 use super::record::{
     self, HEADER_LEN, IDLE, Intent, PREFIX, Parsed, QueueStep, SETTLED, SETTLED_AT, parse,
 };
-use super::undo::{self, Undo, Undone, remove_dotlocks};
+use super::undo::{self, Undo, Undone};
 use super::{Journals, SAFE_FLAGS};
 use crate::mbox::{self, LockId, MboxOptions};
 
