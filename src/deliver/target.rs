@@ -39,8 +39,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-#[cfg(doc)]
-use crate::journal::QueueStep;
 use crate::journal::{AppendStart, Journal, Want};
 use crate::mbox::{self, LockHooks, LockId, LockedMailbox, MboxError, MboxOptions, Quoting};
 use crate::message::MessageSource;
