@@ -69,6 +69,7 @@
 //! up, runs the steps in order, logs one line per mailbox, and is the one
 //! entry to recovery ([`Deliverer::recover_spool`]).
 
+mod file;
 mod gate;
 mod notices;
 mod partial;

@@ -1,5 +1,5 @@
 //! What a transaction delivers to: the [`Target`] trait, and the mailbox
-//! that implements it today.
+//! that implements it.
 //!
 //! A transaction ([`super::transaction`]) knows its destinations only
 //! through this trait: where each is (the key that the gate holds and
@@ -9,29 +9,29 @@
 //! its undoing, and letting go, of every lock or of all but the one that
 //! other programs honour, which then keeps it for recovery. A mailbox
 //! ([`MailboxTarget`]) does each with [`mbox::LockedMailbox`], as its
-//! recipient's filesystem identity.
+//! recipient's filesystem identity ([`OneTry`], which a file target
+//! shares).
 //!
-//! The next destinations (postie 7 and 8) are each one more
-//! implementation, and no new flag in the transaction:
-//! * a file (an alias's `/path`): a mailbox outside the spool, with the
-//!   same locks, append and rollback; owned by the alias file's owner.
-//! * a program (`|command`): nothing to lock (`try_lock` locks at once),
-//!   an append that copies the message to a private temporary file, a
-//!   rollback that removes it, and the program run only once the
-//!   transaction is committed. A program once run cannot be undone: that
-//!   step after the commit is the one a mailbox does not need, so it is
-//!   not in the trait until a program target brings it.
+//! The other destinations are each one more implementation, and no new
+//! flag in the transaction:
+//! * a file (an alias's or a `.forward`'s `/path`, postie 8): a mailbox
+//!   outside the spool, with the same locks, append and rollback, as the
+//!   identity the rules name: [`super::file`], which also holds
+//!   `AppendTarget`, mailboxes and files in one transaction;
+//! * a program (`|command`): run from the queue once the transaction is
+//!   committed (postie 8), not a target of the transaction itself;
 //! * a queue entry: a new file in the queue directory written and synced
 //!   in the same transaction, its name unique (nothing to lock), its
-//!   rollback its removal.
+//!   rollback its removal (the queue's step,
+//!   [`crate::journal::QueueStep`]).
 //!
-//! Each will need journal records of its own kind ([`crate::journal`]:
-//! [`Want`] and [`AppendStart`] name a mailbox of the spool), so that recovery
-//! knows how to undo it.
+//! The journal ([`crate::journal`]: [`Want`] and [`AppendStart`]) names a
+//! mailbox of the spool by its user and a file by its absolute path, so
+//! that recovery knows how to undo either.
 //!
-//! Also here: [`Failure`], why a step failed, and [`AppendWriter`], the
-//! path a mailbox's bytes take to its file, where tests inject failing
-//! writes.
+//! Also here: [`Failure`], why a step failed (for good, for a file that
+//! refuses the message), and [`AppendWriter`], the path a mailbox's bytes
+//! take to its file, where tests inject failing writes.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -68,6 +68,14 @@ pub(crate) trait Target {
     /// Tries its locks once, without waiting: `None` if one is busy (then
     /// none is held). Every lock is recorded in `round` before it is made.
     fn try_lock(&self, round: &mut LockRound<'_>) -> Result<Option<Self::Locked>, Failure>;
+
+    /// Whether where its append starts must be on disk before the append
+    /// (the journal synced once more): recovery truncates a file target
+    /// only back to a start recorded, in the very file recorded, and
+    /// never looks for an append it has no record of.
+    fn durable_start(&self) -> bool {
+        false
+    }
 }
 
 /// A destination of a transaction, locked: appended to on a thread of its
@@ -314,7 +322,48 @@ impl<'d> Target for MailboxTarget<'d> {
             let why = cannot_create(&self.user);
             return Err(Failure::mbox(path, MboxError::Unsafe(why)));
         }
-        let name = self.user.name.as_str();
+        let how = OneTry {
+            open: mbox::open_locked_with,
+            path,
+            name: &self.user.name,
+            user: &self.user,
+            owner: self.owner,
+            opts: self.opts,
+            writer: self.writer,
+        };
+        how.try_lock(round).map_err(|e| Failure::mbox(path, e))
+    }
+}
+
+/// One try at the locks of an mbox file (a mailbox, or a file target):
+/// how it is opened, where, what the journal calls it, as whom.
+pub(crate) struct OneTry<'a, 'd> {
+    /// [`mbox::open_locked_with`] or [`mbox::open_file_locked_with`].
+    pub open: fn(
+        &Path,
+        &User,
+        &MboxOptions,
+        Instant,
+        &mut LockHooks<'_>,
+    ) -> Result<LockedMailbox, MboxError>,
+    pub path: &'a Path,
+    /// Its name in the journal.
+    pub name: &'a str,
+    pub user: &'a User,
+    pub owner: Owner,
+    pub opts: &'d MboxOptions,
+    pub writer: &'d AppendWriter,
+}
+
+impl<'d> OneTry<'_, 'd> {
+    /// Opens and locks it, once, without waiting, each lock recorded in
+    /// `round` under its name: `None` if a lock is busy. Call it as the
+    /// identity it is written with.
+    pub(crate) fn try_lock(
+        self,
+        round: &mut LockRound<'_>,
+    ) -> Result<Option<LockedMailboxTarget<'d>>, MboxError> {
+        let name = self.name;
         let recovered = round.recovered();
         let mut orphan = false;
         let opened = {
@@ -327,7 +376,7 @@ impl<'d> Target for MailboxTarget<'d> {
                 ..LockHooks::default()
             };
             // One try (a deadline already come).
-            mbox::open_locked_with(path, &self.user, self.opts, Instant::now(), &mut hooks)
+            (self.open)(self.path, self.user, self.opts, Instant::now(), &mut hooks)
         };
         if orphan {
             round.found_orphan();
@@ -335,20 +384,21 @@ impl<'d> Target for MailboxTarget<'d> {
         match opened {
             Ok(mailbox) => Ok(Some(LockedMailboxTarget {
                 mailbox,
-                name: self.user.name.clone(),
+                name: name.to_string(),
                 owner: self.owner,
                 writer: self.writer,
             })),
             Err(MboxError::LockTimeout) => Ok(None),
-            Err(e) => Err(Failure::mbox(path, e)),
+            Err(e) => Err(e),
         }
     }
 }
 
-/// A recipient's mailbox, locked.
+/// A recipient's mailbox, or a file target, locked.
 pub(crate) struct LockedMailboxTarget<'d> {
     mailbox: LockedMailbox,
-    /// The mailbox's name in the spool, as the journal knows it.
+    /// Its name in the journal: the user's (a mailbox of the spool), or
+    /// a file target's path.
     name: String,
     owner: Owner,
     writer: &'d AppendWriter,
@@ -421,6 +471,14 @@ pub(crate) struct Failure {
     /// The target it is about (its key), if one: a delivery that may
     /// queue leaves that one to the queue and delivers to the others.
     pub target: Option<PathBuf>,
+    /// The target refused the message for good (a file target's
+    /// safe-open rules: a symbolic link, hard links, no right to write
+    /// it): trying again changes nothing, and a delivery that may queue
+    /// returns it to its sender rather than retrying. The outcome is a
+    /// temporary one all the same, for a delivery that is all or nothing.
+    // Read by the tests until a delivery that may queue bounces it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub permanent: bool,
 }
 
 impl Failure {
@@ -429,6 +487,20 @@ impl Failure {
             outcome: Outcome::Temporary(reason),
             why,
             target: None,
+            permanent: false,
+        }
+    }
+
+    /// A target at `path` that refuses the message for good
+    /// ([`permanent`](Self::permanent)): "PATH: WHY; not delivered"
+    /// (logged as it is made).
+    pub(crate) fn refused(path: &Path, why: &str) -> Self {
+        let why = format!("{}: {why}; not delivered", path.display());
+        log::warn!("{why}");
+        Failure {
+            target: Some(path.to_path_buf()),
+            permanent: true,
+            ..Failure::temp(TempReason::Local, why)
         }
     }
 

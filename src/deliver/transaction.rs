@@ -203,7 +203,15 @@ impl<'d, T: Target> Transaction<'d, T> {
         let starts: Vec<AppendStart> = self.locked.iter().map(|t| t.append_start()).collect();
         journal
             .record_starts(&starts)
-            .map_err(|e| journal_failure(journal.path(), e))
+            .map_err(|e| journal_failure(journal.path(), e))?;
+        // Synced, though, when a file target asks (`Target::durable_start`):
+        // recovery never looks for a file's append.
+        if self.targets.iter().any(|t| t.durable_start()) {
+            journal
+                .sync()
+                .map_err(|e| journal_failure(journal.path(), e))?;
+        }
+        Ok(())
     }
 
     /// The targets a partial [`lock_all`](Self::lock_all) left unlocked.

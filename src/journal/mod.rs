@@ -30,8 +30,9 @@
 //! 2. before it locks anything, its *intent* ([`Journal::intend`]): the
 //!    beginning of every append (the `From ` line and the trace headers,
 //!    which hold the message's unique ID), the exact length of an append,
-//!    the mailboxes (name in the spool, and the identity they are written
-//!    with), and a count and a checksum; then `fdatasync`;
+//!    the mailboxes (name in the spool, or a file target's absolute path,
+//!    and the identity they are written with), and a count and a checksum;
+//!    then `fdatasync`;
 //! 3. while it locks the mailboxes, a `lock` line for each dotlock about to
 //!    be made, *before* its `link()` ([`crate::mbox::LockHooks`]): the lock
 //!    file's device, inode and modification time, so that a dotlock a crash
@@ -43,7 +44,8 @@
 //!    are gone: the journal does not grow with the wait;
 //! 4. once every mailbox is locked, before the first append
 //!    ([`Journal::record_starts`]): each mailbox's device, inode and size, where
-//!    its append begins (not synced);
+//!    its append begins (not synced, unless a file target is among them:
+//!    [`Journal::sync`]);
 //! 5. the appends, each followed by `fdatasync`, as without the journal;
 //! 6. [`Journal::settle`]: the intent spoiled (one byte), then, after the
 //!    locks are released, the header marked idle ([`Journal::end`]).
@@ -83,7 +85,25 @@
 //! * `recover.rs`: [`recover()`], which finds the journals of processes that
 //!   are gone and deals with each;
 //! * `undo.rs`: what recovery does for a delivery that may have appended:
-//!   locks its mailboxes again, sorts out what each holds, truncates.
+//!   locks its mailboxes again, sorts out what each holds, truncates;
+//! * `dotlocks.rs`: the identity recovery acts as for each target, and
+//!   the removal of the dotlocks a dead delivery left.
+//!
+//! # File targets
+//!
+//! A file outside the spool (an alias's or a `.forward`'s `/path`,
+//! [`crate::deliver`]) is journalled as a mailbox is, named by its
+//! absolute path, with the identity it is written with. Recovery handles
+//! it as that identity only (never as root: a journal naming a file
+//! written as root, which no delivery writes, is left alone), removes its
+//! dotlock as that identity, and truncates it only back to where the
+//! journal says its append began, and only if it is the very file
+//! recorded (device and inode). Its start is therefore synced before any
+//! append, and a file's append is never looked for by its beginning as a
+//! mailbox's is after a power failure: a journal of such a delivery
+//! without a start means nothing was appended. A journal is trusted as
+//! before: only a regular file of our own uid with one link in the
+//! spool.
 //!
 //! Calls go one way: the format depends on neither the writer nor
 //! recovery; recovery uses the writer (a dotlock it makes is recorded in a
@@ -102,6 +122,7 @@ use std::time::{Duration, Instant};
 use crate::mbox::{self, LockId};
 use crate::sys;
 
+mod dotlocks;
 mod record;
 mod recover;
 #[cfg(test)]
@@ -110,8 +131,8 @@ mod undo;
 
 #[cfg(test)]
 pub(crate) use record::PREFIX;
-pub use record::{AppendStart, QueueStep, Want};
-use record::{HEADER_LEN, IDLE, SETTLED, SETTLED_AT, SLOT_SIZE, header};
+pub use record::{AppendStart, QueueStep, Want, target_path, valid_file_name};
+use record::{HEADER_LEN, IDLE, SETTLED, SETTLED_AT, SLOT_SIZE, dotlock_path, header};
 pub use recover::{QueueRecovery, Summary, recover};
 #[cfg(test)]
 pub(crate) use testutil::crashed_delivery;
@@ -261,12 +282,12 @@ impl Journal {
     pub fn released(&mut self) -> io::Result<()> {
         let spool = self.path.parent().unwrap_or(Path::new("."));
         let mut round = std::mem::take(&mut self.round);
-        round.retain(|(name, id)| {
-            match std::fs::symlink_metadata(spool.join(format!("{name}.lock"))) {
+        round.retain(
+            |(name, id)| match std::fs::symlink_metadata(dotlock_path(spool, name)) {
                 Ok(meta) => LockId::of(&meta) == *id,
                 Err(e) => e.kind() != io::ErrorKind::NotFound,
-            }
-        });
+            },
+        );
         self.len = self.locks_at;
         for (name, id) in round {
             self.record_lock(&name, id)?;
@@ -280,6 +301,13 @@ impl Journal {
     pub fn record_starts(&mut self, starts: &[AppendStart]) -> io::Result<()> {
         let lines = record::start_lines(self.generation, starts);
         self.write(lines.as_bytes())
+    }
+
+    /// Makes what is written so far durable (`fdatasync`): the append
+    /// starts of a delivery to a file target, which recovery never looks
+    /// for.
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_data()
     }
 
     /// Records what the delivery does to the queue (after

@@ -34,6 +34,15 @@
 //! The intent, the append starts and the queue step are trusted only whole
 //! and with their checksum; a line cut short or of another generation ends
 //! what is read.
+//!
+//! Every line names its target last: a mailbox of the spool by its user's
+//! name, a file target (postie 8: an alias's or a `.forward`'s `/path`)
+//! by its absolute path, spaces and all ([`valid_file_name`]: a name no
+//! user can have, as it holds a `/`). Journals without file targets are
+//! written byte for byte as before; an earlier postie reads a journal
+//! naming a file as garbled.
+
+use std::path::{Path, PathBuf};
 
 use crate::mbox::LockId;
 use crate::users::valid_user_name;
@@ -55,10 +64,49 @@ pub(super) const SLOT_SIZE: usize = 4096;
 pub(super) const SETTLED: &[u8] = b"-";
 pub(super) const SETTLED_AT: u64 = HEADER_LEN as u64;
 
-/// A mailbox a delivery is about to write to.
+/// True for the journal's name of a file target: its absolute path,
+/// which no user name can be (a user name holds no `/`). Plain: no empty,
+/// `.` or `..` component, no `/` at the end, no control character (the
+/// journal is lines), at most 4095 bytes.
+pub fn valid_file_name(name: &str) -> bool {
+    name.len() > 1
+        && name.len() < 4096
+        && name.starts_with('/')
+        && !name.chars().any(char::is_control)
+        && name[1..]
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// Where the target the journal knows as `name` is: a file target's own
+/// path, or the mailbox `spool/name`.
+pub fn target_path(spool: &Path, name: &str) -> PathBuf {
+    if valid_file_name(name) {
+        PathBuf::from(name)
+    } else {
+        spool.join(name)
+    }
+}
+
+/// The dotlock of the target the journal knows as `name`: its path and
+/// `.lock`.
+pub(super) fn dotlock_path(spool: &Path, name: &str) -> PathBuf {
+    let mut lock = target_path(spool, name).into_os_string();
+    lock.push(".lock");
+    PathBuf::from(lock)
+}
+
+/// True for a name the journal may hold: a user's (a mailbox of the
+/// spool) or a file target's ([`valid_file_name`]).
+fn valid_target_name(name: &str) -> bool {
+    valid_user_name(name) || valid_file_name(name)
+}
+
+/// A mailbox (or file target) a delivery is about to write to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Want {
-    /// Its name in the spool (the user's name).
+    /// Its name: in the spool (the user's name), or a file target's
+    /// absolute path ([`valid_file_name`]).
     pub name: String,
     /// The filesystem identity the mailbox is handled with when postie is
     /// root: the owner, and group `mail` (or the owner's group).
@@ -117,6 +165,9 @@ pub struct Parsed {
     pub generation: u64,
     /// The delivery's intent, if whole and intact and not settled.
     pub intent: Option<Intent>,
+    /// The targets of the intent, whole and intact, settled or not: the
+    /// identity that removes a file target's dotlock.
+    pub wants: Vec<Want>,
     /// The intent was there and has been spoiled: the delivery was over
     /// (delivered, or rolled back).
     pub settled: bool,
@@ -320,9 +371,18 @@ pub fn parse(bytes: &[u8]) -> Parsed {
                 _ => break,
             }
         }
+        if p.settled {
+            // Signed as written, before settling spoiled it.
+            signed[0] = b'f';
+        }
         match end {
-            Some(end) if !p.settled => p.intent = parse_intent(from, &wants, end, &signed),
-            Some(_) => {}
+            Some(end) => {
+                let intent = parse_intent(from, &wants, end, &signed);
+                p.wants = intent.as_ref().map(|i| i.wants.clone()).unwrap_or_default();
+                if !p.settled {
+                    p.intent = intent;
+                }
+            }
             // Cut short: nothing after it can be trusted either.
             None => at = lines.len(),
         }
@@ -374,7 +434,7 @@ fn parse_queue(boxes: &[&str], tail: &str, signed: &[u8]) -> Option<QueueStep> {
         || count.parse::<usize>().ok()? != boxes.len()
         || u64::from_str_radix(sum, 16).ok()? != checksum(signed)
         || !crate::queue::valid_id(id)
-        || !boxes.iter().all(|b| valid_user_name(b))
+        || !boxes.iter().all(|b| valid_target_name(b))
     {
         return None;
     }
@@ -409,7 +469,7 @@ fn parse_intent(from: &str, wants: &[&str], end: &str, signed: &[u8]) -> Option<
             // Not `plausible_user_name`: a journal is our own, and one
             // written before names like `x.lock` were refused must still
             // be undone.
-            valid_user_name(name).then(|| Want {
+            valid_target_name(name).then(|| Want {
                 name: name.to_string(),
                 uid,
                 gid,
@@ -434,7 +494,7 @@ fn parse_lock(tail: &str) -> Option<(String, LockId)> {
         mtime_nsec: f.next()?.parse().ok()?,
     };
     let name = f.next()?;
-    valid_user_name(name).then(|| (name.to_string(), id))
+    valid_target_name(name).then(|| (name.to_string(), id))
 }
 
 fn parse_starts(starts: &[&str], end: &str, signed: &[u8]) -> Option<Vec<AppendStart>> {
@@ -633,6 +693,7 @@ mod tests {
                     len: 500,
                     wants: wants.to_vec(),
                 }),
+                wants: wants.to_vec(),
                 settled: false,
                 locks: vec![("alice".to_string(), ID)],
                 starts: Some(starts.to_vec()),
@@ -650,6 +711,99 @@ mod tests {
         assert_eq!(name(42, 7, 0xabc), ".postie-txn.42.7.0000000000000abc");
         assert!(is_journal_name(&name(42, 7, u64::MAX)));
         assert!(!is_journal_name(".postie-txn.lock"));
+    }
+
+    /// A file target is named by its absolute path (spaces and all), in
+    /// the lines a mailbox's name takes, byte for byte as pinned here
+    /// (checksums computed apart); a settled journal still gives its
+    /// targets (`wants`), whose identities remove a file's dotlock.
+    #[test]
+    fn file_targets_are_named_by_their_path() {
+        const G: u64 = 0x0123_4567_89ab_cdef;
+        let prefix = b"From a@b Sun Nov  1 06:05:04 2026\n";
+        let file = "/var/log/mail archive";
+        let wants = [
+            Want {
+                name: "alice".into(),
+                uid: 1000,
+                gid: 8,
+            },
+            Want {
+                name: file.into(),
+                uid: 4242,
+                gid: 4243,
+            },
+        ];
+        let starts = [
+            AppendStart {
+                name: "alice".into(),
+                dev: 8,
+                ino: 9,
+                old_size: 100,
+            },
+            AppendStart {
+                name: file.into(),
+                dev: 8,
+                ino: 11,
+                old_size: 7,
+            },
+        ];
+        let golden = "postie-txn 2 0123456789abcdef\n\
+            from 0123456789abcdef 500 46726f6d206140622053756e204e6f762020312030363a30353a303420323032360a\n\
+            want 0123456789abcdef 1000 8 alice\n\
+            want 0123456789abcdef 4242 4243 /var/log/mail archive\n\
+            end 0123456789abcdef 2 c835e672c4af4abe\n\
+            lock 0123456789abcdef 1 2 3 4 /var/log/mail archive\n\
+            size 0123456789abcdef 8 9 100 alice\n\
+            size 0123456789abcdef 8 11 7 /var/log/mail archive\n\
+            sizes 0123456789abcdef 2 13c1007b14b6a8bd\n";
+        let written = journal(
+            G,
+            &[
+                intent_lines(G, prefix, 500, &wants),
+                lock_line(G, file, ID),
+                start_lines(G, &starts),
+            ],
+        );
+        assert_eq!(String::from_utf8(written).unwrap(), golden);
+        let p = parse(golden.as_bytes());
+        assert_eq!(p.intent.map(|i| i.wants), Some(wants.to_vec()));
+        assert_eq!(p.wants, wants.to_vec());
+        assert_eq!(p.locks, vec![(file.to_string(), ID)]);
+        assert_eq!(p.starts, Some(starts.to_vec()));
+        let mut settled = golden.as_bytes().to_vec();
+        settled[SETTLED_AT as usize..][..SETTLED.len()].copy_from_slice(SETTLED);
+        let p = parse(&settled);
+        assert!(p.settled && p.intent.is_none());
+        assert_eq!(p.wants, wants.to_vec());
+        assert_eq!(p.locks.len(), 1);
+        let spool = Path::new("/var/mail");
+        assert_eq!(target_path(spool, file), Path::new(file));
+        assert_eq!(target_path(spool, "alice"), Path::new("/var/mail/alice"));
+        assert_eq!(
+            dotlock_path(spool, file),
+            Path::new("/var/log/mail archive.lock")
+        );
+        // Names that are neither a user's nor a plain absolute path make
+        // the intent (or lock line) untrusted.
+        for bad in ["/", "/a//b", "/a/./b", "/a/../b", "/a/", "/a\tb", "a/b"] {
+            assert!(!valid_file_name(bad), "{bad:?}");
+            let w = Want {
+                name: bad.into(),
+                uid: 1,
+                gid: 1,
+            };
+            let j = journal(
+                G,
+                &[intent_lines(G, prefix, 500, &[w]), lock_line(G, bad, ID)],
+            );
+            let p = parse(&j);
+            assert_eq!(p.intent, None, "{bad:?}");
+            assert!(p.wants.is_empty() && p.locks.is_empty(), "{bad:?}");
+        }
+        for good in ["/a", "/var/log/mail archive", "/home/jon/Mail/in.box"] {
+            assert!(valid_file_name(good), "{good:?}");
+        }
     }
 
     /// A journal naming a user that is no recipient any more (`x.lock`,

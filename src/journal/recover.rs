@@ -31,8 +31,8 @@
 //!   where the appends begin and written since the system started (the
 //!   delivery was killed before it had locked every mailbox, so nothing
 //!   was appended): the dotlocks its `lock` lines name that still exist,
-//!   with the same device, inode and modification time, are removed, then
-//!   the journal;
+//!   with the same device, inode and modification time, are removed (a
+//!   file target's as the identity its intent names), then the journal;
 //! * otherwise its delivery is undone, unless it had finished: see
 //!   `undo.rs`.
 //!
@@ -46,10 +46,11 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::dotlocks::remove_dotlocks;
 use super::record::{
     self, HEADER_LEN, IDLE, Intent, PREFIX, Parsed, QueueStep, SETTLED, SETTLED_AT, parse,
 };
-use super::undo::{self, Undo, Undone, remove_dotlocks};
+use super::undo::{self, Undo, Undone};
 use super::{Journals, SAFE_FLAGS};
 use crate::mbox::{self, LockId, MboxOptions};
 
@@ -215,7 +216,7 @@ fn undo_with_queue(
     if let (Some(QueueStep::New { id, .. }), Some(q)) = (step, queue) {
         match q.exists(id) {
             Ok(true) => {
-                remove_dotlocks(cx.spool, name, &parsed.locks);
+                remove_dotlocks(cx.spool, name, &parsed.locks, &parsed.wants);
                 if let Err(e) = settle() {
                     log::error!("recovery: {name}: cannot settle the journal: {e}; will try again");
                     return None;
@@ -435,7 +436,7 @@ fn recover_one(cx: &Pass<'_>, d: &Dead, s: &mut Summary) {
         // appended; one from before (a power failure, a crash of the
         // system) may have lost it, and then the appends are looked for.
         Some(_) if parsed.starts.is_none() && !d.before_boot => {
-            remove_dotlocks(spool, name, &parsed.locks);
+            remove_dotlocks(spool, name, &parsed.locks, &parsed.wants);
             "of an interrupted delivery that had appended nothing".to_string()
         }
         Some(intent) => match undo_with_queue(cx, d, intent, &settle, s) {
@@ -447,7 +448,7 @@ fn recover_one(cx: &Pass<'_>, d: &Dead, s: &mut Summary) {
         },
         None if parsed.generation == IDLE => "idle".into(),
         None => {
-            remove_dotlocks(spool, name, &parsed.locks);
+            remove_dotlocks(spool, name, &parsed.locks, &parsed.wants);
             if parsed.settled {
                 "of a delivery that was over".into()
             } else {

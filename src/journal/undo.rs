@@ -34,6 +34,13 @@
 //! released but the dotlocks taken over are left, so that nothing is
 //! appended after a broken message before a later recovery undoes it.
 //!
+//! A file target (named in the journal by its absolute path) is handled
+//! the same way, as the identity the journal records (never as root),
+//! under a file's safe-open rules, and with two differences: its append
+//! is never looked for (without a recorded start, nothing was appended
+//! to it: the delivery synced the start before appending), and a file
+//! replaced since is left alone like a mailbox.
+//!
 //! Recovery never truncates past the append it undoes: a mailbox with more
 //! than the whole append, or with another message after part of it, is
 //! left alone. A dotlock recovery makes itself (when the one the crash left
@@ -46,37 +53,11 @@ use std::io;
 use std::path::Path;
 use std::time::Instant;
 
-use super::record::{AppendStart, Intent, Parsed, Want};
+use super::dotlocks::{as_user, identity, remove_dotlocks};
+use super::record::{AppendStart, Intent, Parsed, Want, target_path, valid_file_name};
 use super::{Journal, Journals};
 use crate::mbox::{self, LockHooks, LockId, LockedMailbox, MboxError, MboxOptions};
-use crate::sys;
 use crate::users::User;
-
-/// Runs the caller's file operations as `uid`/`gid` when we are root.
-pub(super) fn as_user(uid: u32, gid: u32) -> io::Result<Option<sys::FsIdentity>> {
-    if !nix::unistd::geteuid().is_root() {
-        return Ok(None);
-    }
-    sys::become_fs(uid, gid).map(Some)
-}
-
-/// Removes the dotlocks a dead delivery made that are still there.
-pub(super) fn remove_dotlocks(spool: &Path, journal: &str, locks: &[(String, LockId)]) {
-    for (mailbox, id) in locks {
-        let lock = spool.join(format!("{mailbox}.lock"));
-        if let Ok(meta) = std::fs::symlink_metadata(&lock) {
-            if LockId::of(&meta) == *id {
-                match std::fs::remove_file(&lock) {
-                    Ok(()) => log::info!(
-                        "recovery: {journal}: removed {}, left by the interrupted delivery",
-                        lock.display()
-                    ),
-                    Err(e) => log::warn!("recovery: {journal}: {}: {e}", lock.display()),
-                }
-            }
-        }
-    }
-}
 
 /// What a crash left in one mailbox of an interrupted delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +179,10 @@ pub(super) fn undo(cx: &Undo<'_>) -> Option<Undone> {
             .starts
             .as_ref()
             .and_then(|z| z.iter().find(|z| z.name == w.name));
+        // A file target's append is never looked for: its start is on
+        // disk whenever it may have been appended to (a transaction with a
+        // file syncs it), and only the very file recorded is truncated.
+        let search = search && !valid_file_name(&w.name);
         match state(&mb, intent, start, search) {
             Ok(st) => locked.push((mb, w, st)),
             Err(err) => {
@@ -327,7 +312,16 @@ impl<'a> mbox::LockSet<'a, Want> for WantSet<'a> {
             gid: w.gid,
             ..User::default()
         };
-        let path = spool.join(&w.name);
+        let path = target_path(spool, &w.name);
+        let file = valid_file_name(&w.name);
+        if identity(w).is_none() {
+            log::error!(
+                "recovery: {journal}: {}: a file target of uid 0; left alone",
+                path.display()
+            );
+            self.skip.insert(&w.name);
+            return Ok(mbox::Try::Skip);
+        }
         let _id = match as_user(w.uid, w.gid) {
             Ok(id) => id,
             Err(err) => {
@@ -348,17 +342,23 @@ impl<'a> mbox::LockSet<'a, Want> for WantSet<'a> {
             ..LockHooks::default()
         };
         // One try (a deadline already come).
-        match mbox::open_locked_with(&path, &owner, self.opts, Instant::now(), &mut hooks) {
+        let open = if file {
+            mbox::open_file_locked_with
+        } else {
+            mbox::open_locked_with
+        };
+        let one = std::slice::from_ref(w);
+        match open(&path, &owner, self.opts, Instant::now(), &mut hooks) {
             Ok(mb) => Ok(mbox::Try::Locked((mb, w))),
             Err(MboxError::LockTimeout) => Ok(mbox::Try::Busy),
             Err(MboxError::Io(err)) if err.kind() == io::ErrorKind::NotFound => {
-                remove_dotlocks(spool, journal, &own_locks(self.parsed, &w.name));
+                remove_dotlocks(spool, journal, &own_locks(self.parsed, &w.name), one);
                 self.skip.insert(name);
                 Ok(mbox::Try::Skip)
             }
             Err(MboxError::Unsafe(why)) => {
                 log::warn!("recovery: {journal}: {}: {why}; left alone", path.display());
-                remove_dotlocks(spool, journal, &own_locks(self.parsed, &w.name));
+                remove_dotlocks(spool, journal, &own_locks(self.parsed, &w.name), one);
                 self.skip.insert(name);
                 Ok(mbox::Try::Skip)
             }
@@ -396,7 +396,7 @@ impl<'a> mbox::LockSet<'a, Want> for WantSet<'a> {
             self.said_busy = true;
             log::info!(
                 "recovery: {journal}: {}: busy; every lock released, trying again",
-                self.spool.join(&w.name).display()
+                target_path(self.spool, &w.name).display()
             );
         }
         Ok(())
@@ -406,7 +406,7 @@ impl<'a> mbox::LockSet<'a, Want> for WantSet<'a> {
         log::error!(
             "recovery: {}: {}: {}; will try again",
             self.journal,
-            self.spool.join(&w.name).display(),
+            target_path(self.spool, &w.name).display(),
             MboxError::LockTimeout
         );
     }

@@ -26,7 +26,11 @@
 //!    removed, if it is a small regular file (at most [`MAX_DOTLOCK_LEN`]
 //!    bytes; anything else is no lock and is left alone:
 //!    [`super::MboxError::Unsafe`]). Programs that only
-//!    dotlock (older MUAs, `dotlockfile`, `movemail`) see this one;
+//!    dotlock (older MUAs, `dotlockfile`, `movemail`) see this one. A
+//!    file target outside the spool (an alias's `/path`) goes without
+//!    it where its identity may not create files in the directory and no
+//!    dotlock is there, as Postfix's `MBOX_DOT_LOCK_MAY_FAIL` does for
+//!    such files; one that is there is honoured;
 //! 3. `flock(LOCK_EX)` on the file, for programs that use only `flock`
 //!    (on Linux it does not interact with `fcntl` locks at all).
 //!
@@ -132,13 +136,21 @@ pub struct LockHooks<'a> {
 /// Takes the three locks on `file` in order, starting over after a
 /// back-off whenever one is busy, until `deadline`. On error every lock
 /// taken is released (dropping the file releases the OFD lock).
+///
+/// `dotlock_may_fail` (a file target's rule, as Postfix's
+/// `MBOX_DOT_LOCK_MAY_FAIL`): where the thread's identity may not create
+/// the dotlock's temporary file in the directory (`EACCES`, `EPERM`,
+/// `EROFS`) and no dotlock is there, the file is locked with the kernel
+/// locks only, and no dotlock is returned; a dotlock that is there is
+/// honoured (busy), stale or not, as it cannot be removed from there.
 pub(super) fn lock_all(
     mut file: File,
     dotlock: &Path,
     stale_lock: Duration,
+    dotlock_may_fail: bool,
     deadline: Instant,
     hooks: &mut LockHooks<'_>,
-) -> Result<(Flock<File>, DotLock), MboxError> {
+) -> Result<(Flock<File>, Option<DotLock>), MboxError> {
     let mut backoff = Backoff::new();
     let mut dotlock_busy = false;
     loop {
@@ -146,9 +158,17 @@ pub(super) fn lock_all(
             // With `on_busy`, a stale dotlock may be a crashed delivery's,
             // which recovery takes over rather than anyone removing it.
             let stale_ok = hooks.on_busy.is_none() || dotlock_busy || hooks.recovered;
-            match DotLock::try_take(dotlock, stale_lock, stale_ok, hooks)? {
+            match DotLock::try_take(dotlock, stale_lock, stale_ok, dotlock_may_fail, hooks)? {
                 Some(dot) => match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                    Ok(flocked) => return Ok((flocked, dot)),
+                    Ok(flocked) => {
+                        if let Dot::Unwritable(e) = &dot {
+                            log::info!(
+                                "{}: cannot be made here ({e}): locked with fcntl and flock only",
+                                dotlock.display()
+                            );
+                        }
+                        return Ok((flocked, dot.held()));
+                    }
                     Err((f, Errno::EAGAIN | Errno::EINTR)) => {
                         file = f;
                         dot.let_go();
@@ -339,19 +359,67 @@ pub const MAX_DOTLOCK_LEN: u64 = 512;
 /// Makes the names of our temporary files unique within this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// What one try at a dotlock got, when it was not busy.
+enum Dot {
+    /// The dotlock, ours.
+    Held(DotLock),
+    /// None: the directory is not writable by this identity, and no
+    /// dotlock is there ([`lock_all`]'s `dotlock_may_fail`); why.
+    Unwritable(io::Error),
+}
+
+impl Dot {
+    fn held(self) -> Option<DotLock> {
+        match self {
+            Dot::Held(d) => Some(d),
+            Dot::Unwritable(_) => None,
+        }
+    }
+
+    fn let_go(self) {
+        if let Dot::Held(d) = self {
+            d.let_go();
+        }
+    }
+}
+
+/// The errors of a directory this identity may not create files in.
+fn unwritable_dir(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EACCES | libc::EPERM | libc::EROFS)
+    )
+}
+
 impl DotLock {
     /// One attempt at the dotlock `lock`: `Ok(None)` if someone else holds
     /// it. A lock older than `stale_after` is removed and tried again.
+    /// With `may_fail`, a directory where the temporary file cannot be
+    /// made gives [`Dot::Unwritable`] if no lock is there.
     fn try_take(
         lock: &Path,
         stale_after: Duration,
         stale_ok: bool,
+        may_fail: bool,
         hooks: &mut LockHooks<'_>,
-    ) -> Result<Option<DotLock>, MboxError> {
+    ) -> Result<Option<Dot>, MboxError> {
         // A few rounds: a stale lock removed, or a lock gone between our
         // `link` and our look at it, is worth another try at once.
         for _ in 0..3 {
-            let (temp, temp_file) = create_temp(lock).map_err(MboxError::from_write)?;
+            let (temp, temp_file) = match create_temp(lock) {
+                Ok(made) => made,
+                Err(e) if may_fail && unwritable_dir(&e) => {
+                    return match std::fs::symlink_metadata(lock) {
+                        Err(gone) if gone.kind() == io::ErrorKind::NotFound => {
+                            Ok(Some(Dot::Unwritable(e)))
+                        }
+                        // Someone's, that we could not remove if stale.
+                        Ok(_) => Ok(None),
+                        Err(other) => Err(MboxError::Io(other)),
+                    };
+                }
+                Err(e) => return Err(MboxError::from_write(e)),
+            };
             let temp_meta = temp_file.metadata();
             drop(temp_file);
             // Recorded before the link: a crash can leave no lock file of
@@ -380,25 +448,25 @@ impl DotLock {
             };
             if let Some(meta) = &lock_meta {
                 if meta.dev() == temp_meta.dev() && meta.ino() == temp_meta.ino() {
-                    return Ok(Some(DotLock {
+                    return Ok(Some(Dot::Held(DotLock {
                         path: lock.to_owned(),
                         dev: meta.dev(),
                         ino: meta.ino(),
                         adopted: false,
                         keep: false,
-                    }));
+                    })));
                 }
                 // The lock of a crashed postie, named by its journal: ours
                 // now (the caller holds the fcntl lock, so no other postie
                 // is looking at it).
                 if hooks.adopt.contains(&LockId::of(meta)) {
-                    return Ok(Some(DotLock {
+                    return Ok(Some(Dot::Held(DotLock {
                         path: lock.to_owned(),
                         dev: meta.dev(),
                         ino: meta.ino(),
                         adopted: true,
                         keep: false,
-                    }));
+                    })));
                 }
             }
             if let Err(e) = linked {

@@ -11,6 +11,14 @@
 //! truncated back to the size it had when the locks were taken. [`check`]
 //! applies the same rules (with `lstat`) at RCPT time, without opening
 //! anything.
+//!
+//! A file target outside the spool (an alias's or a `.forward`'s
+//! `/path`: [`open_file_locked_with`]) is opened, locked and written the
+//! same way, under the rules Postfix's local(8) applies to such a file
+//! (`Rules::File`): no owner check (the identity's right to write it is
+//! the kernel's to check), never an executable file, created mode 0600
+//! by the identity, and the dotlock skipped where the identity may not
+//! create it.
 
 use std::fs::{File, Metadata, OpenOptions, Permissions};
 use std::io::{self, Read, Write};
@@ -75,12 +83,65 @@ pub fn open_locked_with(
     deadline: Instant,
     hooks: &mut LockHooks<'_>,
 ) -> Result<LockedMailbox, MboxError> {
+    open_locked_under(Rules::Mailbox, path, owner, opts, deadline, hooks)
+}
+
+/// [`open_locked_with`] for a file target outside the spool (an alias's
+/// `/path`), under a file's rules (`Rules::File`): `owner` is the
+/// identity it is written with (the thread's filesystem identity when
+/// root).
+pub fn open_file_locked_with(
+    path: &Path,
+    owner: &User,
+    opts: &MboxOptions,
+    deadline: Instant,
+    hooks: &mut LockHooks<'_>,
+) -> Result<LockedMailbox, MboxError> {
+    open_locked_under(Rules::File, path, owner, opts, deadline, hooks)
+}
+
+/// Which safe-open rules a file is opened under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rules {
+    /// A mailbox of the spool: owned by its user; created with the
+    /// options' mode, group `mail`; all three locks.
+    Mailbox,
+    /// A file target, as Postfix's local(8) delivers to one: whoever owns
+    /// it (the identity's right to write it is the kernel's to check, and
+    /// a hard link to someone else's file is refused by its link count),
+    /// never executable; created 0600 by the identity, its group the
+    /// identity's; where the identity may not make the dotlock in its
+    /// directory, the kernel locks only. Texts say "is a symbolic link",
+    /// for "PATH: is a symbolic link; not delivered".
+    File,
+}
+
+/// The mode a missing file target is created with (Postfix's
+/// `S_IRUSR | S_IWUSR`), whatever the mailboxes' mode.
+const FILE_MODE: u32 = 0o600;
+
+fn open_locked_under(
+    rules: Rules,
+    path: &Path,
+    owner: &User,
+    opts: &MboxOptions,
+    deadline: Instant,
+    hooks: &mut LockHooks<'_>,
+) -> Result<LockedMailbox, MboxError> {
     let deadline = deadline.min(deadline_after(opts.lock_timeout));
-    let file = open_mailbox(path, owner, opts, hooks.recovery)?;
-    let (file, dotlock) = lock_all(file, &dotlock_path(path), opts.stale_lock, deadline, hooks)?;
+    let file = open_mailbox(rules, path, owner, opts, hooks.recovery)?;
+    let may_fail = rules == Rules::File;
+    let (file, dotlock) = lock_all(
+        file,
+        &dotlock_path(path),
+        opts.stale_lock,
+        may_fail,
+        deadline,
+        hooks,
+    )?;
     let mut mailbox = LockedMailbox {
         file: Some(file),
-        dotlock: Some(dotlock),
+        dotlock,
         path: path.to_owned(),
         old_size: 0,
         dev: 0,
@@ -91,8 +152,8 @@ pub fn open_locked_with(
     // is locked by it until it is chowned. On error, dropping `mailbox`
     // releases everything.
     let meta = mailbox.file().metadata().map_err(MboxError::Io)?;
-    check_meta(&meta, owner)?;
-    same_file_at(path, &meta)?;
+    check_meta(rules, &meta, owner)?;
+    same_file_at(rules, path, &meta)?;
     mailbox.old_size = meta.len();
     mailbox.dev = meta.dev();
     mailbox.ino = meta.ino();
@@ -304,27 +365,35 @@ impl Drop for LockedMailbox {
 /// anything, never opens anything.
 pub fn check(path: &Path, owner: &User) -> Result<(), MboxError> {
     match std::fs::symlink_metadata(path) {
-        Ok(meta) => check_meta(&meta, owner),
+        Ok(meta) => check_meta(Rules::Mailbox, &meta, owner),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(MboxError::Io(e)),
     }
 }
 
-/// The rules for a mailbox postie writes to, on its (l)stat: a regular
-/// file, one link, the right owner.
-fn check_meta(meta: &Metadata, owner: &User) -> Result<(), MboxError> {
+/// The rules for a file postie writes to, on its (l)stat: a regular
+/// file, one link; a mailbox owned by its user, a file target not
+/// executable.
+fn check_meta(rules: Rules, meta: &Metadata, owner: &User) -> Result<(), MboxError> {
     let kind = meta.file_type();
     if kind.is_symlink() {
-        return Err(MboxError::Unsafe("mailbox is a symbolic link".into()));
+        return Err(symlink(rules));
     }
     if !kind.is_file() {
-        return Err(MboxError::Unsafe("not a regular file".into()));
+        return Err(not_regular(rules));
     }
     if meta.nlink() != 1 {
         return Err(MboxError::Unsafe(format!(
             "has {} hard links",
             meta.nlink()
         )));
+    }
+    if rules == Rules::File {
+        return if meta.mode() & 0o111 != 0 {
+            Err(MboxError::Unsafe("is executable".into()))
+        } else {
+            Ok(())
+        };
     }
     let expected = if is_root() {
         owner.uid
@@ -347,9 +416,13 @@ fn check_meta(meta: &Metadata, owner: &User) -> Result<(), MboxError> {
 /// (`~/.ssh/authorized_keys`) as the mailbox, hold the dotlock while
 /// postie opened it, and remove both: the file then had one link, the
 /// right owner, and got the message (mail.local makes the same check).
-fn same_file_at(path: &Path, meta: &Metadata) -> Result<(), MboxError> {
-    let replaced =
-        || MboxError::Unsafe("mailbox removed or replaced while it was being locked".into());
+fn same_file_at(rules: Rules, path: &Path, meta: &Metadata) -> Result<(), MboxError> {
+    let replaced = || {
+        MboxError::Unsafe(match rules {
+            Rules::Mailbox => "mailbox removed or replaced while it was being locked".into(),
+            Rules::File => "was removed or replaced while it was being locked".into(),
+        })
+    };
     match std::fs::symlink_metadata(path) {
         Ok(now) if now.dev() == meta.dev() && now.ino() == meta.ino() => Ok(()),
         Ok(_) => Err(replaced()),
@@ -362,13 +435,25 @@ fn is_root() -> bool {
     geteuid().is_root()
 }
 
-fn unsafe_open(e: &io::Error) -> Option<MboxError> {
+fn symlink(rules: Rules) -> MboxError {
+    MboxError::Unsafe(match rules {
+        Rules::Mailbox => "mailbox is a symbolic link".into(),
+        Rules::File => "is a symbolic link".into(),
+    })
+}
+
+fn not_regular(rules: Rules) -> MboxError {
+    MboxError::Unsafe(match rules {
+        Rules::Mailbox => "not a regular file".into(),
+        Rules::File => "is not a regular file".into(),
+    })
+}
+
+fn unsafe_open(rules: Rules, e: &io::Error) -> Option<MboxError> {
     match e.raw_os_error() {
-        Some(libc::ELOOP) => Some(MboxError::Unsafe("mailbox is a symbolic link".into())),
+        Some(libc::ELOOP) => Some(symlink(rules)),
         // EISDIR: a directory; ENXIO: a FIFO without reader or a device.
-        Some(libc::EISDIR) | Some(libc::ENXIO) => {
-            Some(MboxError::Unsafe("not a regular file".into()))
-        }
+        Some(libc::EISDIR) | Some(libc::ENXIO) => Some(not_regular(rules)),
         _ => None,
     }
 }
@@ -376,6 +461,7 @@ fn unsafe_open(e: &io::Error) -> Option<MboxError> {
 /// Opens the mailbox for appending, creating it if missing, and makes sure
 /// it is a regular file.
 fn open_mailbox(
+    rules: Rules,
     path: &Path,
     owner: &User,
     opts: &MboxOptions,
@@ -387,19 +473,19 @@ fn open_mailbox(
         match open_existing(path, recovery) {
             Ok(file) => break file,
             Err(e) if e.kind() == io::ErrorKind::NotFound && !recovery => {}
-            Err(e) => return Err(unsafe_open(&e).unwrap_or(MboxError::Io(e))),
+            Err(e) => return Err(unsafe_open(rules, &e).unwrap_or(MboxError::Io(e))),
         }
-        match create(path, owner, opts) {
+        match create(rules, path, owner, opts) {
             Ok(file) => break file,
             // Someone created it between our two opens: open theirs, once.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 2 => continue,
-            Err(e) => return Err(unsafe_open(&e).unwrap_or(MboxError::Io(e))),
+            Err(e) => return Err(unsafe_open(rules, &e).unwrap_or(MboxError::Io(e))),
         }
     };
 
     let meta = file.metadata().map_err(MboxError::Io)?;
     if !meta.file_type().is_file() {
-        return Err(MboxError::Unsafe("not a regular file".into()));
+        return Err(not_regular(rules));
     }
     // O_NONBLOCK only kept a FIFO from hanging the open; drop it for good
     // measure now that this is known to be a regular file.
@@ -418,12 +504,17 @@ fn open_existing(path: &Path, read: bool) -> io::Result<File> {
 }
 
 /// Creates a missing mailbox with exactly `opts.mode`, owned (when root) by
-/// its user and the group `mail`, and makes its directory entry durable.
-fn create(path: &Path, owner: &User, opts: &MboxOptions) -> io::Result<File> {
+/// its user and the group `mail` (a file target: mode [`FILE_MODE`], the
+/// identity's uid and gid), and makes its directory entry durable.
+fn create(rules: Rules, path: &Path, owner: &User, opts: &MboxOptions) -> io::Result<File> {
+    let mode = match rules {
+        Rules::Mailbox => opts.mode,
+        Rules::File => FILE_MODE,
+    };
     let file = OpenOptions::new()
         .append(true)
         .create_new(true)
-        .mode(opts.mode)
+        .mode(mode)
         .custom_flags(SAFE_FLAGS)
         .open(path)?;
     // Take the OFD lock at once (OFD locks are per open file description,
@@ -435,10 +526,18 @@ fn create(path: &Path, owner: &User, opts: &MboxOptions) -> io::Result<File> {
     }
     let setup = (|| {
         // The umask may have taken bits away.
-        file.set_permissions(Permissions::from_mode(opts.mode))?;
+        file.set_permissions(Permissions::from_mode(mode))?;
         if is_root() {
-            let gid = Gid::from_raw(crate::users::mail_gid().unwrap_or(owner.gid));
-            fchown(&file, Some(Uid::from_raw(owner.uid)), Some(gid))?;
+            let gid = match rules {
+                Rules::Mailbox => crate::users::mail_gid().unwrap_or(owner.gid),
+                // Made as the identity already: this only makes sure.
+                Rules::File => owner.gid,
+            };
+            fchown(
+                &file,
+                Some(Uid::from_raw(owner.uid)),
+                Some(Gid::from_raw(gid)),
+            )?;
         }
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir,

@@ -11,7 +11,9 @@
 //!   transaction journal needs ([`LockHooks`], [`LockId`]);
 //! - [`mailbox`]: the safe open (and its RCPT-time form, [`check`]) and
 //!   the [`LockedMailbox`] that deliveries and recovery write, sync, roll
-//!   back and unlock through.
+//!   back and unlock through; a file target outside the spool (an alias's
+//!   `/path`) is one too, opened under a file's rules
+//!   ([`open_file_locked_with`]).
 //!
 //! This file holds what they share: the options ([`MboxOptions`]) and the
 //! error ([`MboxError`]), and re-exports every item other modules use, so
@@ -38,7 +40,7 @@ pub use format::write_quoted;
 pub use format::{Quoting, appended_len, from_line, write_quoted_from};
 pub use lock::{LockHooks, LockId};
 pub(crate) use lock::{LockSet, Try, deadline_after, lock_all_or_none, ofd_lock};
-pub use mailbox::{LockedMailbox, check, open_locked_with};
+pub use mailbox::{LockedMailbox, check, open_file_locked_with, open_locked_with};
 #[cfg(test)]
 pub use mailbox::{append, open_locked};
 
