@@ -72,6 +72,7 @@
 mod gate;
 mod notices;
 mod partial;
+pub(crate) mod program;
 mod queued;
 mod target;
 mod trace;
