@@ -163,7 +163,8 @@ const DRAIN_READS: usize = 16;
 const EXIT_TICK: Duration = Duration::from_millis(50);
 
 /// Runs `program` with `input` as its standard input, and says what came
-/// of it. See the module's documentation.
+/// of it. See the module's documentation. `input` is read between polls,
+/// so it should be a file or memory, not something that blocks for long.
 pub(crate) fn run(program: &Program<'_>, input: &mut dyn Read) -> ProgramOutcome {
     let outcome = run_unlogged(program, input);
     let who = &program.run_as;
@@ -324,7 +325,7 @@ fn start(program: &Program<'_>, setup: ChildSetup) -> std::io::Result<Running> {
     drop(cmd);
     let pid = Pid::from_raw(child.id() as i32);
     let stdin = child.stdin.take();
-    let running = Running {
+    let mut running = Running {
         pid,
         stdin,
         out: Some(File::from(out_read)),
@@ -335,8 +336,8 @@ fn start(program: &Program<'_>, setup: ChildSetup) -> std::io::Result<Running> {
     if let Some(stdin) = &running.stdin
         && let Err(e) = set_nonblocking(stdin)
     {
-        let mut running = running;
-        return Err(std::io::Error::other(running.kill(&format!("{e}"))));
+        running.kill();
+        return Err(e);
     }
     Ok(running)
 }
@@ -361,7 +362,7 @@ impl Running {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(r) if !r.is_zero() => Some(r),
                     _ => {
-                        self.kill("time limit");
+                        self.kill();
                         return End::TimeLimit;
                     }
                 },
@@ -378,23 +379,29 @@ impl Running {
                     }
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) => {
-                        return End::Failed(self.kill(&format!("cannot read the message: {e}")));
+                        self.kill();
+                        return End::Failed(format!("cannot read the message: {e}"));
                     }
                 }
             }
             let (stdin_ready, out_ready, exited) = match self.wait(remaining) {
                 Ok(ready) => ready,
-                Err(e) => return End::Failed(self.kill(&format!("poll: {e}"))),
+                Err(e) => {
+                    self.kill();
+                    return End::Failed(format!("poll: {e}"));
+                }
             };
             if stdin_ready && let Some(stdin) = &mut self.stdin {
                 match stdin.write(&pending[sent..]) {
                     Ok(n) => sent += n,
                     Err(e)
                         if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
-                    // It stopped reading (EPIPE): its exit status decides.
+                    // It stopped reading (EPIPE; no SIGPIPE: std ignores it
+                    // in every Rust program): its exit status decides.
                     Err(e) if e.kind() == ErrorKind::BrokenPipe => self.stdin = None,
                     Err(e) => {
-                        return End::Failed(self.kill(&format!("cannot write to it: {e}")));
+                        self.kill();
+                        return End::Failed(format!("cannot write to it: {e}"));
                     }
                 }
             }
@@ -510,9 +517,9 @@ impl Running {
     }
 
     /// Kills the program's process group (while the program is unreaped,
-    /// its pid, and so the group's id, can name no other), reaps it, reads
-    /// what output is left, and returns `why`.
-    fn kill(&mut self, why: &str) -> String {
+    /// its pid, and so the group's id, can name no other), reaps it, and
+    /// reads what output is left.
+    fn kill(&mut self) {
         if killpg(self.pid, Signal::SIGKILL).is_err() {
             // No group of that id (it cannot have been left): the
             // program itself at least, or the reaping below would wait.
@@ -521,7 +528,6 @@ impl Running {
         let _ = self.reap(None);
         self.stdin = None;
         self.drain();
-        why.to_owned()
     }
 }
 
@@ -668,7 +674,8 @@ mod tests {
 
     fn envelope() -> ProgramEnv {
         ProgramEnv {
-            sender: "alice@example.org".into(),
+            // What a shell would expand is censored.
+            sender: "alice$(id)@example.org".into(),
             recipient: "bob+tag@host.example".into(),
             local: "bob+tag".into(),
             extension: "tag".into(),
@@ -783,7 +790,7 @@ cat > $out/stdin
             format!("LOGNAME={}", who.user),
             format!("SHELL={}", who.shell),
             "PATH=/usr/bin:/bin".to_owned(),
-            "SENDER=alice@example.org".to_owned(),
+            "SENDER=alice__id_@example.org".to_owned(),
             "RECIPIENT=bob+tag@host.example".to_owned(),
             "LOCAL=bob+tag".to_owned(),
             "EXTENSION=tag".to_owned(),
