@@ -329,7 +329,7 @@ fn start(program: &Program<'_>, setup: ChildSetup) -> std::io::Result<Running> {
         pid,
         stdin,
         out: Some(File::from(out_read)),
-        exit: sys::pidfd_open(pid).ok(),
+        exit: exit_notifier(pid),
         output: Vec::new(),
         limit: program.output_limit,
     };
@@ -340,6 +340,15 @@ fn start(program: &Program<'_>, setup: ChildSetup) -> std::io::Result<Running> {
         return Err(e);
     }
     Ok(running)
+}
+
+/// A pidfd for the program's exit, if the kernel has them.
+fn exit_notifier(pid: Pid) -> Option<OwnedFd> {
+    #[cfg(test)]
+    if tests::WITHOUT_PIDFD.get() {
+        return None;
+    }
+    sys::pidfd_open(pid).ok()
 }
 
 fn set_nonblocking(fd: impl AsFd) -> std::io::Result<()> {
@@ -599,6 +608,12 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 
+    thread_local! {
+        /// Set by a test to run programs as on a kernel without pidfds.
+        pub(super) static WITHOUT_PIDFD: std::cell::Cell<bool> =
+            const { std::cell::Cell::new(false) };
+    }
+
     fn is_root() -> bool {
         nix::unistd::geteuid().is_root()
     }
@@ -730,6 +745,7 @@ mod tests {
     /// it). (Not its blocked signals: dash blocks them all around its
     /// waits; see `a_program_gets_default_signals`.)
     const RECORDER: &str = r#"p=$1; out=$2
+echo $p > $out/pid
 grep -E '^(Uid|Gid|Groups|SigIgn):' /proc/$p/status > $out/status
 tr '\0' '\n' < /proc/$p/environ > $out/env
 ls /proc/$p/fd > $out/fds
@@ -756,6 +772,12 @@ cat > $out/stdin
         let input: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let outcome = run_it(&command, &who, LONG, &input);
         assert_eq!(outcome, ProgramOutcome::Delivered);
+        // Reaped: not even a zombie is left.
+        let pid: i32 = scratch.read("pid").trim().parse().unwrap();
+        assert_eq!(
+            nix::sys::signal::kill(Pid::from_raw(pid), None),
+            Err(Errno::ESRCH)
+        );
 
         let status = scratch.read("status");
         let uid = who.uid.to_string();
@@ -963,13 +985,16 @@ cat > $out/stdin
         let script = scratch.script(
             "slow.sh",
             &format!(
-                "sleep 1000 &\necho $! > {}\necho started\nwait\n",
+                "echo $PPID > {}.sh\nsleep 1000 &\necho $! > {}\necho started\nwait\n",
+                pidfile.display(),
                 pidfile.display()
             ),
         );
         let mut limit = Duration::from_millis(100);
         let pid = loop {
-            let outcome = run_it(&script, &who, limit, b"");
+            // Not the last command: `sh -c` forks for it, and its
+            // parent is our child.
+            let outcome = run_it(&format!("{script}; exit $?"), &who, limit, b"");
             let ProgramOutcome::Temporary { why, output } = outcome else {
                 panic!("{outcome:?}");
             };
@@ -981,6 +1006,12 @@ cat > $out/stdin
             limit *= 2;
         };
         assert!(gone(pid), "the background child {pid} lives");
+        // Our child, the shell, was reaped.
+        let program: i32 = scratch.read("pid.sh").trim().parse().unwrap();
+        assert_eq!(
+            nix::sys::signal::kill(Pid::from_raw(program), None),
+            Err(Errno::ESRCH)
+        );
     }
 
     /// A program that starts a daemon (a session of its own, holding the
@@ -1173,5 +1204,42 @@ cat > $out/stdin
         assert_eq!(sysexits_name(79), None);
         assert_eq!(sysexits_name(-1), None);
         assert_eq!(sysexits_name(i32::MIN), None);
+    }
+
+    /// Without a pidfd (Linux before 5.3) the exit is looked for every
+    /// [`EXIT_TICK`]: the same verdicts, a daemon does not hold them up,
+    /// and the time limit still kills.
+    #[test]
+    fn without_a_pidfd_the_exit_is_found_all_the_same() {
+        WITHOUT_PIDFD.set(true);
+        let who = tester(Path::new("/"));
+        assert_eq!(
+            run_it("exit 0", &who, LONG, b"x\n"),
+            ProgramOutcome::Delivered
+        );
+        assert_eq!(
+            run_it("echo no; exit 67", &who, LONG, &vec![b'a'; 1 << 20]),
+            ProgramOutcome::Permanent {
+                why: "exit status 67 (EX_NOUSER)".into(),
+                output: "no\n".into()
+            }
+        );
+        let outcome = run_it("sleep 1000", &who, Duration::from_millis(100), b"");
+        assert!(
+            matches!(&outcome, ProgramOutcome::Temporary { why, .. } if why.starts_with("time limit exceeded")),
+            "{outcome:?}"
+        );
+        if Path::new("/usr/bin/setsid").exists() {
+            let scratch = Scratch::new(&who);
+            let pidfile = scratch.out("pid");
+            let command = format!(
+                "/usr/bin/setsid sleep 1000 & echo $! > {}; exit 0",
+                pidfile.display()
+            );
+            let outcome = run_it(&command, &who, LONG, b"");
+            let pid: i32 = scratch.read("pid").trim().parse().unwrap();
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            assert_eq!(outcome, ProgramOutcome::Delivered);
+        }
     }
 }
