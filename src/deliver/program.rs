@@ -30,6 +30,11 @@
 //!   `SHELL`, `PATH=/usr/bin:/bin` (Postfix resets `PATH` to
 //!   `_PATH_DEFPATH` of `<paths.h>`, glibc's being that), `SENDER`,
 //!   `RECIPIENT`, `LOCAL`, `EXTENSION`, `DOMAIN`, `ORIGINAL_RECIPIENT`.
+//!   `USER` and `LOGNAME` name the user the program runs as, and `HOME`
+//!   and `SHELL` are that user's: Postfix's `USER` and `LOGNAME` are the
+//!   recipient's bare name instead, the same for a `~/.forward`, but the
+//!   alias's name for a program of the aliases file run as `nobody` (for
+//!   which it exports no `HOME` and `SHELL`).
 //!   As Postfix does (`command_expansion_filter`), every character of a
 //!   value outside letters, digits and `!@%-_=+:,./` becomes `_`: the
 //!   sender and the recipient come from the network, and a value is
