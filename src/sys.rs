@@ -10,6 +10,11 @@
 //!   pointing one at `/dev/null` ([`null_fd`], [`silence_stderr`]);
 //! * identity: a thread's filesystem uid and gid ([`become_fs`]),
 //!   dropping groups and root ([`drop_privileges`]), [`fork`];
+//! * programs (in `sys/child.rs`): what the child of a delivery to a
+//!   program does between fork and exec ([`confine_child`]: its own
+//!   session, the user's identity, a working directory, default signals,
+//!   no inherited descriptors), and a descriptor that tells of its exit
+//!   ([`pidfd_open`]);
 //! * signals: the one set that ends or stops the process
 //!   ([`delivery_signals`]), which every part blocks (a delivery in
 //!   progress, the daemon's signalfd, the delivery process, root's
@@ -22,6 +27,11 @@
 use std::ffi::{CStr, CString};
 use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+mod child;
+pub use child::{ChildIdentity, ChildSetup, confine_child, pidfd_open};
+#[cfg(test)]
+pub use child::{SignalHandler, set_signal_handler};
 
 /// A broken-down local time with its offset from UTC, from `localtime_r`
 /// (the `time` crate refuses local offsets in threaded programs).

@@ -73,6 +73,7 @@ mod file;
 mod gate;
 mod notices;
 mod partial;
+pub(crate) mod program;
 mod queued;
 mod target;
 mod trace;
