@@ -75,6 +75,16 @@ impl Dest {
         }
     }
 
+    /// The name the journal gives the target of destination `key`: the
+    /// user's name for a mailbox, the path for a file (a program has no
+    /// target; its key is returned as it is).
+    pub fn journal_name(key: &str) -> String {
+        match Dest::parse(key) {
+            Some(Dest::File { path, .. }) => path,
+            _ => key.to_owned(),
+        }
+    }
+
     /// The user it is delivered as: the mailbox's owner, or the user a
     /// file is written or a program run as.
     pub fn user(&self) -> &str {

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::aliases::{AliasFile, Allow, Context, NoReader};
+use crate::aliases::{AliasFile, Allow, Context, Expansion, NoReader, Reader};
 use crate::domains::LocalDomains;
 use crate::maillog::Event;
 use crate::message::Delivery;
@@ -32,6 +32,21 @@ pub enum Resolution {
     /// Not one of our domains: `550 5.7.1` relaying denied.
     NotLocal,
     /// The lookup failed: `451 4.3.0`.
+    TempFail(String),
+}
+
+/// What a recipient address expands to ([`Recipients::expand`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expanded {
+    /// Local users (their mailboxes, as [`Resolution::Local`]), and the
+    /// whole expansion: the programs and files it reached, the `.forward`
+    /// files it ignored.
+    Found {
+        users: Vec<User>,
+        expansion: Expansion,
+    },
+    Unknown,
+    NotLocal,
     TempFail(String),
 }
 
@@ -102,27 +117,65 @@ impl Recipients {
     ///   which every Unix host has; a failed lookup of `root` is still a
     ///   temporary failure.
     pub fn resolve(&self, to: &Mailbox) -> Resolution {
+        match self.expand_with(to, &NoReader, self.aliases.get()) {
+            Expanded::Found { users, .. } => Resolution::Local(users),
+            Expanded::Unknown => Resolution::Unknown,
+            Expanded::NotLocal => Resolution::NotLocal,
+            Expanded::TempFail(why) => Resolution::TempFail(why),
+        }
+    }
+
+    /// [`resolve`](Self::resolve), with `reader` reading `.forward` and
+    /// `:include:` files (the delivery process's; the SMTP side reads
+    /// none), and the programs and files reached.
+    ///
+    /// The aliases file is looked at first ([`AliasFile::get_fresh`]).
+    pub fn expand(&self, to: &Mailbox, reader: &dyn Reader) -> Expanded {
+        self.expand_with(to, reader, self.aliases.get_fresh())
+    }
+
+    /// [`expand`](Self::expand) with `aliases` as [`AliasFile`] gave them.
+    fn expand_with(
+        &self,
+        to: &Mailbox,
+        reader: &dyn Reader,
+        aliases: Result<Arc<crate::aliases::Aliases>, LookupError>,
+    ) -> Expanded {
         if let Some(domain) = &to.domain {
             if !self.domains.is_local(domain) {
-                return Resolution::NotLocal;
+                return Expanded::NotLocal;
             }
         }
         let local = to.local.to_ascii_lowercase();
         let name = self.strip_extension(&local);
-        let aliases = match self.aliases.get() {
+        let aliases = match aliases {
             Ok(aliases) => aliases,
-            Err(e) => return Resolution::TempFail(e.0),
+            Err(e) => return Expanded::TempFail(e.0),
         };
         let postmaster = name == "postmaster";
+        let root = || match self.lookup_root() {
+            Ok(root) => Expanded::Found {
+                users: vec![root],
+                expansion: Expansion::default(),
+            },
+            Err(e) => Expanded::TempFail(e.0),
+        };
         if postmaster && !aliases.contains(name) {
-            return match self.lookup_root() {
-                Ok(root) => Resolution::Local(vec![root]),
-                Err(e) => Resolution::TempFail(e.0),
-            };
+            return root();
         }
         let is_alias = aliases.contains(name);
         let is_local = |domain: &str| self.domains.is_local(domain);
-        let expansion = aliases.expand_with(name, &self.smtp_context(&is_local));
+        let expansion = aliases.expand_with(
+            name,
+            &Context {
+                is_local_domain: &is_local,
+                allow: self.allow,
+                reader,
+            },
+        );
+        if let Some(why) = expansion.failed {
+            return Expanded::TempFail(why);
+        }
         let mut users = Vec::with_capacity(expansion.users.len());
         for leaf in &expansion.users {
             let found = if postmaster && leaf == "root" {
@@ -134,7 +187,7 @@ impl Recipients {
                 Ok(Some(user)) => users.push(user),
                 Ok(None) if is_alias => log::warn!("alias {name}: unknown user {leaf}"),
                 Ok(None) => {}
-                Err(e) => return Resolution::TempFail(e.0),
+                Err(e) => return Expanded::TempFail(e.0),
             }
         }
         // Programs, files and includes reach someone too: the delivery
@@ -142,24 +195,21 @@ impl Recipients {
         let elsewhere = !expansion.specials.is_empty() || expansion.unread_includes > 0;
         if users.is_empty() && !elsewhere {
             if !is_alias {
-                return Resolution::Unknown;
+                return Expanded::Unknown;
             }
             if postmaster {
                 log::warn!("alias postmaster: no user exists; delivering to root");
-                return match self.lookup_root() {
-                    Ok(root) => Resolution::Local(vec![root]),
-                    Err(e) => Resolution::TempFail(e.0),
-                };
+                return root();
             }
             log::warn!(
                 "alias {name}: {}; recipient refused",
                 expansion.why_nobody()
             );
-            return Resolution::Unknown;
+            return Expanded::Unknown;
         }
         users.sort_by(|a, b| a.name.cmp(&b.name));
         users.dedup_by(|a, b| a.name == b.name);
-        Resolution::Local(users)
+        Expanded::Found { users, expansion }
     }
 
     /// `root` from the database, or uid 0 and gid 0 (and no home) if the
@@ -203,9 +253,19 @@ impl Recipients {
         }
     }
 
+    /// The address extension delimiter, if any.
+    pub fn delimiter(&self) -> Option<char> {
+        self.delimiter
+    }
+
     /// True if `domain` is one of ours.
     pub fn is_local_domain(&self, domain: &str) -> bool {
         self.domains.is_local(domain)
+    }
+
+    /// Looks up the user of `uid`.
+    pub fn user_by_uid(&self, uid: u32) -> Result<Option<User>, LookupError> {
+        self.db.lookup_uid(uid)
     }
 
     /// Looks up a user by the name [`Resolution::Local`] gave.

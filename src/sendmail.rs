@@ -49,10 +49,11 @@ pub use args::{Action, Flags, Personality, USAGE, UsageError};
 pub use call::{Call, Invocation, ParseError, SYSTEM_OPTIONS, parse, root_may_read};
 
 use crate::aliases::Aliases;
+use crate::aliases::{NoReader, Special};
 use crate::cli::Options;
 use crate::config;
 use crate::exit::{EX_CONFIG, EX_DATAERR, EX_IOERR, EX_NOUSER, EX_OK, EX_SOFTWARE, EX_TEMPFAIL};
-use crate::recipients::Resolution;
+use crate::recipients::Expanded;
 use crate::smtp::address::parse_path;
 use daemon::{no_daemon, over_socket, relay_smtp, untrusted_peer};
 use fallback::in_process;
@@ -231,24 +232,39 @@ fn verify(opts: &Options, recipients: &[String]) -> u8 {
                 continue;
             }
         };
-        match service.recipients().resolve(&mailbox) {
-            Resolution::Local(users) => {
-                let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
-                let s = if names.len() == 1 { "" } else { "s" };
-                println!("{r}... deliverable: local user{s} {}", names.join(", "));
+        // As the SMTP side sees it: no user's .forward is read.
+        match service.recipients().expand(&mailbox, &NoReader) {
+            Expanded::Found { users, expansion } => {
+                let mut what = Vec::new();
+                if !users.is_empty() {
+                    let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+                    let s = if names.len() == 1 { "" } else { "s" };
+                    what.push(format!("local user{s} {}", names.join(", ")));
+                }
+                for special in &expansion.specials {
+                    let kind = match special {
+                        Special::Command { .. } => "program",
+                        Special::File { .. } => "file",
+                    };
+                    what.push(format!("{kind} {special}"));
+                }
+                if expansion.unread_includes > 0 {
+                    what.push("an :include: list".into());
+                }
+                println!("{r}... deliverable: {}", what.join(", "));
             }
-            Resolution::Unknown => {
+            Expanded::Unknown => {
                 match service.recipients().why_unknown(&mailbox) {
                     Some(why) => println!("{r}... User unknown ({why})"),
                     None => println!("{r}... User unknown"),
                 }
                 permanent = true;
             }
-            Resolution::NotLocal => {
+            Expanded::NotLocal => {
                 println!("{r}... not deliverable: not a local domain (postie does not relay)");
                 permanent = true;
             }
-            Resolution::TempFail(why) => {
+            Expanded::TempFail(why) => {
                 println!("{r}... temporary failure: {why}");
                 temporary = true;
             }

@@ -43,6 +43,14 @@ impl std::error::Error for LookupError {}
 pub trait UserDb: Send + Sync {
     /// Looks up `name` exactly as given (the caller lower-cases).
     fn lookup(&self, name: &str) -> Result<Option<User>, LookupError>;
+
+    /// Looks up the user of `uid` (the owner of an aliases or include
+    /// file, who its programs and files run as). A database that cannot
+    /// (a test's) finds nobody.
+    fn lookup_uid(&self, uid: u32) -> Result<Option<User>, LookupError> {
+        let _ = uid;
+        Ok(None)
+    }
 }
 
 /// True if `name` could be a user name at all: not empty, at most 255
@@ -96,6 +104,22 @@ impl UserDb for Nss {
             })),
             Ok(None) | Err(Errno::ENOENT) | Err(Errno::ESRCH) => Ok(None),
             Err(e) => Err(LookupError(format!("getpwnam_r({name}): {}", e.desc()))),
+        }
+    }
+
+    /// `getpwuid_r`, its errors read as [`Nss::lookup`] reads
+    /// `getpwnam_r`'s; a name postie would not deliver to is nobody.
+    fn lookup_uid(&self, uid: u32) -> Result<Option<User>, LookupError> {
+        match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+            Ok(Some(u)) if plausible_user_name(&u.name) => Ok(Some(User {
+                name: u.name,
+                uid: u.uid.as_raw(),
+                gid: u.gid.as_raw(),
+                home: u.dir,
+                shell: u.shell.to_string_lossy().into_owned(),
+            })),
+            Ok(_) | Err(Errno::ENOENT) | Err(Errno::ESRCH) => Ok(None),
+            Err(e) => Err(LookupError(format!("getpwuid_r({uid}): {}", e.desc()))),
         }
     }
 }
@@ -168,6 +192,15 @@ impl UserDb for PasswdFile {
         }
         Ok(self.users.iter().find(|u| u.name == name).cloned())
     }
+
+    /// The first entry with that uid, as with getpwuid(3).
+    fn lookup_uid(&self, uid: u32) -> Result<Option<User>, LookupError> {
+        Ok(self
+            .users
+            .iter()
+            .find(|u| u.uid == uid && plausible_user_name(&u.name))
+            .cloned())
+    }
 }
 
 /// The group new mailboxes get, and the fsgid they are made with, when
@@ -234,6 +267,9 @@ mod tests {
         );
         assert_eq!(db.lookup("svc"), Ok(Some(user("svc", 998))));
         assert_eq!(db.lookup("JON"), Ok(None));
+        // By uid: the first entry, as getpwuid(3).
+        assert_eq!(db.lookup_uid(1000).unwrap().unwrap().gid, 100);
+        assert_eq!(db.lookup_uid(4242), Ok(None));
         assert_eq!(db.lookup("jo"), Ok(None));
         assert_eq!(db.lookup(""), Ok(None));
     }
@@ -314,6 +350,7 @@ mod tests {
         let root = Nss.lookup("root").unwrap().expect("root exists");
         assert_eq!(root.name, "root");
         assert_eq!(root.uid, 0);
+        assert_eq!(Nss.lookup_uid(0).unwrap().unwrap().name, "root");
     }
 
     #[test]

@@ -860,3 +860,41 @@ fn check_reports_the_smtp_side_user() {
     assert!(text.contains(&want), "{text}");
     assert_eq!(out.status.code(), Some(if root { 78 } else { 0 }), "{text}");
 }
+
+/// The shipped example aliases file (packaging/aliases) parses without a
+/// warning, and once its commented-out examples are taken in, shows a
+/// program, a file and an include target, as postie(8) documents them.
+#[test]
+fn example_aliases_file_parses_and_shows_program_targets() {
+    use postie::aliases::{Aliases, Target};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("packaging/aliases")).unwrap();
+    let (aliases, warnings) = Aliases::parse(&text, "aliases");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert!(aliases.contains("postmaster"));
+    // The examples, uncommented.
+    let taken: String = text
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase()) => rest,
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let (aliases, warnings) = Aliases::parse(&taken, "aliases");
+    assert!(warnings.is_empty(), "{warnings:?}");
+    match aliases.targets("support") {
+        Some([Target::Command(cmd)]) => {
+            assert!(cmd.starts_with("/usr/bin/rt-mailgate --queue support"))
+        }
+        other => panic!("support: {other:?}"),
+    }
+    assert!(matches!(
+        aliases.targets("archive"),
+        Some([Target::File(_)])
+    ));
+    assert!(matches!(
+        aliases.targets("announce"),
+        Some([Target::Include(_)])
+    ));
+}

@@ -739,13 +739,24 @@ fn hard_link_swapped_in_during_the_lock_wait_gets_nothing() {
         "{}",
         srv.log()
     );
-    // Refused (the path was replaced under the locks), or delivered to a
-    // mailbox of the user's own made after the link was gone.
+    // Refused (the path was replaced under the locks): left to the queue
+    // (250), or 451 without one; or delivered to a mailbox of the user's
+    // own made after the link was gone. Which, the machine's timing
+    // decides.
     match r.code {
         250 => {
             let mb = fx.mailbox(user);
-            assert_eq!(std::fs::metadata(&mb).unwrap().nlink(), 1);
-            assert_eq!(python_mbox(&mb).len(), 1);
+            match std::fs::metadata(&mb) {
+                Ok(meta) => {
+                    assert_eq!(meta.nlink(), 1);
+                    assert_eq!(python_mbox(&mb).len(), 1);
+                }
+                Err(_) => assert!(
+                    std::fs::read_dir(fx.queue()).unwrap().count() > 0,
+                    "250, but neither a mailbox nor a queue entry:\n{}",
+                    srv.log()
+                ),
+            }
         }
         _ => assert!(r.lines[0].starts_with("451 "), "{}", r.text()),
     }

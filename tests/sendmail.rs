@@ -1245,15 +1245,36 @@ fn bv_verifies_recipients() {
     let o = stdout(&out);
     assert!(o.contains("elvis... User unknown\n"), "{o}");
     assert!(o.contains("x@relay.example... not deliverable"), "{o}");
-    // An alias to a program only: programs are not enabled, and -bv says
-    // so rather than that none of its users exists.
-    std::fs::write(fx.aliases(), "reports: \"|/usr/local/bin/file-report\"\n").unwrap();
-    let out = run(sendmail(&fx, &no_socket(&fx), &["-bv", "reports"]), b"");
+    // An alias to a program only: deliverable, and -bv says to what.
+    std::fs::write(
+        fx.aliases(),
+        "reports: \"|/usr/local/bin/file-report\"\nlog: /var/log/x, jon\n",
+    )
+    .unwrap();
+    let out = run(
+        sendmail(&fx, &no_socket(&fx), &["-bv", "reports", "log"]),
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        "reports... deliverable: program \"|/usr/local/bin/file-report\"\n\
+         log... deliverable: local user jon, file /var/log/x\n"
+    );
+    // Programs not allowed in the aliases: -bv says so rather than that
+    // none of its users exists.
+    let cmd = sendmail_with(
+        &fx,
+        &no_socket(&fx),
+        "allow-commands = forward\n",
+        &["-bv", "reports"],
+    );
+    let out = run(cmd, b"");
     assert_eq!(out.status.code(), Some(67));
     assert_eq!(
         stdout(&out),
         "reports... User unknown (alias reports: \"|/usr/local/bin/file-report\": \
-         program targets are not enabled)\n"
+         program targets are not allowed in the aliases (allow-commands))\n"
     );
 }
 

@@ -19,7 +19,8 @@ pub fn bin() -> &'static str {
 }
 
 /// A spool directory and a passwd file with `jon` and `alice`, both mapped
-/// to the uid running the tests (so the tests pass as root and not).
+/// to the uid running the tests (so the tests pass as root and not), and
+/// `nobody` (65534), the default user of programs and files.
 pub struct Fixture {
     pub dir: tempfile::TempDir,
 }
@@ -39,7 +40,8 @@ impl Fixture {
         let passwd = format!(
             "# test users\nroot:x:{uid}:{gid}:root:/root:/bin/sh\n\
              jon:x:{uid}:{gid}:Jon:/home/jon:/bin/sh\n\
-             alice:x:{uid}:{gid}:Alice:/home/alice:/bin/sh\n"
+             alice:x:{uid}:{gid}:Alice:/home/alice:/bin/sh\n\
+             nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
         );
         std::fs::write(dir.path().join("passwd"), passwd).unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();

@@ -111,6 +111,17 @@ impl AliasFile {
         state.aliases.clone()
     }
 
+    /// The current aliases, the file looked at first whenever it was
+    /// last looked at (one `stat`): what the delivery process expands
+    /// each message with, so that it never delivers by an older version
+    /// than the one the SMTP side accepted the recipients by (which only
+    /// SIGHUP, sent to the SMTP side, reloads at once).
+    pub fn get_fresh(&self) -> Result<Arc<Aliases>, LookupError> {
+        let mut state = self.lock();
+        self.refresh(&mut state, false, "reloaded");
+        state.aliases.clone()
+    }
+
     /// Re-reads the file now, changed or not (for SIGHUP). Logs `reloaded N
     /// aliases from FILE` at info and each parse warning at warn.
     pub fn reload(&self) {

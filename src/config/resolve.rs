@@ -198,6 +198,10 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
         gates: Default::default(),
         append_writer: Default::default(),
         queue: queue_setup(o),
+        special: crate::deliver::SpecialSetup {
+            default_user: o.default_user.clone(),
+            command_time_limit: Duration::from_secs(o.command_time_limit),
+        },
     };
     let session = session::Config {
         hostname,

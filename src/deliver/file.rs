@@ -53,10 +53,6 @@
 //! append is never looked for by its beginning, as a mailbox's is after a
 //! power failure.
 
-// Used by the tests until deliveries make file targets (the expansion of
-// aliases, includes and `.forward`, postie 8).
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -129,11 +125,6 @@ impl<'d> FileTarget<'d> {
             writer,
         })
     }
-
-    /// Its path, its name in the journal.
-    pub(crate) fn name(&self) -> &str {
-        &self.name
-    }
 }
 
 impl<'d> Target for FileTarget<'d> {
@@ -204,16 +195,6 @@ fn failure(path: &Path, uid: u32, e: MboxError) -> Failure {
 pub(crate) enum AppendTarget<'d> {
     Mailbox(MailboxTarget<'d>),
     File(FileTarget<'d>),
-}
-
-impl AppendTarget<'_> {
-    /// Its name in the journal: the mailbox's user, or the file's path.
-    pub(crate) fn name(&self) -> &str {
-        match self {
-            AppendTarget::Mailbox(m) => m.name(),
-            AppendTarget::File(f) => f.name(),
-        }
-    }
 }
 
 impl<'d> Target for AppendTarget<'d> {
@@ -471,7 +452,8 @@ mod tests {
         let msg = message(fx.spool(), BODY);
         let timeout = Duration::from_secs(5);
         let targets = fx.targets(&[&archive]);
-        let names: Vec<&str> = targets.iter().map(AppendTarget::name).collect();
+        // The journal names the mailbox by its user, the file by its path.
+        let names: Vec<String> = targets.iter().map(|t| t.intent().name).collect();
         assert_eq!(names, ["alice", archive.to_str().unwrap()]);
         fx.deliver(targets, &msg, timeout).unwrap();
         assert_eq!(fs::read(&archive).unwrap(), APPENDED);

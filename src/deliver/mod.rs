@@ -69,11 +69,13 @@
 //! up, runs the steps in order, logs one line per mailbox, and is the one
 //! entry to recovery ([`Deliverer::recover_spool`]).
 
+mod expand;
 mod file;
 mod gate;
 mod notices;
 mod partial;
 pub(crate) mod program;
+mod programs;
 mod queued;
 mod target;
 mod trace;
@@ -83,6 +85,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::dest::Dest;
 use crate::journal::{self, Journals};
 use crate::maillog::Event;
 use crate::mbox::{self, MboxOptions};
@@ -95,6 +98,7 @@ use crate::users::User;
 use target::{Append, Failure, MailboxTarget, Owner, act_as_ourselves, cannot_create, may_create};
 use transaction::{Transaction, first_failure};
 
+pub use expand::SpecialSetup;
 pub use gate::{Gate, Gates};
 pub use target::AppendWriter;
 use trace::trace_headers;
@@ -121,6 +125,8 @@ pub struct Deliverer {
     /// Where recipients that cannot take a message at once wait; `None`:
     /// they defer the whole message (4xx), as before the queue.
     pub queue: Option<QueueSetup>,
+    /// How programs and files are delivered to.
+    pub special: SpecialSetup,
 }
 
 /// The queue as delivery uses it ([`crate::queue`]), and its policy.
@@ -217,6 +223,25 @@ impl Deliverer {
     /// told its sender of the delivery: once the transaction is over and
     /// the signals let through again, as a message of its own.
     pub fn deliver(&self, env: &Envelope, message: &dyn MessageSource) -> Outcome {
+        // Where each recipient's copies go, as this process expands it.
+        let env = match self.with_destinations(env) {
+            Ok(env) => env,
+            Err(f) => {
+                for r in &env.recipients {
+                    let to = r.path.to_string();
+                    Event::Deferred {
+                        id: &env.id,
+                        from: &env.sender,
+                        to: &to,
+                        size: env.size,
+                        why: &f.why,
+                    }
+                    .log();
+                }
+                return f.outcome;
+            }
+        };
+        let env = &env;
         let (outcome, delivered, headers) = self.deliver_held(env, message);
         if !delivered.is_empty() {
             self.tell_delivered(env, &delivered, &headers, message);
@@ -278,7 +303,18 @@ impl Deliverer {
             let asked = wanted(&|u| delivered.iter().any(|d| d == u));
             return (outcome, asked, append.headers);
         }
-        let result = self.transaction(&names, deadline, &append);
+        let result = match names
+            .iter()
+            .find(|n| !matches!(Dest::parse(n), Some(Dest::Mailbox(_))))
+        {
+            // Without a queue, only mailboxes: a program runs from the
+            // queue, after the transaction.
+            Some(other) => Err(Failure::temp(
+                TempReason::Local,
+                format!("{other}: programs and files need the queue, which is unusable"),
+            )),
+            None => self.transaction(&names, deadline, &append),
+        };
         for &to in &names {
             let (id, from, size) = (env.id.as_str(), &env.sender, env.size);
             match &result {
@@ -544,6 +580,7 @@ mod tests {
             gates: Gates::default(),
             append_writer: AppendWriter::direct(),
             queue: None,
+            special: Default::default(),
         }
     }
 

@@ -35,9 +35,11 @@
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::target::{Append, Failure, MailboxTarget, Target, act_as_ourselves};
+use super::file::{AppendTarget, FileTarget};
+use super::target::{Append, Failure, Target, act_as_ourselves};
 use super::transaction::Transaction;
 use super::{Deliverer, RecoveryCause};
+use crate::dest::Dest;
 use crate::dsn::Class;
 use crate::journal::QueueStep;
 use crate::queue::{Backoff, Entry, LastError, Pending, Recipient, StatusCode};
@@ -52,19 +54,32 @@ pub(super) struct Partial {
     pub left: Vec<(String, Left)>,
 }
 
-/// Why a user was left out of a delivery.
+/// Why a destination was left out of a delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Left {
     /// To try again later: busy, full, a failed lookup.
     Temporary(LastError),
     /// For good: there is no such user any more.
     Permanent(LastError),
+    /// A program: never in a transaction (it cannot be undone), it runs
+    /// from the queue entry once the transaction is committed.
+    Later,
 }
 
 impl Left {
-    pub(super) fn error(&self) -> &LastError {
+    /// The error it records in the queue; none for [`Left::Later`].
+    pub(super) fn error(&self) -> Option<&LastError> {
         match self {
-            Left::Temporary(e) | Left::Permanent(e) => e,
+            Left::Temporary(e) | Left::Permanent(e) => Some(e),
+            Left::Later => None,
+        }
+    }
+
+    /// Why, for the mail log.
+    pub(super) fn why(&self) -> String {
+        match self.error() {
+            Some(e) => e.to_string(),
+            None => "a program: runs from the queue".into(),
         }
     }
 }
@@ -90,8 +105,12 @@ pub(super) fn temp_code(reason: TempReason) -> StatusCode {
     }
 }
 
-/// The queue's error for a failure of one target.
+/// The queue's error for a failure of one target: permanent for a
+/// refusal (a file that is a symbolic link), temporary otherwise.
 fn left_for(f: &Failure) -> Left {
+    if f.permanent {
+        return Left::Permanent(LastError::new(code(5, 2, 0), &f.why));
+    }
     let reason = match f.outcome {
         crate::smtp::Outcome::Temporary(r) => r,
         crate::smtp::Outcome::Delivered => TempReason::Local,
@@ -128,7 +147,11 @@ impl Deliverer {
         loop {
             let is_left = |n: &str| left.iter().any(|(u, _)| u == n);
             let trying: Vec<&str> = names.iter().copied().filter(|n| !is_left(n)).collect();
-            let (targets, gone) = self.lookup(&trying);
+            let Looked {
+                targets,
+                keys,
+                gone,
+            } = self.lookup(&trying);
             if !gone.is_empty() {
                 left.extend(gone);
                 continue;
@@ -144,10 +167,12 @@ impl Deliverer {
                     left,
                 });
             }
-            // A target's key is SPOOL/NAME: its user back from it.
+            // A target's key (SPOOL/NAME, or a file's path): the
+            // destination's key back from it.
             let user_of = |key: &Path| {
-                let name = key.strip_prefix(&self.spool).ok()?.to_str()?;
-                trying.contains(&name).then(|| name.to_string())
+                keys.iter()
+                    .find(|(k, _)| k.as_path() == key)
+                    .map(|(_, d)| d.clone())
             };
             let name_of = |f: &Failure| f.target.as_deref().and_then(user_of);
             let mut txn = Transaction::begin(&self.journals, &self.gates, &self.spool, targets)?;
@@ -175,17 +200,18 @@ impl Deliverer {
                     busy.key().display(),
                     lock_wait.as_secs()
                 );
-                left.push((
-                    busy.name().to_string(),
-                    Left::Temporary(LastError::new(code(4, 2, 0), &why)),
-                ));
+                if let Some(key) = user_of(busy.key()) {
+                    left.push((key, Left::Temporary(LastError::new(code(4, 2, 0), &why))));
+                }
             }
             let delivered: Vec<String> = txn.locked_keys().filter_map(user_of).collect();
+            // The journal names them as it names their targets.
+            let journal_names = || delivered.iter().map(|k| Dest::journal_name(k)).collect();
             let step = match mode {
                 QueueMode::New { .. } if left.is_empty() => None,
                 QueueMode::New { id } => Some(QueueStep::New {
                     id: id.to_string(),
-                    mailboxes: delivered.clone(),
+                    mailboxes: journal_names(),
                 }),
                 QueueMode::Done { .. } if delivered.is_empty() => {
                     // Nothing to deliver now: every one left.
@@ -194,7 +220,7 @@ impl Deliverer {
                 }
                 QueueMode::Done { id } => Some(QueueStep::Done {
                     id: id.to_string(),
-                    mailboxes: delivered.clone(),
+                    mailboxes: journal_names(),
                 }),
             };
             if let Some(step) = &step {
@@ -227,32 +253,88 @@ impl Deliverer {
         }
     }
 
-    /// The mailbox of each user of `names` that can be looked up, and each
-    /// one that cannot, with why.
-    fn lookup<'d>(&'d self, names: &[&str]) -> (Vec<MailboxTarget<'d>>, Vec<(String, Left)>) {
-        let mut targets = Vec::with_capacity(names.len());
-        let mut gone = Vec::new();
+    /// The target of each destination of `names` (keys) that can be
+    /// made now (a mailbox whose user can be looked up, a file), with the
+    /// key of each; each one that cannot, with why; programs are left for
+    /// after the transaction ([`Left::Later`]).
+    fn lookup<'d>(&'d self, names: &[&str]) -> Looked<'d> {
+        let mut looked = Looked {
+            targets: Vec::with_capacity(names.len()),
+            keys: Vec::with_capacity(names.len()),
+            gone: Vec::new(),
+        };
         for name in names {
-            match self.recipients.user(name) {
-                Ok(Some(user)) => targets.push(self.mailbox(user)),
-                Ok(None) => gone.push((
-                    name.to_string(),
-                    Left::Permanent(LastError::new(
-                        code(5, 1, 1),
-                        &format!("user {name} does not exist any more"),
-                    )),
-                )),
-                Err(e) => gone.push((
-                    name.to_string(),
-                    Left::Temporary(LastError::new(
-                        code(4, 3, 0),
-                        &format!("lookup of {name}: {}", e.0),
-                    )),
-                )),
+            let target = match Dest::parse(name) {
+                Some(Dest::Mailbox(user)) => self.mailbox_of(&user),
+                Some(Dest::File { user, path }) => self.file_of(&user, &path),
+                Some(Dest::Program { .. }) => Err(Left::Later),
+                None => Err(Left::Permanent(LastError::new(
+                    code(5, 3, 0),
+                    &format!("{name}: not a destination postie delivers to"),
+                ))),
+            };
+            match target {
+                Ok(t) => {
+                    looked.keys.push((t.key().to_path_buf(), name.to_string()));
+                    looked.targets.push(t);
+                }
+                Err(why) => looked.gone.push((name.to_string(), why)),
             }
         }
-        (targets, gone)
+        looked
     }
+
+    /// The mailbox of `name`, if its user can be looked up.
+    fn mailbox_of(&self, name: &str) -> Result<AppendTarget<'_>, Left> {
+        match self.recipients.user(name) {
+            Ok(Some(user)) => Ok(AppendTarget::Mailbox(self.mailbox(user))),
+            Ok(None) => Err(Left::Permanent(LastError::new(
+                code(5, 1, 1),
+                &format!("user {name} does not exist any more"),
+            ))),
+            Err(e) => Err(Left::Temporary(LastError::new(
+                code(4, 3, 0),
+                &format!("lookup of {name}: {}", e.0),
+            ))),
+        }
+    }
+
+    /// The file `path`, written as `user` (as ourselves when not root).
+    fn file_of(&self, user: &str, path: &str) -> Result<AppendTarget<'_>, Left> {
+        let (uid, gid) = if nix::unistd::geteuid().is_root() {
+            match self.recipients.user(user) {
+                Ok(Some(u)) => (u.uid, u.gid),
+                Ok(None) => {
+                    return Err(Left::Permanent(LastError::new(
+                        code(5, 1, 1),
+                        &format!("{path}: user {user} does not exist any more"),
+                    )));
+                }
+                Err(e) => {
+                    return Err(Left::Temporary(LastError::new(
+                        code(4, 3, 0),
+                        &format!("lookup of {user}: {}", e.0),
+                    )));
+                }
+            }
+        } else {
+            (
+                nix::unistd::geteuid().as_raw(),
+                nix::unistd::getegid().as_raw(),
+            )
+        };
+        FileTarget::new(path.into(), uid, gid, &self.mbox, &self.append_writer)
+            .map(AppendTarget::File)
+            .map_err(|f| left_for(&f))
+    }
+}
+
+/// What [`Deliverer::lookup`] found.
+struct Looked<'d> {
+    targets: Vec<AppendTarget<'d>>,
+    /// Each target's key, and the key of its destination.
+    keys: Vec<(std::path::PathBuf, String)>,
+    gone: Vec<(String, Left)>,
 }
 
 /// The new entry of a message at the end of DATA, for the users `left`.
@@ -276,16 +358,17 @@ pub(super) fn new_entry(
     let mut pending = Vec::new();
     for (i, r) in recipients.iter().enumerate() {
         for (user, why) in left.iter().filter(|(u, _)| r.users.contains(u)) {
-            let next = match why {
-                Left::Temporary(_) => backoff.next_attempt(1, now, now),
-                Left::Permanent(_) => None,
+            let (attempts, next) = match why {
+                Left::Temporary(_) => (1, backoff.next_attempt(1, now, now)),
+                Left::Permanent(_) => (1, None),
+                Left::Later => (0, None),
             };
             pending.push(Pending {
                 rcpt: i,
                 user: user.clone(),
-                attempts: 1,
+                attempts,
                 next_attempt: next.unwrap_or(now),
-                last_error: Some(why.error().clone()),
+                last_error: why.error().cloned(),
             });
         }
     }

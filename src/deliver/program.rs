@@ -75,9 +75,6 @@
 //! a zombie (the program is always reaped, after the kill if need be) or
 //! a descriptor, and none panics.
 
-// Until the queue runner calls `run` (the lead's wiring of postie 8).
-#![cfg_attr(not(test), allow(dead_code))]
-
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};

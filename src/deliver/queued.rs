@@ -31,6 +31,7 @@ use super::notices::{HEAD_COPY, wants_success};
 use super::partial::{Left, Partial, QueueMode, new_entry};
 use super::target::{Append, Failure};
 use super::{Deliverer, HoldSignals, QueueSetup};
+use crate::dest::Dest;
 use crate::journal::QueueRecovery;
 use crate::maillog::Event;
 use crate::mbox;
@@ -91,7 +92,7 @@ impl Deliverer {
                         to,
                         size,
                         queue: &id,
-                        why: &why.error().to_string(),
+                        why: &why.why(),
                     }
                     .log();
                 }
@@ -214,7 +215,12 @@ impl Deliverer {
             quoting: self.mbox.quoting,
         };
         let due: Vec<String> = due.into_iter().map(str::to_string).collect();
-        let names: Vec<&str> = due.iter().map(String::as_str).collect();
+        // Programs run after the transaction of the mailboxes and files,
+        // one at a time: a program cannot be undone.
+        let (programs, names): (Vec<&str>, Vec<&str>) = due
+            .iter()
+            .map(String::as_str)
+            .partition(|k| matches!(Dest::parse(k), Some(Dest::Program { .. })));
         // A notice of success returns the header only: a copy of its
         // beginning, kept for after the entry (and its message) may be
         // gone.
@@ -233,7 +239,9 @@ impl Deliverer {
         } else {
             None
         };
-        let result = {
+        let result = if names.is_empty() {
+            Ok(Partial::default())
+        } else {
             let _held = HoldSignals::new();
             let deadline = Instant::now() + self.deadline;
             let before = &entry;
@@ -246,25 +254,8 @@ impl Deliverer {
                 |delivered, _| take_off(&q.queue, before, delivered),
             )
         };
-        let (log_id, size) = (entry.log_id.clone(), entry.size);
-        let left = match result {
-            Ok(Partial { delivered, left }) => {
-                for to in &delivered {
-                    Event::Delivered {
-                        id: &log_id,
-                        from: &sender,
-                        to,
-                        size,
-                    }
-                    .log();
-                }
-                sum.delivered += delivered.len();
-                if let Some(head) = &head {
-                    self.tell_delivered_from_queue(q, &entry, &delivered, head, now);
-                }
-                entry.pending.retain(|p| !delivered.contains(&p.user));
-                left
-            }
+        let (mut delivered, mut left) = match result {
+            Ok(Partial { delivered, left }) => (delivered, left),
             Err(f) => {
                 let why = Left::Temporary(crate::queue::LastError::new(
                     super::partial::temp_code(match f.outcome {
@@ -273,17 +264,41 @@ impl Deliverer {
                     }),
                     &f.why,
                 ));
-                due.iter().map(|u| (u.clone(), why.clone())).collect()
+                let left = names.iter().map(|u| (u.to_string(), why.clone())).collect();
+                (Vec::new(), left)
             }
         };
+        for key in programs {
+            match self.run_program(q, &entry, &file, key, now) {
+                None => delivered.push(key.to_string()),
+                Some(why) => left.push((key.to_string(), why)),
+            }
+        }
+        let (log_id, size) = (entry.log_id.clone(), entry.size);
+        for to in &delivered {
+            Event::Delivered {
+                id: &log_id,
+                from: &sender,
+                to,
+                size,
+            }
+            .log();
+        }
+        sum.delivered += delivered.len();
+        if let Some(head) = &head {
+            self.tell_delivered_from_queue(q, &entry, &delivered, head, now);
+        }
+        entry.pending.retain(|p| !delivered.contains(&p.user));
         // Each one left: its next attempt, or given up.
         let mut failed: Vec<Pending> = Vec::new();
         for (user, why) in &left {
             for p in entry.pending.iter_mut().filter(|p| &p.user == user) {
                 p.attempts = p.attempts.saturating_add(1);
-                p.last_error = Some(why.error().clone());
+                p.last_error = why.error().cloned();
                 let next = match why {
-                    Left::Temporary(_) => q.backoff.next_attempt(p.attempts, entry.received, now),
+                    Left::Temporary(_) | Left::Later => {
+                        q.backoff.next_attempt(p.attempts, entry.received, now)
+                    }
                     Left::Permanent(_) => None,
                 };
                 match next {
@@ -327,7 +342,7 @@ impl Deliverer {
                     to,
                     size,
                     queue: id,
-                    why: &why.error().to_string(),
+                    why: &why.why(),
                 }
                 .log();
             }
@@ -372,7 +387,7 @@ fn queue_failure(queue: &Queue, e: io::Error) -> Failure {
 /// checking that they are still pending in the entry on disk (recovery of
 /// another runner's delivery may have taken them off meanwhile: then this
 /// delivery is rolled back, not doubled).
-fn take_off(queue: &Queue, before: &Entry, delivered: &[String]) -> Result<(), Failure> {
+pub(super) fn take_off(queue: &Queue, before: &Entry, delivered: &[String]) -> Result<(), Failure> {
     let fail = |e: io::Error| queue_failure(queue, e);
     let now = queue.load(&before.id).map_err(fail)?;
     if !delivered
@@ -426,7 +441,7 @@ fn rcpt_matches(filter: &RunFilter, r: &Recipient) -> bool {
 }
 
 /// The envelope sender of `entry`.
-fn sender_of(entry: &Entry) -> ReversePath {
+pub(super) fn sender_of(entry: &Entry) -> ReversePath {
     match &entry.sender {
         None => ReversePath::Null,
         Some(s) => match parse_path(&format!("<{s}>")) {
@@ -493,7 +508,11 @@ impl QueueRecovery for Queue {
             Err(e) => return Err(e),
         };
         let before = entry.pending.len();
-        entry.pending.retain(|p| !mailboxes.contains(&p.user));
+        // The journal names a file by its path: a pending destination is
+        // taken off if its target is one of those named.
+        entry
+            .pending
+            .retain(|p| !mailboxes.contains(&Dest::journal_name(&p.user)));
         if entry.pending.len() == before {
             return Ok(());
         }

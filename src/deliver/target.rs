@@ -286,12 +286,7 @@ impl<'d> MailboxTarget<'d> {
     }
 }
 
-impl MailboxTarget<'_> {
-    /// Its user's name, the mailbox's name in the spool.
-    pub(crate) fn name(&self) -> &str {
-        &self.user.name
-    }
-}
+impl MailboxTarget<'_> {}
 
 impl<'d> Target for MailboxTarget<'d> {
     type Locked = LockedMailboxTarget<'d>;
@@ -476,8 +471,6 @@ pub(crate) struct Failure {
     /// it): trying again changes nothing, and a delivery that may queue
     /// returns it to its sender rather than retrying. The outcome is a
     /// temporary one all the same, for a delivery that is all or nothing.
-    // Read by the tests until a delivery that may queue bounces it.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub permanent: bool,
 }
 

@@ -280,10 +280,9 @@ fn decode_deliver(r: &mut Reader<'_>) -> Result<(Envelope, u64), String> {
     let mut recipients = Vec::with_capacity(n.min(100));
     for _ in 0..n {
         let path = mailbox(&r.str()?)?;
+        // No users: an alias to programs or files alone, which the
+        // delivery process expands itself (as it does every recipient).
         let k = r.count()?;
-        if k == 0 {
-            return Err("recipient without users".into());
-        }
         let mut users = Vec::with_capacity(k.min(100));
         for _ in 0..k {
             users.push(r.str()?);

@@ -4,7 +4,10 @@
 //! this process (cron mail on a host that runs postie from inetd only).
 //! Apart because it is the one path of sendmail's that builds a
 //! [`Service`](crate::server::Service) and delivers: it recovers the
-//! journal first, as a daemon does, and holds off the stop signals.
+//! journal first, as a daemon does, holds off the stop signals, and runs
+//! what is due in the queue after (a program target runs from the queue
+//! right after its message is accepted, and no daemon's runner is there
+//! to run it).
 
 use std::os::unix::net::UnixStream;
 
@@ -49,6 +52,18 @@ pub(super) fn in_process(
         let _ = ours.shutdown(std::net::Shutdown::Both);
         result
     });
+    // No daemon's runner either: what is due now (the programs this
+    // message left to the queue, run right after it was accepted) is run
+    // here, before sendmail returns.
+    if result.is_ok() {
+        let filter = crate::message::RunFilter {
+            ids: Vec::new(),
+            recipient: None,
+            sender: None,
+            all: false,
+        };
+        service.delivery().run_queue(&filter);
+    }
     service.delivery().close();
     drop(held);
     Ok(result)
