@@ -8,6 +8,7 @@ mod dsn;
 mod golden;
 mod load;
 mod locks;
+mod programs;
 mod queue;
 mod queued;
 mod sendmail;
