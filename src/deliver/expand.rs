@@ -17,8 +17,9 @@
 //! * never root: root's own `.forward`, or a file owned by another user
 //!   of uid 0, gets the default user too.
 //!
-//! A postie not started as root writes and runs everything as its own
-//! user, as its mailbox deliveries do.
+//! The user is decided the same way when postie is not root; it then
+//! writes and runs everything as its own user (as its mailbox deliveries
+//! do), with the named user's home and name in a program's environment.
 
 use std::time::Duration;
 
@@ -213,9 +214,6 @@ impl Deliverer {
     /// module documentation): `Ok(None)` if there is none (logged; the
     /// target is left out), `Err` if a lookup failed.
     fn run_as(&self, source: &Source) -> Result<Option<String>, String> {
-        if !nix::unistd::geteuid().is_root() {
-            return Ok(Some(own_name()));
-        }
         let owner = match source {
             Source::Aliases { owner } | Source::Include { owner, .. } => {
                 if *owner == 0 {
@@ -255,17 +253,6 @@ impl Deliverer {
             Err(e) => Err(e.0),
         }
     }
-}
-
-/// This process's user's name: who a postie not started as root runs
-/// and writes everything as.
-fn own_name() -> String {
-    nix::unistd::User::from_uid(nix::unistd::geteuid())
-        .ok()
-        .flatten()
-        .map(|u| u.name)
-        .filter(|n| crate::users::plausible_user_name(n))
-        .unwrap_or_else(|| "nobody".into())
 }
 
 /// The file a source is, for messages.

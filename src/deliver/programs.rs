@@ -123,36 +123,35 @@ impl Deliverer {
     }
 
     /// Who the program of a destination made for `user` runs as: that
-    /// user (never root); postie not started as root runs it as itself.
+    /// user (never root); postie not started as root runs it as itself,
+    /// in that user's home and under their name.
     fn run_as_user(&self, user: &str) -> Result<RunAs, String> {
+        let found = match self.recipients.user(user) {
+            Ok(u) => u,
+            Err(e) => return Err(e.0),
+        };
         if !nix::unistd::geteuid().is_root() {
-            let me = nix::unistd::User::from_uid(nix::unistd::geteuid())
-                .ok()
-                .flatten();
+            // As ourselves, in the named user's home, under their name.
+            let (home, shell) =
+                found.map_or_else(|| ("/".into(), "/bin/sh".into()), |u| (u.home, u.shell));
             return Ok(RunAs {
-                user: me
-                    .as_ref()
-                    .map_or_else(|| user.to_string(), |u| u.name.clone()),
+                user: user.to_string(),
                 uid: nix::unistd::geteuid().as_raw(),
                 gid: nix::unistd::getegid().as_raw(),
-                home: me.as_ref().map_or_else(|| "/".into(), |u| u.dir.clone()),
-                shell: me.map_or_else(
-                    || "/bin/sh".into(),
-                    |u| u.shell.to_string_lossy().into_owned(),
-                ),
+                home,
+                shell,
             });
         }
-        match self.recipients.user(user) {
-            Ok(Some(u)) if u.uid != 0 => Ok(RunAs {
+        match found {
+            Some(u) if u.uid != 0 => Ok(RunAs {
                 user: u.name,
                 uid: u.uid,
                 gid: u.gid,
                 home: u.home,
                 shell: u.shell,
             }),
-            Ok(Some(_)) => Err(format!("{user} is root: programs never run as root")),
-            Ok(None) => Err(format!("{user}: no such user")),
-            Err(e) => Err(e.0),
+            Some(_) => Err(format!("{user} is root: programs never run as root")),
+            None => Err(format!("{user}: no such user")),
         }
     }
 
