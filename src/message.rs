@@ -272,6 +272,22 @@ pub trait Delivery: Send + Sync {
         let _ = filter;
         RunSummary::default()
     }
+    /// Where mail to `to` goes as delivery expands it (`.forward` and
+    /// `:include:` files read), for `postie check`; `None` where delivery
+    /// is another process's.
+    fn explain(&self, to: &crate::smtp::Mailbox) -> Option<Result<Explained, String>> {
+        let _ = to;
+        None
+    }
+}
+
+/// What [`Delivery::explain`] finds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Explained {
+    /// Each destination: a mailbox, a file or a program, and as whom.
+    pub dests: Vec<crate::dest::Dest>,
+    /// Each user whose `.forward` was ignored, and why.
+    pub ignored_forwards: Vec<(String, String)>,
 }
 
 /// Which queue entries a run of the queue tries.

@@ -541,3 +541,41 @@ fn file_targets_append_and_refuse_symlinks() {
     let bounce = String::from_utf8_lossy(&u.fx.read_mailbox("jon")).into_owned();
     assert!(bounce.contains("symbolic link"), "{bounce}");
 }
+
+/// `postie check ADDRESS` shows the whole expansion as delivery does it:
+/// a `.forward`'s program with the user it runs as, and a `.forward`
+/// ignored, with why.
+#[test]
+fn check_shows_forward_programs_and_ignored_forwards() {
+    let u = Users::new(&["pat", "sam"]);
+    u.forward("pat", u.uid(1), "\\pat, \"|/usr/bin/procmail\"\n");
+    u.forward("sam", u.uid(2), "jon\n");
+    std::fs::set_permissions(
+        u.home("sam").join(".forward"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    let check = |who: &str| {
+        let args = [u.fx.args(), vec!["check".into(), who.into()]].concat();
+        let out = run_postie(&args);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let pat = check("pat");
+    assert!(
+        pat.contains(
+            "ok: pat: delivered to mailbox of pat, program \"|/usr/bin/procmail\" (as pat)\n"
+        ),
+        "{pat}"
+    );
+    let sam = check("sam");
+    assert!(sam.contains("warning: sam: "), "{sam}");
+    assert!(sam.contains("writable"), "{sam}");
+    assert!(
+        sam.contains("ignored, sam's mailbox gets the mail"),
+        "{sam}"
+    );
+    assert!(
+        sam.contains("ok: sam: delivered to mailbox of sam\n"),
+        "{sam}"
+    );
+}

@@ -28,6 +28,7 @@ use std::path::Path;
 use crate::aliases::Aliases;
 use crate::cli::{Options, SmtpSideUser};
 use crate::config::{self, ConfigError, DEFAULT_FILE, Loaded};
+use crate::dest::Dest;
 use crate::domains::LocalDomains;
 use crate::recipients::Resolution;
 use crate::server::Service;
@@ -455,6 +456,29 @@ fn recipient(
             names.join(", ")
         ));
     }
+    // Where delivery sends it: .forward and :include: files read, and
+    // each program and file with the user it runs as.
+    match service.delivery().explain(&mailbox) {
+        Some(Ok(explained)) => {
+            for (user, why) in &explained.ignored_forwards {
+                r.warn(format!(
+                    "{shown}: {why}; ignored, {user}'s mailbox gets the mail"
+                ));
+            }
+            let dests: Vec<String> = explained
+                .dests
+                .iter()
+                .map(|d| match d {
+                    Dest::Mailbox(u) => format!("mailbox of {u}"),
+                    Dest::Program { .. } => format!("program {d}"),
+                    Dest::File { .. } => format!("file {d}"),
+                })
+                .collect();
+            r.ok(format!("{shown}: delivered to {}", dests.join(", ")));
+        }
+        Some(Err(why)) => r.warn(format!("{shown}: delivery cannot expand it now: {why}")),
+        None => {}
+    }
     for u in &users {
         let checked = service
             .delivery()
@@ -536,7 +560,10 @@ mod tests {
             let gid = nix::unistd::getegid().as_raw();
             std::fs::write(
                 dir.path().join("passwd"),
-                format!("jon:x:{uid}:{gid}::/:/bin/sh\nalice:x:{uid}:{gid}::/:/bin/sh\n"),
+                format!(
+                    "jon:x:{uid}:{gid}::/:/bin/sh\nalice:x:{uid}:{gid}::/:/bin/sh\n\
+                     nobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n"
+                ),
             )
             .unwrap();
             Setup { dir }
@@ -664,6 +691,17 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Ok, "{r:?}");
         let ok = r.texts(Level::Ok);
         assert!(ok.contains(&"staff: alias staff -> alice, jon"), "{ok:?}");
+        // Delivery's view: the program with the user it runs as (the
+        // default user for root's aliases file, else its owner).
+        let runs_as = if nix::unistd::geteuid().is_root() {
+            "nobody"
+        } else {
+            "jon"
+        };
+        let delivered = format!(
+            "staff: delivered to mailbox of alice, mailbox of jon, program \"|/bin/prog\" (as {runs_as})"
+        );
+        assert!(ok.contains(&delivered.as_str()), "{ok:?}");
         assert!(
             ok.iter().any(|t| t.starts_with("staff: local user alice")),
             "{ok:?}"

@@ -28,6 +28,7 @@ use super::target::Failure;
 use crate::aliases::{Forwarded, Included, Reader, Source, Special};
 use crate::dest::Dest;
 use crate::forward::{self, ForwardFile, IncludeFile};
+use crate::message::Explained;
 use crate::recipients::Expanded;
 use crate::smtp::{Envelope, TempReason};
 use crate::users::User;
@@ -158,8 +159,27 @@ impl Deliverer {
         Ok(env)
     }
 
+    /// Where mail to `to` goes, for `postie check`.
+    pub(super) fn explain(&self, to: &crate::smtp::Mailbox) -> Result<Explained, String> {
+        self.expanded(to)
+            .map(|(dests, ignored_forwards)| Explained {
+                dests,
+                ignored_forwards,
+            })
+            .map_err(|f| f.why)
+    }
+
     /// Where mail to `to` goes, sorted, no destination twice.
     fn destinations(&self, to: &crate::smtp::Mailbox) -> Result<Vec<Dest>, Failure> {
+        self.expanded(to).map(|(dests, _)| dests)
+    }
+
+    /// [`destinations`](Self::destinations), and the `.forward` files
+    /// ignored on the way.
+    fn expanded(
+        &self,
+        to: &crate::smtp::Mailbox,
+    ) -> Result<(Vec<Dest>, Vec<(String, String)>), Failure> {
         let temp = |why: String| Failure::temp(TempReason::LookupFailed, why);
         let (users, expansion) = match self.recipients.expand(to, &FileReader { deliverer: self }) {
             Expanded::Found { users, expansion } => (users, expansion),
@@ -207,7 +227,7 @@ impl Deliverer {
         if dests.is_empty() {
             return Err(temp(format!("{to}: no longer a recipient here")));
         }
-        Ok(dests)
+        Ok((dests, expansion.ignored_forwards))
     }
 
     /// The user a program or file named by `source` runs as (see the

@@ -163,6 +163,13 @@ impl Delivery for Deliverer {
     fn run_queue(&self, filter: &crate::message::RunFilter) -> crate::message::RunSummary {
         Deliverer::run_queue(self, filter)
     }
+
+    fn explain(
+        &self,
+        to: &crate::smtp::Mailbox,
+    ) -> Option<Result<crate::message::Explained, String>> {
+        Some(Deliverer::explain(self, to))
+    }
 }
 
 /// Why [`Deliverer::recover_spool`] runs.
