@@ -161,25 +161,17 @@ impl Deliverer {
 
     /// Where mail to `to` goes, for `postie check`.
     pub(super) fn explain(&self, to: &crate::smtp::Mailbox) -> Result<Explained, String> {
-        self.expanded(to)
-            .map(|(dests, ignored_forwards)| Explained {
-                dests,
-                ignored_forwards,
-            })
-            .map_err(|f| f.why)
+        self.expanded(to).map_err(|f| f.why)
     }
 
     /// Where mail to `to` goes, sorted, no destination twice.
     fn destinations(&self, to: &crate::smtp::Mailbox) -> Result<Vec<Dest>, Failure> {
-        self.expanded(to).map(|(dests, _)| dests)
+        self.expanded(to).map(|e| e.dests)
     }
 
     /// [`destinations`](Self::destinations), and the `.forward` files
     /// ignored on the way.
-    fn expanded(
-        &self,
-        to: &crate::smtp::Mailbox,
-    ) -> Result<(Vec<Dest>, Vec<(String, String)>), Failure> {
+    fn expanded(&self, to: &crate::smtp::Mailbox) -> Result<Explained, Failure> {
         let temp = |why: String| Failure::temp(TempReason::LookupFailed, why);
         let (users, expansion) = match self.recipients.expand(to, &FileReader { deliverer: self }) {
             Expanded::Found { users, expansion } => (users, expansion),
@@ -227,7 +219,10 @@ impl Deliverer {
         if dests.is_empty() {
             return Err(temp(format!("{to}: no longer a recipient here")));
         }
-        Ok((dests, expansion.ignored_forwards))
+        Ok(Explained {
+            dests,
+            ignored_forwards: expansion.ignored_forwards,
+        })
     }
 
     /// The user a program or file named by `source` runs as (see the
