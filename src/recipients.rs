@@ -225,8 +225,9 @@ impl Recipients {
 
     /// Why `to`, which [`Recipients::resolve`] finds unknown, reaches
     /// nobody, if it is an alias: `alias pipe: "|/usr/bin/prog": program
-    /// targets are not enabled`, or `alias staff: none of its users
-    /// exists`. `None` if it is no alias (or the aliases cannot be read).
+    /// targets are not allowed in the aliases (allow-commands)`, or `alias
+    /// staff: none of its users exists`. `None` if it is no alias (or the
+    /// aliases cannot be read).
     pub fn why_unknown(&self, to: &Mailbox) -> Option<String> {
         let local = to.local.to_ascii_lowercase();
         let name = self.strip_extension(&local);
