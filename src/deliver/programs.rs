@@ -6,8 +6,8 @@
 //! Programs never run inside a transaction: one cannot be undone. The end
 //! of DATA leaves each to a queue entry, due at once, and the runner runs
 //! it right after ([`super::queued`]); one that exits 0 is taken off the
-//! entry on disk at once, so that it runs again only if postie dies
-//! between its exit and that write (postie(8), CAVEATS).
+//! entry on disk at once, so that it runs again only if postie dies while
+//! it runs or between its exit and that write (postie(8), CAVEATS).
 //!
 //! Its standard input is what Postfix's local(8) writes to a command: a
 //! `From ` line, `Return-Path:`, `Delivered-To:` with the recipient

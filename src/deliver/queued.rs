@@ -86,13 +86,22 @@ impl Deliverer {
                     .log();
                 }
                 for (to, why) in &left {
-                    Event::Queued {
-                        id: log_id,
-                        from,
-                        to,
-                        size,
-                        queue: &id,
-                        why: &why.why(),
+                    match why {
+                        Left::Later => Event::Scheduled {
+                            id: log_id,
+                            from,
+                            to,
+                            size,
+                            queue: &id,
+                        },
+                        _ => Event::Queued {
+                            id: log_id,
+                            from,
+                            to,
+                            size,
+                            queue: &id,
+                            why: &why.why(),
+                        },
                     }
                     .log();
                 }

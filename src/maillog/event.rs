@@ -172,6 +172,15 @@ pub enum Event<'a> {
         queue: &'a str,
         why: &'a str,
     },
+    /// A program left to the queue entry made at the end of DATA, to run
+    /// from it at once (a program never runs inside a transaction).
+    Scheduled {
+        id: &'a str,
+        from: &'a ReversePath,
+        to: &'a str,
+        size: u64,
+        queue: &'a str,
+    },
     /// A queued recipient given up (its time in the queue over) or failed
     /// for good; `notice` says whom the sender's notification went to.
     Bounced {
@@ -212,6 +221,7 @@ impl Event<'_> {
             | Delivered { .. }
             | Deferred { .. }
             | Queued { .. }
+            | Scheduled { .. }
             | Bounced { .. }
             | QueueDeleted { .. }
             | QueueRun { .. } => Level::Info,
@@ -253,6 +263,7 @@ impl Event<'_> {
             Delivered { .. }
             | Deferred { .. }
             | Queued { .. }
+            | Scheduled { .. }
             | Bounced { .. }
             | QueueDeleted { .. }
             | QueueRun { .. } => "postie::maillog",
@@ -367,6 +378,17 @@ impl fmt::Display for Event<'_> {
                 "{id}: from=<{}> to=<{to}> size={size} status=deferred ({why}) queue={queue}",
                 Sender(from)
             ),
+            Scheduled {
+                id,
+                from,
+                to,
+                size,
+                queue,
+            } => write!(
+                f,
+                "{id}: from=<{}> to=<{to}> size={size} status=queued (a program: runs from the queue) queue={queue}",
+                Sender(from)
+            ),
             Bounced {
                 id,
                 from,
@@ -471,6 +493,26 @@ mod tests {
         assert_eq!(
             Event::Connect { id, peer: &local }.to_string(),
             "18d2f5a0c4e1b000: connect from local user alice (uid 1000)"
+        );
+    }
+
+    /// A program left to the queue at the end of DATA: `status=queued`,
+    /// not `deferred` (nothing failed), with the entry.
+    #[test]
+    fn scheduled_program() {
+        let from = ReversePath::Null;
+        assert_eq!(
+            line(&Event::Scheduled {
+                id: "abc.1",
+                from: &from,
+                to: "prog:nobody:/usr/bin/vacation jon",
+                size: 12,
+                queue: "006b138fb1b8acbce6f6e684fd",
+            }),
+            info(
+                "postie::maillog",
+                "abc.1: from=<> to=<prog:nobody:/usr/bin/vacation jon> size=12 status=queued (a program: runs from the queue) queue=006b138fb1b8acbce6f6e684fd"
+            )
         );
     }
 
