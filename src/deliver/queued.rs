@@ -86,6 +86,7 @@ impl Deliverer {
                     .log();
                 }
                 for (to, why) in &left {
+                    let text = why.why();
                     match why {
                         Left::Later => Event::Scheduled {
                             id: log_id,
@@ -100,7 +101,7 @@ impl Deliverer {
                             to,
                             size,
                             queue: &id,
-                            why: &why.why(),
+                            why: &text,
                         },
                     }
                     .log();
