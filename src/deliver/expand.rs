@@ -278,3 +278,119 @@ fn source_name(source: &Source) -> String {
         Source::Forward { user } => format!("~{user}/.forward"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::super::tests::{deliverer, envelope};
+    use super::*;
+    use crate::aliases::AliasFile;
+    use crate::domains::LocalDomains;
+    use crate::message::MessageBuf;
+    use crate::recipients::Recipients;
+    use crate::smtp::Outcome;
+    use crate::users::PasswdFile;
+
+    /// A deliverer whose users are `passwd`'s and whose aliases are
+    /// `aliases`, in `dir`.
+    fn with(dir: &std::path::Path, passwd: &str, aliases: &str) -> Deliverer {
+        let mut d = deliverer(dir);
+        std::fs::write(dir.join("passwd"), passwd).unwrap();
+        std::fs::write(dir.join("aliases"), aliases).unwrap();
+        d.recipients = std::sync::Arc::new(Recipients::new(
+            LocalDomains::new(["h".to_string()], vec![]),
+            Box::new(PasswdFile::load(&dir.join("passwd")).unwrap()),
+            Some('+'),
+            AliasFile::open(&dir.join("aliases")),
+        ));
+        d
+    }
+
+    const PASSWD: &str = "root:x:0:0::/root:/bin/sh\n\
+                          jon:x:1000:1000::/nonexistent:/bin/sh\n\
+                          owner:x:1234:1234::/nonexistent:/bin/sh\n\
+                          nobody:x:65534:65534::/nonexistent:/bin/sh\n";
+
+    /// Who a program or a file runs as: the default user for root's
+    /// aliases and include files and for root's own .forward; the owner
+    /// of anyone else's file; the user of a .forward; nobody at all for
+    /// an owner the passwd database does not know (the target is left
+    /// out); and an error for a default user that is missing or root.
+    #[test]
+    fn who_programs_and_files_run_as() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = with(dir.path(), PASSWD, "");
+        let run_as = |source: Source| d.run_as(&source);
+        let include = |owner| Source::Include {
+            path: "/etc/list".into(),
+            owner,
+            group: owner,
+        };
+        let forward = |user: &str| Source::Forward { user: user.into() };
+        assert_eq!(
+            run_as(Source::Aliases { owner: 0 }),
+            Ok(Some("nobody".into()))
+        );
+        assert_eq!(
+            run_as(Source::Aliases { owner: 1234 }),
+            Ok(Some("owner".into()))
+        );
+        assert_eq!(run_as(include(0)), Ok(Some("nobody".into())));
+        assert_eq!(run_as(include(1234)), Ok(Some("owner".into())));
+        assert_eq!(run_as(include(4242)), Ok(None));
+        assert_eq!(run_as(forward("jon")), Ok(Some("jon".into())));
+        assert_eq!(run_as(forward("root")), Ok(Some("nobody".into())));
+        // The default user: never root, and it must exist.
+        let mut d = with(dir.path(), PASSWD, "");
+        d.special.default_user = "root".into();
+        assert!(
+            d.run_as(&Source::Aliases { owner: 0 })
+                .unwrap_err()
+                .contains("root")
+        );
+        d.special.default_user = "ghost".into();
+        assert!(d.run_as(&Source::Aliases { owner: 0 }).is_err());
+    }
+
+    /// The SMTP side's users are never trusted: a recipient that claims a
+    /// program (by its queue key) gets what delivery's own expansion says,
+    /// here jon's mailbox; and an alias's program is found by delivery
+    /// itself, even when the SMTP side sent no user at all.
+    #[test]
+    fn delivery_expands_every_recipient_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = with(dir.path(), PASSWD, "pipe: \"|/bin/true\", jon\n");
+        let mut env = envelope(&["jon", "pipe"]);
+        env.recipients[0].users = vec!["prog:jon:/bin/sh -c evil".into()];
+        env.recipients[1].users = vec![];
+        let env = d.with_destinations(&env).unwrap();
+        assert_eq!(env.recipients[0].users, ["jon"]);
+        assert_eq!(env.recipients[1].users, ["jon", "prog:nobody:/bin/true"]);
+        // Without a queue, a program cannot be delivered: 4xx, nothing
+        // appended anywhere.
+        let mut msg = MessageBuf::new(1024, dir.path().to_path_buf());
+        msg.write_all(b"Subject: x\n\nbody\n").unwrap();
+        let out = d.deliver(&envelope(&["pipe"]), &msg);
+        assert!(matches!(out, Outcome::Temporary(_)), "{out:?}");
+        assert!(!dir.path().join("jon").exists());
+    }
+
+    /// A file in the mail spool is no file target (a user's mailbox is
+    /// named by the user), and a file reached twice, as two users, is
+    /// written once, as the first.
+    #[test]
+    fn files_in_the_spool_are_refused_and_files_are_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().to_path_buf();
+        let d = with(
+            dir.path(),
+            PASSWD,
+            &format!("bad: {}/jon\nboth: /var/x, jon\n", spool.display()),
+        );
+        let env = envelope(&["bad"]);
+        assert!(d.with_destinations(&env).is_err());
+        let env = d.with_destinations(&envelope(&["both", "jon"])).unwrap();
+        assert_eq!(env.recipients[0].users, ["file:nobody:/var/x", "jon"]);
+    }
+}

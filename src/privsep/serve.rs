@@ -302,6 +302,12 @@ mod tests {
         other_user.recipients[0].users = vec!["../../etc/passwd".into()];
         let mut unknown = envelope();
         unknown.recipients[0].users = vec!["mallory".into()];
+        // A program or a file by the queue's key (postie 8): the SMTP side
+        // never names one; only the delivery process's own expansion does.
+        let mut program = envelope();
+        program.recipients[0].users = vec!["prog:jon:/bin/sh -c 'cp /bin/sh /tmp/x'".into()];
+        let mut file = envelope();
+        file.recipients[0].users = vec!["file:jon:/home/jon/.ssh/authorized_keys".into()];
         let mut bad_version = good.clone();
         bad_version[0] = 9;
         let mut trailing = good.clone();
@@ -332,6 +338,12 @@ mod tests {
             ),
             ("huge string", huge, None),
             ("fd on check", encode_check("jon"), Some(memfd(b""))),
+            (
+                "program key",
+                encode_deliver(&program, 3),
+                Some(memfd(b"abc")),
+            ),
+            ("file key", encode_deliver(&file, 3), Some(memfd(b"abc"))),
         ];
         for (name, payload, fd) in cases {
             match handle(&payload, fd, &rec, &lookup, &LIMITS) {
