@@ -452,15 +452,17 @@ fn unsafe_forward_files_run_nothing_and_lose_nothing() {
 }
 
 /// Loops through `.forward` files end where sendmail ends them: pat →
-/// sam → pat delivers to pat; `\pat, sam` in pat's `.forward` keeps a
-/// copy and forwards one; a `.forward` naming its own user is that user's
-/// mailbox. An `:include:` list expands to its members.
+/// sam → pat delivers to pat; `\kim, jon` in kim's `.forward` keeps a
+/// copy and forwards one; a `.forward` naming its own user (lee → lee,
+/// alice) is that user's mailbox. An `:include:` list expands to its
+/// members.
 #[test]
 fn forward_loops_backslash_and_include_lists() {
-    let u = Users::new(&["pat", "sam", "kim"]);
+    let u = Users::new(&["pat", "sam", "kim", "lee"]);
     u.forward("pat", u.uid(1), "sam\n");
     u.forward("sam", u.uid(2), "pat\n");
     u.forward("kim", u.uid(3), "\\kim, jon\n");
+    u.forward("lee", u.uid(4), "lee, alice\n");
     let list = u.fx.dir.path().join("team.list");
     std::fs::write(&list, "# the team\nkim\nalice\n").unwrap();
     std::fs::write(
@@ -474,6 +476,7 @@ fn forward_loops_backslash_and_include_lists() {
     c.send_message("a@b.example", "pat", b"Subject: to pat\r\n\r\nx\r\n");
     c.send_message("a@b.example", "sam", b"Subject: to sam\r\n\r\nx\r\n");
     c.send_message("a@b.example", "team", b"Subject: to team\r\n\r\nx\r\n");
+    c.send_message("a@b.example", "lee", b"Subject: to lee\r\n\r\nx\r\n");
     let subjects = |user: &str| -> Vec<String> {
         python_mbox(&u.fx.mailbox(user))
             .into_iter()
@@ -485,7 +488,10 @@ fn forward_loops_backslash_and_include_lists() {
     // kim keeps a copy (\kim) and forwards one to jon.
     assert_eq!(subjects("kim"), ["to team"]);
     assert_eq!(subjects("jon"), ["to team"]);
-    assert_eq!(subjects("alice"), ["to team"]);
+    // lee -> lee, alice: lee's own mailbox (a name met again on its own
+    // path) and alice.
+    assert_eq!(subjects("lee"), ["to lee"]);
+    assert_eq!(subjects("alice"), ["to team", "to lee"]);
 }
 
 /// A file target from root's aliases is appended as an mbox, created
