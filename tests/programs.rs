@@ -323,7 +323,7 @@ fn program_exit_statuses_decide() {
     std::fs::write(
         u.fx.aliases(),
         format!(
-            "ok: \"|id -u > {o}/ok.uid\"\n\
+            "ok: \"|id -u > {o}/ok.tmp && mv {o}/ok.tmp {o}/ok.uid\"\n\
              later: \"|exit 75\"\n\
              nouser: \"|echo no such account here; exit 67\"\n\
              slow: \"|sleep 1000 & echo $! > {p}; wait\"\n",
@@ -350,13 +350,15 @@ fn program_exit_statuses_decide() {
     );
     assert_eq!(read(&out.join("ok.uid")).trim(), u.uid(0).to_string());
     // 67: a bounce to jon quoting the output.
+    let jon = || String::from_utf8_lossy(&u.fx.read_mailbox("jon")).into_owned();
     assert!(
-        wait_for(RUN_WAIT, || !python_mbox(&u.fx.mailbox("jon")).is_empty()),
-        "{}",
+        wait_for(RUN_WAIT, || jon().contains("no such account here")),
+        "{}\n{}",
+        jon(),
         srv.log()
     );
-    let bounce = String::from_utf8_lossy(&u.fx.read_mailbox("jon")).into_owned();
-    assert!(bounce.contains("no such account here"), "{bounce}");
+    let bounce = jon();
+    assert_eq!(python_mbox(&u.fx.mailbox("jon")).len(), 1, "{bounce}");
     assert!(bounce.contains("67"), "{bounce}");
     // 75 and the time limit: both still queued, with why.
     let show = |srv: &Server| {
@@ -539,13 +541,14 @@ fn file_targets_append_and_refuse_symlinks() {
     assert_eq!(python_mbox(&u.fx.mailbox("alice")).len(), 1);
     assert_eq!(std::fs::read(&victim).unwrap(), b"precious\n");
     // The refusal is permanent: jon gets the message back, saying why.
+    let jon = || String::from_utf8_lossy(&u.fx.read_mailbox("jon")).into_owned();
     assert!(
-        wait_for(RUN_WAIT, || !u.fx.read_mailbox("jon").is_empty()),
-        "{}",
+        wait_for(RUN_WAIT, || jon().contains("symbolic link")),
+        "{}\n{}",
+        jon(),
         srv.log()
     );
-    let bounce = String::from_utf8_lossy(&u.fx.read_mailbox("jon")).into_owned();
-    assert!(bounce.contains("symbolic link"), "{bounce}");
+    assert_eq!(python_mbox(&u.fx.mailbox("jon")).len(), 1, "{}", jon());
 }
 
 /// `postie check ADDRESS` shows the whole expansion as delivery does it:
