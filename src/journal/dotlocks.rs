@@ -2,7 +2,9 @@
 //! each target of a dead delivery (the one its journal records; never
 //! root for a file target, which lies on a path a user may control), and
 //! the removal of the dotlocks the dead delivery left, each as that
-//! identity. Both `recover.rs` and `undo.rs` use it.
+//! identity; and of the temporary files of dotlocks that a process killed
+//! while it made one left in the spool. Both `recover.rs` and `undo.rs`
+//! use it.
 
 use std::io;
 use std::path::Path;
@@ -68,5 +70,115 @@ pub(super) fn remove_dotlocks(
                 }
             }
         }
+    }
+}
+
+/// Removes, from the spool `spool`, the temporary files of dotlocks that
+/// a process killed in the middle of making a lock left
+/// (`.MAILBOX.lk.PID.COUNTER.RANDOM`, what `crate::mbox::lock` makes and
+/// links to `MAILBOX.lock`, then removes): those of a process that is
+/// gone, and any older than `stale` (a pid may be reused). A temporary
+/// lives for a moment; one removed under a live locker only makes its
+/// lock attempt fail and be tried again. A name still linked to a
+/// dotlock (two links) is left to the dotlock's recovery. Returns how
+/// many were removed.
+pub(super) fn remove_dead_lock_temporaries(spool: &Path, stale: std::time::Duration) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(dir) = std::fs::read_dir(spool) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in dir.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(lock_temporary_pid) else {
+            continue;
+        };
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !meta.file_type().is_file() || meta.nlink() != 1 {
+            continue;
+        }
+        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH);
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .is_some_and(|age| age >= stale);
+        if (gone || old) && std::fs::remove_file(&path).is_ok() {
+            log::info!(
+                "recovery: {}: a lock's temporary file left by a process that died; removed",
+                path.display()
+            );
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The pid in the name of a dotlock's temporary file
+/// (`.MAILBOX.lk.PID.COUNTER.RANDOM`, RANDOM 16 hex digits), if it is
+/// one.
+fn lock_temporary_pid(name: &str) -> Option<i32> {
+    let rest = name.strip_prefix('.')?;
+    let (_, tail) = rest.rsplit_once(".lk.")?;
+    let mut parts = tail.split('.');
+    let (pid, count, random) = (parts.next()?, parts.next()?, parts.next()?);
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let ok = parts.next().is_none()
+        && digits(pid)
+        && digits(count)
+        && random.len() == 16
+        && random.bytes().all(|b| b.is_ascii_hexdigit());
+    ok.then(|| pid.parse().ok()).flatten().filter(|&p| p > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn lock_temporary_names() {
+        assert_eq!(
+            lock_temporary_pid(".jon.lk.123.0.00112233445566ff"),
+            Some(123)
+        );
+        assert_eq!(lock_temporary_pid(".a.b.lk.9.12.00112233445566ff"), Some(9));
+        for not in [
+            "jon.lk.123.0.00112233445566ff",
+            ".jon.lk.123.0.0011223344556",
+            ".jon.lk.x.0.00112233445566ff",
+            ".jon.lk.123.0.00112233445566ff.1",
+            ".jon.lock",
+            ".jon.lk.0.0.00112233445566ff",
+        ] {
+            assert_eq!(lock_temporary_pid(not), None, "{not}");
+        }
+    }
+
+    /// A dead process's temporary goes; a live one's (ours), one still
+    /// linked to its dotlock, and anything else stay.
+    #[test]
+    fn only_dead_processes_temporaries_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        // A pid no process has: the kernel's pid_max is at most 2^22.
+        let dead = d.join(".jon.lk.99999999.0.00112233445566ff");
+        let live = d.join(format!(".jon.lk.{}.1.00112233445566ff", std::process::id()));
+        let linked = d.join(".alice.lk.99999999.2.00112233445566ff");
+        let other = d.join(".postie-txn.1.2.0123456789abcdef");
+        for f in [&dead, &live, &linked, &other] {
+            std::fs::write(f, b"0\n").unwrap();
+        }
+        std::fs::hard_link(&linked, d.join("alice.lock")).unwrap();
+        assert_eq!(remove_dead_lock_temporaries(d, Duration::from_secs(300)), 1);
+        assert!(!dead.exists());
+        assert!(live.exists() && linked.exists() && other.exists());
+        // Past the stale age, a live pid's goes too (pids are reused).
+        assert_eq!(remove_dead_lock_temporaries(d, Duration::ZERO), 1);
+        assert!(!live.exists() && linked.exists());
     }
 }

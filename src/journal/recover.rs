@@ -85,6 +85,7 @@ pub fn recover(
     queue: Option<&dyn QueueRecovery>,
 ) -> Summary {
     let mut summary = Summary::default();
+    super::dotlocks::remove_dead_lock_temporaries(spool, opts.stale_lock);
     let dir = match std::fs::read_dir(spool) {
         Ok(d) => d,
         Err(e) => {

@@ -179,9 +179,24 @@ impl Queue {
         }
     }
 
-    /// Links the temporary file `temp` to `to` (failing if `to` exists)
-    /// and removes the temporary name.
+    /// Moves the temporary file `temp` to `to`, failing if `to` exists,
+    /// in one step (`renameat2` with `RENAME_NOREPLACE`): a crash leaves
+    /// either name, never both. A link and an unlink would leave both
+    /// (two links) to a crash between them, and a file of two links is
+    /// no queue file of ours ([`not_ours`]): recovery refused the entry,
+    /// and kept the locks of the delivery that made it, until the
+    /// leftover scan 15 minutes later (the crash test found it). A file
+    /// system without `RENAME_NOREPLACE` gets the link and the unlink.
     fn link_into_place(temp: &Path, to: &Path) -> io::Result<()> {
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        match renameat2(AT_FDCWD, temp, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(()),
+            Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => {
+                let _ = std::fs::remove_file(temp);
+                return Err(e.into());
+            }
+        }
         let linked = std::fs::hard_link(temp, to);
         let _ = std::fs::remove_file(temp);
         linked
