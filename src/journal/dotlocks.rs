@@ -100,8 +100,7 @@ pub(super) fn remove_dead_lock_temporaries(spool: &Path, stale: std::time::Durat
         if !meta.file_type().is_file() || meta.nlink() != 1 {
             continue;
         }
-        let gone = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
-            == Err(nix::errno::Errno::ESRCH);
+        let gone = process_gone(pid);
         let old = meta
             .modified()
             .ok()
@@ -116,6 +115,22 @@ pub(super) fn remove_dead_lock_temporaries(spool: &Path, stale: std::time::Durat
         }
     }
     removed
+}
+
+/// Whether no process `pid` runs: none has it, or it is a zombie (a
+/// process killed whose parent has not reaped it yet, as after a SIGKILL
+/// of a whole process group).
+fn process_gone(pid: i32) -> bool {
+    if nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+        == Err(nix::errno::Errno::ESRCH)
+    {
+        return true;
+    }
+    // /proc/PID/stat: "PID (COMM) STATE ...", COMM may hold anything.
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+    })
 }
 
 /// The pid in the name of a dotlock's temporary file
