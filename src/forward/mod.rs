@@ -7,7 +7,7 @@
 //! (`"|/usr/bin/procmail"`, `\me, other`); an `:include:/path` target of
 //! the aliases names a list kept in another file. Both hold the target
 //! syntax of an alias's right-hand side
-//! ([`crate::aliases::Target::parse_targets`]). Since a `.forward` may run
+//! (`Target::parse_targets` in `crate::aliases`). Since a `.forward` may run
 //! programs as its user, a file anyone else could have written must not be
 //! obeyed: that is the whole of the rules below.
 //!
