@@ -296,6 +296,18 @@ mod tests {
     /// `aliases`, in `dir`.
     fn with(dir: &std::path::Path, passwd: &str, aliases: &str) -> Deliverer {
         let mut d = deliverer(dir);
+        // Not root, the aliases file is ours: its programs run as the user
+        // of our uid, `me`.
+        let me = format!(
+            "me:x:{}:{}::/nonexistent:/bin/sh\n",
+            nix::unistd::geteuid(),
+            nix::unistd::getegid()
+        );
+        let passwd = if nix::unistd::geteuid().is_root() {
+            passwd.to_string()
+        } else {
+            format!("{passwd}{me}")
+        };
         std::fs::write(dir.join("passwd"), passwd).unwrap();
         std::fs::write(dir.join("aliases"), aliases).unwrap();
         d.recipients = std::sync::Arc::new(Recipients::new(
@@ -305,6 +317,16 @@ mod tests {
             AliasFile::open(&dir.join("aliases")),
         ));
         d
+    }
+
+    /// Who the programs and files of the test's aliases file (root's, or
+    /// ours) run as.
+    fn runs_as() -> &'static str {
+        if nix::unistd::geteuid().is_root() {
+            "nobody"
+        } else {
+            "me"
+        }
     }
 
     const PASSWD: &str = "root:x:0:0::/root:/bin/sh\n\
@@ -366,7 +388,11 @@ mod tests {
         env.recipients[1].users = vec![];
         let env = d.with_destinations(&env).unwrap();
         assert_eq!(env.recipients[0].users, ["jon"]);
-        assert_eq!(env.recipients[1].users, ["jon", "prog:nobody:/bin/true"]);
+        let owner = runs_as();
+        assert_eq!(
+            env.recipients[1].users,
+            ["jon".to_string(), format!("prog:{owner}:/bin/true")]
+        );
         // Without a queue, a program cannot be delivered: 4xx, nothing
         // appended anywhere.
         let mut msg = MessageBuf::new(1024, dir.path().to_path_buf());
@@ -391,6 +417,9 @@ mod tests {
         let env = envelope(&["bad"]);
         assert!(d.with_destinations(&env).is_err());
         let env = d.with_destinations(&envelope(&["both", "jon"])).unwrap();
-        assert_eq!(env.recipients[0].users, ["file:nobody:/var/x", "jon"]);
+        assert_eq!(
+            env.recipients[0].users,
+            [format!("file:{}:/var/x", runs_as()), "jon".to_string()]
+        );
     }
 }
