@@ -84,14 +84,6 @@ impl Dest {
             _ => key.to_owned(),
         }
     }
-
-    /// The user it is delivered as: the mailbox's owner, or the user a
-    /// file is written or a program run as.
-    pub fn user(&self) -> &str {
-        match self {
-            Dest::Mailbox(user) | Dest::File { user, .. } | Dest::Program { user, .. } => user,
-        }
-    }
 }
 
 impl fmt::Display for Dest {

@@ -81,11 +81,6 @@ impl Recipients {
         Recipients { allow, ..self }
     }
 
-    /// The policy for programs and files.
-    pub fn allow(&self) -> Allow {
-        self.allow
-    }
-
     /// What the SMTP side expands with: the policy, and no file read.
     fn smtp_context<'a>(&'a self, is_local: &'a dyn Fn(&str) -> bool) -> Context<'a> {
         Context {

@@ -107,11 +107,6 @@ impl Aliases {
         Aliases { owner: uid, ..self }
     }
 
-    /// The uid that owns the file they were read from (0 if none).
-    pub fn owner(&self) -> u32 {
-        self.owner
-    }
-
     /// The targets of alias `name` (lower-cased), as parsed.
     pub fn targets(&self, name: &str) -> Option<&[Target]> {
         self.map.get(name).map(|a| a.targets.as_slice())
