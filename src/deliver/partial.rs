@@ -286,46 +286,33 @@ impl Deliverer {
 
     /// The mailbox of `name`, if its user can be looked up.
     fn mailbox_of(&self, name: &str) -> Result<AppendTarget<'_>, Left> {
+        let user = self.user_or_left(name, &format!("user {name}"))?;
+        Ok(AppendTarget::Mailbox(self.mailbox(user)))
+    }
+
+    /// The file `path`, written as `user` (the identity is only taken
+    /// when we are root, as for a mailbox).
+    fn file_of(&self, user: &str, path: &str) -> Result<AppendTarget<'_>, Left> {
+        let u = self.user_or_left(user, &format!("{path}: user {user}"))?;
+        FileTarget::new(path.into(), u.uid, u.gid, &self.mbox, &self.append_writer)
+            .map(AppendTarget::File)
+            .map_err(|f| left_for(&f))
+    }
+
+    /// The user `name` (`what` in the error): gone is for good, a failed
+    /// lookup for now.
+    fn user_or_left(&self, name: &str, what: &str) -> Result<crate::users::User, Left> {
         match self.recipients.user(name) {
-            Ok(Some(user)) => Ok(AppendTarget::Mailbox(self.mailbox(user))),
+            Ok(Some(user)) => Ok(user),
             Ok(None) => Err(Left::Permanent(LastError::new(
                 code(5, 1, 1),
-                &format!("user {name} does not exist any more"),
+                &format!("{what} does not exist any more"),
             ))),
             Err(e) => Err(Left::Temporary(LastError::new(
                 code(4, 3, 0),
                 &format!("lookup of {name}: {}", e.0),
             ))),
         }
-    }
-
-    /// The file `path`, written as `user` (as ourselves when not root).
-    fn file_of(&self, user: &str, path: &str) -> Result<AppendTarget<'_>, Left> {
-        let (uid, gid) = if nix::unistd::geteuid().is_root() {
-            match self.recipients.user(user) {
-                Ok(Some(u)) => (u.uid, u.gid),
-                Ok(None) => {
-                    return Err(Left::Permanent(LastError::new(
-                        code(5, 1, 1),
-                        &format!("{path}: user {user} does not exist any more"),
-                    )));
-                }
-                Err(e) => {
-                    return Err(Left::Temporary(LastError::new(
-                        code(4, 3, 0),
-                        &format!("lookup of {user}: {}", e.0),
-                    )));
-                }
-            }
-        } else {
-            (
-                nix::unistd::geteuid().as_raw(),
-                nix::unistd::getegid().as_raw(),
-            )
-        };
-        FileTarget::new(path.into(), uid, gid, &self.mbox, &self.append_writer)
-            .map(AppendTarget::File)
-            .map_err(|f| left_for(&f))
     }
 }
 
