@@ -595,7 +595,10 @@ mod tests {
         Envelope {
             id: "T.1".into(),
             helo: "c".into(),
-            esmtp: true,
+            via: crate::smtp::Via {
+                esmtp: true,
+                ..Default::default()
+            },
             peer: None,
             sender: ReversePath::Null,
             recipients: users

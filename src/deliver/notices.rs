@@ -210,7 +210,7 @@ impl Deliverer {
         let env = Envelope {
             id: format!("{log_id}.notice"),
             helo: self.hostname.clone(),
-            esmtp: false,
+            via: crate::smtp::Via::default(),
             peer: None,
             sender: ReversePath::Null,
             recipients: vec![crate::smtp::Recipient {

@@ -48,10 +48,16 @@ pub fn trace_headers(
             _ => format!("localhost (helo={said}, {tcp_info})"),
         }
     };
-    let with = if env.esmtp { "ESMTP" } else { "SMTP" };
+    // RFC 3848's `ESMTPS` says TLS; which version and cipher go in a
+    // comment after it, as Postfix and Exim write them.
+    let with = env.via.keyword();
+    let tls = match &env.via.tls {
+        Some(t) => format!(" ({})", comment_text(t, 100)),
+        None => String::new(),
+    };
     let _ = write!(
         h,
-        "Received: from {from}\n\tby {} (postie) with {with} id {}",
+        "Received: from {from}\n\tby {} (postie) with {with}{tls} id {}",
         clean(hostname),
         env.id
     );
@@ -98,7 +104,7 @@ mod tests {
         let mut env = envelope(&["jon"]);
         env.id = "A1.1".into();
         env.helo = "frogbog.localdomain".into();
-        env.esmtp = false;
+        env.via.esmtp = false;
         env.peer = Some("127.0.0.1".parse().unwrap());
         env.sender = ReversePath::Mailbox(Mailbox {
             local: "jon".into(),
@@ -120,6 +126,31 @@ mod tests {
         );
     }
 
+    /// Over TLS: `ESMTPS` (RFC 3848) and the version and cipher in a
+    /// comment; a description with a parenthesis cannot end the comment.
+    #[test]
+    fn tls_says_esmtps_and_its_cipher() {
+        let mut env = envelope(&["jon"]);
+        env.id = "A1.2".into();
+        env.helo = "mx.example".into();
+        env.peer = Some("192.0.2.7".parse().unwrap());
+        env.via.tls = Some("TLSv1.3 TLS13_AES_256_GCM_SHA384".into());
+        let date = "Sat, 28 Nov 2026 16:59:45 +0000";
+        let h = trace_headers(&env, "razorback", None, date, false);
+        assert!(
+            h.contains(
+                "\tby razorback (postie) with ESMTPS (TLSv1.3 TLS13_AES_256_GCM_SHA384) id A1.2;"
+            ),
+            "{h}"
+        );
+        env.via.tls = Some("x) id Z; evil (".into());
+        let h = trace_headers(&env, "razorback", None, date, false);
+        assert!(
+            h.contains("with ESMTPS (x\\) id Z? evil \\() id A1.2;"),
+            "{h}"
+        );
+    }
+
     /// Issue "postie 5" item 9: a HELO that is not a domain or an address
     /// literal goes into the comment, escaped, and the From-domain is the
     /// client's address (RFC 5321 4.4); one `;`, the one before the date.
@@ -128,7 +159,7 @@ mod tests {
         let mut env = envelope(&["jon"]);
         env.id = "A1.1".into();
         env.helo = "evil(x);y=z)".into();
-        env.esmtp = false;
+        env.via.esmtp = false;
         env.peer = Some("127.0.0.1".parse().unwrap());
         let date = "Sat, 28 Nov 2026 16:59:45 +0000";
         let h = trace_headers(&env, "razorback", Some("jon@razorback"), date, false);

@@ -56,7 +56,10 @@ pub(super) fn envelope() -> Envelope {
     Envelope {
         id: "ABC.1".into(),
         helo: "client.example".into(),
-        esmtp: true,
+        via: crate::smtp::Via {
+            esmtp: true,
+            ..Default::default()
+        },
         peer: Some("192.0.2.1".parse().unwrap()),
         sender: ReversePath::Mailbox(Mailbox {
             local: "a b".into(),

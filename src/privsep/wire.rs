@@ -26,11 +26,12 @@ use crate::smtp::address::parse_path;
 use crate::smtp::command::Body;
 use crate::smtp::{
     EnvId, Envelope, Mailbox, Notify, Orcpt, Recipient, Ret, ReversePath, Submitter, TempReason,
+    Via,
 };
 use crate::sys;
 
 /// Protocol version; a request of any other version is refused.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Largest request or response payload accepted.
 const MAX_FRAME: usize = 1 << 20;
 /// Longest string field.
@@ -54,7 +55,7 @@ pub(super) enum Request {
     Check { user: String },
     /// A delivery of the message (`len` octets, in the descriptor that
     /// came with the frame) as `env` says.
-    Deliver { env: Envelope, len: u64 },
+    Deliver { env: Box<Envelope>, len: u64 },
 }
 
 /// Reads a request: its version, its kind, its fields, and nothing after
@@ -72,7 +73,10 @@ pub(super) fn decode_request(payload: &[u8]) -> Result<Request, String> {
         }
         KIND_DELIVER => {
             let (env, len) = decode_deliver(&mut r)?;
-            Ok(Request::Deliver { env, len })
+            Ok(Request::Deliver {
+                env: Box::new(env),
+                len,
+            })
         }
         k => Err(format!("unknown request kind {k}")),
     }
@@ -106,7 +110,8 @@ pub fn encode_deliver(env: &Envelope, len: u64) -> Vec<u8> {
     let mut out = vec![VERSION, KIND_DELIVER];
     put_str(&mut out, &env.id);
     put_str(&mut out, &env.helo);
-    out.push(u8::from(env.esmtp));
+    out.push(via_flags(&env.via));
+    put_str(&mut out, env.via.tls.as_deref().unwrap_or_default());
     put_str(
         &mut out,
         &env.peer.map(|p| p.to_string()).unwrap_or_default(),
@@ -254,17 +259,49 @@ fn mailbox(s: &str) -> Result<Mailbox, String> {
     }
 }
 
+const VIA_ESMTP: u8 = 1;
+const VIA_LMTP: u8 = 2;
+const VIA_UTF8: u8 = 4;
+
+fn via_flags(via: &Via) -> u8 {
+    let mut flags = 0;
+    for (on, bit) in [
+        (via.esmtp, VIA_ESMTP),
+        (via.lmtp, VIA_LMTP),
+        (via.utf8, VIA_UTF8),
+    ] {
+        if on {
+            flags |= bit;
+        }
+    }
+    flags
+}
+
+/// How a message came, from its flags and TLS description: the
+/// description goes into a `Received:` comment, so it must be short
+/// printable ASCII.
+fn via_of(flags: u8, tls: String) -> Result<Via, String> {
+    if flags & !(VIA_ESMTP | VIA_LMTP | VIA_UTF8) != 0 {
+        return Err("bad flag".into());
+    }
+    if tls.len() > 100 || !tls.bytes().all(|b| b.is_ascii_graphic() || b == b' ') {
+        return Err("bad TLS description".into());
+    }
+    Ok(Via {
+        esmtp: flags & VIA_ESMTP != 0,
+        lmtp: flags & VIA_LMTP != 0,
+        utf8: flags & VIA_UTF8 != 0,
+        tls: (!tls.is_empty()).then_some(tls),
+    })
+}
+
 fn decode_deliver(r: &mut Reader<'_>) -> Result<(Envelope, u64), String> {
     let id = r.str()?;
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.') {
         return Err("bad message id".into());
     }
     let helo = r.str()?;
-    let esmtp = match r.u8()? {
-        0 => false,
-        1 => true,
-        _ => return Err("bad flag".into()),
-    };
+    let via = via_of(r.u8()?, r.str()?)?;
     let peer = match r.str()? {
         p if p.is_empty() => None,
         p => Some(p.parse::<IpAddr>().map_err(|_| "bad peer address")?),
@@ -330,7 +367,7 @@ fn decode_deliver(r: &mut Reader<'_>) -> Result<(Envelope, u64), String> {
         Envelope {
             id,
             helo,
-            esmtp,
+            via,
             peer,
             sender,
             recipients,
@@ -484,14 +521,19 @@ mod tests {
     use super::super::testutil::envelope;
     use super::*;
 
-    /// The bytes of version 2, written out by hand: a change to the format
+    /// The bytes of version 3, written out by hand: a change to the format
     /// must come with a new [`VERSION`].
     #[test]
     fn requests_and_responses_keep_their_bytes() {
         let env = Envelope {
             id: "A.1".into(),
             helo: "h".into(),
-            esmtp: true,
+            via: Via {
+                esmtp: true,
+                lmtp: false,
+                utf8: true,
+                tls: Some("TLSv1.3 X".into()),
+            },
             peer: Some("192.0.2.1".parse().unwrap()),
             sender: ReversePath::Mailbox(Mailbox {
                 local: "jon".into(),
@@ -520,10 +562,11 @@ mod tests {
             envid: Some("Q+3D1".into()),
         };
         let want: Vec<u8> = [
-            &[2u8, 2][..],
+            &[3u8, 2][..],
             b"\0\0\0\x03A.1",
             b"\0\0\0\x01h",
-            &[1],
+            &[5],
+            b"\0\0\0\x09TLSv1.3 X",
             b"\0\0\0\x09192.0.2.1",
             b"\0\0\0\x0djon@x.example",
             b"\0\0\0\x01",
@@ -546,7 +589,7 @@ mod tests {
         let null = Envelope {
             sender: ReversePath::Null,
             peer: None,
-            esmtp: false,
+            via: Via::default(),
             recipients: vec![Recipient {
                 notify: Some(Notify::Never),
                 orcpt: None,
@@ -559,10 +602,11 @@ mod tests {
             ..env.clone()
         };
         let want: Vec<u8> = [
-            &[2u8, 2][..],
+            &[3u8, 2][..],
             b"\0\0\0\x03A.1",
             b"\0\0\0\x01h",
             &[0],
+            b"\0\0\0\0",
             b"\0\0\0\0",
             b"\0\0\0\0",
             b"\0\0\0\x01",
@@ -580,14 +624,14 @@ mod tests {
         ]
         .concat();
         assert_eq!(encode_deliver(&null, 3), want);
-        assert_eq!(encode_check("jon"), b"\x02\x01\0\0\0\x03jon");
+        assert_eq!(encode_check("jon"), b"\x03\x01\0\0\0\x03jon");
         let responses: [(Response, &[u8]); 6] = [
-            (Response::Ok, b"\x02\x00"),
-            (Response::Temp(TempReason::LockTimeout), b"\x02\x01\x00"),
-            (Response::Temp(TempReason::NoSpace), b"\x02\x01\x01"),
-            (Response::Temp(TempReason::Local), b"\x02\x01\x04"),
-            (Response::Unavailable("no".into()), b"\x02\x03\0\0\0\x02no"),
-            (Response::Bad("x".into()), b"\x02\x04\0\0\0\x01x"),
+            (Response::Ok, b"\x03\x00"),
+            (Response::Temp(TempReason::LockTimeout), b"\x03\x01\x00"),
+            (Response::Temp(TempReason::NoSpace), b"\x03\x01\x01"),
+            (Response::Temp(TempReason::Local), b"\x03\x01\x04"),
+            (Response::Unavailable("no".into()), b"\x03\x03\0\0\0\x02no"),
+            (Response::Bad("x".into()), b"\x03\x04\0\0\0\x01x"),
         ];
         for (r, bytes) in responses {
             assert_eq!(encode_response(&r), bytes, "{r:?}");
@@ -596,7 +640,10 @@ mod tests {
         for env in [env, null] {
             assert_eq!(
                 decode_request(&encode_deliver(&env, 3)),
-                Ok(Request::Deliver { env, len: 3 })
+                Ok(Request::Deliver {
+                    env: Box::new(env),
+                    len: 3
+                })
             );
         }
     }
@@ -633,7 +680,7 @@ mod tests {
                 assert_eq!(
                     decode_request(&encode_deliver(&env, 1)),
                     Ok(Request::Deliver {
-                        env: env.clone(),
+                        env: Box::new(env.clone()),
                         len: 1
                     })
                 );
@@ -675,7 +722,10 @@ mod tests {
         let env = envelope();
         assert_eq!(
             decode_request(&encode_deliver(&env, 7)),
-            Ok(Request::Deliver { env, len: 7 })
+            Ok(Request::Deliver {
+                env: Box::new(env),
+                len: 7
+            })
         );
         assert_eq!(
             decode_request(&encode_check("jon")),

@@ -56,6 +56,38 @@ pub struct Recipient {
     pub orcpt: Option<String>,
 }
 
+/// How a message came, for the `with` clause of `Received:` (RFC 5321
+/// 4.4; RFC 3848 adds the `S` of TLS, RFC 6531 3.7.3 the `UTF8` prefix).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Via {
+    /// After EHLO (or LHLO), not HELO.
+    pub esmtp: bool,
+    /// Over LMTP (RFC 2033).
+    pub lmtp: bool,
+    /// MAIL carried the SMTPUTF8 parameter (RFC 6531).
+    pub utf8: bool,
+    /// Over TLS: the protocol version and cipher suite, as said in the
+    /// `Received:` comment (printable ASCII).
+    pub tls: Option<String>,
+}
+
+impl Via {
+    /// The protocol keyword: `SMTP`, `ESMTP`, `LMTP`, `UTF8SMTP`,
+    /// `UTF8LMTP`, each with `S` after it over TLS (`ESMTPS`; never after
+    /// plain `SMTP`: STARTTLS needs EHLO).
+    pub fn keyword(&self) -> String {
+        let base = match (self.lmtp, self.utf8, self.esmtp) {
+            (true, true, _) => "UTF8LMTP",
+            (true, false, _) => "LMTP",
+            (false, true, _) => "UTF8SMTP",
+            (false, false, true) => "ESMTP",
+            (false, false, false) => return "SMTP".into(),
+        };
+        let tls = if self.tls.is_some() { "S" } else { "" };
+        format!("{base}{tls}")
+    }
+}
+
 /// Everything known about a message except its content.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
@@ -63,8 +95,8 @@ pub struct Envelope {
     pub id: String,
     /// The HELO/EHLO argument as sent (printable ASCII only).
     pub helo: String,
-    /// True after EHLO: `Received: ... with ESMTP`.
-    pub esmtp: bool,
+    /// How it came: EHLO or HELO, LMTP, SMTPUTF8, TLS.
+    pub via: Via,
     pub peer: Option<IpAddr>,
     pub sender: ReversePath,
     pub recipients: Vec<Recipient>,
@@ -78,4 +110,32 @@ pub struct Envelope {
     /// RFC 3461 ENVID as given (xtext), checked by
     /// [`super::dsn_params::EnvId::parse`].
     pub envid: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn received_keywords_of_rfc_3848_and_6531() {
+        let via = |esmtp, lmtp, utf8, tls: bool| Via {
+            esmtp,
+            lmtp,
+            utf8,
+            tls: tls.then(|| "TLSv1.3 TLS13_AES_128_GCM_SHA256".to_string()),
+        };
+        for (v, want) in [
+            (via(false, false, false, false), "SMTP"),
+            (via(true, false, false, false), "ESMTP"),
+            (via(true, false, false, true), "ESMTPS"),
+            (via(true, true, false, false), "LMTP"),
+            (via(true, true, false, true), "LMTPS"),
+            (via(true, false, true, false), "UTF8SMTP"),
+            (via(true, false, true, true), "UTF8SMTPS"),
+            (via(true, true, true, false), "UTF8LMTP"),
+            (via(true, true, true, true), "UTF8LMTPS"),
+        ] {
+            assert_eq!(v.keyword(), want, "{v:?}");
+        }
+    }
 }

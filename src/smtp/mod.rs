@@ -18,6 +18,6 @@ pub mod session;
 pub use address::{Mailbox, ReversePath};
 pub use command::Command;
 pub use dsn_params::{EnvId, Notify, Orcpt, Ret};
-pub use envelope::{Envelope, Outcome, Recipient, Submitter, TempReason};
+pub use envelope::{Envelope, Outcome, Recipient, Submitter, TempReason, Via};
 pub use reply::{Action, Reply};
 pub use session::Session;

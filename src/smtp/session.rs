@@ -17,7 +17,7 @@ use super::address::{Mailbox, ReversePath};
 use super::command::{self, Body, Command, ParseError};
 use super::data::DataOutcome;
 use super::dsn_params::Ret;
-use super::envelope::{Envelope, Outcome, TempReason};
+use super::envelope::{Envelope, Outcome, TempReason, Via};
 use super::reply::{self, Reply};
 // Reachable here too for deliver.rs's tests, which another branch of
 // "postie 6" rewrites: remove the `pub` once they name `crate::smtp::...`.
@@ -187,7 +187,10 @@ impl Session {
                 Ok(Envelope {
                     id: format!("{}.{}", self.id, self.messages),
                     helo: self.helo.clone().unwrap_or_default(),
-                    esmtp: self.esmtp,
+                    via: Via {
+                        esmtp: self.esmtp,
+                        ..Via::default()
+                    },
                     peer: self.peer,
                     sender: tx.sender,
                     recipients: tx.recipients,
@@ -556,7 +559,7 @@ mod tests {
         let env = s.data_done(DataOutcome::Complete { size: 42 }).unwrap();
         assert_eq!(env.id, "S1.1");
         assert_eq!(env.helo, "client.example");
-        assert!(env.esmtp);
+        assert!(env.via.esmtp);
         assert_eq!(env.body, Some(Body::EightBitMime));
         assert_eq!(env.size, 42);
         assert_eq!(env.recipients.len(), 1);
