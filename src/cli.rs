@@ -202,6 +202,23 @@ pub struct Options {
     #[arg(long, global = true, value_name = "TIME", default_value = "1000s",
           value_parser = parse_duration)]
     pub command_time_limit: u64,
+    /// The TLS certificate chain for STARTTLS, in PEM. Default: Debian's
+    /// snakeoil certificate when it is there; an empty value: no STARTTLS.
+    #[arg(long, global = true, value_name = "FILE",
+          value_parser = clap::builder::OsStringValueParser::new().map(PathBuf::from))]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, in PEM; read as root, before the
+    /// SMTP side drops its privileges.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse MAIL before STARTTLS (530 5.7.0) on connections to this
+    /// local port or address:port; repeatable.
+    #[arg(long, global = true, value_name = "[ADDR:]PORT",
+          value_parser = RequireTls::parse)]
+    pub require_tls: Vec<RequireTls>,
+    /// Seconds a STARTTLS handshake may take.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 60)]
+    pub timeout_tls: u64,
     /// Our name in the greeting, EHLO and Received:, and a local domain.
     /// Default: /etc/mailname, else the host's FQDN.
     #[arg(long, global = true, value_name = "NAME")]
@@ -479,12 +496,62 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Cli, clap::Err
     command_line(args).map(|c| c.cli)
 }
 
+/// Where TLS is required before MAIL (`require-tls`): connections to a
+/// local port, on any address or on one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequireTls {
+    pub ip: Option<std::net::IpAddr>,
+    pub port: u16,
+}
+
+impl RequireTls {
+    /// `587`, `127.0.0.1:587` or `[::1]:587`.
+    pub fn parse(s: &str) -> Result<RequireTls, String> {
+        let s = s.trim();
+        if let Ok(port) = s.parse::<u16>() {
+            return Ok(RequireTls { ip: None, port });
+        }
+        s.parse::<std::net::SocketAddr>()
+            .map(|a| RequireTls {
+                ip: Some(a.ip()),
+                port: a.port(),
+            })
+            .map_err(|_| format!("{s:?} is not a port or an address:port"))
+    }
+
+    /// Whether a connection that came in on `local` must use TLS.
+    pub fn covers(&self, local: std::net::SocketAddr) -> bool {
+        let ip = match local.ip() {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(std::net::IpAddr::V4)
+                .unwrap_or(std::net::IpAddr::V6(v6)),
+            v4 => v4,
+        };
+        local.port() == self.port && self.ip.is_none_or(|want| want == ip)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// `--user` resolves to the user named; the default alone, missing,
-    /// falls back to `nobody`; any other missing name is missing.
+    #[test]
+    fn require_tls_names_a_port_or_an_address() {
+        let any = RequireTls::parse("587").unwrap();
+        let one = RequireTls::parse("127.0.0.1:587").unwrap();
+        let v6 = RequireTls::parse("[::1]:25").unwrap();
+        assert!(any.covers("192.0.2.1:587".parse().unwrap()));
+        assert!(!any.covers("192.0.2.1:25".parse().unwrap()));
+        assert!(one.covers("127.0.0.1:587".parse().unwrap()));
+        assert!(one.covers("[::ffff:127.0.0.1]:587".parse().unwrap()));
+        assert!(!one.covers("127.0.0.2:587".parse().unwrap()));
+        assert!(v6.covers("[::1]:25".parse().unwrap()));
+        for bad in ["", "x", "70000", "1.2.3.4", "1.2.3.4:x"] {
+            assert!(RequireTls::parse(bad).is_err(), "{bad}");
+        }
+    }
+
     #[test]
     fn queue_times_take_units() {
         assert_eq!(parse_duration("300"), Ok(300));

@@ -1,5 +1,9 @@
 //! The one loop that moves bytes between a client stream and a session.
 //!
+//! The loop owns one stream (`Link`): plain text, or TLS after
+//! STARTTLS (RFC 3207), which replaces the stream mid-session. Replies are
+//! buffered and written through the same stream.
+//!
 //! Every read is bounded: a command line longer than the limit is read past
 //! to its LF, answered `500 5.5.2`, and the session stays in step. Replies
 //! to a pipelined group (RFC 2920) are written to a buffer and flushed
@@ -10,7 +14,7 @@
 //! would hold its slot for ever. So a whole session is bounded too
 //! ([`Limits::session_timeout`]): every read waits at most until then.
 
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +25,7 @@ use crate::message::MessageBuf;
 use crate::smtp::data::{self, DataLimits};
 use crate::smtp::session::{Policy, Session};
 use crate::smtp::{Action, Outcome, Reply, TempReason};
+use crate::tls::{self, Tls, TlsStream};
 
 /// A readable client stream whose read timeout can be changed between
 /// phases (command, data).
@@ -56,6 +61,101 @@ pub struct Limits {
     pub temp_dir: PathBuf,
 }
 
+/// The two halves of a connection as one stream: reads from one, writes
+/// to the other (a socket's two handles, or inetd's stdin and stdout).
+pub struct Duplex<R, W> {
+    pub reader: R,
+    pub writer: W,
+}
+
+impl<R: Read, W> Read for Duplex<R, W> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader.read(buf)
+    }
+}
+
+impl<R, W: Write> Write for Duplex<R, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.writer.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.writer.flush()
+    }
+}
+
+impl<R: TimedRead, W: Write + Send> TimedRead for Duplex<R, W> {
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.reader.set_read_timeout(timeout)
+    }
+}
+
+/// The client's stream as the session sees it: plain, or TLS once a
+/// STARTTLS handshake is done. `Gone` only after a failed handshake, when
+/// the session ends.
+enum Link<S: Read + Write> {
+    Plain(S),
+    Tls(Box<TlsStream<S>>),
+    Gone,
+}
+
+impl<S: TimedRead + Write> Link<S> {
+    /// Says goodbye in TLS (close_notify), so that the client can tell the
+    /// end from a cut connection.
+    fn close(&mut self) {
+        if let Link::Tls(t) = self {
+            t.conn.send_close_notify();
+            let _ = t.flush();
+        }
+    }
+}
+
+fn gone() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotConnected,
+        "no stream after a failed handshake",
+    )
+}
+
+impl<S: TimedRead + Write> Read for Link<S> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Link::Plain(s) => s.read(buf),
+            Link::Tls(t) => t.read(buf),
+            Link::Gone => Err(gone()),
+        }
+    }
+}
+
+impl<S: TimedRead + Write> Write for Link<S> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Link::Plain(s) => s.write(buf),
+            Link::Tls(t) => t.write(buf),
+            Link::Gone => Err(gone()),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Link::Plain(s) => s.flush(),
+            Link::Tls(t) => t.flush(),
+            Link::Gone => Err(gone()),
+        }
+    }
+}
+
+impl<S: TimedRead + Write> TimedRead for Link<S> {
+    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        match self {
+            Link::Plain(s) => s.set_read_timeout(timeout),
+            Link::Tls(t) => t.sock.set_read_timeout(timeout),
+            Link::Gone => Err(gone()),
+        }
+    }
+}
+
+/// What the session loop reads: the link, bounded in time, buffered.
+type Reader<S> = BufReader<Bounded<Link<S>>>;
+
 /// Size of the read buffer. Large enough that a message arrives in few
 /// reads, small enough that a thousand idle clients cost little.
 const READ_BUFFER: usize = 16 * 1024;
@@ -71,60 +171,63 @@ pub enum End {
     SessionTime,
     TooManyErrors,
     Shutdown,
+    /// A STARTTLS handshake failed (logged on its own line).
+    TlsFailed,
     Error(io::Error),
 }
 
 /// Everything a connection needs besides its stream.
 pub struct Context<'a> {
     pub limits: &'a Limits,
+    /// STARTTLS, when offered on this connection.
+    pub tls: Option<&'a Tls>,
     pub policy: &'a dyn Policy,
     pub deliverer: &'a dyn Delivery,
     /// Set when the server is stopping: the next command gets `421`.
     pub stopping: &'a AtomicBool,
 }
 
-/// Runs one SMTP session on `reader`/`writer` until QUIT, EOF, a timeout or
-/// an error, and says how it ended.
-pub fn run<R: TimedRead, W: Write>(
-    reader: R,
-    writer: W,
-    mut session: Session,
-    cx: &Context<'_>,
-) -> End {
+/// Runs one SMTP session on `stream` until QUIT, EOF, a timeout or an
+/// error, and says how it ended.
+pub fn run<S: TimedRead + Write>(stream: S, mut session: Session, cx: &Context<'_>) -> End {
     let reader = Bounded {
-        inner: reader,
+        inner: Link::Plain(stream),
         until: Instant::now() + cx.limits.session_timeout,
         wait: None,
         hit: false,
     };
     let mut r = BufReader::with_capacity(READ_BUFFER, reader);
-    let mut w = BufWriter::with_capacity(WRITE_BUFFER, writer);
-    match serve(&mut r, &mut w, &mut session, cx) {
+    let mut out = Vec::with_capacity(WRITE_BUFFER);
+    let end = match serve(&mut r, &mut out, &mut session, cx) {
         Ok(end) => end,
         Err(e) if is_timeout(&e) && r.get_ref().expired() => {
             Event::SessionTime { id: session.id() }.log();
-            let _ = send(&mut w, &session.session_too_long()).and_then(|_| w.flush());
+            let _ = send(&mut r, &mut out, &session.session_too_long())
+                .and_then(|_| flush(&mut r, &mut out));
             End::SessionTime
         }
         Err(e) if is_timeout(&e) => {
             Event::Timeout { id: session.id() }.log();
-            let _ = send(&mut w, &session.timeout()).and_then(|_| w.flush());
+            let _ =
+                send(&mut r, &mut out, &session.timeout()).and_then(|_| flush(&mut r, &mut out));
             End::Timeout
         }
         Err(e) => End::Error(e),
-    }
+    };
+    r.get_mut().inner.close();
+    end
 }
 
-fn serve<R: TimedRead, W: Write>(
-    r: &mut BufReader<R>,
-    w: &mut BufWriter<W>,
+fn serve<S: TimedRead + Write>(
+    r: &mut Reader<S>,
+    w: &mut Vec<u8>,
     session: &mut Session,
     cx: &Context<'_>,
 ) -> io::Result<End> {
     let mut line = Vec::with_capacity(128);
     // One buffer per connection, reused (and shrunk) between messages.
     let mut message = MessageBuf::new(cx.limits.spill_threshold, cx.limits.temp_dir.clone());
-    send(w, &session.greeting())?;
+    send(r, w, &session.greeting())?;
     // Set only when it changes: a setsockopt per command showed in the
     // profile.
     let mut command_timeout_set = false;
@@ -137,13 +240,13 @@ fn serve<R: TimedRead, W: Write>(
         // Stopping: a session may finish the transaction it is in, but
         // starts no new one.
         if cx.stopping.load(Ordering::Relaxed) && !session.in_transaction() {
-            send(w, &session.shutting_down())?;
-            w.flush()?;
+            send(r, w, &session.shutting_down())?;
+            flush(r, w)?;
             return Ok(End::Shutdown);
         }
         let reply = match got {
             Line::Eof => {
-                w.flush()?;
+                flush(r, w)?;
                 return Ok(End::Eof);
             }
             Line::TooLong => session.line_too_long(),
@@ -173,27 +276,34 @@ fn serve<R: TimedRead, W: Write>(
             }
             .log();
         }
-        send(w, &reply)?;
+        send(r, w, &reply)?;
         match reply.action {
             Action::Continue => {}
             Action::Quit => {
-                w.flush()?;
+                flush(r, w)?;
                 return Ok(End::Quit);
             }
             Action::Close => {
-                w.flush()?;
+                flush(r, w)?;
                 return Ok(End::TooManyErrors);
+            }
+            Action::StartTls => {
+                flush(r, w)?;
+                command_timeout_set = false;
+                if let Some(end) = start_tls(r, session, cx) {
+                    return Ok(end);
+                }
             }
             Action::ReadData => {
                 // The client waits for 354 before sending the message.
-                w.flush()?;
+                flush(r, w)?;
                 command_timeout_set = false;
                 let reply = receive_message(r, session, cx, &mut message);
                 message.clear();
                 let reply = reply?;
-                send(w, &reply)?;
+                send(r, w, &reply)?;
                 if reply.action == Action::Close {
-                    w.flush()?;
+                    flush(r, w)?;
                     return Ok(End::TooManyErrors);
                 }
             }
@@ -201,9 +311,67 @@ fn serve<R: TimedRead, W: Write>(
     }
 }
 
+/// After `220` to STARTTLS: the handshake, within `--timeout-tls` (and
+/// the session's time). What the client sent after STARTTLS in plain text
+/// and we have already read is thrown away unread (CVE-2011-0411: a
+/// `STARTTLS\r\nRSET\r\n` in one packet must not run the RSET as if it
+/// came inside TLS). Then the session starts over (RFC 3207 4.2). A
+/// failed handshake ends the connection: the stream is in no state to
+/// carry a reply.
+fn start_tls<S: TimedRead + Write>(
+    r: &mut Reader<S>,
+    session: &mut Session,
+    cx: &Context<'_>,
+) -> Option<End> {
+    let id = session.id().to_string();
+    let early = r.buffer().len();
+    if early > 0 {
+        r.consume(early);
+        Event::TlsEarlyInput {
+            id: &id,
+            octets: early,
+        }
+        .log();
+    }
+    let Some(tls) = cx.tls else {
+        // The session offers STARTTLS only when there is TLS to start.
+        let e = io::Error::other("STARTTLS without TLS settings");
+        Event::TlsFailed { id: &id, err: &e }.log();
+        return Some(End::Error(e));
+    };
+    let bounded = r.get_mut();
+    let within = tls
+        .handshake_timeout
+        .min(bounded.until.saturating_duration_since(Instant::now()));
+    let Link::Plain(sock) = std::mem::replace(&mut bounded.inner, Link::Gone) else {
+        let e = io::Error::other("STARTTLS twice");
+        Event::TlsFailed { id: &id, err: &e }.log();
+        return Some(End::Error(e));
+    };
+    match tls::handshake(tls.current(), sock, within, |s, t| s.set_read_timeout(t)) {
+        Ok((stream, agreed)) => {
+            bounded.inner = Link::Tls(Box::new(stream));
+            // The handshake set the socket's timeout: set the phase's
+            // again at the next read.
+            bounded.wait = None;
+            Event::TlsStarted {
+                id: &id,
+                agreed: &agreed,
+            }
+            .log();
+            session.tls_started(agreed);
+            None
+        }
+        Err(e) => {
+            Event::TlsFailed { id: &id, err: &e }.log();
+            Some(End::TlsFailed)
+        }
+    }
+}
+
 /// Reads the message, delivers it, and returns the final reply.
-fn receive_message<R: TimedRead>(
-    r: &mut BufReader<R>,
+fn receive_message<S: TimedRead + Write>(
+    r: &mut Reader<S>,
     session: &mut Session,
     cx: &Context<'_>,
     message: &mut MessageBuf,
@@ -330,12 +498,21 @@ impl<R: TimedRead> TimedRead for Bounded<R> {
     }
 }
 
+impl<R: Write> Write for Bounded<R> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Reads one command line into `line` (without CRLF or LF). At most `max`
 /// octets, the line ending included, are kept; a longer line is read to its
 /// end and dropped. Flushes pending replies before blocking.
-fn read_line<R: Read, W: Write>(
+fn read_line<R: Read + Write>(
     r: &mut BufReader<R>,
-    w: &mut BufWriter<W>,
+    w: &mut Vec<u8>,
     line: &mut Vec<u8>,
     max: usize,
 ) -> io::Result<Line> {
@@ -344,7 +521,7 @@ fn read_line<R: Read, W: Write>(
     loop {
         if r.buffer().is_empty() {
             // About to block: the client may be waiting for our replies.
-            w.flush()?;
+            flush(r, w)?;
         }
         let buf = match r.fill_buf() {
             Ok(b) => b,
@@ -381,8 +558,26 @@ fn read_line<R: Read, W: Write>(
     }
 }
 
-fn send<W: Write>(w: &mut W, reply: &Reply) -> io::Result<()> {
-    w.write_all(reply.to_wire().as_bytes())
+/// Adds a reply to those waiting in `out`; writes them once they fill the
+/// buffer (a client that pipelines without reading is held back by its
+/// own socket buffer, not our memory).
+fn send<R: Write>(r: &mut BufReader<R>, out: &mut Vec<u8>, reply: &Reply) -> io::Result<()> {
+    out.extend_from_slice(reply.to_wire().as_bytes());
+    if out.len() >= WRITE_BUFFER {
+        flush(r, out)?;
+    }
+    Ok(())
+}
+
+/// Writes the replies waiting in `out` through the stream `r` reads.
+fn flush<R: Write>(r: &mut BufReader<R>, out: &mut Vec<u8>) -> io::Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let stream = r.get_mut();
+    stream.write_all(out)?;
+    out.clear();
+    stream.flush()
 }
 
 fn is_timeout(e: &io::Error) -> bool {
@@ -403,11 +598,29 @@ pub fn refuse<W: Write>(mut w: W, reply: &Reply) {
 mod tests {
     use super::*;
 
+    /// Input for the line reader, with nowhere to write replies to.
+    struct Input<'a>(&'a [u8]);
+
+    impl Read for Input<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.0.read(buf)
+        }
+    }
+
+    impl Write for Input<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
     #[test]
     fn read_line_bounds_and_stays_in_step() {
         let input = format!("NOOP\r\n{}\r\nQUIT\n", "X".repeat(600));
-        let mut r = BufReader::with_capacity(7, input.as_bytes());
-        let mut w = BufWriter::new(Vec::new());
+        let mut r = BufReader::with_capacity(7, Input(input.as_bytes()));
+        let mut w = Vec::new();
         let mut line = Vec::new();
         assert!(matches!(
             read_line(&mut r, &mut w, &mut line, 512).unwrap(),
@@ -434,8 +647,8 @@ mod tests {
         let exact = format!("{}\r\n", "A".repeat(510));
         let over = format!("{}\r\n", "A".repeat(511));
         for (input, ok) in [(exact, true), (over, false)] {
-            let mut r = BufReader::new(input.as_bytes());
-            let mut w = BufWriter::new(Vec::new());
+            let mut r = BufReader::new(Input(input.as_bytes()));
+            let mut w = Vec::new();
             let mut line = Vec::new();
             let got = read_line(&mut r, &mut w, &mut line, 512).unwrap();
             assert_eq!(matches!(got, Line::Complete), ok);
@@ -496,8 +709,8 @@ mod tests {
 
     #[test]
     fn bare_cr_does_not_end_a_command_line() {
-        let mut r = BufReader::new(&b"NOOP\rQUIT\r\n"[..]);
-        let mut w = BufWriter::new(Vec::new());
+        let mut r = BufReader::new(Input(b"NOOP\rQUIT\r\n"));
+        let mut w = Vec::new();
         let mut line = Vec::new();
         read_line(&mut r, &mut w, &mut line, 512).unwrap();
         assert_eq!(line, b"NOOP\rQUIT");

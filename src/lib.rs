@@ -50,7 +50,9 @@
 //! [`queue_tool`] is `postie queue` (show, run, flush, delete), and
 //! [`queue_runner`] the daemon's thread that runs the queue;
 //! [`exit`] holds the sysexits codes; [`forward`] reads `~/.forward` and
-//! `:include:` files and says whether they may be trusted (postie 8).
+//! `:include:` files and says whether they may be trusted (postie 8);
+//! [`tls`] is STARTTLS: the certificate and key, their reload, and the
+//! handshake after which [`conn`] reads and writes through TLS (postie 9).
 //!
 //! Nothing in [`smtp`] touches a socket, a file or the clock; they are handed
 //! in. [`sys`] is the only module with `unsafe` code (`#![deny(unsafe_code)]`
@@ -84,4 +86,5 @@ pub mod server;
 pub mod smtp;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod tls;
 pub mod users;

@@ -179,10 +179,12 @@ pub trait Socket: AsFd + Send + Sync + 'static {
     fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()>;
     fn set_nonblocking(&self, on: bool) -> io::Result<()>;
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
+    /// The local address a TCP connection came in on.
+    fn tcp_local(&self) -> Option<SocketAddr>;
 }
 
 macro_rules! socket {
-    ($t:ty) => {
+    ($t:ty, $local:expr) => {
         impl Socket for $t {
             fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
                 Read::read(&mut &*self, buf)
@@ -202,11 +204,14 @@ macro_rules! socket {
             fn shutdown(&self, how: Shutdown) -> io::Result<()> {
                 <$t>::shutdown(self, how)
             }
+            fn tcp_local(&self) -> Option<SocketAddr> {
+                $local(self)
+            }
         }
     };
 }
-socket!(TcpStream);
-socket!(UnixStream);
+socket!(TcpStream, |s: &TcpStream| s.local_addr().ok());
+socket!(UnixStream, |_: &UnixStream| None);
 
 /// The read half of a connection: what the session loop reads, with a
 /// read timeout it changes between phases.
@@ -277,6 +282,8 @@ pub struct Stdio {
     pub writer: Box<dyn Write + Send>,
     /// The client's address, from `getpeername(0)` when stdin is a socket.
     pub peer: Option<IpAddr>,
+    /// The address it connected to (`getsockname(0)`).
+    pub local: Option<SocketAddr>,
 }
 
 /// Takes over stdin and stdout for one session. When stdin is a TCP socket
@@ -286,11 +293,13 @@ pub fn stdio() -> io::Result<Stdio> {
         let peer = sockaddr_ip(&addr);
         let fd: OwnedFd = sys::inherited_fd(0);
         let stream = Arc::new(TcpStream::from(fd));
+        let local = stream.local_addr().ok();
         let (reader, writer) = halves(stream);
         return Ok(Stdio {
             reader: Box::new(reader),
             writer: Box::new(writer),
             peer,
+            local,
         });
     }
     let input = std::fs::File::from(sys::inherited_fd(0));
@@ -302,6 +311,7 @@ pub fn stdio() -> io::Result<Stdio> {
         }),
         writer: Box::new(output),
         peer: None,
+        local: None,
     })
 }
 

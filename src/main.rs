@@ -90,6 +90,12 @@ fn run(conf: Loaded) -> ExitCode {
         Ok(s) => s,
         Err(e) => return config_error(&e.to_string(), inetd, sink),
     };
+    // The key is read here, before the SMTP side drops its privileges.
+    let service = match conf.tls() {
+        Ok(Some(t)) => service.with_tls(t.tls, t.files, t.require),
+        Ok(None) => service,
+        Err(e) => return config_error(&e.to_string(), inetd, sink),
+    };
     // As the delivery process will write: before the first RCPT gets 250.
     match check::spool_access(&opts.spool) {
         SpoolAccess::Good => {}
@@ -295,7 +301,10 @@ fn inetd_session(service: server::Service, unprivileged: Unprivileged) -> std::i
     // Undo what a crash interrupted (in the delivery process, when
     // separated: this is then a no-op).
     service.delivery().recover();
-    service.run_session(io.reader, io.writer, io.peer);
+    match io.peer {
+        Some(ip) => service.run_tcp_session(io.reader, io.writer, ip, io.local),
+        None => service.run_session(io.reader, io.writer, None),
+    }
     service.delivery().close();
     Ok(())
 }

@@ -138,7 +138,25 @@ impl Fixture {
             self.dir.path().join("tmp").display().to_string(),
             "--user".into(),
             "nobody".into(),
+            // No STARTTLS unless a test asks (Debian's snakeoil pair
+            // would otherwise be used where root may read it).
+            "--tls-cert".into(),
+            "".into(),
         ]
+    }
+
+    /// [`Fixture::args`] with STARTTLS from `cert` and `key`.
+    pub fn args_with_tls(&self, cert: &Path, key: &Path) -> Vec<String> {
+        let mut args = self.args();
+        let at = args.iter().position(|a| a == "--tls-cert").unwrap();
+        args.drain(at..at + 2);
+        args.extend([
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ]);
+        args
     }
 
     /// `--submit-socket` in the fixture's directory: a `serve` started as

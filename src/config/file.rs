@@ -410,13 +410,17 @@ mod tests {
             "allow-files",
             "default-user",
             "command-time-limit",
+            "tls-cert",
+            "tls-key",
+            "require-tls",
+            "timeout-tls",
         ] {
             assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
         }
         for k in ["config", "help", "version"] {
             assert!(!keys.iter().any(|x| x == k), "{k} must not be a key");
         }
-        assert_eq!(keys.len(), 43, "{keys:?}");
+        assert_eq!(keys.len(), 47, "{keys:?}");
     }
 
     #[test]

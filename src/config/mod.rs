@@ -25,7 +25,7 @@ mod resolve;
 use std::fmt;
 
 pub use file::{Loaded, Setting, key_names, load, load_vetted, parse_file};
-pub use resolve::{mail_name, parse_delimiter, plausible_domain, service};
+pub use resolve::{TlsSetup, mail_name, parse_delimiter, plausible_domain, service};
 
 /// A configuration error, to be printed once by `main`.
 #[derive(Debug)]

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::{ConfigError, Loaded, printable};
 use crate::aliases::AliasFile;
+use crate::cli::RequireTls;
 use crate::cli::{BareLfPolicy, Options, QuotingArg};
 use crate::conn;
 use crate::deliver::{Deliverer, QueueSetup};
@@ -22,6 +23,7 @@ use crate::server::{ServerLimits, Service};
 use crate::smtp::data::{BareLf, DataLimits};
 use crate::smtp::session;
 use crate::sys;
+use crate::tls::{Tls, TlsFiles};
 use crate::users::{Nss, PasswdFile, UserDb};
 
 /// Stack of a connection thread. The deepest path (NSS lookup, mailbox
@@ -77,6 +79,11 @@ pub fn plausible_domain(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 impl Loaded {
+    /// STARTTLS as configured (`tls_setup`), for the options in force.
+    pub fn tls(&self) -> Result<Option<TlsSetup>, ConfigError> {
+        tls_setup(&self.cli.opts, &|k, v| self.origin(k, v))
+    }
+
     /// [`service`] for the options in force, with errors naming `FILE:LINE`
     /// for values from the file.
     pub fn service(&self) -> Result<Service, ConfigError> {
@@ -208,6 +215,8 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
         max_size: o.max_size,
         max_recipients: o.max_recipients as usize,
         max_errors: o.max_errors,
+        starttls: false,
+        require_tls: false,
     };
     let conn = conn::Limits {
         max_line: o.max_line as usize,
@@ -239,6 +248,69 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
         recipients,
         Arc::new(deliverer),
     ))
+}
+
+/// STARTTLS as configured, for `serve` and `inetd`: the certificate and
+/// key files, read now (as root, before the SMTP side drops its
+/// privileges), the handshake's limit, and where TLS is required. `None`:
+/// no STARTTLS (`tls-cert` empty, or not set and no snakeoil pair that
+/// this process may read).
+pub fn tls_setup(o: &Options, origin: Origin<'_>) -> Result<Option<TlsSetup>, ConfigError> {
+    let files = match (&o.tls_cert, &o.tls_key) {
+        (Some(c), _) if c.as_os_str().is_empty() => return Ok(None),
+        (Some(cert), Some(key)) => TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        (Some(c), None) => {
+            return Err(bad(
+                origin,
+                "tls-cert",
+                &c.display().to_string(),
+                "needs tls-key too",
+            ));
+        }
+        (None, Some(k)) => {
+            return Err(bad(
+                origin,
+                "tls-key",
+                &k.display().to_string(),
+                "needs tls-cert too",
+            ));
+        }
+        (None, None) => match TlsFiles::snakeoil() {
+            Some(f) => match f.read() {
+                Ok(_) => f,
+                Err(e) => {
+                    log::info!("no STARTTLS: the snakeoil pair is not readable: {e}");
+                    return Ok(None);
+                }
+            },
+            None => return Ok(None),
+        },
+    };
+    let shown = files.cert.display().to_string();
+    let pem = files
+        .read()
+        .map_err(|e| bad(origin, "tls-cert", &shown, &e.to_string()))?;
+    let timeout = secs(o.timeout_tls)
+        .map_err(|why| bad(origin, "timeout-tls", &o.timeout_tls.to_string(), why))?;
+    let source = files.clone();
+    let tls = Tls::new(&pem, Box::new(move || source.read()), timeout)
+        .map_err(|why| bad(origin, "tls-cert", &shown, &why))?;
+    Ok(Some(TlsSetup {
+        tls,
+        files,
+        require: o.require_tls.clone(),
+    }))
+}
+
+/// What `tls_setup` found: STARTTLS as configured.
+pub struct TlsSetup {
+    pub tls: Tls,
+    /// Where the delivery process reads them again on SIGHUP.
+    pub files: TlsFiles,
+    pub require: Vec<RequireTls>,
 }
 
 /// The queue and its policy, if the queue directory is one this process

@@ -883,6 +883,7 @@ mod tests {
             max_recipients: 100,
             spill_threshold: 100,
             max_channels: 4,
+            tls_files: None,
         };
         let message = Shrinking {
             inner: FdMessage::new(file, body.len() as u64, &limits).unwrap(),

@@ -109,6 +109,16 @@ pub enum Event<'a> {
     SessionTime { id: &'a str },
     /// The client sent nothing within the phase's timeout.
     Timeout { id: &'a str },
+    /// A STARTTLS handshake completed: what was agreed.
+    TlsStarted { id: &'a str, agreed: &'a str },
+    /// A STARTTLS handshake failed (garbage, a timeout, no common
+    /// version): the connection is closed.
+    TlsFailed { id: &'a str, err: &'a io::Error },
+    /// Octets the client sent after STARTTLS and before the handshake,
+    /// discarded unread (CVE-2011-0411: they must not run inside TLS).
+    TlsEarlyInput { id: &'a str, octets: usize },
+    /// SIGHUP read the TLS certificate and key again, or could not.
+    TlsReloaded { err: Option<&'a str> },
     /// Root deleted a queue entry (`postie queue delete`).
     QueueDeleted { id: &'a str },
     /// A run of the queue that looked at entries: who ran it (`sendmail
@@ -216,6 +226,7 @@ impl Event<'_> {
             | Disconnect { .. }
             | SessionTime { .. }
             | Timeout { .. }
+            | TlsStarted { .. }
             | Reject { .. }
             | MessageRefused { .. }
             | Delivered { .. }
@@ -231,7 +242,11 @@ impl Event<'_> {
             | SubmitterUnknown { .. }
             | MailboxUnavailable { .. }
             | LookupFailed { .. }
+            | TlsFailed { .. }
+            | TlsEarlyInput { .. }
             | NotHeld { .. } => Level::Warn,
+            TlsReloaded { err: None } => Level::Info,
+            TlsReloaded { err: Some(_) } => Level::Error,
             NoThread { .. }
             | NoThreadLocal { .. }
             | NotPassed { .. }
@@ -254,8 +269,12 @@ impl Event<'_> {
             | SubmitterUnknown { .. }
             | MailboxUnavailable { .. }
             | LookupFailed { .. } => "postie::server",
+            TlsReloaded { .. } => "postie::server",
             SessionTime { .. }
             | Timeout { .. }
+            | TlsStarted { .. }
+            | TlsFailed { .. }
+            | TlsEarlyInput { .. }
             | Reject { .. }
             | Replied { .. }
             | MessageRefused { .. }
@@ -310,6 +329,17 @@ impl fmt::Display for Event<'_> {
             LookupFailed { to, why } => write!(f, "lookup for <{to}> failed: {why}"),
             SessionTime { id } => write!(f, "{id}: session time limit reached"),
             Timeout { id } => write!(f, "{id}: timeout"),
+            TlsStarted { id, agreed } => write!(f, "{id}: TLS started: {agreed}"),
+            TlsFailed { id, err } => write!(f, "{id}: TLS handshake failed: {err}"),
+            TlsEarlyInput { id, octets } => write!(
+                f,
+                "{id}: {octets} octets sent after STARTTLS before the handshake: discarded"
+            ),
+            TlsReloaded { err: None } => write!(f, "SIGHUP: TLS certificate and key reloaded"),
+            TlsReloaded { err: Some(e) } => write!(
+                f,
+                "SIGHUP: TLS certificate and key not reloaded, the old ones stay: {e}"
+            ),
             QueueDeleted { id } => write!(f, "{id}: deleted (postie queue delete)"),
             QueueRun {
                 by,

@@ -62,6 +62,7 @@ pub use wire::VERSION;
 
 use crate::message::Delivery;
 use crate::sys;
+use crate::tls::TlsFiles;
 use crate::users::User;
 
 /// Channels the delivery process serves beyond `--max-connections`,
@@ -85,6 +86,12 @@ pub struct Limits {
     pub spill_threshold: u64,
     /// Channels served at once, each on a thread of its own.
     pub max_channels: usize,
+    /// The TLS certificate and key files, which the delivery process
+    /// reads for the SMTP side on SIGHUP (it may not read them itself).
+    /// The only files a request may have read: named here, at start, not
+    /// by the request. (`'static`: made once per process, and `Limits`
+    /// stays `Copy`.)
+    pub tls_files: Option<&'static TlsFiles>,
 }
 
 impl Limits {
@@ -104,6 +111,7 @@ impl Limits {
             max_recipients,
             spill_threshold,
             max_channels: max_sessions.saturating_add(CHANNEL_SLACK),
+            tls_files: None,
         }
     }
 }
@@ -128,7 +136,7 @@ pub fn split(
     gid: u32,
     inherited: &[std::os::fd::RawFd],
     queue_runner: Option<std::time::Duration>,
-) -> io::Result<Arc<dyn Delivery>> {
+) -> io::Result<Arc<DeliveryProcess>> {
     let (smtp_end, delivery_end) = UnixStream::pair()?;
     // Before the fork, so that the delivery process has the higher limit
     // too: it holds a descriptor per channel, mailbox and journal.

@@ -168,6 +168,16 @@ pub fn handle(
                     Err(why) => Response::Unavailable(why.to_string()),
                 })
             }
+            Request::TlsFiles => {
+                if fd.is_some() {
+                    return Err("unexpected descriptor".into());
+                }
+                let files = limits.tls_files.ok_or("no TLS files configured")?;
+                Ok(match files.read() {
+                    Ok(pem) => Response::Pem(pem),
+                    Err(e) => Response::Unavailable(e.to_string()),
+                })
+            }
             Request::Deliver { env, len } => {
                 if len > limits.max_size {
                     return Err(format!(
@@ -285,7 +295,9 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use super::super::testutil::{LIMITS, Recorder, envelope, lookup, memfd, memfd_sealed, start};
-    use super::super::wire::{KIND_CHECK, decode_response, encode_check, encode_deliver, send_raw};
+    use super::super::wire::{
+        KIND_CHECK, decode_response, encode_check, encode_deliver, encode_tls_files, send_raw,
+    };
     use super::*;
     use crate::message::Delivery;
     use crate::smtp::Outcome;
@@ -344,6 +356,13 @@ mod tests {
                 Some(memfd(b"abc")),
             ),
             ("file key", encode_deliver(&file, 3), Some(memfd(b"abc"))),
+            // No TLS files configured: nothing to read.
+            ("tls without files", encode_tls_files(), None),
+            (
+                "tls with trailing",
+                [encode_tls_files(), vec![0]].concat(),
+                None,
+            ),
         ];
         for (name, payload, fd) in cases {
             match handle(&payload, fd, &rec, &lookup, &LIMITS) {
@@ -406,6 +425,7 @@ mod tests {
             max_recipients: 3,
             spill_threshold: 100,
             max_channels: 4,
+            tls_files: None,
         };
         let refused = |name: &str, payload: &[u8], fd: OwnedFd| match handle(
             payload,
@@ -524,5 +544,49 @@ mod tests {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// The TLS files a request reads are those of the configuration, never
+    /// named by the request; a descriptor with it is refused; a file that
+    /// cannot be read is said, not a failure of the channel.
+    #[test]
+    fn tls_files_come_from_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = crate::tls::TlsFiles {
+            cert: dir.path().join("c.pem"),
+            key: dir.path().join("k.pem"),
+        };
+        std::fs::write(&files.cert, "CERT").unwrap();
+        std::fs::write(&files.key, "KEY").unwrap();
+        let files: &'static crate::tls::TlsFiles = Box::leak(Box::new(files));
+        let limits = Limits {
+            tls_files: Some(files),
+            ..LIMITS
+        };
+        let rec = Recorder {
+            delivered: Mutex::new(Vec::new()),
+            checks: AtomicUsize::new(0),
+        };
+        match handle(&encode_tls_files(), None, &rec, &lookup, &limits) {
+            Response::Pem(pem) => {
+                assert_eq!((&pem.cert[..], &pem.key[..]), (&b"CERT"[..], &b"KEY"[..]))
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            handle(
+                &encode_tls_files(),
+                Some(memfd(b"")),
+                &rec,
+                &lookup,
+                &limits
+            ),
+            Response::Bad(_)
+        ));
+        std::fs::remove_file(&files.key).unwrap();
+        assert!(matches!(
+            handle(&encode_tls_files(), None, &rec, &lookup, &limits),
+            Response::Unavailable(_)
+        ));
     }
 }

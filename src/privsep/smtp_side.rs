@@ -23,11 +23,13 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 
 use super::wire::{
-    Response, VERSION, decode_response, encode_check, encode_deliver, recv_frame, send_frame,
+    Response, VERSION, decode_response, encode_check, encode_deliver, encode_tls_files, recv_frame,
+    send_frame,
 };
 use crate::maillog::Event;
 use crate::message::{Delivery, MailboxRefused, MessageSource};
 use crate::smtp::{Envelope, Outcome, TempReason};
+use crate::tls::Pem;
 use crate::users::User;
 
 /// The SMTP side's view of the delivery process.
@@ -136,6 +138,20 @@ impl DeliveryProcess {
         let (resp, _) = recv_frame(&c)?;
         self.release(c);
         Ok(resp)
+    }
+}
+
+impl DeliveryProcess {
+    /// The TLS certificate and key, read by the delivery process (SIGHUP:
+    /// this side may not read the key file).
+    pub fn tls_files(&self) -> io::Result<Pem> {
+        match decode_response(&self.call(&encode_tls_files(), None)?)? {
+            Response::Pem(pem) => Ok(pem),
+            Response::Unavailable(why) => Err(io::Error::other(why)),
+            other => Err(io::Error::other(format!(
+                "the delivery process answered {other:?}"
+            ))),
+        }
     }
 }
 

@@ -98,6 +98,7 @@ pub(super) fn start() -> (DeliveryProcess, Arc<Recorder>, UnixStream) {
 }
 
 pub(super) const LIMITS: Limits = Limits {
+    tls_files: None,
     max_size: 10 << 20,
     max_recipients: 100,
     spill_threshold: 16,

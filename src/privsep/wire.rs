@@ -29,6 +29,7 @@ use crate::smtp::{
     Via,
 };
 use crate::sys;
+use crate::tls::Pem;
 
 /// Protocol version; a request of any other version is refused.
 pub const VERSION: u8 = 3;
@@ -41,12 +42,16 @@ const MAX_ITEMS: usize = 10_000;
 
 pub(super) const KIND_CHECK: u8 = 1;
 const KIND_DELIVER: u8 = 2;
+const KIND_TLS_FILES: u8 = 3;
 
 const ST_OK: u8 = 0;
 const ST_TEMP: u8 = 1;
 // 2 was a permanent failure, which delivery no longer reports.
 const ST_UNAVAILABLE: u8 = 3;
 const ST_BAD: u8 = 4;
+const ST_PEM: u8 = 5;
+/// Longest certificate chain or key carried (a frame holds both).
+const MAX_PEM: usize = 256 * 1024;
 
 /// A request as the delivery process reads it, every field checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +61,8 @@ pub(super) enum Request {
     /// A delivery of the message (`len` octets, in the descriptor that
     /// came with the frame) as `env` says.
     Deliver { env: Box<Envelope>, len: u64 },
+    /// The TLS certificate and key, read again (SIGHUP).
+    TlsFiles,
 }
 
 /// Reads a request: its version, its kind, its fields, and nothing after
@@ -70,6 +77,10 @@ pub(super) fn decode_request(payload: &[u8]) -> Result<Request, String> {
             let user = r.str()?;
             r.end()?;
             Ok(Request::Check { user })
+        }
+        KIND_TLS_FILES => {
+            r.end()?;
+            Ok(Request::TlsFiles)
         }
         KIND_DELIVER => {
             let (env, len) = decode_deliver(&mut r)?;
@@ -95,6 +106,11 @@ fn put_u32(out: &mut Vec<u8>, n: u32) {
 
 fn put_u64(out: &mut Vec<u8>, n: u64) {
     out.extend_from_slice(&n.to_be_bytes());
+}
+
+/// The payload of a request for the TLS certificate and key.
+pub(super) fn encode_tls_files() -> Vec<u8> {
+    vec![VERSION, KIND_TLS_FILES]
 }
 
 /// The payload of a request to check `user`'s mailbox.
@@ -227,6 +243,13 @@ impl Reader<'_> {
             return Err(format!("count {n} over the limit"));
         }
         Ok(n)
+    }
+    fn pem(&mut self) -> Result<Vec<u8>, String> {
+        let n = self.u32()? as usize;
+        if n > MAX_PEM {
+            return Err(format!("PEM of {n} bytes over the limit"));
+        }
+        Ok(self.take(n)?.to_vec())
     }
     fn str(&mut self) -> Result<String, String> {
         let n = self.u32()? as usize;
@@ -388,6 +411,8 @@ pub enum Response {
     Temp(TempReason),
     Unavailable(String),
     Bad(String),
+    /// The TLS certificate chain and key.
+    Pem(Pem),
 }
 
 const TEMP_REASONS: [TempReason; 5] = [
@@ -414,6 +439,13 @@ pub fn encode_response(r: &Response) -> Vec<u8> {
             out.push(ST_BAD);
             put_str(&mut out, &truncate(why));
         }
+        Response::Pem(pem) => {
+            out.push(ST_PEM);
+            for part in [&pem.cert, &pem.key] {
+                put_u32(&mut out, part.len() as u32);
+                out.extend_from_slice(part);
+            }
+        }
     }
     out
 }
@@ -434,6 +466,10 @@ pub fn decode_response(payload: &[u8]) -> io::Result<Response> {
             ST_TEMP => Response::Temp(*TEMP_REASONS.get(r.u8()? as usize).ok_or("bad reason")?),
             ST_UNAVAILABLE => Response::Unavailable(r.str()?),
             ST_BAD => Response::Bad(r.str()?),
+            ST_PEM => Response::Pem(Pem {
+                cert: r.pem()?,
+                key: r.pem()?,
+            }),
             _ => return Err("unknown status".into()),
         };
         r.end()?;
@@ -637,6 +673,15 @@ mod tests {
             assert_eq!(encode_response(&r), bytes, "{r:?}");
             assert_eq!(decode_response(bytes).unwrap(), r);
         }
+        let pem = Response::Pem(Pem {
+            cert: b"C".to_vec(),
+            key: b"KK".to_vec(),
+        });
+        let bytes = b"\x03\x05\0\0\0\x01C\0\0\0\x02KK";
+        assert_eq!(encode_response(&pem), bytes);
+        assert_eq!(decode_response(bytes).unwrap(), pem);
+        assert_eq!(encode_tls_files(), b"\x03\x03");
+        assert_eq!(decode_request(b"\x03\x03"), Ok(Request::TlsFiles));
         for env in [env, null] {
             assert_eq!(
                 decode_request(&encode_deliver(&env, 3)),

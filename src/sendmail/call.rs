@@ -142,8 +142,8 @@ impl From<UsageError> for ParseError {
 /// after the word `sendmail`: where mailboxes and the queue are written, whose passwd
 /// and aliases say who a recipient is, which daemon gets the message,
 /// where messages are spooled, the mode of new mailboxes, who the
-/// privilege-separated side runs as, and when another program's dotlock
-/// may be broken. Root runs sendmail from cron and scripts, with arguments
+/// privilege-separated side runs as, when another program's dotlock
+/// may be broken, and which files root reads as TLS certificate and key. Root runs sendmail from cron and scripts, with arguments
 /// it did not all write; these come from the configuration file only.
 /// Every other option of postie's is harmless per call (a test checks that
 /// each option is in one list or the other).
@@ -169,6 +169,8 @@ pub const SYSTEM_OPTIONS: &[&str] = &[
     "allow-files",
     "default-user",
     "command-time-limit",
+    "tls-cert",
+    "tls-key",
 ];
 
 /// Whether root may read a configuration file owned by `uid`, with `mode`:
@@ -440,6 +442,8 @@ mod tests {
             "max-per-client",
             "timeout-command",
             "timeout-data",
+            "timeout-tls",
+            "require-tls",
             "timeout-data-end",
             "timeout-session",
             "lock-timeout",

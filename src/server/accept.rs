@@ -1,5 +1,5 @@
 //! The accept loop: the listeners and a signalfd polled by the main
-//! thread ([`serve`]), SIGHUP (reload the aliases) and SIGTSTP (stop with no
+//! thread ([`serve`]), SIGHUP (reload the aliases and the TLS certificate) and SIGTSTP (stop with no
 //! mailbox locked) handled between accepts, and after SIGTERM or SIGINT the
 //! shutdown grace ([`drain`]).
 
@@ -85,6 +85,13 @@ pub fn serve(
                     Ok(Signal::SIGHUP) => {
                         log::info!("SIGHUP: reloading the aliases");
                         service.recipients().reload_aliases();
+                        if let Some(tls) = service.tls() {
+                            let err = tls.reload().err();
+                            crate::maillog::Event::TlsReloaded {
+                                err: err.as_deref(),
+                            }
+                            .log();
+                        }
                     }
                     Ok(Signal::SIGTSTP) => {
                         // Stop as asked, but never with a mailbox locked:

@@ -88,9 +88,10 @@ pub(super) fn admit<S: Socket>(
 
 /// The session of an admitted connection, on its session thread.
 fn run_admitted<S: Socket>(stream: Arc<S>, peer: Peer, svc: &Service) {
+    let local = stream.tcp_local();
     let (reader, writer) = listen::halves(stream);
     let uid = match peer {
-        Peer::Tcp(ip) => return svc.run_session(reader, writer, Some(ip)),
+        Peer::Tcp(ip) => return svc.run_tcp_session(reader, writer, ip, local),
         Peer::Local(uid) => uid,
     };
     // The name, on this thread: a slow name service must not stall the

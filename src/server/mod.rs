@@ -28,13 +28,14 @@ mod caps;
 mod workers;
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use accept::{serve, signals};
 
+use crate::cli::RequireTls;
 use crate::conn::{self, Context, End, TimedRead};
 use crate::maillog::{self, Ending, Event};
 use crate::message::Delivery;
@@ -42,6 +43,7 @@ use crate::privsep;
 use crate::recipients::{RcptPolicy, Recipients};
 use crate::smtp::session;
 use crate::smtp::{Session, Submitter};
+use crate::tls::{Tls, TlsFiles};
 use workers::Workers;
 
 /// Caps and bounds of the accept loop.
@@ -87,6 +89,10 @@ pub struct Service {
     next_id: AtomicU64,
     started: u64,
     workers: Arc<Workers>,
+    /// STARTTLS, offered to TCP clients, and where it is required.
+    tls: Option<Arc<Tls>>,
+    tls_files: Option<TlsFiles>,
+    require_tls: Vec<RequireTls>,
 }
 impl Service {
     pub fn new(
@@ -113,7 +119,28 @@ impl Service {
             next_id: AtomicU64::new(0),
             started,
             workers,
+            tls: None,
+            tls_files: None,
+            require_tls: Vec::new(),
         }
+    }
+
+    /// The same service offering STARTTLS to TCP clients (`inetd` and
+    /// `serve`; never on the local socket, where there is nothing to
+    /// protect).
+    /// `files` are where the certificate and key were read from: once
+    /// privileges are separated, the delivery process reads them again on
+    /// SIGHUP.
+    pub fn with_tls(mut self, tls: Tls, files: TlsFiles, require: Vec<RequireTls>) -> Self {
+        self.tls = Some(Arc::new(tls));
+        self.tls_files = Some(files);
+        self.require_tls = require;
+        self
+    }
+
+    /// STARTTLS, if offered.
+    pub fn tls(&self) -> Option<&Tls> {
+        self.tls.as_deref()
     }
 
     /// Who the recipients are.
@@ -152,9 +179,12 @@ impl Service {
     ) -> io::Result<Self> {
         let recipients = self.rcpt.recipients.clone();
         let lookup = move |name: &str| recipients.user(name).ok().flatten();
-        let limits = self.delivery_limits();
+        let mut limits = self.delivery_limits();
+        // Once per process (`separate` runs once): the delivery process
+        // keeps these for its life.
+        limits.tls_files = self.tls_files.clone().map(|f| &*Box::leak(Box::new(f)));
         let delivery = self.rcpt.delivery.clone();
-        self.rcpt.delivery = privsep::split(
+        let process = privsep::split(
             delivery,
             Arc::new(lookup),
             limits,
@@ -164,6 +194,11 @@ impl Service {
             inherited,
             queue_runner,
         )?;
+        if let Some(tls) = &self.tls {
+            let asked = process.clone();
+            tls.set_source(Box::new(move || asked.tls_files()));
+        }
+        self.rcpt.delivery = process;
         Ok(self)
     }
 
@@ -185,31 +220,45 @@ impl Service {
     }
 
     /// Runs one session on an established connection and logs its end.
-    pub fn run_session<R: TimedRead, W: io::Write>(
+    /// Only a TCP client (`peer`) is offered STARTTLS.
+    pub fn run_session<R: TimedRead, W: io::Write + Send>(
         &self,
         reader: R,
         writer: W,
         peer: Option<IpAddr>,
     ) {
-        self.run(reader, writer, peer, None)
+        self.run(reader, writer, peer, None, None)
+    }
+
+    /// Runs the session of a TCP client `peer` that connected to `local`
+    /// (which says whether TLS is required).
+    pub fn run_tcp_session<R: TimedRead, W: io::Write + Send>(
+        &self,
+        reader: R,
+        writer: W,
+        peer: IpAddr,
+        local: Option<SocketAddr>,
+    ) {
+        self.run(reader, writer, Some(peer), None, local)
     }
 
     /// Runs a local submission session for `submitter`.
-    pub fn run_local_session<R: TimedRead, W: io::Write>(
+    pub fn run_local_session<R: TimedRead, W: io::Write + Send>(
         &self,
         reader: R,
         writer: W,
         submitter: Submitter,
     ) {
-        self.run(reader, writer, None, Some(submitter))
+        self.run(reader, writer, None, Some(submitter), None)
     }
 
-    fn run<R: TimedRead, W: io::Write>(
+    fn run<R: TimedRead, W: io::Write + Send>(
         &self,
         reader: R,
         writer: W,
         peer: Option<IpAddr>,
         submitter: Option<Submitter>,
+        local: Option<SocketAddr>,
     ) {
         let id = self.new_id();
         let who = match &submitter {
@@ -224,17 +273,22 @@ impl Service {
             peer: &who,
         }
         .log();
-        let mut session = Session::new(self.session.clone(), id.clone(), peer);
+        let mut cfg = self.session.clone();
+        let tls = self.tls.as_deref().filter(|_| peer.is_some());
+        cfg.starttls = tls.is_some();
+        cfg.require_tls = local.is_some_and(|l| self.require_tls.iter().any(|r| r.covers(l)));
+        let mut session = Session::new(cfg, id.clone(), peer);
         if let Some(s) = submitter {
             session = session.with_submitter(s);
         }
         let cx = Context {
             limits: &self.conn,
+            tls,
             policy: &self.rcpt,
             deliverer: self.delivery(),
             stopping: &self.stopping,
         };
-        let end = conn::run(reader, writer, session, &cx);
+        let end = conn::run(conn::Duplex { reader, writer }, session, &cx);
         let end = match &end {
             End::Error(e) => Ending::Error(e),
             other => Ending::Other(other),

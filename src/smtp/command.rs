@@ -51,6 +51,8 @@ pub enum Command {
     Vrfy(String),
     Expn(String),
     Help(Option<String>),
+    /// RFC 3207: no parameters.
+    StartTls,
 }
 
 /// Why a line is not a command postie can act on; each maps to one reply.
@@ -126,6 +128,7 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         Verb::Vrfy => required(arg, "VRFY requires an argument").map(Command::Vrfy),
         Verb::Expn => required(arg, "EXPN requires an argument").map(Command::Expn),
         Verb::Help => Ok(Command::Help((!arg.is_empty()).then(|| arg.to_owned()))),
+        Verb::StartTls => no_argument(arg, Command::StartTls, "STARTTLS takes no arguments"),
     }
 }
 
@@ -149,10 +152,11 @@ enum Verb {
     Vrfy,
     Expn,
     Help,
+    StartTls,
 }
 
 impl Verb {
-    const ALL: [(&'static [u8], Verb); 11] = [
+    const ALL: [(&'static [u8], Verb); 12] = [
         (b"HELO", Verb::Helo),
         (b"EHLO", Verb::Ehlo),
         (b"MAIL", Verb::Mail),
@@ -164,6 +168,7 @@ impl Verb {
         (b"VRFY", Verb::Vrfy),
         (b"EXPN", Verb::Expn),
         (b"HELP", Verb::Help),
+        (b"STARTTLS", Verb::StartTls),
     ];
 
     fn from_bytes(word: &[u8]) -> Option<Verb> {
@@ -399,6 +404,12 @@ mod tests {
             (b"RSET now", Err(Syntax("RSET takes no arguments"))),
             (b"NOOP", Ok(Noop)),
             (b"noop anything at all", Ok(Noop)),
+            (b"STARTTLS", Ok(StartTls)),
+            (b"starttls  ", Ok(StartTls)),
+            (
+                b"STARTTLS now",
+                Err(ParseError::Syntax("STARTTLS takes no arguments")),
+            ),
             (b"QUIT", Ok(Quit)),
             (b"QUIT now", Err(Syntax("QUIT takes no arguments"))),
             (b"VRFY jon", Ok(Vrfy("jon".into()))),
@@ -416,7 +427,7 @@ mod tests {
             (b" HELO x", Err(Unknown)),
             (b"FOO bar", Err(Unknown)),
             (b"TURN", Err(Unknown)),
-            (b"STARTTLS", Err(Unknown)),
+            (b"STARTTLSX", Err(Unknown)),
             (b"MAILFROM:<a@b>", Err(Unknown)),
             (b"MAIL:<a@b>", Err(Unknown)),
             (b"NOOPX", Err(Unknown)),

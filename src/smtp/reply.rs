@@ -18,6 +18,8 @@ pub enum Action {
     /// Close the connection on our side (a `421`, or a refusal that ends
     /// the session).
     Close,
+    /// Start TLS (the reply is `220` to STARTTLS).
+    StartTls,
 }
 
 /// One SMTP reply. `lines` holds the text of each line; a multi-line reply
@@ -123,9 +125,14 @@ pub fn helo(host: &str, client: &str) -> Reply {
     )
 }
 /// The EHLO reply with its extensions (RFC 5321 4.1.1.1).
-pub fn ehlo(host: &str, client: &str, max_size: u64) -> Reply {
+/// The EHLO reply; `starttls` when STARTTLS is offered (RFC 3207 4: not
+/// once TLS is on).
+pub fn ehlo(host: &str, client: &str, max_size: u64, starttls: bool) -> Reply {
     let mut r = helo(host, client);
     r.lines.push("PIPELINING".into());
+    if starttls {
+        r.lines.push("STARTTLS".into());
+    }
     r.lines.push(format!("SIZE {max_size}").into());
     r.lines.push("8BITMIME".into());
     r.lines.push("DSN".into());
@@ -177,6 +184,24 @@ pub fn start_data() -> Reply {
     let mut r = Reply::build(354, None, "Enter mail, end with \".\" on a line by itself");
     r.action = Action::ReadData;
     r
+}
+/// RFC 3207 4: `220 Ready to start TLS`.
+pub fn start_tls() -> Reply {
+    let mut r = Reply::build(220, Some("2.0.0"), "Ready to start TLS");
+    r.action = Action::StartTls;
+    r
+}
+/// STARTTLS where no certificate is configured, or on the local socket.
+pub fn tls_not_available() -> Reply {
+    Reply::build(502, Some("5.5.1"), "STARTTLS not available")
+}
+/// RFC 3207 4.2: a second STARTTLS.
+pub fn tls_active() -> Reply {
+    Reply::build(503, Some("5.5.1"), "TLS already active")
+}
+/// RFC 3207 4: this listener requires TLS before a transaction.
+pub fn tls_required() -> Reply {
+    Reply::build(530, Some("5.7.0"), "Must issue a STARTTLS command first")
 }
 pub fn expn_disabled() -> Reply {
     Reply::build(502, Some("5.5.1"), "EXPN not available")
@@ -361,13 +386,16 @@ mod tests {
 
     #[test]
     fn multi_line_uses_dashes_until_the_last() {
-        let w = ehlo("h.example", "c", 1000).to_wire();
+        let w = ehlo("h.example", "c", 1000, false).to_wire();
         let lines: Vec<&str> = w.split_terminator("\r\n").collect();
         assert_eq!(lines.len(), 7);
         assert!(lines[..6].iter().all(|l| l.starts_with("250-")));
         assert_eq!(lines[6], "250 HELP");
         assert!(lines.contains(&"250-DSN"));
         assert!(lines.contains(&"250-SIZE 1000"));
+        assert!(!lines.contains(&"250-STARTTLS"));
+        let w = ehlo("h.example", "c", 1000, true).to_wire();
+        assert!(w.contains("250-STARTTLS\r\n"), "{w}");
     }
 
     /// Found by the `session` fuzz target: `EHLO` with a name of 470
@@ -377,7 +405,7 @@ mod tests {
         for name in ["a".repeat(505), format!("{}.example", "b".repeat(470))] {
             for r in [
                 helo("mx.example.org", &name),
-                ehlo("mx.example.org", &name, 1),
+                ehlo("mx.example.org", &name, 1, true),
             ] {
                 let wire = r.to_wire();
                 for line in wire.split_terminator("\r\n") {

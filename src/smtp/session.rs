@@ -34,6 +34,11 @@ pub struct Config {
     pub max_recipients: usize,
     /// Errors (5xx replies) tolerated before `421 4.7.0` and close.
     pub max_errors: u32,
+    /// STARTTLS is offered (RFC 3207): a certificate is loaded and the
+    /// connection is not the local socket.
+    pub starttls: bool,
+    /// MAIL is refused (`530 5.7.0`) until TLS is on (`require-tls`).
+    pub require_tls: bool,
 }
 
 /// What the recipient policy says about one `RCPT TO`.
@@ -92,6 +97,8 @@ pub struct Session {
     phase: Phase,
     errors: u32,
     messages: u32,
+    /// After STARTTLS: what was agreed (for `Received:`).
+    tls: Option<String>,
 }
 
 impl Session {
@@ -109,6 +116,7 @@ impl Session {
             phase: Phase::Command,
             errors: 0,
             messages: 0,
+            tls: None,
         }
     }
 
@@ -189,6 +197,7 @@ impl Session {
                     helo: self.helo.clone().unwrap_or_default(),
                     via: Via {
                         esmtp: self.esmtp,
+                        tls: self.tls.clone(),
                         ..Via::default()
                     },
                     peer: self.peer,
@@ -221,6 +230,16 @@ impl Session {
         }
     }
 
+    /// The STARTTLS handshake is done: the session starts over, knowing
+    /// nothing the client said before it (RFC 3207 4.2), not even its
+    /// EHLO; what was agreed goes into `Received:`.
+    pub fn tls_started(&mut self, agreed: String) {
+        self.tls = Some(agreed);
+        self.helo = None;
+        self.esmtp = false;
+        self.tx = None;
+    }
+
     /// Counts permanent failures; past the limit the reply becomes
     /// `421 4.7.0` and the connection closes (a client that keeps sending
     /// garbage, or harvests addresses, is cut off).
@@ -245,7 +264,8 @@ impl Session {
                 r
             }
             Command::Ehlo(name) => {
-                let r = reply::ehlo(&self.cfg.hostname, &name, self.cfg.max_size);
+                let starttls = self.cfg.starttls && self.tls.is_none();
+                let r = reply::ehlo(&self.cfg.hostname, &name, self.cfg.max_size, starttls);
                 self.hello(name, true);
                 r
             }
@@ -255,6 +275,9 @@ impl Session {
                 }
                 if self.tx.is_some() {
                     return reply::bad_sequence("Sender already specified");
+                }
+                if self.cfg.require_tls && self.tls.is_none() {
+                    return reply::tls_required();
                 }
                 // RFC 1870 6.1: a declared size over the limit is refused
                 // before any data is sent.
@@ -329,6 +352,12 @@ impl Session {
             Command::Vrfy(_) => reply::vrfy(),
             Command::Expn(_) => reply::expn_disabled(),
             Command::Help(_) => reply::help(),
+            Command::StartTls if !self.cfg.starttls => reply::tls_not_available(),
+            Command::StartTls if self.tls.is_some() => reply::tls_active(),
+            Command::StartTls if self.tx.is_some() => {
+                reply::bad_sequence("STARTTLS inside a mail transaction")
+            }
+            Command::StartTls => reply::start_tls(),
         }
     }
 
@@ -396,6 +425,8 @@ mod tests {
                 max_size: 1000,
                 max_recipients: 3,
                 max_errors: 10,
+                starttls: true,
+                require_tls: false,
             },
             "S1",
             None,
@@ -511,6 +542,60 @@ mod tests {
                 ("DATA", 354),
             ],
         );
+    }
+
+    /// RFC 3207: STARTTLS is answered 220 and starts the session over;
+    /// once TLS is on, EHLO no longer offers it and a second STARTTLS is
+    /// 503; inside a transaction it is 503; not offered, 502.
+    #[test]
+    fn starttls_starts_over() {
+        let mut s = session();
+        dialog(&mut s, &[("EHLO c", 250), ("MAIL FROM:<a@b>", 250)]);
+        let r = s.command(b"STARTTLS", &Fake);
+        assert_eq!((r.code, r.action), (503, Action::Continue));
+        dialog(&mut s, &[("RSET", 250), ("STARTTLS now", 501)]);
+        let r = s.command(b"EHLO c", &Fake);
+        assert!(r.to_wire().contains("250-STARTTLS\r\n"));
+        let r = s.command(b"starttls", &Fake);
+        assert_eq!(
+            (r.code, r.enhanced, r.action),
+            (220, Some("2.0.0"), Action::StartTls)
+        );
+        s.tls_started("TLSv1.3 with cipher X".into());
+        // What was said before is forgotten: EHLO again first.
+        dialog(&mut s, &[("MAIL FROM:<a@b>", 503), ("STARTTLS", 503)]);
+        let r = s.command(b"EHLO c", &Fake);
+        assert!(!r.to_wire().contains("STARTTLS"), "{}", r.to_wire());
+        dialog(
+            &mut s,
+            &[
+                ("MAIL FROM:<a@b>", 250),
+                ("RCPT TO:<jon>", 250),
+                ("DATA", 354),
+            ],
+        );
+        let env = s.data_done(DataOutcome::Complete { size: 1 }).unwrap();
+        assert_eq!(env.via.tls.as_deref(), Some("TLSv1.3 with cipher X"));
+        assert_eq!(env.via.keyword(), "ESMTPS");
+        let mut plain = session();
+        plain.cfg.starttls = false;
+        let r = plain.command(b"EHLO c", &Fake);
+        assert!(!r.to_wire().contains("STARTTLS"));
+        dialog(&mut plain, &[("STARTTLS", 502)]);
+    }
+
+    /// `require-tls`: MAIL is 530 5.7.0 until STARTTLS (RFC 3207 4);
+    /// EHLO, NOOP, RSET and QUIT still work.
+    #[test]
+    fn required_tls_refuses_mail_before_starttls() {
+        let mut s = session();
+        s.cfg.require_tls = true;
+        dialog(&mut s, &[("EHLO c", 250), ("NOOP", 250), ("RSET", 250)]);
+        let r = s.command(b"MAIL FROM:<a@b>", &Fake);
+        assert_eq!((r.code, r.enhanced), (530, Some("5.7.0")));
+        dialog(&mut s, &[("RCPT TO:<jon>", 503), ("STARTTLS", 220)]);
+        s.tls_started("TLSv1.2 with cipher Y".into());
+        dialog(&mut s, &[("EHLO c", 250), ("MAIL FROM:<a@b>", 250)]);
     }
 
     #[test]
