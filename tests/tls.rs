@@ -343,3 +343,42 @@ fn the_snakeoil_pair_is_the_default() {
         c.expect("STARTTLS", 502);
     }
 }
+
+/// `postie check` says which pair STARTTLS uses, refuses a key that is
+/// not the certificate's (exit 78, as the server would not start), and
+/// warns about a key every user may read.
+#[test]
+fn check_reports_starttls() {
+    let test = "check_reports_starttls";
+    if !have("openssl", test) {
+        return;
+    }
+    let fx = Fixture::new();
+    let (cert, key) = make_cert(fx.dir.path(), "server", "first.test");
+    let (_, other) = make_cert(fx.dir.path(), "other", "other.test");
+    let check = |key: &Path| {
+        let out = run_postie(&[fx.args_with_tls(&cert, key), vec!["check".to_string()]].concat());
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, said) = check(&key);
+    assert!(
+        said.contains(&format!(
+            "ok: STARTTLS offered: certificate {}, key {}",
+            cert.display(),
+            key.display()
+        )),
+        "{said}"
+    );
+    assert!(!said.contains("every user may read it"), "{said}");
+    assert_ne!(code, Some(78), "{said}");
+    let (code, said) = check(&other);
+    assert_eq!(code, Some(78), "{said}");
+    assert!(said.contains("certificate and key"), "{said}");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, said) = check(&key);
+    assert!(said.contains("every user may read it; chmod 600"), "{said}");
+}

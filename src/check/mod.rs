@@ -155,6 +155,7 @@ pub fn run(conf: &Loaded, address: Option<&str>) -> Report {
     let aliases = aliases(&mut r, &o.aliases);
     smtp_user(&mut r, o);
     smtp_side_can_read(&mut r, o);
+    tls(&mut r, conf);
     if let Some(service) = &service {
         users(&mut r, o);
         if let Some(addr) = address {
@@ -230,6 +231,35 @@ fn resolves(r: &mut Report, what: &str, name: &str) {
         Err(e) => r.warn(format!("{what} {name} does not resolve: {e}")),
     }
 }
+/// STARTTLS: the pair in use, or why there is none; a key file others
+/// may read is a warning.
+fn tls(r: &mut Report, conf: &Loaded) {
+    use std::os::unix::fs::MetadataExt;
+    let o = &conf.cli.opts;
+    match conf.tls() {
+        Ok(Some(setup)) => {
+            r.ok(format!(
+                "STARTTLS offered: certificate {}, key {}",
+                setup.files.cert.display(),
+                setup.files.key.display()
+            ));
+            if let Ok(m) = std::fs::metadata(&setup.files.key) {
+                if m.mode() & 0o004 != 0 {
+                    r.warn(format!(
+                        "tls-key {}: every user may read it; chmod 600 (or 640 with group ssl-cert)",
+                        setup.files.key.display()
+                    ));
+                }
+            }
+        }
+        Ok(None) if o.tls_cert.is_some() => r.ok("STARTTLS off: tls-cert is empty"),
+        Ok(None) => r.warn(
+            "STARTTLS not offered: no tls-cert, and no snakeoil pair this user may read (package ssl-cert)",
+        ),
+        Err(e) => r.error(Verdict::Config, e.to_string()),
+    }
+}
+
 /// The user the SMTP side runs as when postie is started as root
 /// (privilege separation, `--user`): as the server decides, a missing
 /// `_postie` is replaced by nobody, any other missing user, or root, stops
