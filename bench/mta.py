@@ -298,15 +298,19 @@ class Postie:
             "--spool", str(self.spool),
             "--hostname", DOMAIN,
             "--log", "stderr", "--log-level", "warn",
+            "--max-connections", "2000", "--max-per-client", "2000",
             "--max-size", str(MAX_SIZE),
             "--passwd", str(passwd),
             "--aliases", "",
             "--temp-dir", str(tmp),
             "--queue-dir", str(queue),
+            "--submit-socket", str(self.work / "submit.sock"),
         ]
         if self.lmtp:
+            # The socket is 0600 unless given a group: Postfix's lmtp
+            # client runs as postfix.
             self.cmd = [str(postie_binary()), "-C", str(conf), "lmtp",
-                        "--listen", str(self.lmtp)] + common
+                        "--listen", str(self.lmtp), "--lmtp-socket-group", "postfix"] + common
             probe = subprocess.run([str(postie_binary()), "lmtp", "--help"],
                                    stdin=subprocess.DEVNULL, capture_output=True, text=True)
             if probe.returncode != 0:
@@ -314,12 +318,8 @@ class Postie:
                                    + (probe.stderr.strip().splitlines() or ["?"])[0] + ")")
         else:
             self.port = free_port()
-            self.cmd = [
-                str(postie_binary()), "-C", str(conf), "serve",
-                "--listen", f"127.0.0.1:{self.port}",
-                "--max-connections", "2000", "--max-per-client", "2000",
-                "--submit-socket", str(self.work / "submit.sock"),
-            ] + common
+            self.cmd = [str(postie_binary()), "-C", str(conf), "serve",
+                        "--listen", f"127.0.0.1:{self.port}"] + common
             if self.tls:
                 self.cmd += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         self.logf = open(self.log, "ab")
