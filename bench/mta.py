@@ -67,6 +67,40 @@ def wait_port(port, timeout=20.0, proc=None):
     raise RuntimeError(f"nothing answers 220 on 127.0.0.1:{port}")
 
 
+def wait_unix(path, timeout=20.0, proc=None):
+    """As wait_port, for a server on the Unix socket `path` (LMTP)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode}")
+        try:
+            with socket.socket(socket.AF_UNIX) as s:
+                s.settimeout(5)
+                s.connect(str(path))
+                if s.recv(512).startswith(b"220"):
+                    s.sendall(b"QUIT\r\n")
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing answers 220 on {path}")
+
+
+def make_cert(directory):
+    """A self-signed ECDSA P-256 certificate for bench.test and its key, in
+    `directory` (the key root's, 0600): the pair both MTAs serve TLS with.
+    Returns (certificate file, key file)."""
+    cert, key = Path(directory) / "cert.pem", Path(directory) / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec",
+                    "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2",
+                    "-subj", f"/CN={DOMAIN}", "-addext", f"subjectAltName=DNS:{DOMAIN}"],
+                   check=True, stdin=subprocess.DEVNULL, capture_output=True)
+    os.chmod(key, 0o600)
+    os.chmod(cert, 0o644)
+    return cert, key
+
+
 def make_workdir(name):
     base = os.environ.get("BENCH_TMPDIR", tempfile.gettempdir())
     work = Path(tempfile.mkdtemp(prefix=f"postie-bench-{name}.", dir=base))
@@ -223,10 +257,18 @@ def count_messages(path):
 class Postie:
     name = "postie"
 
-    def __init__(self, wrapper=()):
+    def __init__(self, wrapper=(), tls=None, lmtp=None, spool=None):
         # wrapper: a command to run postie under (valgrind, for bench/profile)
+        # tls: (certificate file, key file) for STARTTLS (--tls-cert, --tls-key)
+        # lmtp: run `postie lmtp --listen LMTP` (a Unix socket's path)
+        #   instead of `postie serve`, delivering into `spool` (another
+        #   MTA's spool: Postfix's, which hands it the mail)
         self.wrapper = list(wrapper)
+        self.tls = tls
+        self.lmtp = lmtp
         self.work, self.spool = make_workdir("postie")
+        if spool is not None:
+            self.spool = Path(spool)
         self.port = None
         self.proc = None
         self.log = self.work / "postie.log"
@@ -251,10 +293,8 @@ class Postie:
         queue = self.work / "queue"
         queue.mkdir()
         os.chmod(queue, 0o700)
-        self.port = free_port()
-        self.cmd = [
-            str(postie_binary()), "-C", str(conf), "serve",
-            "--listen", f"127.0.0.1:{self.port}",
+        # What `postie serve` and `postie lmtp` share.
+        common = [
             "--spool", str(self.spool),
             "--hostname", DOMAIN,
             "--log", "stderr", "--log-level", "warn",
@@ -266,11 +306,38 @@ class Postie:
             "--queue-dir", str(queue),
             "--submit-socket", str(self.work / "submit.sock"),
         ]
+        if self.lmtp:
+            # The socket is 0600 unless given a group: Postfix's lmtp
+            # client runs as postfix.
+            self.cmd = [str(postie_binary()), "-C", str(conf), "lmtp",
+                        "--listen", str(self.lmtp), "--lmtp-socket-group", "postfix"] + common
+            probe = subprocess.run([str(postie_binary()), "lmtp", "--help"],
+                                   stdin=subprocess.DEVNULL, capture_output=True, text=True)
+            if probe.returncode != 0:
+                raise RuntimeError("this postie has no lmtp command (`postie lmtp --help`: "
+                                   + (probe.stderr.strip().splitlines() or ["?"])[0] + ")")
+        else:
+            self.port = free_port()
+            self.cmd = [str(postie_binary()), "-C", str(conf), "serve",
+                        "--listen", f"127.0.0.1:{self.port}"] + common
+            if self.tls:
+                self.cmd += ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])]
         self.logf = open(self.log, "ab")
         self.proc = subprocess.Popen(self.wrapper + self.cmd, stdin=subprocess.DEVNULL,
                                      stdout=self.logf, stderr=self.logf,
                                      preexec_fn=raise_nofile)
-        wait_port(self.port, proc=self.proc, timeout=120 if self.wrapper else 20)
+        try:
+            if self.lmtp:
+                wait_unix(self.lmtp, proc=self.proc)
+            else:
+                wait_port(self.port, proc=self.proc, timeout=120 if self.wrapper else 20)
+        except RuntimeError as e:
+            self.stop()
+            lines = self.log.read_text(errors="replace").strip().splitlines()
+            # clap's "error: ..." line rather than the usage after it
+            said = [x for x in lines if x.startswith("error")][:1] or lines[-2:]
+            raise RuntimeError(f"postie {self.cmd[3]}: {e}"
+                               + (f"; it said: {' / '.join(said)}" if said else "")) from None
         return self
 
     def smtp_pid(self):
@@ -400,17 +467,45 @@ smtpd_client_recipient_rate_limit = 0
 smtpd_client_connection_count_limit = 0
 anvil_rate_time_unit = 60s
 smtputf8_enable = no
+{extra}"""
+
+# bench/run --tls: STARTTLS offered, TLS 1.2 and 1.3 (the client picks 1.3),
+# no session cache (the driver never resumes a session anyway).
+MAIN_CF_TLS = """\
+smtpd_tls_cert_file = {cert}
+smtpd_tls_key_file = {key}
+smtpd_tls_security_level = may
+smtpd_tls_protocols = >=TLSv1.2
+smtpd_tls_mandatory_protocols = >=TLSv1.2
+smtpd_tls_loglevel = 0
+smtpd_tls_session_cache_database =
 """
+MASTER_CF_TLS = "tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n"
+
+# bench/run --lmtp: local(8) hands mailbox delivery to LMTP on a Unix socket.
+MAIN_CF_LMTP = "mailbox_transport = lmtp:unix:{socket}\n"
 
 
 class Postfix:
     name = "postfix"
 
-    def __init__(self, maillog=False):
+    def __init__(self, maillog=False, tls=None, lmtp=False):
+        # tls: (certificate file, key file) for STARTTLS
+        # lmtp: mailbox delivery through `postie lmtp` on a Unix socket
+        #   (started and stopped with Postfix; its processes are counted
+        #   as Postfix's)
         self.work, self.spool = make_workdir("postfix")
         self.conf = self.work / "conf"
         self.port = None
         self.maillog = maillog
+        self.tls = tls
+        self.lmtp = None
+        if lmtp:
+            self.name = "postfix+postie-lmtp"
+            sockdir = self.work / "lmtp"
+            sockdir.mkdir()
+            os.chmod(sockdir, 0o755)
+            self.lmtp = Postie(lmtp=sockdir / "lmtp.sock", spool=self.spool)
         self.env = postfix_env()
 
     def postfix(self, *args, check=True):
@@ -438,11 +533,20 @@ class Postfix:
         self.port = free_port()
         maillog = (f"maillog_file = {self.work}/maillog\nmaillog_file_prefixes = {self.work}"
                    if self.maillog else "")
+        extra = ""
+        master = MASTER_CF.format(port=self.port)
+        if self.tls:
+            extra += MAIN_CF_TLS.format(cert=self.tls[0], key=self.tls[1])
+            master += MASTER_CF_TLS
+        if self.lmtp:
+            # postie first: Postfix's first delivery must find it listening
+            self.lmtp.start()
+            extra += MAIN_CF_LMTP.format(socket=self.lmtp.lmtp)
         (self.conf / "main.cf").write_text(MAIN_CF.format(
             work=self.work, pf=PFROOT, conf=self.conf, spool=self.spool,
             domain=DOMAIN, ldpath=self.env["LD_LIBRARY_PATH"],
-            maillog=maillog, max_size=MAX_SIZE))
-        (self.conf / "master.cf").write_text(MASTER_CF.format(port=self.port))
+            maillog=maillog, max_size=MAX_SIZE, extra=extra))
+        (self.conf / "master.cf").write_text(master)
         out = self.postfix("start", check=False)
         if out.returncode != 0:
             raise RuntimeError(f"postfix start failed:\n{out.stdout}")
@@ -456,9 +560,22 @@ class Postfix:
             return None
 
     def pids(self):
-        """The master and all its descendants."""
+        """The master and all its descendants (and postie lmtp's)."""
         master = self.master_pid()
-        return descendants(master) if master else []
+        return (descendants(master) if master else []) + (self.lmtp.pids() if self.lmtp else [])
+
+    def queue_reasons(self, n=3):
+        """The first `n` distinct reasons in `postqueue -p`, for a run
+        whose mail was deferred."""
+        out = subprocess.run([str(PFROOT / "usr/sbin/postqueue"), "-c", str(self.conf), "-p"],
+                             env=self.env, stdin=subprocess.DEVNULL, capture_output=True,
+                             text=True).stdout
+        reasons = []
+        for line in out.splitlines():
+            line = line.strip()
+            if line.startswith("(") and line not in reasons:
+                reasons.append(line)
+        return reasons[:n]
 
     def idle(self):
         """True when no message is in the queue."""
@@ -486,8 +603,12 @@ class Postfix:
             time.sleep(0.1)
         # Its children exit on their own once the master is gone.
         time.sleep(0.2)
+        if self.lmtp:
+            self.lmtp.stop()
 
     def cleanup(self):
+        if self.lmtp:
+            self.lmtp.cleanup()
         shutil.rmtree(self.work, ignore_errors=True)
 
 
