@@ -181,10 +181,16 @@ pub trait Socket: AsFd + Send + Sync + 'static {
     fn shutdown(&self, how: Shutdown) -> io::Result<()>;
     /// The local address a TCP connection came in on.
     fn tcp_local(&self) -> Option<SocketAddr>;
+    /// Sends each write at once (TCP_NODELAY). The session loop writes
+    /// its replies in one write per wait for the client, so Nagle's
+    /// algorithm has nothing to merge; it only held a reply back until the
+    /// client's delayed ACK (40 ms) when the previous write, such as a TLS
+    /// 1.3 session ticket, was not yet acknowledged.
+    fn no_delay(&self);
 }
 
 macro_rules! socket {
-    ($t:ty, $local:expr) => {
+    ($t:ty, $local:expr, $no_delay:expr) => {
         impl Socket for $t {
             fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
                 Read::read(&mut &*self, buf)
@@ -207,11 +213,20 @@ macro_rules! socket {
             fn tcp_local(&self) -> Option<SocketAddr> {
                 $local(self)
             }
+            fn no_delay(&self) {
+                $no_delay(self)
+            }
         }
     };
 }
-socket!(TcpStream, |s: &TcpStream| s.local_addr().ok());
-socket!(UnixStream, |_: &UnixStream| None);
+socket!(
+    TcpStream,
+    |s: &TcpStream| s.local_addr().ok(),
+    |s: &TcpStream| {
+        let _ = s.set_nodelay(true);
+    }
+);
+socket!(UnixStream, |_: &UnixStream| None, |_: &UnixStream| {});
 
 /// The read half of a connection: what the session loop reads, with a
 /// read timeout it changes between phases.
@@ -293,6 +308,7 @@ pub fn stdio() -> io::Result<Stdio> {
         let peer = sockaddr_ip(&addr);
         let fd: OwnedFd = sys::inherited_fd(0);
         let stream = Arc::new(TcpStream::from(fd));
+        stream.no_delay();
         let local = stream.local_addr().ok();
         let (reader, writer) = halves(stream);
         return Ok(Stdio {

@@ -57,6 +57,7 @@ pub(super) fn admit<S: Socket>(
     let host = &service.session.hostname;
     // The socket inherits nothing from the non-blocking listener on Linux,
     // but say so: the session relies on blocking reads with timeouts.
+    stream.no_delay();
     if stream.set_nonblocking(false).is_err() {
         return;
     }
