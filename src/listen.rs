@@ -102,6 +102,13 @@ pub fn systemd() -> io::Result<(Vec<TcpListener>, Option<UnixListener>)> {
 /// writable by others, unless it is sticky (/tmp), where only its owner
 /// may rename an entry.
 pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    bind_unix_as(path, 0o666, None)
+}
+
+/// [`bind_unix`] with the socket's `mode` and, if given, its group `gid`
+/// (changed in the private directory too, before the rename): for `postie
+/// lmtp`, whose socket only the MTA in front may reach.
+pub fn bind_unix_as(path: &Path, mode: u32, gid: Option<u32>) -> io::Result<UnixListener> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -145,7 +152,10 @@ pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
         .tempdir_in(parent)?;
     let fresh = private.path().join("s");
     let l = UnixListener::bind(&fresh)?;
-    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o666))?;
+    if gid.is_some() {
+        std::os::unix::fs::chown(&fresh, None, gid)?;
+    }
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(mode))?;
     std::fs::rename(&fresh, path)?;
     // The socket is in place: an empty directory left behind is no reason
     // to give it up.

@@ -410,13 +410,14 @@ mod tests {
             "allow-files",
             "default-user",
             "command-time-limit",
+            "lmtp-socket-group",
         ] {
             assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
         }
         for k in ["config", "help", "version"] {
             assert!(!keys.iter().any(|x| x == k), "{k} must not be a key");
         }
-        assert_eq!(keys.len(), 43, "{keys:?}");
+        assert_eq!(keys.len(), 44, "{keys:?}");
     }
 
     #[test]

@@ -208,6 +208,8 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
         max_size: o.max_size,
         max_recipients: o.max_recipients as usize,
         max_errors: o.max_errors,
+        // `postie lmtp` sets it.
+        lmtp: false,
     };
     let conn = conn::Limits {
         max_line: o.max_line as usize,

@@ -87,6 +87,11 @@ impl Reply {
 pub fn greeting(host: &str) -> Reply {
     Reply::build(220, None, format!("{host} ESMTP postie ready"))
 }
+/// LMTP's greeting, which names the protocol (RFC 2033 4.1: a client
+/// that meant SMTP notices).
+pub fn lmtp_greeting(host: &str) -> Reply {
+    Reply::build(220, None, format!("{host} LMTP postie ready"))
+}
 pub fn closing(host: &str) -> Reply {
     let mut r = Reply::build(221, Some("2.0.0"), format!("{host} closing connection"));
     r.action = Action::Quit;

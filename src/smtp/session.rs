@@ -34,6 +34,9 @@ pub struct Config {
     pub max_recipients: usize,
     /// Errors (5xx replies) tolerated before `421 4.7.0` and close.
     pub max_errors: u32,
+    /// Speak LMTP (RFC 2033: LHLO, one reply per recipient; see
+    /// [`super::lmtp`]) rather than SMTP.
+    pub lmtp: bool,
 }
 
 /// What the recipient policy says about one `RCPT TO`.
@@ -133,7 +136,19 @@ impl Session {
     }
 
     pub fn greeting(&self) -> Reply {
+        if self.cfg.lmtp {
+            return reply::lmtp_greeting(&self.cfg.hostname);
+        }
         reply::greeting(&self.cfg.hostname)
+    }
+
+    /// How many replies the end of the current message gets: one per
+    /// accepted recipient in LMTP (RFC 2033 4.2), else one.
+    pub fn replies_due(&self) -> usize {
+        match &self.tx {
+            Some(tx) if self.cfg.lmtp => tx.recipients.len().max(1),
+            _ => 1,
+        }
     }
 
     /// Answers one command line (without its line ending).
@@ -189,6 +204,7 @@ impl Session {
                     helo: self.helo.clone().unwrap_or_default(),
                     via: Via {
                         esmtp: self.esmtp,
+                        lmtp: self.cfg.lmtp,
                         ..Via::default()
                     },
                     peer: self.peer,
@@ -236,6 +252,23 @@ impl Session {
 
     fn execute(&mut self, cmd: Command, policy: &dyn Policy) -> Reply {
         match cmd {
+            // LMTP has LHLO instead (RFC 2033 4.1); a client that says
+            // HELO or EHLO meant SMTP, and must not get 250. Dovecot's
+            // LMTP answers the same.
+            Command::Helo(_) | Command::Ehlo(_) if self.cfg.lmtp => reply::unknown_command(),
+            Command::Lhlo(_) if !self.cfg.lmtp => reply::unknown_command(),
+            Command::Lhlo(name) if !is_printable(&name) => reply::syntax("bad LHLO argument"),
+            Command::Lhlo(name) => {
+                let r = reply::ehlo(&self.cfg.hostname, &name, self.cfg.max_size);
+                self.hello(name, true);
+                r
+            }
+            // RFC 2033 4.2: DATA without a successful RCPT is 503 in LMTP.
+            Command::Data
+                if self.cfg.lmtp && self.tx.as_ref().is_some_and(|t| t.recipients.is_empty()) =>
+            {
+                reply::bad_sequence("No valid recipients")
+            }
             Command::Helo(name) | Command::Ehlo(name) if !is_printable(&name) => {
                 reply::syntax("bad HELO/EHLO argument")
             }
@@ -396,6 +429,7 @@ mod tests {
                 max_size: 1000,
                 max_recipients: 3,
                 max_errors: 10,
+                lmtp: false,
             },
             "S1",
             None,
@@ -837,6 +871,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// LMTP (RFC 2033 4.1, 4.2): LHLO answers as EHLO does, HELO and
+    /// EHLO are unknown (and LHLO is in SMTP), DATA with no accepted
+    /// recipient is 503, a message is marked LMTP, and its end is due one
+    /// reply per accepted recipient.
+    #[test]
+    fn lmtp_has_lhlo_and_counts_replies_per_recipient() {
+        let mut s = session();
+        dialog(&mut s, &[("LHLO mx.example", 500), ("EHLO c", 250)]);
+        let mut s = Session::new(
+            Config {
+                lmtp: true,
+                ..session().cfg
+            },
+            "L1",
+            None,
+        );
+        assert!(s.greeting().lines[0].contains("LMTP"));
+        dialog(
+            &mut s,
+            &[
+                ("EHLO mx.example", 500),
+                ("HELO mx.example", 500),
+                ("MAIL FROM:<a@b>", 503),
+                ("LHLO", 501),
+                ("LHLO mx.example", 250),
+                ("MAIL FROM:<a@b>", 250),
+                ("RCPT TO:<elvis@razorback>", 550),
+                ("DATA", 503),
+                ("RCPT TO:<jon@razorback>", 250),
+                ("RCPT TO:<elvis@razorback>", 550),
+                ("RCPT TO:<postmaster>", 250),
+            ],
+        );
+        let r = s.command(b"EHLO again", &Fake);
+        assert_eq!((r.code, r.enhanced), (500, Some("5.5.1")));
+        assert_eq!(s.replies_due(), 2);
+        dialog(&mut s, &[("DATA", 354)]);
+        let env = s.data_done(DataOutcome::Complete { size: 1 }).unwrap();
+        assert!(env.via.lmtp && env.via.esmtp);
+        assert_eq!(env.via.keyword(), "LMTP");
+        assert_eq!(s.replies_due(), 1);
     }
 
     #[test]
