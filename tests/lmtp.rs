@@ -100,6 +100,9 @@ fn check_outcome(fx: &Fixture, replies: &[Reply]) {
     );
     assert!(text.contains(" with LMTP id "), "{text}");
     assert!(text.contains("\tfor <jon@razorback.test>; "), "{text}");
+    // The MTA in front is no local submitter: no user named, no warning.
+    assert!(!text.contains("(user "), "{text}");
+    assert!(!text.contains("X-Authentication-Warning"), "{text}");
     assert!(
         text.ends_with("Subject: lmtp test\n\nhello over LMTP\n"),
         "{text}"
@@ -168,6 +171,42 @@ fn lmtp_over_tcp_replies_per_recipient() {
     let mut c = srv.connect();
     let replies = play_dialog(&mut c.r, &mut c.w);
     check_outcome(&fx, &replies);
+}
+
+/// `postie lmtp` without --listen under systemd socket activation
+/// (Accept=no, as postie-lmtp.socket): LMTP on the Unix socket systemd
+/// passes, not a submission socket.
+#[test]
+fn lmtp_on_a_socket_systemd_passes() {
+    if !have("systemd-socket-activate", "lmtp_on_a_socket_systemd_passes") {
+        return;
+    }
+    let fx = Fixture::without_queue();
+    let _held = fx.hold_flock("alice");
+    let sock = fx.dir.path().join("activated.sock");
+    let mut child = Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&sock)
+        .arg(bin())
+        .arg("lmtp")
+        .args(lmtp_args(&fx))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let connected = wait_for(Duration::from_secs(20), || sock.exists());
+    let s = connected.then(|| UnixStream::connect(&sock).unwrap());
+    let replies = s.map(|s| {
+        s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        play_dialog(&mut BufReader::new(s.try_clone().unwrap()), &mut &s)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    check_outcome(
+        &fx,
+        &replies.expect("systemd-socket-activate did not listen"),
+    );
 }
 
 /// The socket is its owner's alone by default (mode 0600): another user
