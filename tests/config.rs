@@ -559,7 +559,13 @@ fn example_file_and_man_page_cover_every_key() {
         assert!(man.contains(&mdoc), "postie.conf(5) lacks {key}");
     }
     let examples_only = [
-        "listen", "hostname", "domain", "passwd", "temp-dir", "group",
+        "listen",
+        "hostname",
+        "domain",
+        "passwd",
+        "temp-dir",
+        "group",
+        "lmtp-socket-group",
     ];
     let defaults: String = example
         .lines()
