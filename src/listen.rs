@@ -361,6 +361,30 @@ mod tests {
         }
     }
 
+    /// `postie lmtp`'s socket gets its mode and group itself; a symlink
+    /// planted at its path is replaced, and the file it names keeps its
+    /// own mode.
+    #[test]
+    fn bind_unix_as_sets_the_sockets_mode_and_group_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("lmtp.sock");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "x").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&victim, &sock).unwrap();
+        let gid = nix::unistd::getegid().as_raw();
+        let _l = bind_unix_as(&sock, 0o660, Some(gid)).unwrap();
+        let m = std::fs::symlink_metadata(&sock).unwrap();
+        assert!(m.file_type().is_socket());
+        assert_eq!((m.mode() & 0o7777, m.gid()), (0o660, gid));
+        let v = std::fs::metadata(&victim).unwrap();
+        assert_eq!(v.mode() & 0o7777, 0o644);
+        drop(_l);
+        std::fs::remove_file(&sock).unwrap();
+        let _l = bind_unix_as(&sock, 0o600, None).unwrap();
+        assert_eq!(std::fs::metadata(&sock).unwrap().mode() & 0o7777, 0o600);
+    }
+
     /// Both kinds of socket through the same halves: what the write half
     /// sends the other end reads, what the other end sends the read half
     /// reads, and a read with nothing to come ends at the timeout set.
