@@ -168,6 +168,14 @@ pub fn help() -> Reply {
     r.lines.push("see postie(8) and RFC 5321".into());
     r
 }
+/// HELP in LMTP, whose greeting is LHLO.
+pub fn lmtp_help() -> Reply {
+    let mut r = Reply::build(214, Some("2.0.0"), "postie: LMTP commands are");
+    r.lines.push("LHLO MAIL RCPT DATA".into());
+    r.lines.push("RSET NOOP QUIT HELP VRFY".into());
+    r.lines.push("see postie(8) and RFC 2033".into());
+    r
+}
 /// RFC 5321 3.5.3: a server that will not verify says 252. Sendmail
 /// sends 2.5.2 with it, but X.5.2 is a syntax error, "useful only as a
 /// permanent error" (RFC 3463 3.6): 2.0.0, as Postfix.

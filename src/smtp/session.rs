@@ -263,6 +263,7 @@ impl Session {
                 self.hello(name, true);
                 r
             }
+            Command::Help(_) if self.cfg.lmtp => reply::lmtp_help(),
             // RFC 2033 4.2: DATA without a successful RCPT is 503 in LMTP.
             Command::Data
                 if self.cfg.lmtp && self.tx.as_ref().is_some_and(|t| t.recipients.is_empty()) =>
@@ -908,6 +909,8 @@ mod tests {
         );
         let r = s.command(b"EHLO again", &Fake);
         assert_eq!((r.code, r.enhanced), (500, Some("5.5.1")));
+        let r = s.command(b"HELP", &Fake);
+        assert!(r.to_wire().contains("LHLO") && !r.to_wire().contains("EHLO"));
         assert_eq!(s.replies_due(), 2);
         dialog(&mut s, &[("DATA", 354)]);
         let env = s.data_done(DataOutcome::Complete { size: 1 }).unwrap();
