@@ -44,6 +44,15 @@ pub enum Mode {
     },
     /// One SMTP session on stdin/stdout (inetd, systemd Accept=yes; `-bs`).
     Inetd,
+    /// LMTP (RFC 2033), for a Postfix or Exim in front: one session on
+    /// stdin/stdout, or, with --listen or systemd's sockets, a daemon.
+    Lmtp {
+        /// Where to listen: HOST:PORT for TCP, or an absolute path for a
+        /// Unix socket (at most one); repeatable.
+        #[arg(long = "listen", id = "lmtp_listen", value_name = "ADDR",
+              value_parser = parse_lmtp_addr)]
+        listen: Vec<LmtpAddr>,
+    },
     /// The sendmail(8) command line: `postie sendmail -t -i ...` does what
     /// `/usr/sbin/sendmail -t -i ...` (a link to postie) does.
     Sendmail {
@@ -108,6 +117,24 @@ pub struct RunArgs {
     /// Only these entries (queue ids, as mailq lists them).
     #[arg(value_name = "ID")]
     pub ids: Vec<String>,
+}
+
+/// Where `postie lmtp` listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LmtpAddr {
+    Tcp(SocketAddr),
+    /// A Unix socket at this absolute path.
+    Unix(PathBuf),
+}
+
+/// An absolute path is a Unix socket; anything else must be HOST:PORT.
+fn parse_lmtp_addr(s: &str) -> Result<LmtpAddr, String> {
+    if s.starts_with('/') {
+        return Ok(LmtpAddr::Unix(PathBuf::from(s)));
+    }
+    s.parse()
+        .map(LmtpAddr::Tcp)
+        .map_err(|_| format!("{s:?}: want HOST:PORT or an absolute path"))
 }
 
 /// Where log lines go.
@@ -305,6 +332,11 @@ pub struct Options {
         default_value = "/run/postie/submit.sock"
     )]
     pub submit_socket: PathBuf,
+    /// The group of `postie lmtp`'s Unix socket, which is then mode 0660
+    /// (else 0600: its owner alone). Whoever may connect delivers mail with
+    /// any sender: name the MTA's group only (postfix, Debian-exim).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub lmtp_socket_group: Option<String>,
     /// The unprivileged user the SMTP side runs as when postie is started
     /// as root (privilege separation); delivery keeps root in a separate
     /// process.
@@ -604,6 +636,35 @@ mod tests {
 
     fn p(args: &[&str]) -> Result<Cli, clap::Error> {
         parse(args.iter().map(OsString::from))
+    }
+
+    /// `postie lmtp --listen`: a path is a Unix socket, HOST:PORT TCP,
+    /// anything else an error; without it, stdin/stdout.
+    #[test]
+    fn lmtp_listens_on_paths_and_ports() {
+        let c = p(&[
+            "postie",
+            "lmtp",
+            "--listen",
+            "/run/postie/lmtp.sock",
+            "--listen",
+            "127.0.0.1:2424",
+        ])
+        .unwrap();
+        let Mode::Lmtp { listen } = c.mode else {
+            panic!("not lmtp");
+        };
+        assert_eq!(
+            listen,
+            [
+                LmtpAddr::Unix("/run/postie/lmtp.sock".into()),
+                LmtpAddr::Tcp("127.0.0.1:2424".parse().unwrap())
+            ]
+        );
+        assert!(
+            matches!(p(&["postie", "lmtp"]).unwrap().mode, Mode::Lmtp { listen } if listen.is_empty())
+        );
+        assert!(p(&["postie", "lmtp", "--listen", "lmtp.sock"]).is_err());
     }
 
     #[test]

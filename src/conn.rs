@@ -24,7 +24,7 @@ use crate::message::Delivery;
 use crate::message::MessageBuf;
 use crate::smtp::data::{self, DataLimits};
 use crate::smtp::session::{Policy, Session};
-use crate::smtp::{Action, Outcome, Reply, TempReason};
+use crate::smtp::{Action, Envelope, Outcome, Reply, TempReason, lmtp};
 use crate::tls::{self, Tls, TlsStream};
 
 /// A readable client stream whose read timeout can be changed between
@@ -298,11 +298,13 @@ fn serve<S: TimedRead + Write>(
                 // The client waits for 354 before sending the message.
                 flush(r, w)?;
                 command_timeout_set = false;
-                let reply = receive_message(r, session, cx, &mut message);
+                let replies = receive_message(r, session, cx, &mut message);
                 message.clear();
-                let reply = reply?;
-                send(r, w, &reply)?;
-                if reply.action == Action::Close {
+                let replies = replies?;
+                for reply in &replies {
+                    send(r, w, reply)?;
+                }
+                if replies.iter().any(|r| r.action == Action::Close) {
                     flush(r, w)?;
                     return Ok(End::TooManyErrors);
                 }
@@ -369,13 +371,16 @@ fn start_tls<S: TimedRead + Write>(
     }
 }
 
-/// Reads the message, delivers it, and returns the final reply.
+/// Reads the message, delivers it, and returns the final reply: one, or
+/// in LMTP one per accepted recipient (RFC 2033 4.2), the same for all of
+/// them when the message itself is refused.
 fn receive_message<S: TimedRead + Write>(
     r: &mut Reader<S>,
     session: &mut Session,
     cx: &Context<'_>,
     message: &mut MessageBuf,
-) -> io::Result<Reply> {
+) -> io::Result<Vec<Reply>> {
+    let due = session.replies_due();
     r.get_mut().set_read_timeout(cx.limits.data_timeout)?;
     let mut sink = Sink {
         buf: message,
@@ -393,7 +398,7 @@ fn receive_message<S: TimedRead + Write>(
                 reply: &reply,
             }
             .log();
-            return Ok(reply);
+            return Ok(vec![reply; due]);
         }
     };
     if let Some(e) = spill_error {
@@ -410,10 +415,27 @@ fn receive_message<S: TimedRead + Write>(
         } else {
             TempReason::NoSpace
         };
-        return Ok(session.delivered(&env, Outcome::Temporary(reason)));
+        return Ok(vec![
+            session.delivered(&env, Outcome::Temporary(reason));
+            due
+        ]);
     }
-    let result: Outcome = cx.deliverer.deliver(&env, message);
-    Ok(session.delivered(&env, result))
+    Ok(deliver_message(session, cx, &env, message))
+}
+
+/// Delivers a message received whole: one transaction and one reply, or
+/// in LMTP a transaction and a reply per recipient ([`lmtp`]).
+fn deliver_message(
+    session: &mut Session,
+    cx: &Context<'_>,
+    env: &Envelope,
+    message: &MessageBuf,
+) -> Vec<Reply> {
+    if env.via.lmtp {
+        return lmtp::deliver_each(session, env, |one| cx.deliverer.deliver(one, message));
+    }
+    let result: Outcome = cx.deliverer.deliver(env, message);
+    vec![session.delivered(env, result)]
 }
 
 /// Where the DATA reader writes: the message buffer, until a write fails

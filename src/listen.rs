@@ -102,6 +102,13 @@ pub fn systemd() -> io::Result<(Vec<TcpListener>, Option<UnixListener>)> {
 /// writable by others, unless it is sticky (/tmp), where only its owner
 /// may rename an entry.
 pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+    bind_unix_as(path, 0o666, None)
+}
+
+/// [`bind_unix`] with the socket's `mode` and, if given, its group `gid`
+/// (changed in the private directory too, before the rename): for `postie
+/// lmtp`, whose socket only the MTA in front may reach.
+pub fn bind_unix_as(path: &Path, mode: u32, gid: Option<u32>) -> io::Result<UnixListener> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -145,7 +152,10 @@ pub fn bind_unix(path: &Path) -> io::Result<UnixListener> {
         .tempdir_in(parent)?;
     let fresh = private.path().join("s");
     let l = UnixListener::bind(&fresh)?;
-    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o666))?;
+    if gid.is_some() {
+        std::os::unix::fs::chown(&fresh, None, gid)?;
+    }
+    std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(mode))?;
     std::fs::rename(&fresh, path)?;
     // The socket is in place: an empty directory left behind is no reason
     // to give it up.
@@ -375,6 +385,30 @@ mod tests {
             }
             let _ = std::fs::remove_file(&sock);
         }
+    }
+
+    /// `postie lmtp`'s socket gets its mode and group itself; a symlink
+    /// planted at its path is replaced, and the file it names keeps its
+    /// own mode.
+    #[test]
+    fn bind_unix_as_sets_the_sockets_mode_and_group_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("lmtp.sock");
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "x").unwrap();
+        std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink(&victim, &sock).unwrap();
+        let gid = nix::unistd::getegid().as_raw();
+        let _l = bind_unix_as(&sock, 0o660, Some(gid)).unwrap();
+        let m = std::fs::symlink_metadata(&sock).unwrap();
+        assert!(m.file_type().is_socket());
+        assert_eq!((m.mode() & 0o7777, m.gid()), (0o660, gid));
+        let v = std::fs::metadata(&victim).unwrap();
+        assert_eq!(v.mode() & 0o7777, 0o644);
+        drop(_l);
+        std::fs::remove_file(&sock).unwrap();
+        let _l = bind_unix_as(&sock, 0o600, None).unwrap();
+        assert_eq!(std::fs::metadata(&sock).unwrap().mode() & 0o7777, 0o600);
     }
 
     /// Both kinds of socket through the same halves: what the write half

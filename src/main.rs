@@ -38,7 +38,7 @@ fn main() -> ExitCode {
     if let Mode::Sendmail { args } = &cl.cli.mode {
         return run_sendmail(sendmail::Call::from_suffix(&argv, args.clone()));
     }
-    let inetd = matches!(cl.cli.mode, Mode::Inetd);
+    let inetd = on_stdio(&cl.cli.mode);
     if inetd {
         // stderr is the client's socket under inetd; nothing may reach it,
         // not even a panic message.
@@ -72,9 +72,19 @@ fn main() -> ExitCode {
     run(conf)
 }
 
-/// Runs `serve` or `inetd`.
+/// True for the modes that may have their client on stdin/stdout, and
+/// perhaps on stderr too: `inetd`, and `lmtp` without `--listen`.
+fn on_stdio(mode: &Mode) -> bool {
+    match mode {
+        Mode::Inetd => true,
+        Mode::Lmtp { listen } => listen.is_empty(),
+        _ => false,
+    }
+}
+
+/// Runs `serve`, `inetd` or `lmtp`.
 fn run(conf: Loaded) -> ExitCode {
-    let inetd = matches!(conf.cli.mode, Mode::Inetd);
+    let inetd = on_stdio(&conf.cli.mode);
     if inetd {
         sys::silence_stderr();
     }
@@ -86,10 +96,11 @@ fn run(conf: Loaded) -> ExitCode {
         log::error!("cannot drop supplementary groups: {e}");
         return ExitCode::from(EX_OSERR);
     }
-    let service = match conf.service() {
+    let mut service = match conf.service() {
         Ok(s) => s,
         Err(e) => return config_error(&e.to_string(), inetd, sink),
     };
+    service.session.lmtp = matches!(conf.cli.mode, Mode::Lmtp { .. });
     // The key is read here, before the SMTP side drops its privileges.
     let service = match conf.tls() {
         Ok(Some(t)) => service.with_tls(t.tls, t.files, t.require),
@@ -119,6 +130,11 @@ fn run(conf: Loaded) -> ExitCode {
         Mode::Serve { listen } => {
             let every = Duration::from_secs(opts.queue_run_interval);
             serve(service, unprivileged, listen, &opts.submit_socket, every)
+        }
+        Mode::Lmtp { listen } => {
+            let every = Duration::from_secs(opts.queue_run_interval);
+            let group = opts.lmtp_socket_group.as_deref();
+            lmtp(service, unprivileged, listen, group, every)
         }
         Mode::Check { .. } | Mode::Sendmail { .. } | Mode::Queue { .. } => {
             unreachable!("handled in main")
@@ -354,6 +370,102 @@ fn serve(
         };
         listeners.extend(listen::bind(addrs)?);
     }
+    daemon(
+        service,
+        unprivileged,
+        listeners,
+        local,
+        sigfd,
+        queue_run_interval,
+    )
+}
+
+/// `postie lmtp`: with `--listen`, a daemon on those addresses; without,
+/// on systemd's sockets if it passed any (Accept=no), else one session on
+/// stdin/stdout (inetd, systemd Accept=yes).
+fn lmtp(
+    service: server::Service,
+    unprivileged: Unprivileged,
+    addrs: &[cli::LmtpAddr],
+    group: Option<&str>,
+    queue_run_interval: Duration,
+) -> std::io::Result<()> {
+    use std::io::{Error, ErrorKind};
+    if addrs.is_empty() {
+        match listen::systemd() {
+            Ok((tcp, unix)) if !tcp.is_empty() || unix.is_some() => {
+                let sigfd = server::signals()?;
+                return daemon(service, unprivileged, tcp, unix, sigfd, queue_run_interval);
+            }
+            Ok(_) => {}
+            // Accept=yes: fd 3 is the connection itself, on stdin too.
+            Err(e) if e.kind() == ErrorKind::InvalidInput => log::debug!("{e}: LMTP on stdin"),
+            Err(e) => return Err(e),
+        }
+        return inetd_session(service, unprivileged);
+    }
+    let sigfd = server::signals()?;
+    let mut tcp = Vec::new();
+    let mut paths = Vec::new();
+    for a in addrs {
+        match a {
+            cli::LmtpAddr::Tcp(t) => tcp.push(*t),
+            cli::LmtpAddr::Unix(p) => paths.push(p),
+        }
+    }
+    let unix = match paths[..] {
+        [] => None,
+        [path] => Some(lmtp_socket(path, group)?),
+        _ => {
+            let why = "postie lmtp listens on one Unix socket at most";
+            return Err(Error::new(ErrorKind::InvalidInput, why));
+        }
+    };
+    let listeners = listen::bind(&tcp)?;
+    daemon(
+        service,
+        unprivileged,
+        listeners,
+        unix,
+        sigfd,
+        queue_run_interval,
+    )
+}
+
+/// The LMTP socket at `path`: mode 0660 and group `group` if given, else
+/// 0600. Whoever can connect delivers with any sender, unmarked.
+fn lmtp_socket(
+    path: &std::path::Path,
+    group: Option<&str>,
+) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::io::{Error, ErrorKind};
+    let gid = match group.map(nix::unistd::Group::from_name) {
+        None => None,
+        Some(Ok(Some(g))) => Some(g.gid.as_raw()),
+        Some(Ok(None)) => {
+            let why = format!("--lmtp-socket-group {}: no such group", group.unwrap_or(""));
+            return Err(Error::new(ErrorKind::NotFound, why));
+        }
+        Some(Err(e)) => return Err(e.into()),
+    };
+    let mode = if gid.is_some() { 0o660 } else { 0o600 };
+    let l = listen::bind_unix_as(path, mode, gid)
+        .map_err(|e| Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    log::info!("accepting LMTP on {} (mode {mode:04o})", path.display());
+    Ok(l)
+}
+
+/// The daemon of `serve` and `lmtp` on its listening sockets: splits off
+/// the delivery process (when root), recovers, runs the queue, and serves
+/// until SIGTERM.
+fn daemon(
+    service: server::Service,
+    unprivileged: Unprivileged,
+    listeners: Vec<std::net::TcpListener>,
+    local: Option<std::os::unix::net::UnixListener>,
+    sigfd: nix::sys::signalfd::SignalFd,
+    queue_run_interval: Duration,
+) -> std::io::Result<()> {
     // Still single-threaded: split now, the delivery process keeping none
     // of the listening sockets.
     let mut inherited: Vec<std::os::fd::RawFd> = listeners.iter().map(|l| l.as_raw_fd()).collect();

@@ -568,6 +568,7 @@ fn example_file_and_man_page_cover_every_key() {
         "tls-cert",
         "tls-key",
         "require-tls",
+        "lmtp-socket-group",
     ];
     let defaults: String = example
         .lines()

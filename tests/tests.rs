@@ -6,6 +6,7 @@ mod crash;
 mod delivery;
 mod dsn;
 mod golden;
+mod lmtp;
 mod load;
 mod locks;
 mod programs;

@@ -414,13 +414,14 @@ mod tests {
             "tls-key",
             "require-tls",
             "timeout-tls",
+            "lmtp-socket-group",
         ] {
             assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
         }
         for k in ["config", "help", "version"] {
             assert!(!keys.iter().any(|x| x == k), "{k} must not be a key");
         }
-        assert_eq!(keys.len(), 47, "{keys:?}");
+        assert_eq!(keys.len(), 48, "{keys:?}");
     }
 
     #[test]

@@ -217,6 +217,8 @@ fn build(o: &Options, origin: Origin<'_>, with_spool: bool) -> Result<Service, C
         max_errors: o.max_errors,
         starttls: false,
         require_tls: false,
+        // `postie lmtp` sets it.
+        lmtp: false,
     };
     let conn = conn::Limits {
         max_line: o.max_line as usize,

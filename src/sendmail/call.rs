@@ -153,6 +153,7 @@ pub const SYSTEM_OPTIONS: &[&str] = &[
     "passwd",
     "aliases",
     "submit-socket",
+    "lmtp-socket-group",
     "mailbox-mode",
     "temp-dir",
     "user",

@@ -21,6 +21,9 @@ pub(super) enum Peer {
     Tcp(IpAddr),
     /// A local submission by this uid (SO_PEERCRED).
     Local(u32),
+    /// A client of `postie lmtp`'s Unix socket, this uid: an MTA that the
+    /// socket's mode lets in, not a submitter; capped as a TCP client.
+    Lmtp(u32),
 }
 
 impl Peer {
@@ -29,6 +32,7 @@ impl Peer {
         match self {
             Peer::Tcp(ip) => client_of(ip),
             Peer::Local(uid) => Client::Uid(uid),
+            Peer::Lmtp(uid) => Client::LmtpUid(uid),
         }
     }
 }
@@ -55,6 +59,11 @@ pub(super) fn admit<S: Socket>(
     conns: &Arc<Mutex<Connections>>,
 ) {
     let host = &service.session.hostname;
+    // `postie lmtp` has no submission socket: its Unix socket is LMTP's.
+    let peer = match peer {
+        Peer::Local(uid) if service.session.lmtp => Peer::Lmtp(uid),
+        other => other,
+    };
     // The socket inherits nothing from the non-blocking listener on Linux,
     // but say so: the session relies on blocking reads with timeouts.
     stream.no_delay();
@@ -65,7 +74,7 @@ pub(super) fn admit<S: Socket>(
     let Some(slot) = Slot::take(conns, peer.client(), stream.clone(), &service.server) else {
         match peer {
             Peer::Tcp(ip) => Event::TooManyConnections { ip }.log(),
-            Peer::Local(uid) => Event::TooManyLocal { uid }.log(),
+            Peer::Local(uid) | Peer::Lmtp(uid) => Event::TooManyLocal { uid }.log(),
         }
         refuse(&stream, &reply::too_many_connections(host));
         return;
@@ -81,7 +90,7 @@ pub(super) fn admit<S: Socket>(
         // The closure (and its slot) was dropped: the counts are right.
         match peer {
             Peer::Tcp(ip) => Event::NoThread { ip, err: &e }.log(),
-            Peer::Local(_) => Event::NoThreadLocal { err: &e }.log(),
+            Peer::Local(_) | Peer::Lmtp(_) => Event::NoThreadLocal { err: &e }.log(),
         }
         refuse(&stream, &reply::too_many_connections(host));
     }
@@ -93,6 +102,7 @@ fn run_admitted<S: Socket>(stream: Arc<S>, peer: Peer, svc: &Service) {
     let (reader, writer) = listen::halves(stream);
     let uid = match peer {
         Peer::Tcp(ip) => return svc.run_tcp_session(reader, writer, ip, local),
+        Peer::Lmtp(_) => return svc.run_session(reader, writer, None),
         Peer::Local(uid) => uid,
     };
     // The name, on this thread: a slow name service must not stall the

@@ -35,6 +35,8 @@ pub(super) enum Client {
     /// The first 64 bits of the address.
     V6Net(u64),
     Uid(u32),
+    /// A uid on `postie lmtp`'s socket: counted as a TCP client is.
+    LmtpUid(u32),
 }
 
 /// The key under which the per-client cap counts a TCP client at `ip`.

@@ -36,6 +36,8 @@ pub struct RcptParams {
 pub enum Command {
     Helo(String),
     Ehlo(String),
+    /// LMTP's EHLO (RFC 2033 4.1).
+    Lhlo(String),
     Mail {
         from: ReversePath,
         params: MailParams,
@@ -119,6 +121,9 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         Verb::Ehlo => first_token(arg)
             .map(Command::Ehlo)
             .ok_or(ParseError::Syntax("EHLO requires domain address")),
+        Verb::Lhlo => first_token(arg)
+            .map(Command::Lhlo)
+            .ok_or(ParseError::Syntax("LHLO requires domain address")),
         Verb::Mail => parse_mail(rest),
         Verb::Rcpt => parse_rcpt(rest),
         Verb::Data => no_argument(arg, Command::Data, "DATA takes no arguments"),
@@ -143,6 +148,7 @@ fn is_wsp(c: u8) -> bool {
 enum Verb {
     Helo,
     Ehlo,
+    Lhlo,
     Mail,
     Rcpt,
     Data,
@@ -156,9 +162,10 @@ enum Verb {
 }
 
 impl Verb {
-    const ALL: [(&'static [u8], Verb); 12] = [
+    const ALL: &'static [(&'static [u8], Verb)] = &[
         (b"HELO", Verb::Helo),
         (b"EHLO", Verb::Ehlo),
+        (b"LHLO", Verb::Lhlo),
         (b"MAIL", Verb::Mail),
         (b"RCPT", Verb::Rcpt),
         (b"DATA", Verb::Data),
@@ -396,6 +403,8 @@ mod tests {
             (b"EHLO client.example", Ok(Ehlo("client.example".into()))),
             (b"ehlo Client_Host", Ok(Ehlo("Client_Host".into()))),
             (b"EHLO", Err(Syntax("EHLO requires domain address"))),
+            (b"LHLO mx.example", Ok(Lhlo("mx.example".into()))),
+            (b"lhlo", Err(Syntax("LHLO requires domain address"))),
             (b"DATA", Ok(Data)),
             (b"DATA ", Ok(Data)),
             (b"DATA x", Err(Syntax("DATA takes no arguments"))),

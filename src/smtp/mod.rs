@@ -5,13 +5,15 @@
 //! [`command`] and [`address`] parse what the client sends; [`data`] reads
 //! the message after `DATA`; [`reply`] holds every reply postie can give,
 //! in one table; [`dsn_params`] holds the DSN parameters of MAIL and RCPT
-//! (RFC 3461), which the queue and the notifications name too.
+//! (RFC 3461), which the queue and the notifications name too; [`lmtp`]
+//! holds what LMTP does differently after the final dot.
 
 pub mod address;
 pub mod command;
 pub mod data;
 pub mod dsn_params;
 pub mod envelope;
+pub mod lmtp;
 pub mod reply;
 pub mod session;
 

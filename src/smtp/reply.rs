@@ -89,6 +89,11 @@ impl Reply {
 pub fn greeting(host: &str) -> Reply {
     Reply::build(220, None, format!("{host} ESMTP postie ready"))
 }
+/// LMTP's greeting, which names the protocol (RFC 2033 4.1: a client
+/// that meant SMTP notices).
+pub fn lmtp_greeting(host: &str) -> Reply {
+    Reply::build(220, None, format!("{host} LMTP postie ready"))
+}
 pub fn closing(host: &str) -> Reply {
     let mut r = Reply::build(221, Some("2.0.0"), format!("{host} closing connection"));
     r.action = Action::Quit;
@@ -168,6 +173,14 @@ pub fn help() -> Reply {
     r.lines.push("HELO EHLO MAIL RCPT DATA".into());
     r.lines.push("RSET NOOP QUIT HELP VRFY EXPN".into());
     r.lines.push("see postie(8) and RFC 5321".into());
+    r
+}
+/// HELP in LMTP, whose greeting is LHLO.
+pub fn lmtp_help() -> Reply {
+    let mut r = Reply::build(214, Some("2.0.0"), "postie: LMTP commands are");
+    r.lines.push("LHLO MAIL RCPT DATA".into());
+    r.lines.push("RSET NOOP QUIT HELP VRFY".into());
+    r.lines.push("see postie(8) and RFC 2033".into());
     r
 }
 /// RFC 5321 3.5.3: a server that will not verify says 252. Sendmail

@@ -39,6 +39,9 @@ pub struct Config {
     pub starttls: bool,
     /// MAIL is refused (`530 5.7.0`) until TLS is on (`require-tls`).
     pub require_tls: bool,
+    /// Speak LMTP (RFC 2033: LHLO, one reply per recipient; see
+    /// [`super::lmtp`]) rather than SMTP.
+    pub lmtp: bool,
 }
 
 /// What the recipient policy says about one `RCPT TO`.
@@ -141,7 +144,19 @@ impl Session {
     }
 
     pub fn greeting(&self) -> Reply {
+        if self.cfg.lmtp {
+            return reply::lmtp_greeting(&self.cfg.hostname);
+        }
         reply::greeting(&self.cfg.hostname)
+    }
+
+    /// How many replies the end of the current message gets: one per
+    /// accepted recipient in LMTP (RFC 2033 4.2), else one.
+    pub fn replies_due(&self) -> usize {
+        match &self.tx {
+            Some(tx) if self.cfg.lmtp => tx.recipients.len().max(1),
+            _ => 1,
+        }
     }
 
     /// Answers one command line (without its line ending).
@@ -198,6 +213,7 @@ impl Session {
                     via: Via {
                         esmtp: self.esmtp,
                         tls: self.tls.clone(),
+                        lmtp: self.cfg.lmtp,
                         ..Via::default()
                     },
                     peer: self.peer,
@@ -255,6 +271,25 @@ impl Session {
 
     fn execute(&mut self, cmd: Command, policy: &dyn Policy) -> Reply {
         match cmd {
+            // LMTP has LHLO instead (RFC 2033 4.1); a client that says
+            // HELO or EHLO meant SMTP, and must not get 250. Dovecot's
+            // LMTP answers the same.
+            Command::Helo(_) | Command::Ehlo(_) if self.cfg.lmtp => reply::unknown_command(),
+            Command::Lhlo(_) if !self.cfg.lmtp => reply::unknown_command(),
+            Command::Lhlo(name) if !is_printable(&name) => reply::syntax("bad LHLO argument"),
+            Command::Lhlo(name) => {
+                let starttls = self.cfg.starttls && self.tls.is_none();
+                let r = reply::ehlo(&self.cfg.hostname, &name, self.cfg.max_size, starttls);
+                self.hello(name, true);
+                r
+            }
+            Command::Help(_) if self.cfg.lmtp => reply::lmtp_help(),
+            // RFC 2033 4.2: DATA without a successful RCPT is 503 in LMTP.
+            Command::Data
+                if self.cfg.lmtp && self.tx.as_ref().is_some_and(|t| t.recipients.is_empty()) =>
+            {
+                reply::bad_sequence("No valid recipients")
+            }
             Command::Helo(name) | Command::Ehlo(name) if !is_printable(&name) => {
                 reply::syntax("bad HELO/EHLO argument")
             }
@@ -427,6 +462,7 @@ mod tests {
                 max_errors: 10,
                 starttls: true,
                 require_tls: false,
+                lmtp: false,
             },
             "S1",
             None,
@@ -922,6 +958,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// LMTP (RFC 2033 4.1, 4.2): LHLO answers as EHLO does, HELO and
+    /// EHLO are unknown (and LHLO is in SMTP), DATA with no accepted
+    /// recipient is 503, a message is marked LMTP, and its end is due one
+    /// reply per accepted recipient.
+    #[test]
+    fn lmtp_has_lhlo_and_counts_replies_per_recipient() {
+        let mut s = session();
+        dialog(&mut s, &[("LHLO mx.example", 500), ("EHLO c", 250)]);
+        let mut s = Session::new(
+            Config {
+                lmtp: true,
+                ..session().cfg
+            },
+            "L1",
+            None,
+        );
+        assert!(s.greeting().lines[0].contains("LMTP"));
+        dialog(
+            &mut s,
+            &[
+                ("EHLO mx.example", 500),
+                ("HELO mx.example", 500),
+                ("MAIL FROM:<a@b>", 503),
+                ("LHLO", 501),
+                ("LHLO mx.example", 250),
+                ("MAIL FROM:<a@b>", 250),
+                ("RCPT TO:<elvis@razorback>", 550),
+                ("DATA", 503),
+                ("RCPT TO:<jon@razorback>", 250),
+                ("RCPT TO:<elvis@razorback>", 550),
+                ("RCPT TO:<postmaster>", 250),
+            ],
+        );
+        let r = s.command(b"EHLO again", &Fake);
+        assert_eq!((r.code, r.enhanced), (500, Some("5.5.1")));
+        let r = s.command(b"HELP", &Fake);
+        assert!(r.to_wire().contains("LHLO") && !r.to_wire().contains("EHLO"));
+        assert_eq!(s.replies_due(), 2);
+        dialog(&mut s, &[("DATA", 354)]);
+        let env = s.data_done(DataOutcome::Complete { size: 1 }).unwrap();
+        assert!(env.via.lmtp && env.via.esmtp);
+        assert_eq!(env.via.keyword(), "LMTP");
+        assert_eq!(s.replies_due(), 1);
     }
 
     #[test]
