@@ -5,7 +5,7 @@
 //! to a pipelined group (RFC 2920) are written to a buffer and flushed
 //! together, just before the loop would block waiting for the client.
 //! Timeouts follow RFC 5321 4.5.3.2: one for a command, one for each read
-//! of the message. Those bound each wait, not a session: a client that
+//! of the message (after DATA, and of each BDAT chunk). Those bound each wait, not a session: a client that
 //! sends a NOOP every few minutes, or a byte of its message every two,
 //! would hold its slot for ever. So a whole session is bounded too
 //! ([`Limits::session_timeout`]): every read waits at most until then.
@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use crate::maillog::{CommandLine, Event};
 use crate::message::Delivery;
 use crate::message::MessageBuf;
-use crate::smtp::data::{self, DataLimits};
+use crate::smtp::chunk::{self, Carry, Chunk};
+use crate::smtp::data::{self, DataLimits, DataOutcome};
 use crate::smtp::session::{Policy, Session};
 use crate::smtp::{Action, Outcome, Reply, TempReason};
 
@@ -124,6 +125,7 @@ fn serve<R: TimedRead, W: Write>(
     let mut line = Vec::with_capacity(128);
     // One buffer per connection, reused (and shrunk) between messages.
     let mut message = MessageBuf::new(cx.limits.spill_threshold, cx.limits.temp_dir.clone());
+    let mut chunked = Chunked::default();
     send(w, &session.greeting())?;
     // Set only when it changes: a setsockopt per command showed in the
     // profile.
@@ -148,6 +150,15 @@ fn serve<R: TimedRead, W: Write>(
             }
             Line::TooLong => session.line_too_long(),
             Line::Complete => session.command(&line, cx.policy),
+        };
+        // A BDAT chunk's octets come before its reply (RFC 3030 2).
+        let reply = match reply.action {
+            Action::ReadChunk(chunk) => {
+                command_timeout_set = false;
+                receive_chunk(r, w, session, cx, &mut message, &mut chunked, chunk)?
+                    .unwrap_or(reply)
+            }
+            _ => reply,
         };
         // Every refusal gets a log line an admin can grep: the command (cut
         // short, control characters masked) and the reply.
@@ -184,6 +195,8 @@ fn serve<R: TimedRead, W: Write>(
                 w.flush()?;
                 return Ok(End::TooManyErrors);
             }
+            // The chunk was read above, before the reply was sent.
+            Action::ReadChunk(_) => {}
             Action::ReadData => {
                 // The client waits for 354 before sending the message.
                 w.flush()?;
@@ -215,6 +228,70 @@ fn receive_message<R: TimedRead>(
     };
     let outcome = data::read_data(r, &mut sink, &cx.limits.data)?;
     let spill_error = sink.error.take();
+    Ok(finish_message(session, cx, message, outcome, spill_error))
+}
+
+/// What a message in BDAT chunks carries from one chunk to the next.
+#[derive(Default)]
+struct Chunked {
+    /// A CR at the end of the last chunk, not yet written.
+    carry: Carry,
+    /// The message buffer could not take a chunk: the message is not
+    /// kept, and its last chunk gets `452` ([`finish_message`]).
+    error: Option<io::Error>,
+}
+
+/// Reads one BDAT chunk as the session judged it (RFC 3030 2): into the
+/// message buffer, or read and dropped; after the LAST chunk of a kept
+/// message, delivers it and returns delivery's reply. `None`: send the
+/// session's reply.
+fn receive_chunk<R: TimedRead, W: Write>(
+    r: &mut BufReader<R>,
+    w: &mut BufWriter<W>,
+    session: &mut Session,
+    cx: &Context<'_>,
+    message: &mut MessageBuf,
+    chunked: &mut Chunked,
+    chunk: Chunk,
+) -> io::Result<Option<Reply>> {
+    // A client may wait for the replies to what it sent before the chunk.
+    w.flush()?;
+    r.get_mut().set_read_timeout(cx.limits.data_timeout)?;
+    if chunk.first || !chunk.keep {
+        message.clear();
+        *chunked = Chunked::default();
+    }
+    if !chunk.keep {
+        chunk::read_chunk(r, &mut io::sink(), chunk.size, &mut Carry::default())?;
+        return Ok(None);
+    }
+    let mut sink = Sink {
+        buf: message,
+        error: chunked.error.take(),
+    };
+    chunk::read_chunk(r, &mut sink, chunk.size, &mut chunked.carry)?;
+    if chunk.last {
+        chunk::finish(&mut sink, &mut chunked.carry)?;
+    }
+    chunked.error = sink.error.take();
+    if !chunk.last {
+        return Ok(None);
+    }
+    let outcome = DataOutcome::Complete { size: chunk.total };
+    let reply = finish_message(session, cx, message, outcome, chunked.error.take());
+    message.clear();
+    Ok(Some(reply))
+}
+
+/// The end of a message, after DATA's dot or BDAT LAST: the envelope from
+/// the session, delivery, and the final reply, each logged.
+fn finish_message(
+    session: &mut Session,
+    cx: &Context<'_>,
+    message: &MessageBuf,
+    outcome: DataOutcome,
+    spill_error: Option<io::Error>,
+) -> Reply {
     let env = match session.data_done(outcome) {
         Ok(env) => env,
         Err(reply) => {
@@ -225,7 +302,7 @@ fn receive_message<R: TimedRead>(
                 reply: &reply,
             }
             .log();
-            return Ok(reply);
+            return reply;
         }
     };
     if let Some(e) = spill_error {
@@ -242,10 +319,10 @@ fn receive_message<R: TimedRead>(
         } else {
             TempReason::NoSpace
         };
-        return Ok(session.delivered(&env, Outcome::Temporary(reason)));
+        return session.delivered(&env, Outcome::Temporary(reason));
     }
     let result: Outcome = cx.deliverer.deliver(&env, message);
-    Ok(session.delivered(&env, result))
+    session.delivered(&env, result)
 }
 
 /// Where the DATA reader writes: the message buffer, until a write fails
