@@ -5,7 +5,8 @@
 //! to a pipelined group (RFC 2920) are written to a buffer and flushed
 //! together, just before the loop would block waiting for the client.
 //! Timeouts follow RFC 5321 4.5.3.2: one for a command, one for each read
-//! of the message (after DATA, and of each BDAT chunk). Those bound each wait, not a session: a client that
+//! of the message (after DATA, or of a BDAT chunk). Those bound each wait,
+//! not a session: a client that
 //! sends a NOOP every few minutes, or a byte of its message every two,
 //! would hold its slot for ever. So a whole session is bounded too
 //! ([`Limits::session_timeout`]): every read waits at most until then.

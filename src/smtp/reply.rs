@@ -351,7 +351,7 @@ pub fn message_too_big(max: u64) -> Reply {
         format!("Message size exceeds fixed limit of {max} octets"),
     )
 }
-/// A BDAT chunk read and kept (RFC 3030 2: "250 ... octets received").
+/// A BDAT chunk read and kept (RFC 3030 2), and how many octets it held.
 pub fn chunk_received(size: u64) -> Reply {
     Reply::build(250, Some("2.0.0"), format!("{size} octets received"))
 }

@@ -377,9 +377,9 @@ impl Session {
     /// `BDAT size [LAST]`: the verdict on the chunk, which the connection
     /// reads whatever it is, and the reply to give once it has. Decided
     /// here from the size alone, before any octet is read: without a
-    /// transaction, a recipient or within the size limit the chunk is
-    /// dropped; a chunk past the limit fails the transaction (`552 5.3.4`,
-    /// RFC 1870 6.1 and RFC 3030 2).
+    /// transaction or a recipient the chunk is dropped and refused as DATA
+    /// would be; the chunk that takes the message past the size limit
+    /// fails the transaction (`552 5.3.4`, RFC 1870 6.1 and RFC 3030 2).
     fn bdat(&mut self, size: u64, last: bool) -> Reply {
         let drop = Chunk {
             size,
