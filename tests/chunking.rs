@@ -287,3 +287,68 @@ fn eof_inside_a_chunk_delivers_nothing() {
         [b"Subject: other\n\nfine\n".to_vec()]
     );
 }
+
+/// A message in chunks past --spill-threshold goes to a temporary file on
+/// the way and arrives whole, CRLFs cut between chunks included.
+#[test]
+fn large_message_in_chunks_spills_and_arrives_intact() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &["--spill-threshold", "4096"]);
+    let mut c = ehlo(&srv);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect(&format!("RCPT TO:<{USER}>"), 250);
+    let mut wire = b"Subject: large\r\n\r\n".to_vec();
+    for i in 0..3000 {
+        wire.extend(format!("line {i:05} of the large message\r\n").as_bytes());
+    }
+    // Chunks of 997 octets: their ends fall anywhere, between CR and LF
+    // too.
+    let pieces: Vec<&[u8]> = wire.chunks(997).collect();
+    let mut burst = Vec::new();
+    for (i, p) in pieces.iter().enumerate() {
+        burst.extend(bdat(p, i + 1 == pieces.len()));
+    }
+    c.send_raw(&burst);
+    for _ in &pieces {
+        c.expect_reply(250);
+    }
+    c.expect("QUIT", 221);
+    let want: Vec<u8> = String::from_utf8(wire)
+        .unwrap()
+        .replace("\r\n", "\n")
+        .into();
+    assert_eq!(stored(&fx, b"Subject: large"), [want]);
+}
+
+/// The temporary directory full while the chunks spill: the message is
+/// not kept, its LAST chunk gets 452 4.3.1, and the session goes on.
+#[test]
+fn chunks_into_a_full_temp_dir_are_452_and_in_step() {
+    let test = "chunks_into_a_full_temp_dir_are_452_and_in_step";
+    let fx = Fixture::new();
+    let Some(_tmp) = Tmpfs::mount(&fx.dir.path().join("tmp"), "64k", "1777", test) else {
+        return;
+    };
+    let srv = Server::start(&fx, &["--spill-threshold", "4096"]);
+    let mut c = ehlo(&srv);
+    c.expect("MAIL FROM:<a@b.example>", 250);
+    c.expect(&format!("RCPT TO:<{USER}>"), 250);
+    let chunk = b"0123456789abcdef\r\n".repeat(8000);
+    let mut burst = bdat(&chunk, false);
+    burst.extend(bdat(&chunk, false));
+    burst.extend(bdat(b"end\r\n", true));
+    burst.extend(b"NOOP\r\n");
+    c.send_raw(&burst);
+    c.expect_reply(250);
+    c.expect_reply(250);
+    let r = c.expect_reply(452);
+    assert!(r.text().starts_with("452 4.3.1"), "{}", r.text());
+    c.expect_reply(250);
+    c.send_message("a@b.example", USER, b"Subject: small\r\n\r\nfits\r\n");
+    c.expect("QUIT", 221);
+    assert_eq!(
+        stored(&fx, b"Subject:"),
+        [b"Subject: small\n\nfits\n".to_vec()]
+    );
+    assert!(srv.log_has("cannot hold the message"), "{}", srv.log());
+}
