@@ -245,6 +245,38 @@ mod tests {
         assert!(out.1 <= 8192, "wrote {} octets at once", out.1);
     }
 
+    proptest::proptest! {
+        /// However a message is cut into chunks, and however the reader
+        /// hands them out, the output is the whole input with each CRLF
+        /// as LF, and nothing past the chunks is consumed.
+        #[test]
+        fn cuts_do_not_matter(
+            input in proptest::collection::vec(
+                proptest::sample::select(vec![b'a', b'\r', b'\n', b'.', 0xff]),
+                0..200,
+            ),
+            cuts in proptest::collection::vec(0usize..200, 0..8),
+            cap in 1usize..9,
+        ) {
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (input.len() + 1)).collect();
+            cuts.push(0);
+            cuts.push(input.len());
+            cuts.sort_unstable();
+            let sizes: Vec<u64> = cuts.windows(2).map(|w| (w[1] - w[0]) as u64).collect();
+            let mut wire = input.clone();
+            wire.extend_from_slice(b"NEXT");
+            let (out, rest) = run(&wire, &sizes, cap).unwrap();
+            let mut want = Vec::new();
+            for (i, &b) in input.iter().enumerate() {
+                if !(b == b'\r' && input.get(i + 1) == Some(&b'\n')) {
+                    want.push(b);
+                }
+            }
+            proptest::prop_assert_eq!(out, want);
+            proptest::prop_assert_eq!(rest, b"NEXT".to_vec());
+        }
+    }
+
     /// A reader that is interrupted before every piece, then fails.
     struct Flaky<'a> {
         data: &'a [u8],
