@@ -9,7 +9,8 @@
 //! to a pipelined group (RFC 2920) are written to a buffer and flushed
 //! together, just before the loop would block waiting for the client.
 //! Timeouts follow RFC 5321 4.5.3.2: one for a command, one for each read
-//! of the message. Those bound each wait, not a session: a client that
+//! of the message (after DATA, or of a BDAT chunk). Those bound each wait,
+//! not a session: a client that
 //! sends a NOOP every few minutes, or a byte of its message every two,
 //! would hold its slot for ever. So a whole session is bounded too
 //! ([`Limits::session_timeout`]): every read waits at most until then.
@@ -22,7 +23,8 @@ use std::time::{Duration, Instant};
 use crate::maillog::{CommandLine, Event};
 use crate::message::Delivery;
 use crate::message::MessageBuf;
-use crate::smtp::data::{self, DataLimits};
+use crate::smtp::chunk::{self, Carry, Chunk};
+use crate::smtp::data::{self, DataLimits, DataOutcome};
 use crate::smtp::session::{Policy, Session};
 use crate::smtp::{Action, Envelope, Outcome, Reply, TempReason, lmtp};
 use crate::tls::{self, Tls, TlsStream};
@@ -227,6 +229,7 @@ fn serve<S: TimedRead + Write>(
     let mut line = Vec::with_capacity(128);
     // One buffer per connection, reused (and shrunk) between messages.
     let mut message = MessageBuf::new(cx.limits.spill_threshold, cx.limits.temp_dir.clone());
+    let mut chunked = Chunked::default();
     send(r, w, &session.greeting())?;
     // Set only when it changes: a setsockopt per command showed in the
     // profile.
@@ -251,6 +254,25 @@ fn serve<S: TimedRead + Write>(
             }
             Line::TooLong => session.line_too_long(),
             Line::Complete => session.command(&line, cx.policy),
+        };
+        // A BDAT chunk's octets come before its reply (RFC 3030 2).
+        let reply = match reply.action {
+            Action::ReadChunk(chunk) => {
+                command_timeout_set = false;
+                match receive_chunk(r, w, session, cx, &mut message, &mut chunked, chunk)? {
+                    // In LMTP one per recipient (RFC 2033 4.3): all but
+                    // the last go out here, the last as any reply.
+                    Some(mut replies) => {
+                        let last = replies.pop().unwrap_or(reply);
+                        for early in &replies {
+                            send(r, w, early)?;
+                        }
+                        last
+                    }
+                    None => reply,
+                }
+            }
+            _ => reply,
         };
         // Every refusal gets a log line an admin can grep: the command (cut
         // short, control characters masked) and the reply.
@@ -294,6 +316,8 @@ fn serve<S: TimedRead + Write>(
                     return Ok(end);
                 }
             }
+            // The chunk was read above, before the reply was sent.
+            Action::ReadChunk(_) => {}
             Action::ReadData => {
                 // The client waits for 354 before sending the message.
                 flush(r, w)?;
@@ -388,6 +412,80 @@ fn receive_message<S: TimedRead + Write>(
     };
     let outcome = data::read_data(r, &mut sink, &cx.limits.data)?;
     let spill_error = sink.error.take();
+    Ok(finish_message(
+        session,
+        cx,
+        message,
+        outcome,
+        spill_error,
+        due,
+    ))
+}
+
+/// What a message in BDAT chunks carries from one chunk to the next.
+#[derive(Default)]
+struct Chunked {
+    /// A CR at the end of the last chunk, not yet written.
+    carry: Carry,
+    /// The message buffer could not take a chunk: the message is not
+    /// kept, and its last chunk gets `452` ([`finish_message`]).
+    error: Option<io::Error>,
+}
+
+/// Reads one BDAT chunk as the session judged it (RFC 3030 2): into the
+/// message buffer, or read and dropped; after the LAST chunk of a kept
+/// message, delivers it and returns delivery's reply. `None`: send the
+/// session's reply.
+fn receive_chunk<S: TimedRead + Write>(
+    r: &mut Reader<S>,
+    w: &mut Vec<u8>,
+    session: &mut Session,
+    cx: &Context<'_>,
+    message: &mut MessageBuf,
+    chunked: &mut Chunked,
+    chunk: Chunk,
+) -> io::Result<Option<Vec<Reply>>> {
+    // A client may wait for the replies to what it sent before the chunk.
+    flush(r, w)?;
+    r.get_mut().set_read_timeout(cx.limits.data_timeout)?;
+    if chunk.first || !chunk.keep {
+        message.clear();
+        *chunked = Chunked::default();
+    }
+    if !chunk.keep {
+        chunk::read_chunk(r, &mut io::sink(), chunk.size, &mut Carry::default())?;
+        return Ok(None);
+    }
+    let mut sink = Sink {
+        buf: message,
+        error: chunked.error.take(),
+    };
+    chunk::read_chunk(r, &mut sink, chunk.size, &mut chunked.carry)?;
+    if chunk.last {
+        chunk::finish(&mut sink, &mut chunked.carry)?;
+    }
+    chunked.error = sink.error.take();
+    if !chunk.last {
+        return Ok(None);
+    }
+    let due = session.replies_due();
+    let outcome = DataOutcome::Complete { size: chunk.total };
+    let replies = finish_message(session, cx, message, outcome, chunked.error.take(), due);
+    message.clear();
+    Ok(Some(replies))
+}
+
+/// The end of a message, after DATA's dot or BDAT LAST: the envelope from
+/// the session, delivery, and the final replies, each logged: one, or in
+/// LMTP `due`, one per accepted recipient.
+fn finish_message(
+    session: &mut Session,
+    cx: &Context<'_>,
+    message: &MessageBuf,
+    outcome: DataOutcome,
+    spill_error: Option<io::Error>,
+    due: usize,
+) -> Vec<Reply> {
     let env = match session.data_done(outcome) {
         Ok(env) => env,
         Err(reply) => {
@@ -398,7 +496,7 @@ fn receive_message<S: TimedRead + Write>(
                 reply: &reply,
             }
             .log();
-            return Ok(vec![reply; due]);
+            return vec![reply; due];
         }
     };
     if let Some(e) = spill_error {
@@ -415,12 +513,9 @@ fn receive_message<S: TimedRead + Write>(
         } else {
             TempReason::NoSpace
         };
-        return Ok(vec![
-            session.delivered(&env, Outcome::Temporary(reason));
-            due
-        ]);
+        return vec![session.delivered(&env, Outcome::Temporary(reason)); due];
     }
-    Ok(deliver_message(session, cx, &env, message))
+    deliver_message(session, cx, &env, message)
 }
 
 /// Delivers a message received whole: one transaction and one reply, or

@@ -1,6 +1,7 @@
 //! Integration tests: the real `postie` binary on a loopback port or on
 //! pipes, a temporary spool, and real clients and mailbox readers.
 
+mod chunking;
 mod config;
 mod crash;
 mod delivery;

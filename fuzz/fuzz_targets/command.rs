@@ -29,6 +29,7 @@ fn canonical(cmd: &Command) -> String {
             match params.body {
                 Some(Body::SevenBit) => s.push_str(" BODY=7BIT"),
                 Some(Body::EightBitMime) => s.push_str(" BODY=8BITMIME"),
+                Some(Body::BinaryMime) => s.push_str(" BODY=BINARYMIME"),
                 None => {}
             }
             if let Some(ret) = params.ret {
@@ -50,6 +51,8 @@ fn canonical(cmd: &Command) -> String {
             s
         }
         Command::Data => "DATA".into(),
+        Command::Bdat { size, last: false } => format!("BDAT {size}"),
+        Command::Bdat { size, last: true } => format!("BDAT {size} LAST"),
         Command::Rset => "RSET".into(),
         Command::Noop => "NOOP".into(),
         Command::Quit => "QUIT".into(),

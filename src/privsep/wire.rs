@@ -151,6 +151,7 @@ pub fn encode_deliver(env: &Envelope, len: u64) -> Vec<u8> {
         None => 0,
         Some(Body::SevenBit) => 1,
         Some(Body::EightBitMime) => 2,
+        Some(Body::BinaryMime) => 3,
     });
     put_u64(&mut out, env.size);
     match &env.submitter {
@@ -363,6 +364,7 @@ fn decode_deliver(r: &mut Reader<'_>) -> Result<(Envelope, u64), String> {
         0 => None,
         1 => Some(Body::SevenBit),
         2 => Some(Body::EightBitMime),
+        3 => Some(Body::BinaryMime),
         _ => return Err("bad body type".into()),
     };
     let size = r.u64()?;
@@ -760,6 +762,39 @@ mod tests {
             decode_request(&bytes),
             Err("unsupported protocol version".into())
         );
+    }
+
+    /// Each BODY type is one byte, BINARYMIME (RFC 3030) 3; any other
+    /// byte is refused.
+    #[test]
+    fn body_types_round_trip() {
+        let mut env = envelope();
+        let mut encoded = Vec::new();
+        for body in [
+            None,
+            Some(Body::SevenBit),
+            Some(Body::EightBitMime),
+            Some(Body::BinaryMime),
+        ] {
+            env.body = body;
+            let bytes = encode_deliver(&env, 1);
+            assert_eq!(
+                decode_request(&bytes),
+                Ok(Request::Deliver {
+                    env: Box::new(env.clone()),
+                    len: 1
+                })
+            );
+            encoded.push(bytes);
+        }
+        let at = (0..encoded[0].len())
+            .find(|&i| encoded[0][i] != encoded[3][i])
+            .unwrap();
+        let bytes: Vec<u8> = encoded.iter().map(|e| e[at]).collect();
+        assert_eq!(bytes, [0, 1, 2, 3]);
+        let mut bad = encoded[3].clone();
+        bad[at] = 4;
+        assert_eq!(decode_request(&bad), Err("bad body type".into()));
     }
 
     #[test]

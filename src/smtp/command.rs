@@ -3,11 +3,14 @@
 use super::address::{Mailbox, ReversePath, parse_path};
 use super::dsn_params::{EnvId, Notify, Orcpt, Ret};
 
-/// `BODY=` of RFC 6152.
+/// `BODY=` of RFC 6152, and `BINARYMIME` of RFC 3030 3.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Body {
     SevenBit,
     EightBitMime,
+    /// Octets that need not form lines; only `BDAT` may carry them (RFC
+    /// 3030 3).
+    BinaryMime,
 }
 
 /// The ESMTP parameters of `MAIL FROM` that postie knows.
@@ -15,7 +18,7 @@ pub enum Body {
 pub struct MailParams {
     /// `SIZE=n` (RFC 1870): the client's estimate of the message size.
     pub size: Option<u64>,
-    /// `BODY=7BIT|8BITMIME` (RFC 6152).
+    /// `BODY=7BIT|8BITMIME` (RFC 6152), `BODY=BINARYMIME` (RFC 3030).
     pub body: Option<Body>,
     /// `RET=FULL|HDRS` (RFC 3461 4.3).
     pub ret: Option<Ret>,
@@ -47,6 +50,12 @@ pub enum Command {
         params: RcptParams,
     },
     Data,
+    /// `BDAT size [LAST]` (RFC 3030 2): `size` octets of the message
+    /// follow the line.
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -75,6 +84,10 @@ pub enum ParseError {
     /// body of a POST. `502 5.7.0` and close, as chasquid; Postfix closes
     /// too (`smtpd_forbidden_commands`).
     NotSmtp,
+    /// `BDAT` with arguments other than `count [LAST]`: `501 5.5.4`. With
+    /// the count known its octets are still read and dropped; without it
+    /// the session cannot tell where the next command starts, and ends.
+    BdatSyntax(Option<u64>),
 }
 
 /// HTTP methods (RFC 9110 9.3, RFC 5789). None is an SMTP verb.
@@ -106,6 +119,11 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
     {
         return Err(ParseError::Unknown);
     }
+    // Before the checks below, so that any BDAT line says whether its
+    // octets can be skipped.
+    if let Verb::Bdat = verb {
+        return parse_bdat(rest);
+    }
     if rest.iter().any(|&c| c.is_ascii_control() && c != b'\t') {
         return Err(ParseError::Syntax("control character in command"));
     }
@@ -127,6 +145,7 @@ pub fn parse(line: &[u8]) -> Result<Command, ParseError> {
         Verb::Mail => parse_mail(rest),
         Verb::Rcpt => parse_rcpt(rest),
         Verb::Data => no_argument(arg, Command::Data, "DATA takes no arguments"),
+        Verb::Bdat => parse_bdat(rest.as_bytes()),
         Verb::Rset => no_argument(arg, Command::Rset, "RSET takes no arguments"),
         Verb::Quit => no_argument(arg, Command::Quit, "QUIT takes no arguments"),
         Verb::Noop => Ok(Command::Noop),
@@ -152,6 +171,7 @@ enum Verb {
     Mail,
     Rcpt,
     Data,
+    Bdat,
     Rset,
     Noop,
     Quit,
@@ -169,6 +189,7 @@ impl Verb {
         (b"MAIL", Verb::Mail),
         (b"RCPT", Verb::Rcpt),
         (b"DATA", Verb::Data),
+        (b"BDAT", Verb::Bdat),
         (b"RSET", Verb::Rset),
         (b"NOOP", Verb::Noop),
         (b"QUIT", Verb::Quit),
@@ -239,7 +260,12 @@ fn parse_mail(rest: &str) -> Result<Command, ParseError> {
             params.body = Some(match value {
                 Some(v) if v.eq_ignore_ascii_case("7BIT") => Body::SevenBit,
                 Some(v) if v.eq_ignore_ascii_case("8BITMIME") => Body::EightBitMime,
-                _ => return Err(ParseError::Syntax("BODY must be 7BIT or 8BITMIME")),
+                Some(v) if v.eq_ignore_ascii_case("BINARYMIME") => Body::BinaryMime,
+                _ => {
+                    return Err(ParseError::Syntax(
+                        "BODY must be 7BIT, 8BITMIME or BINARYMIME",
+                    ));
+                }
             });
         } else if keyword.eq_ignore_ascii_case("RET") {
             if params.ret.is_some() {
@@ -311,6 +337,28 @@ fn split_param(param: &str) -> Result<(&str, Option<&str>), ParseError> {
     Ok((keyword, value))
 }
 
+/// `BDAT SP chunk-size [SP end-marker]`, `chunk-size = 1*DIGIT`,
+/// `end-marker = "LAST"` (RFC 3030 2), on what follows the verb. Any
+/// octet may be there: this runs before the checks for control and 8-bit
+/// characters, which would leave the count unread.
+fn parse_bdat(rest: &[u8]) -> Result<Command, ParseError> {
+    let mut words = rest.split(|&c| is_wsp(c)).filter(|w| !w.is_empty());
+    let size = words
+        .next()
+        .filter(|w| w.iter().all(u8::is_ascii_digit))
+        .and_then(|w| std::str::from_utf8(w).ok()?.parse::<u64>().ok())
+        .ok_or(ParseError::BdatSyntax(None))?;
+    let last = match words.next() {
+        None => false,
+        Some(w) if w.eq_ignore_ascii_case(b"LAST") => true,
+        Some(_) => return Err(ParseError::BdatSyntax(Some(size))),
+    };
+    if words.next().is_some() {
+        return Err(ParseError::BdatSyntax(Some(size)));
+    }
+    Ok(Command::Bdat { size, last })
+}
+
 /// `SIZE=n` of RFC 1870: decimal digits only.
 fn parse_size(value: Option<&str>) -> Result<u64, ParseError> {
     match value {
@@ -325,7 +373,7 @@ fn parse_size(value: Option<&str>) -> Result<u64, ParseError> {
 mod tests {
     use super::*;
     use Command::*;
-    use ParseError::{BadAddress, BadSender, NotSmtp, Syntax, Unknown, UnknownParam};
+    use ParseError::{BadAddress, BadSender, BdatSyntax, NotSmtp, Syntax, Unknown, UnknownParam};
     use proptest::prelude::*;
 
     fn mb(local: &str, domain: Option<&str>) -> Mailbox {
@@ -594,15 +642,15 @@ mod tests {
             ),
             (
                 b"MAIL FROM:<a@b> BODY",
-                Err(Syntax("BODY must be 7BIT or 8BITMIME")),
+                Err(Syntax("BODY must be 7BIT, 8BITMIME or BINARYMIME")),
             ),
             (
-                b"MAIL FROM:<a@b> BODY=BINARYMIME",
-                Err(Syntax("BODY must be 7BIT or 8BITMIME")),
+                b"MAIL FROM:<a@b> BODY=binarymime",
+                Ok(mail(ab(), None, Some(Body::BinaryMime))),
             ),
             (
                 b"MAIL FROM:<a@b> BODY=8BIT",
-                Err(Syntax("BODY must be 7BIT or 8BITMIME")),
+                Err(Syntax("BODY must be 7BIT, 8BITMIME or BINARYMIME")),
             ),
             (b"MAIL FROM:<a@b> SMTPUTF8", Err(unknown("SMTPUTF8"))),
             (b"MAIL FROM:<a@b> SIZE=1 AUTH=<>", Err(unknown("AUTH"))),
@@ -880,6 +928,43 @@ mod tests {
         }
     }
 
+    /// RFC 3030 2: `BDAT SP chunk-size [SP end-marker]`. A line whose
+    /// count is not a number (a sign, an overflow, a missing count) says
+    /// nothing of how many octets follow: `BdatSyntax(None)`.
+    #[test]
+    fn bdat() {
+        let bdat = |size, last| Ok(Bdat { size, last });
+        let cases: [(&[u8], Result<Command, ParseError>); 21] = [
+            (b"BDAT 0", bdat(0, false)),
+            (b"BDAT 0 LAST", bdat(0, true)),
+            (b"bdat 1000 last", bdat(1000, true)),
+            (b"BDAT\t12\tLast ", bdat(12, true)),
+            (b"BDAT 007", bdat(7, false)),
+            (
+                b"BDAT 18446744073709551615",
+                bdat(18_446_744_073_709_551_615, false),
+            ),
+            (b"BDAT", Err(BdatSyntax(None))),
+            (b"BDAT ", Err(BdatSyntax(None))),
+            (b"BDAT LAST", Err(BdatSyntax(None))),
+            (b"BDAT -1", Err(BdatSyntax(None))),
+            (b"BDAT -1 LAST", Err(BdatSyntax(None))),
+            (b"BDAT +5", Err(BdatSyntax(None))),
+            (b"BDAT 18446744073709551616", Err(BdatSyntax(None))),
+            (b"BDAT 99999999999999999999999 LAST", Err(BdatSyntax(None))),
+            (b"BDAT 0x10", Err(BdatSyntax(None))),
+            (b"BDAT 5\x01", Err(BdatSyntax(None))),
+            (b"BDAT \xd9\xa3", Err(BdatSyntax(None))),
+            (b"BDAT 5 SCRAMBLE", Err(BdatSyntax(Some(5)))),
+            (b"BDAT 5 LAST LAST", Err(BdatSyntax(Some(5)))),
+            (b"BDAT 5 LAST \xff", Err(BdatSyntax(Some(5)))),
+            (b"BDATX 5", Err(Unknown)),
+        ];
+        for (line, want) in cases {
+            assert_eq!(parse(line), want, "{:?}", String::from_utf8_lossy(line));
+        }
+    }
+
     proptest! {
         #[test]
         fn never_panics(line in proptest::collection::vec(any::<u8>(), 0..300)) {
@@ -888,7 +973,7 @@ mod tests {
 
         #[test]
         fn never_panics_on_commandlike(
-            verb in "(?i)(HELO|EHLO|MAIL|RCPT|DATA|RSET|NOOP|QUIT|VRFY|EXPN|HELP)",
+            verb in "(?i)(HELO|EHLO|MAIL|RCPT|DATA|BDAT|RSET|NOOP|QUIT|VRFY|EXPN|HELP)",
             rest in proptest::collection::vec(
                 prop_oneof![
                     Just(b' '), Just(b'<'), Just(b'>'), Just(b'@'), Just(b':'), Just(b'='),

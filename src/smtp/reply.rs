@@ -6,6 +6,8 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
+use super::chunk::Chunk;
+
 /// What the connection does after sending a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -13,6 +15,10 @@ pub enum Action {
     Continue,
     /// Read the message (the reply is `354`).
     ReadData,
+    /// Read the octets of a BDAT chunk first (RFC 3030 2): the reply is
+    /// sent once they are read, and for the chunk that completes a message
+    /// the reply is delivery's instead ([`super::Session::data_done`]).
+    ReadChunk(Chunk),
     /// Close the connection: the client said QUIT (the reply is `221`).
     Quit,
     /// Close the connection on our side (a `421`, or a refusal that ends
@@ -140,6 +146,8 @@ pub fn ehlo(host: &str, client: &str, max_size: u64, starttls: bool) -> Reply {
     }
     r.lines.push(format!("SIZE {max_size}").into());
     r.lines.push("8BITMIME".into());
+    r.lines.push("BINARYMIME".into());
+    r.lines.push("CHUNKING".into());
     r.lines.push("DSN".into());
     r.lines.push("ENHANCEDSTATUSCODES".into());
     r.lines.push("HELP".into());
@@ -170,7 +178,7 @@ pub fn noop() -> Reply {
 }
 pub fn help() -> Reply {
     let mut r = Reply::build(214, Some("2.0.0"), "postie: commands are");
-    r.lines.push("HELO EHLO MAIL RCPT DATA".into());
+    r.lines.push("HELO EHLO MAIL RCPT DATA BDAT".into());
     r.lines.push("RSET NOOP QUIT HELP VRFY EXPN".into());
     r.lines.push("see postie(8) and RFC 5321".into());
     r
@@ -381,6 +389,27 @@ pub fn message_too_big(max: u64) -> Reply {
         format!("Message size exceeds fixed limit of {max} octets"),
     )
 }
+/// A BDAT chunk read and kept (RFC 3030 2), and how many octets it held.
+pub fn chunk_received(size: u64) -> Reply {
+    Reply::build(250, Some("2.0.0"), format!("{size} octets received"))
+}
+/// `BDAT` whose arguments are not `count [LAST]` (RFC 3030 2). X.5.4,
+/// invalid command arguments, as for any syntax error.
+pub fn bdat_syntax() -> Reply {
+    Reply::build(501, Some("5.5.4"), "Syntax: BDAT count [LAST]")
+}
+/// `BDAT` whose count is not a number: how many octets follow is unknown,
+/// so whatever comes next cannot be told from the chunk and the session
+/// ends (Postfix hangs up too, with `521 5.5.4`; RFC 7504 3 keeps 521 for
+/// hosts that take no mail at all, so here it is the syntax error's 501).
+pub fn bdat_count_unknown(host: &str) -> Reply {
+    Reply::build(
+        501,
+        Some("5.5.4"),
+        format!("{host} Syntax: BDAT count [LAST]; chunk size unknown, closing connection"),
+    )
+    .close()
+}
 pub fn no_valid_recipients() -> Reply {
     Reply::build(554, Some("5.5.1"), "No valid recipients")
 }
@@ -401,9 +430,11 @@ mod tests {
     fn multi_line_uses_dashes_until_the_last() {
         let w = ehlo("h.example", "c", 1000, false).to_wire();
         let lines: Vec<&str> = w.split_terminator("\r\n").collect();
-        assert_eq!(lines.len(), 7);
-        assert!(lines[..6].iter().all(|l| l.starts_with("250-")));
-        assert_eq!(lines[6], "250 HELP");
+        assert_eq!(lines.len(), 9);
+        assert!(lines[..8].iter().all(|l| l.starts_with("250-")));
+        assert_eq!(lines[8], "250 HELP");
+        assert!(lines.contains(&"250-CHUNKING"));
+        assert!(lines.contains(&"250-BINARYMIME"));
         assert!(lines.contains(&"250-DSN"));
         assert!(lines.contains(&"250-SIZE 1000"));
         assert!(!lines.contains(&"250-STARTTLS"));

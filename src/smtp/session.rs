@@ -10,15 +10,22 @@
 //! States: greeted → (HELO/EHLO) ready → (MAIL) mail → (RCPT) rcpt →
 //! (DATA, 354) data → back to ready. RSET and a new HELO/EHLO return to
 //! ready; commands out of order get `503 5.5.1`.
+//!
+//! Instead of DATA a message may come in `BDAT` chunks (RFC 3030 2): each
+//! is answered once its octets are read ([`Action::ReadChunk`] says how
+//! many, and whether to keep them), `BDAT ... LAST` ends the message. The
+//! octets of every BDAT whose count parses are read, kept or not, so the
+//! session stays in step: see [`Session::command`].
 
 use std::net::IpAddr;
 
 use super::address::{Mailbox, ReversePath};
+use super::chunk::Chunk;
 use super::command::{self, Body, Command, ParseError};
 use super::data::DataOutcome;
 use super::dsn_params::Ret;
 use super::envelope::{Envelope, Outcome, TempReason, Via};
-use super::reply::{self, Reply};
+use super::reply::{self, Action, Reply};
 // Reachable here too for deliver.rs's tests, which another branch of
 // "postie 6" rewrites: remove the `pub` once they name `crate::smtp::...`.
 pub use super::envelope::{Recipient, Submitter};
@@ -79,6 +86,22 @@ struct Transaction {
     /// RCPT commands tried, accepted or not (RFC 2920: DATA after only
     /// failed RCPTs is `554`, not `503`).
     rcpt_tried: bool,
+    /// Set by the first BDAT: the message comes in chunks.
+    chunks: Option<Chunks>,
+}
+
+/// A message coming in BDAT chunks (RFC 3030 2).
+#[derive(Debug)]
+struct Chunks {
+    /// Octets received so far, as sent.
+    total: u64,
+    /// The refusal that failed the transaction (over the size limit, a
+    /// malformed BDAT). Every later chunk of it is read, dropped and
+    /// answered with it again, until BDAT LAST, RSET or a new EHLO ends
+    /// the transaction (RFC 3030 2: the client "MUST NOT send any
+    /// additional BDAT segments", the server discards those already in the
+    /// pipeline). It counts as one error, not one per chunk.
+    failed: Option<Reply>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -160,9 +183,16 @@ impl Session {
     }
 
     /// Answers one command line (without its line ending).
+    ///
+    /// A BDAT line is answered with [`Action::ReadChunk`]: the connection
+    /// reads the chunk's octets (keeping them or not, as the action says),
+    /// then sends this reply; a BDAT whose count does not parse gets `501`
+    /// and closes the connection, since nothing tells where its octets end.
     pub fn command(&mut self, line: &[u8], policy: &dyn Policy) -> Reply {
         debug_assert_eq!(self.phase, Phase::Command, "command() during DATA");
         let r = match command::parse(line) {
+            Ok(Command::Bdat { size, last }) => return self.bdat(size, last),
+            Err(ParseError::BdatSyntax(size)) => return self.bdat_syntax(size),
             Ok(cmd) => self.execute(cmd, policy),
             Err(ParseError::Unknown) => reply::unknown_command(),
             Err(ParseError::Syntax(why)) => reply::syntax(why),
@@ -338,6 +368,7 @@ impl Session {
                     envid: params.envid.map(|e| e.into_string()),
                     recipients: Vec::new(),
                     rcpt_tried: false,
+                    chunks: None,
                 });
                 r
             }
@@ -346,6 +377,9 @@ impl Session {
                 let Some(tx) = self.tx.as_mut() else {
                     return reply::bad_sequence("Need MAIL before RCPT");
                 };
+                if tx.chunks.is_some() {
+                    return reply::bad_sequence("RCPT after BDAT");
+                }
                 tx.rcpt_tried = true;
                 if tx.recipients.len() >= max {
                     return reply::too_many_recipients();
@@ -367,8 +401,16 @@ impl Session {
                     RcptVerdict::MailboxUnavailable => reply::mailbox_unavailable(&shown),
                 }
             }
+            // Answered in `command`, before the count of errors.
+            Command::Bdat { size, last } => self.bdat(size, last),
             Command::Data => match &self.tx {
                 None => reply::bad_sequence("Need MAIL command"),
+                // RFC 3030 2: "DATA and BDAT commands cannot be used in the
+                // same transaction"; 3: a BINARYMIME body only with BDAT.
+                Some(tx) if tx.chunks.is_some() => reply::bad_sequence("DATA after BDAT"),
+                Some(tx) if tx.body == Some(Body::BinaryMime) => {
+                    reply::bad_sequence("BODY=BINARYMIME requires BDAT")
+                }
                 Some(tx) if tx.recipients.is_empty() && tx.rcpt_tried => {
                     reply::no_valid_recipients()
                 }
@@ -396,12 +438,104 @@ impl Session {
         }
     }
 
+    /// `BDAT size [LAST]`: the verdict on the chunk, which the connection
+    /// reads whatever it is, and the reply to give once it has. Decided
+    /// here from the size alone, before any octet is read: without a
+    /// transaction or a recipient the chunk is dropped and refused as DATA
+    /// would be; the chunk that takes the message past the size limit
+    /// fails the transaction (`552 5.3.4`, RFC 1870 6.1 and RFC 3030 2).
+    fn bdat(&mut self, size: u64, last: bool) -> Reply {
+        let drop = Chunk {
+            size,
+            keep: false,
+            first: false,
+            last,
+            total: 0,
+        };
+        let Some(tx) = self.tx.as_mut() else {
+            return self.count(read_first(reply::bad_sequence("Need MAIL command"), drop));
+        };
+        if tx.recipients.is_empty() {
+            let r = if tx.rcpt_tried {
+                reply::no_valid_recipients()
+            } else {
+                reply::bad_sequence("Need RCPT command")
+            };
+            return self.count(read_first(r, drop));
+        }
+        let first = tx.chunks.is_none();
+        let chunks = tx.chunks.get_or_insert(Chunks {
+            total: 0,
+            failed: None,
+        });
+        if let Some(failed) = &chunks.failed {
+            let r = read_first(failed.clone(), drop);
+            if last {
+                self.tx = None;
+            }
+            return r;
+        }
+        let total = chunks.total.saturating_add(size);
+        if total > self.cfg.max_size {
+            let r = reply::message_too_big(self.cfg.max_size);
+            chunks.failed = Some(r.clone());
+            if last {
+                self.tx = None;
+            }
+            return self.count(read_first(r, drop));
+        }
+        chunks.total = total;
+        if last {
+            // `data_done` ends the transaction once the chunk is read.
+            self.phase = Phase::Data;
+        }
+        let keep = Chunk {
+            size,
+            keep: true,
+            first,
+            last,
+            total,
+        };
+        read_first(reply::chunk_received(size), keep)
+    }
+
+    /// A BDAT line that is not `BDAT count [LAST]`. With the count known,
+    /// its octets are read and dropped and the transaction, if any, fails;
+    /// without it the session cannot go on.
+    fn bdat_syntax(&mut self, size: Option<u64>) -> Reply {
+        let Some(size) = size else {
+            return reply::bdat_count_unknown(&self.cfg.hostname);
+        };
+        let r = reply::bdat_syntax();
+        if let Some(tx) = self.tx.as_mut() {
+            let chunks = tx.chunks.get_or_insert(Chunks {
+                total: 0,
+                failed: None,
+            });
+            chunks.failed.get_or_insert_with(|| r.clone());
+        }
+        let drop = Chunk {
+            size,
+            keep: false,
+            first: false,
+            last: false,
+            total: 0,
+        };
+        self.count(read_first(r, drop))
+    }
+
     /// HELO/EHLO: a new greeting resets any transaction (RFC 5321 4.1.4).
     fn hello(&mut self, name: String, esmtp: bool) {
         self.helo = Some(name);
         self.esmtp = esmtp;
         self.tx = None;
     }
+}
+
+/// `r`, sent once the chunk's octets are read.
+fn read_first(mut r: Reply, chunk: Chunk) -> Reply {
+    r.action = Action::ReadChunk(chunk);
+    r
 }
 
 fn is_printable(s: &str) -> bool {
@@ -924,6 +1058,213 @@ mod tests {
         assert_eq!(s.command(b"NOOP", &Fake).code, 250);
     }
 
+    /// The chunk a BDAT reply asks the connection to read.
+    fn chunk(r: &Reply) -> Chunk {
+        match r.action {
+            Action::ReadChunk(c) => c,
+            a => panic!("{a:?} for {}", r.to_wire()),
+        }
+    }
+
+    fn kept(size: u64, first: bool, last: bool, total: u64) -> Chunk {
+        Chunk {
+            size,
+            keep: true,
+            first,
+            last,
+            total,
+        }
+    }
+
+    fn dropped(size: u64, last: bool) -> Chunk {
+        Chunk {
+            size,
+            keep: false,
+            first: false,
+            last,
+            total: 0,
+        }
+    }
+
+    /// Sends `line`, a BDAT, and checks the reply and the chunk it asks
+    /// for.
+    fn bdat(s: &mut Session, line: &str, code: u16, want: Chunk) {
+        let r = s.command(line.as_bytes(), &Fake);
+        assert_eq!((r.code, chunk(&r)), (code, want), "{line}: {}", r.to_wire());
+    }
+
+    fn ready(s: &mut Session) {
+        dialog(
+            s,
+            &[
+                ("EHLO c", 250),
+                ("MAIL FROM:<a@b>", 250),
+                ("RCPT TO:<jon>", 250),
+            ],
+        );
+    }
+
+    /// RFC 3030 2: a message in chunks, each answered 250 once read; LAST
+    /// completes it and the envelope says its size as sent.
+    #[test]
+    fn bdat_message_in_chunks() {
+        let mut s = session();
+        ready(&mut s);
+        bdat(&mut s, "BDAT 5", 250, kept(5, true, false, 5));
+        bdat(&mut s, "BDAT 3", 250, kept(3, false, false, 8));
+        bdat(&mut s, "bdat 0 last", 250, kept(0, false, true, 8));
+        let env = s.data_done(DataOutcome::Complete { size: 8 }).unwrap();
+        assert_eq!((env.size, env.id.as_str()), (8, "S1.1"));
+        assert!(!s.in_transaction());
+        // The next message starts afresh, in one chunk.
+        dialog(&mut s, &[("MAIL FROM:<a@b>", 250), ("RCPT TO:<jon>", 250)]);
+        bdat(&mut s, "BDAT 1000 LAST", 250, kept(1000, true, true, 1000));
+        assert_eq!(
+            s.data_done(DataOutcome::Complete { size: 1000 })
+                .unwrap()
+                .size,
+            1000
+        );
+        // RSET gives up a message in chunks: the next one is a first.
+        ready(&mut s);
+        bdat(&mut s, "BDAT 7", 250, kept(7, true, false, 7));
+        dialog(
+            &mut s,
+            &[
+                ("RSET", 250),
+                ("MAIL FROM:<a@b>", 250),
+                ("RCPT TO:<jon>", 250),
+            ],
+        );
+        bdat(&mut s, "BDAT 2 LAST", 250, kept(2, true, true, 2));
+    }
+
+    /// Out of sequence, the chunk is read and dropped, and answered as DATA
+    /// would be; the session stays as it was.
+    #[test]
+    fn bdat_without_mail_or_recipient_is_read_and_refused() {
+        let mut s = session();
+        bdat(&mut s, "BDAT 10", 503, dropped(10, false));
+        dialog(&mut s, &[("EHLO c", 250)]);
+        bdat(&mut s, "BDAT 10 LAST", 503, dropped(10, true));
+        dialog(&mut s, &[("MAIL FROM:<a@b>", 250)]);
+        bdat(&mut s, "BDAT 4", 503, dropped(4, false));
+        dialog(&mut s, &[("RCPT TO:<elvis@razorback>", 550)]);
+        bdat(&mut s, "BDAT 4 LAST", 554, dropped(4, true));
+        dialog(&mut s, &[("RCPT TO:<jon>", 250)]);
+        bdat(&mut s, "BDAT 4 LAST", 250, kept(4, true, true, 4));
+    }
+
+    /// RFC 3030 2 and 3: no DATA after BDAT, no RCPT either (Postfix's
+    /// replies), and a BINARYMIME body only in chunks.
+    #[test]
+    fn data_and_bdat_do_not_mix() {
+        let mut s = session();
+        ready(&mut s);
+        bdat(&mut s, "BDAT 5", 250, kept(5, true, false, 5));
+        let r = s.command(b"DATA", &Fake);
+        assert_eq!(
+            (r.code, r.enhanced, r.action),
+            (503, Some("5.5.1"), Action::Continue)
+        );
+        dialog(&mut s, &[("RCPT TO:<jon>", 503), ("MAIL FROM:<a@b>", 503)]);
+        bdat(&mut s, "BDAT 0 LAST", 250, kept(0, false, true, 5));
+        s.data_done(DataOutcome::Complete { size: 5 }).unwrap();
+        // DATA's transaction over, BDAT needs a new one.
+        bdat(&mut s, "BDAT 1", 503, dropped(1, false));
+
+        dialog(
+            &mut s,
+            &[
+                ("MAIL FROM:<a@b> BODY=BINARYMIME", 250),
+                ("RCPT TO:<jon>", 250),
+                ("DATA", 503),
+            ],
+        );
+        bdat(&mut s, "BDAT 3 LAST", 250, kept(3, true, true, 3));
+        let env = s.data_done(DataOutcome::Complete { size: 3 }).unwrap();
+        assert_eq!(env.body, Some(Body::BinaryMime));
+    }
+
+    /// Past --max-size (all chunks counted) the transaction fails with 552;
+    /// its later chunks are read, dropped and answered 552 too, counted as
+    /// one error, until LAST or RSET ends it.
+    #[test]
+    fn chunks_past_the_size_limit_fail_the_transaction() {
+        let mut s = session();
+        ready(&mut s);
+        bdat(&mut s, "BDAT 600", 250, kept(600, true, false, 600));
+        bdat(&mut s, "BDAT 400", 250, kept(400, false, false, 1000));
+        let r = s.command(b"BDAT 1", &Fake);
+        assert_eq!(
+            (r.code, r.enhanced, chunk(&r)),
+            (552, Some("5.3.4"), dropped(1, false))
+        );
+        for _ in 0..30 {
+            bdat(&mut s, "BDAT 100", 552, dropped(100, false));
+        }
+        bdat(&mut s, "BDAT 0 LAST", 552, dropped(0, true));
+        assert!(!s.in_transaction());
+        ready(&mut s);
+        bdat(
+            &mut s,
+            "BDAT 18446744073709551615",
+            552,
+            dropped(u64::MAX, false),
+        );
+        dialog(
+            &mut s,
+            &[
+                ("RSET", 250),
+                ("MAIL FROM:<a@b>", 250),
+                ("RCPT TO:<jon>", 250),
+            ],
+        );
+        bdat(&mut s, "BDAT 1000 LAST", 250, kept(1000, true, true, 1000));
+    }
+
+    /// A BDAT count that does not parse: nothing tells where the chunk
+    /// ends, so 501 and close. A bad end marker after a good count: the
+    /// chunk is read and dropped, 501, and the transaction fails.
+    #[test]
+    fn malformed_bdat() {
+        for line in [
+            "BDAT",
+            "BDAT -1 LAST",
+            "BDAT 99999999999999999999",
+            "BDAT x",
+        ] {
+            let mut s = session();
+            ready(&mut s);
+            let r = s.command(line.as_bytes(), &Fake);
+            assert_eq!(
+                (r.code, r.enhanced, r.action),
+                (501, Some("5.5.4"), Action::Close),
+                "{line}"
+            );
+        }
+        let mut s = session();
+        bdat(&mut s, "BDAT 5 SCRAMBLE", 501, dropped(5, false));
+        ready(&mut s);
+        bdat(&mut s, "BDAT 5", 250, kept(5, true, false, 5));
+        bdat(&mut s, "BDAT 5 LAST LAST", 501, dropped(5, false));
+        bdat(&mut s, "BDAT 5", 501, dropped(5, false));
+        bdat(&mut s, "BDAT 0 LAST", 501, dropped(0, true));
+        assert!(!s.in_transaction());
+    }
+
+    /// Refused chunks count as errors like any refusal: past the limit the
+    /// reply is 421 and the connection closes (unread chunk or not).
+    #[test]
+    fn refused_chunks_count_as_errors() {
+        let mut s = session();
+        for _ in 0..9 {
+            bdat(&mut s, "BDAT 1", 503, dropped(1, false));
+        }
+        let r = s.command(b"BDAT 1", &Fake);
+        assert_eq!((r.code, r.action), (421, Action::Close));
+    }
+
     proptest::proptest! {
         /// Whatever the client sends, the session answers every line with a
         /// well-formed reply and never panics; after a Close it is over.
@@ -935,6 +1276,8 @@ mod tests {
                     b"EHLO x".to_vec(), b"MAIL FROM:<a@b>".to_vec(), b"RCPT TO:<jon>".to_vec(),
                     b"DATA".to_vec(), b"RSET".to_vec(), b"mail from: <>".to_vec(),
                     b"RCPT TO:<@a,@b:jon@razorback>".to_vec(), b"HELO".to_vec(),
+                    b"BDAT 5".to_vec(), b"BDAT 0 LAST".to_vec(), b"BDAT 999999 LAST".to_vec(),
+                    b"BDAT 3 X".to_vec(), b"MAIL FROM:<a@b> BODY=BINARYMIME".to_vec(),
                 ]),
             ],
             0..40,
