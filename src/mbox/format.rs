@@ -11,6 +11,7 @@
 use std::io::{self, BufWriter, Read, Write};
 
 use crate::smtp::ReversePath;
+use crate::smtp::address::is_utf8_address_char;
 use crate::sys::LocalTime;
 
 /// How `From ` lines inside a message are protected.
@@ -24,7 +25,9 @@ pub enum Quoting {
 
 /// The `From ` separator line, with its LF: `From SENDER DATE`, the date in
 /// asctime(3) form, `MAILER-DAEMON` for the null sender, and no white space
-/// inside SENDER (readers split this line on spaces).
+/// inside SENDER (readers split this line on spaces). A UTF-8 sender (RFC
+/// 6531) is written as its UTF-8 bytes: readers look for `From ` and a
+/// date, and no byte of a multi-byte character is a space or a newline.
 pub fn from_line(sender: &ReversePath, date: &LocalTime) -> String {
     let mut who = String::new();
     if let ReversePath::Mailbox(m) = sender {
@@ -36,13 +39,16 @@ pub fn from_line(sender: &ReversePath, date: &LocalTime) -> String {
     }
     // A quoted local part may hold spaces, tabs or control characters; any
     // of them would split the line where readers (mutt) do not expect it.
+    // Of UTF-8 only what an address may hold is kept (no C1 control, no
+    // Unicode space or line separator, no bidirectional override), should
+    // a sender ever come here without the address parser's check.
     let who: String = who
         .chars()
         .map(|c| {
-            if c.is_whitespace() || c.is_control() {
-                '_'
-            } else {
+            if c.is_ascii_graphic() || is_utf8_address_char(c) {
                 c
+            } else {
+                '_'
             }
         })
         .collect();
@@ -383,6 +389,31 @@ mod tests {
         assert_eq!(
             from_line(&sender("", None), &date()),
             "From MAILER-DAEMON Sun Nov  1 06:05:04 2026\n"
+        );
+    }
+
+    /// RFC 6531: a UTF-8 sender is written as its UTF-8 bytes; anything
+    /// that could split the line or hide text (a C1 control, NEL, a
+    /// Unicode space or line separator, a bidirectional override) is `_`.
+    #[test]
+    fn from_line_utf8_sender() {
+        assert_eq!(
+            from_line(&sender("pel\u{e9}", Some("b\u{fc}cher.example")), &date()),
+            "From pel\u{e9}@b\u{fc}cher.example Sun Nov  1 06:05:04 2026\n"
+        );
+        assert_eq!(
+            from_line(&sender("\u{7528}\u{6237}", Some("x")), &date()),
+            "From \u{7528}\u{6237}@x Sun Nov  1 06:05:04 2026\n"
+        );
+        assert_eq!(
+            from_line(
+                &sender(
+                    "a\u{85}b\u{9b}c\u{2028}d\u{202e}e\u{3000}f\u{feff}g\0h",
+                    Some("x")
+                ),
+                &date()
+            ),
+            "From a_b_c_d_e_f_g_h@x Sun Nov  1 06:05:04 2026\n"
         );
     }
 

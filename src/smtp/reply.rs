@@ -130,6 +130,7 @@ pub fn ehlo(host: &str, client: &str, max_size: u64) -> Reply {
     r.lines.push("8BITMIME".into());
     r.lines.push("DSN".into());
     r.lines.push("ENHANCEDSTATUSCODES".into());
+    r.lines.push("SMTPUTF8".into());
     r.lines.push("HELP".into());
     r
 }
@@ -326,6 +327,26 @@ pub fn bad_sequence(detail: &'static str) -> Reply {
 pub fn unknown_user(rcpt: &str) -> Reply {
     Reply::build(550, Some("5.1.1"), format!("<{rcpt}>... User unknown"))
 }
+/// RFC 6531 3.5: a UTF-8 sender in a transaction without the SMTPUTF8
+/// parameter is 550 ("mailbox unavailable"), X.6.7 "Non-ASCII addresses
+/// not permitted for that sender/recipient". The address is not echoed:
+/// the client said it cannot take UTF-8.
+pub fn non_ascii_sender() -> Reply {
+    Reply::build(
+        550,
+        Some("5.6.7"),
+        "Non-ASCII sender address needs the SMTPUTF8 parameter",
+    )
+}
+/// RFC 6531 3.5: a UTF-8 recipient in a transaction without the SMTPUTF8
+/// parameter is 553 ("mailbox name not allowed"), X.6.7.
+pub fn non_ascii_recipient() -> Reply {
+    Reply::build(
+        553,
+        Some("5.6.7"),
+        "Non-ASCII recipient address needs the SMTPUTF8 parameter",
+    )
+}
 pub fn relay_denied(rcpt: &str) -> Reply {
     Reply::build(550, Some("5.7.1"), format!("<{rcpt}>... Relaying denied"))
 }
@@ -363,10 +384,12 @@ mod tests {
     fn multi_line_uses_dashes_until_the_last() {
         let w = ehlo("h.example", "c", 1000).to_wire();
         let lines: Vec<&str> = w.split_terminator("\r\n").collect();
-        assert_eq!(lines.len(), 7);
-        assert!(lines[..6].iter().all(|l| l.starts_with("250-")));
-        assert_eq!(lines[6], "250 HELP");
+        let n = lines.len();
+        assert_eq!(n, 8);
+        assert!(lines[..n - 1].iter().all(|l| l.starts_with("250-")));
+        assert_eq!(lines[n - 1], "250 HELP");
         assert!(lines.contains(&"250-DSN"));
+        assert!(lines.contains(&"250-SMTPUTF8"));
         assert!(lines.contains(&"250-SIZE 1000"));
     }
 
