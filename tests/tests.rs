@@ -13,6 +13,7 @@ mod queue;
 mod queued;
 mod sendmail;
 mod structure;
+mod utf8;
 mod util;
 
 use std::io::{Read, Write};
