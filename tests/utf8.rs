@@ -286,3 +286,40 @@ fn hostile_utf8_addresses_are_refused() {
     }
     assert!(text.starts_with("From p\\x{E9}@b.example "), "{text}");
 }
+
+/// A UTF-8 domain is local only when `--domain` names it: then a UTF-8
+/// transaction reaches the user there; its A-label, a look-alike without
+/// the umlaut, or the umlaut in upper case, are relayed no further than
+/// any other domain (550 5.7.1).
+#[test]
+fn a_utf8_domain_is_local_only_when_configured() {
+    let fx = Fixture::new();
+    let srv = Server::start(&fx, &["--domain", "b\u{fc}cher.example"]);
+    let mut c = srv.connect();
+    c.expect_reply(220);
+    c.expect("EHLO client.example", 250);
+    c.expect("MAIL FROM:<pel\u{e9}@b.example> SMTPUTF8", 250);
+    for other in [
+        "xn--bcher-kva.example",
+        "bucher.example",
+        "B\u{dc}CHER.example",
+        "b\u{fc}cher.example.org",
+    ] {
+        let r = c.cmd(&format!("RCPT TO:<{USER}@{other}>"));
+        assert_eq!((r.code, r.text().contains("5.7.1")), (550, true), "{other}");
+    }
+    c.expect(&format!("RCPT TO:<{USER}@B\u{fc}cher.EXAMPLE>"), 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: umlaut\r\n\r\nx\r\n.\r\n");
+    c.expect_reply(250);
+    c.expect("QUIT", 221);
+    let msgs = utf8_mbox(&fx.mailbox(USER));
+    assert_eq!(msgs.len(), 1);
+    assert!(
+        msgs[0]
+            .received
+            .contains(&format!("for <{USER}@B\u{fc}cher.EXAMPLE>;")),
+        "{}",
+        msgs[0].received
+    );
+}
