@@ -18,9 +18,16 @@ pub struct LocalDomains {
 }
 
 /// Lower-cases a domain name and strips one trailing dot (the root label).
+///
+/// ASCII only. A U-label (RFC 6531 3.3, RFC 5890) is compared exactly as
+/// configured: IDNA2008 U-labels are lower case already (its mapping is
+/// the sender's job), Unicode's own lower-casing would join names that are
+/// not one (the Kelvin sign K lowers to `k`, so `\u{212a}` would pass for a
+/// `k`), and without an IDNA library a U-label is not its A-label either:
+/// a site that wants both forms configures both.
 fn normalize_name(name: &str) -> String {
     let name = name.strip_suffix('.').unwrap_or(name);
-    name.to_lowercase()
+    name.to_ascii_lowercase()
 }
 
 /// Parses an address literal with its brackets: `[192.0.2.1]` or
@@ -231,6 +238,28 @@ mod tests {
         assert!(!d.is_local(""));
         assert!(!d.is_local("."));
         assert!(!d.is_local("example.org.."));
+    }
+
+    /// RFC 6531: a U-label domain is local only if configured, compared
+    /// exactly (ASCII letters in any case); no Unicode case mapping lets
+    /// another name pass for a local one.
+    #[test]
+    fn utf8_domains_are_local_only_as_configured() {
+        let d = LocalDomains::new(
+            [
+                "b\u{fc}cher.example".to_string(),
+                "kiosk.example".to_string(),
+            ],
+            vec![],
+        );
+        assert!(d.is_local("b\u{fc}cher.example"));
+        assert!(d.is_local("b\u{fc}cher.EXAMPLE."));
+        assert!(!d.is_local("B\u{dc}CHER.example"));
+        assert!(!d.is_local("xn--bcher-kva.example"));
+        assert!(!d.is_local("bucher.example"));
+        // The Kelvin sign lowers to `k` in Unicode: not here.
+        assert!(!d.is_local("\u{212a}iosk.example"));
+        assert!(!domains().is_local("b\u{fc}cher.example"));
     }
 
     #[test]

@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use crate::aliases::{AliasFile, Allow, Context, Expansion, NoReader, Reader};
+use crate::aliases::{AliasFile, Allow, Context, Expansion, NoReader, Reader, fold_name};
 use crate::domains::LocalDomains;
 use crate::maillog::Event;
 use crate::message::Delivery;
@@ -141,7 +141,7 @@ impl Recipients {
                 return Expanded::NotLocal;
             }
         }
-        let local = to.local.to_ascii_lowercase();
+        let local = fold_name(&to.local);
         let name = self.strip_extension(&local);
         let aliases = match aliases {
             Ok(aliases) => aliases,
@@ -224,7 +224,7 @@ impl Recipients {
     /// staff: none of its users exists`. `None` if it is no alias (or the
     /// aliases cannot be read).
     pub fn why_unknown(&self, to: &Mailbox) -> Option<String> {
-        let local = to.local.to_ascii_lowercase();
+        let local = fold_name(&to.local);
         let name = self.strip_extension(&local);
         let aliases = self.aliases.get().ok()?;
         if !aliases.contains(name) {
@@ -558,6 +558,37 @@ self: self, jon
             ("self", None, local(&[("jon", 1000)])),
             ("jon", None, local(&[("jon", 1000)])),
             ("nosuchuser", None, Resolution::Unknown),
+        ];
+        for (name, domain, want) in cases {
+            assert_eq!(&resolve(&r, name, *domain), want, "{name}@{domain:?}");
+        }
+    }
+
+    /// RFC 6531: a UTF-8 local part reaches a user through a UTF-8 alias,
+    /// with an extension too; its ASCII letters in any case, its others as
+    /// the file has them; a UTF-8 name that is neither alias nor user is
+    /// unknown; a UTF-8 domain is local only if configured.
+    #[test]
+    fn utf8_aliases_resolve() {
+        let (_dir, r) = with_aliases("J\u{f6}rg: jon\n\u{7528}\u{6237}: alice, j\u{f6}rg\n");
+        let jon = local(&[("jon", 1000)]);
+        let cases: &[(&str, Option<&str>, Resolution)] = &[
+            ("j\u{f6}rg", None, jon.clone()),
+            ("J\u{f6}RG", Some("example.org"), jon.clone()),
+            ("j\u{f6}rg+tag", Some("localhost"), jon.clone()),
+            ("j\u{d6}rg", None, Resolution::Unknown),
+            ("jorg", None, Resolution::Unknown),
+            (
+                "\u{7528}\u{6237}",
+                None,
+                local(&[("alice", 1001), ("jon", 1000)]),
+            ),
+            ("j\u{fc}rgen", None, Resolution::Unknown),
+            (
+                "j\u{f6}rg",
+                Some("b\u{fc}cher.example"),
+                Resolution::NotLocal,
+            ),
         ];
         for (name, domain, want) in cases {
             assert_eq!(&resolve(&r, name, *domain), want, "{name}@{domain:?}");

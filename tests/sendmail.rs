@@ -694,6 +694,59 @@ fn unknown_recipient_through_the_daemon() {
     assert_eq!(body_of(&fx, "jon", 0), "hello\n");
 }
 
+/// RFC 6531: a UTF-8 recipient (a UTF-8 alias of jon) or `-f` sender
+/// makes sendmail's client send SMTPUTF8 (the daemon offers it); the
+/// daemon takes the message, and `Received:` says UTF8SMTP. An ASCII one
+/// goes without it.
+#[test]
+fn utf8_addresses_through_the_daemon() {
+    let fx = Fixture::new();
+    open_to_all(&fx);
+    std::fs::write(fx.aliases(), "j\u{f6}rg: jon\n").unwrap();
+    let sock = fx.dir.path().join("submit.sock");
+    let srv = Server::start(&fx, &["--submit-socket", sock.to_str().unwrap()]);
+    assert!(
+        wait_for(Duration::from_secs(5), || sock.exists()),
+        "{}",
+        srv.log()
+    );
+    let test = "utf8_addresses_through_the_daemon";
+    let runs: [(&[&str], bool); 3] = [
+        (&["-v", "-i", "j\u{f6}rg"], true),
+        (&["-v", "-i", "-f", "pel\u{e9}@b.example", "jon"], true),
+        (&["-v", "-i", "jon"], false),
+    ];
+    for (i, (args, utf8)) in runs.iter().enumerate() {
+        let Some(cmd) = unprivileged(sendmail(&fx, &sock, args), test) else {
+            return;
+        };
+        let out = run(
+            cmd,
+            format!("Subject: Gr\u{fc}\u{df}e {i}\n\nK\u{e4}se\n").as_bytes(),
+        );
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        let err = stderr(&out);
+        let mail = err
+            .lines()
+            .find(|l| l.starts_with(">>> MAIL FROM:"))
+            .unwrap();
+        assert_eq!(mail.ends_with(" SMTPUTF8"), *utf8, "{err}");
+        let header = header_of(&fx, "jon", i);
+        let with = if *utf8 {
+            " with UTF8SMTP "
+        } else {
+            " with ESMTP "
+        };
+        assert!(header.contains(with), "{header}");
+        assert!(
+            header.contains(&format!("\nSubject: Gr\u{fc}\u{df}e {i}\n")),
+            "{header}"
+        );
+        assert_eq!(body_of(&fx, "jon", i), "K\u{e4}se\n");
+    }
+    assert!(header_of(&fx, "jon", 1).contains("Return-Path: <pel\u{e9}@b.example>"));
+}
+
 /// `-N`, `-R` and `-V` (RFC 3461) reach the daemon as NOTIFY on each
 /// RCPT and RET and ENVID on MAIL (the daemon offers DSN), which takes
 /// them and delivers; `-v` shows the dialog.

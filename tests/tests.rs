@@ -16,6 +16,7 @@ mod queued;
 mod sendmail;
 mod structure;
 mod tls;
+mod utf8;
 mod util;
 
 use std::io::{Read, Write};

@@ -160,6 +160,11 @@ impl AliasFile {
         };
         let source = path.display().to_string();
         let text = String::from_utf8_lossy(&bytes);
+        // UTF-8 names (RFC 6531) are read as they are; other bytes cannot
+        // be an address's, and a name holding them is skipped.
+        if let std::borrow::Cow::Owned(_) = text {
+            log::warn!("{source}: not all UTF-8; other bytes are read as U+FFFD");
+        }
         let (aliases, warnings) = Aliases::parse(&text, &source);
         let aliases = aliases.owned_by(stamp.uid);
         for warning in &warnings {

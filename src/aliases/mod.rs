@@ -29,6 +29,7 @@ pub use expand::{
     Special,
 };
 pub use file::AliasFile;
+pub use parse::fold_name;
 
 /// One target on the right-hand side of an alias.
 #[derive(Debug, Clone, PartialEq, Eq)]

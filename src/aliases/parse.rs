@@ -19,7 +19,10 @@ impl Aliases {
     /// The syntax:
     /// - `name: target, target, ...`; the name is trimmed and lower-cased
     ///   (ASCII), and may not be empty or contain whitespace, `@`, `"`, `,`,
-    ///   `\` or control characters.
+    ///   `\`, control characters, or U+FFFD (bytes of the file that are not
+    ///   UTF-8). A UTF-8 name (`jörg: jon`) is an alias for a UTF-8 local
+    ///   part (RFC 6531); its non-ASCII letters keep their case (see
+    ///   [`fold_name`]).
     /// - Blank lines and lines whose first non-blank character is `#` are
     ///   skipped (also in the middle of a continued entry, as Postfix does).
     /// - A line starting with a space or tab continues the entry before it.
@@ -110,7 +113,21 @@ fn parse_entry(entry: &str) -> Result<(String, Vec<Target>), String> {
     if targets.is_empty() {
         return Err(format!("alias {name} has no targets"));
     }
-    Ok((name.to_ascii_lowercase(), targets))
+    Ok((fold_name(name), targets))
+}
+
+/// An alias name or a local part as it is looked up: ASCII letters
+/// lower-cased, as postie always did, and nothing else changed.
+///
+/// For UTF-8 (RFC 6531) no Unicode case folding or normalisation: the
+/// local part is the receiving site's to interpret (RFC 5321 2.4), and
+/// Unicode folding is locale-dependent (Turkish dotted and dotless i) and
+/// joins names that are not one (the Kelvin sign K folds to `k`); an
+/// alias is found for the bytes its file gives, which are what mail
+/// clients send in NFC. The lookup ([`crate::recipients`]) folds the same
+/// way, so the file and the address always agree.
+pub fn fold_name(name: &str) -> String {
+    name.to_ascii_lowercase()
 }
 
 impl Target {
@@ -175,9 +192,9 @@ fn parse_list(list: &str) -> Result<Vec<Result<Target, String>>, String> {
 /// True if `name` may be an alias name.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
-        && !name
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '@' | '"' | ',' | '\\'))
+        && !name.chars().any(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '@' | '"' | ',' | '\\' | '\u{fffd}')
+        })
 }
 
 /// True if `local` may be a local name or the local part of an address
@@ -365,6 +382,14 @@ mod tests {
                 vec![Target::Include("/etc/mail/list".to_owned())],
             ),
             ("a: \"Jon\"", "a", vec![local("jon")]),
+            // RFC 6531: UTF-8 names, ASCII letters lower-cased only.
+            ("J\u{f6}rg: jon", "j\u{f6}rg", vec![local("jon")]),
+            ("J\u{d6}RG: jon", "j\u{d6}rg", vec![local("jon")]),
+            (
+                "\u{7528}\u{6237}: jon",
+                "\u{7528}\u{6237}",
+                vec![local("jon")],
+            ),
             ("a-b.c_d: x", "a-b.c_d", vec![local("x")]),
         ];
         for (text, name, targets) in cases {
@@ -405,6 +430,18 @@ Mixed: Dave
         );
         assert_eq!(aliases.targets("mixed"), Some(&[local("dave")][..]));
         assert!(!aliases.contains("Mixed"), "names are stored lower-cased");
+    }
+
+    /// Attacker: a name with bytes that are not UTF-8 (read as U+FFFD)
+    /// is skipped with a warning: no address can name it, and it must not
+    /// stand for another.
+    #[test]
+    fn names_that_were_not_utf8_are_skipped() {
+        let text = String::from_utf8_lossy(b"j\xf6rg: jon\ngood: jon\n");
+        let (aliases, warnings) = Aliases::parse(&text, "/etc/aliases");
+        assert_eq!(aliases.len(), 1);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("/etc/aliases:1: invalid alias name"));
     }
 
     #[test]

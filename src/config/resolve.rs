@@ -66,17 +66,21 @@ pub fn parse_delimiter(s: &str) -> Result<Option<char>, String> {
 }
 
 /// True if `s` can be a local domain: a name of ASCII letters, digits,
-/// `-`, `_` and dots, or an address literal (`[192.0.2.1]`,
-/// `[IPv6:2001:db8::1]`). This is what catches `domain = a.example #
-/// comment` (there are no trailing comments).
+/// `-`, `_` and dots, or U-labels' UTF-8 (RFC 6531: the non-ASCII
+/// characters an address may hold, `bücher.example`), or an address
+/// literal (`[192.0.2.1]`, `[IPv6:2001:db8::1]`). This is what catches
+/// `domain = a.example # comment` (there are no trailing comments).
 pub fn plausible_domain(s: &str) -> bool {
     if s.starts_with('[') {
         return crate::domains::parse_address_literal(s).is_some();
     }
     !s.is_empty()
         && s.len() <= 255
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && s.chars().all(|c| {
+            c.is_ascii_alphanumeric()
+                || matches!(c, '-' | '_' | '.')
+                || crate::smtp::address::is_utf8_address_char(c)
+        })
 }
 impl Loaded {
     /// STARTTLS as configured (`tls_setup`), for the options in force.
@@ -379,6 +383,18 @@ mod tests {
         assert_eq!(parse_delimiter("").unwrap(), None);
         assert!(parse_delimiter("@").is_err());
         assert!(parse_delimiter("ab").is_err());
+    }
+
+    /// RFC 6531: a U-label domain may be configured; what an address may
+    /// not hold may not be configured either.
+    #[test]
+    fn utf8_domains_are_plausible() {
+        assert!(plausible_domain("b\u{fc}cher.example"));
+        assert!(plausible_domain("\u{4f8b}\u{5b50}.\u{5e7f}\u{544a}"));
+        assert!(plausible_domain("a.example"));
+        for bad in ["a\u{202e}b.example", "a\u{a0}b", "a\u{3002}b", "#", "a b"] {
+            assert!(!plausible_domain(bad), "{bad:?}");
+        }
     }
 
     #[test]

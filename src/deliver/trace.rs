@@ -5,15 +5,17 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use crate::smtp::address::{comment_text, is_domain_or_literal};
+use crate::smtp::address::{comment_text, is_domain_or_literal, is_utf8_address_char};
 use crate::smtp::session::printable;
 use crate::smtp::{Envelope, ReversePath};
 
 /// The `Return-Path:` and `Received:` header lines (RFC 5321 4.4), LF
 /// ended, and for a local submitter who set another sender, sendmail's
 /// `X-Authentication-Warning:`. Everything that came from the client is
-/// reduced to printable ASCII first, so no CR, LF or control character can
-/// reach a header; a HELO that is not a domain or an address literal is
+/// reduced to printable ASCII first (the addresses of a UTF8SMTP message
+/// keep their UTF-8, RFC 6531 3.7.3 and RFC 6532 3.2, but only the
+/// characters an address may hold: [`is_utf8_address_char`]), so no CR, LF
+/// or control character can reach a header; a HELO that is not a domain or an address literal is
 /// written only inside the comment, escaped, so that it can neither
 /// unbalance the comment nor add a `;` and a date of its own.
 pub fn trace_headers(
@@ -26,7 +28,7 @@ pub fn trace_headers(
     let mut h = String::with_capacity(256);
     let rp = match &env.sender {
         ReversePath::Null => String::new(),
-        ReversePath::Mailbox(m) => clean(&m.to_string()),
+        ReversePath::Mailbox(m) => clean_address(&m.to_string(), env.via.utf8),
     };
     let _ = writeln!(h, "Return-Path: <{rp}>");
     let tcp_info = match (&env.submitter, env.peer) {
@@ -66,7 +68,7 @@ pub fn trace_headers(
     // that the only `;` is the one before the date.
     match for_rcpt.filter(|r| !r.contains([';', '(', ')', '\\'])) {
         Some(r) => {
-            let _ = write!(h, "\n\tfor <{}>; {date}\n", clean(r));
+            let _ = write!(h, "\n\tfor <{}>; {date}\n", clean_address(r, env.via.utf8));
         }
         None => {
             let _ = writeln!(h, ";\n\t{date}");
@@ -91,6 +93,22 @@ pub fn trace_headers(
 /// Printable ASCII only (space allowed), at most 200 characters.
 fn clean(s: &str) -> String {
     printable(s, 200)
+}
+
+/// An address for a header: as [`clean`], and where `utf8` (the message
+/// came with SMTPUTF8) the non-ASCII characters an address may hold are
+/// kept; anything else, a C1 control or a bidirectional override, is `?`.
+fn clean_address(s: &str, utf8: bool) -> String {
+    s.chars()
+        .take(200)
+        .map(|c| {
+            if c == ' ' || c.is_ascii_graphic() || (utf8 && is_utf8_address_char(c)) {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -227,6 +245,73 @@ mod tests {
         }
         let h = trace_headers(&env, "razorback", Some("\"j d\"@razorback"), date, false);
         assert!(h.contains("\tfor <\"j d\"@razorback>; Sat"), "{h}");
+    }
+
+    /// RFC 6531 3.7.3, RFC 6532 3.2: a UTF8SMTP message's Return-Path:
+    /// and `for` clause hold its addresses in UTF-8; any other message's
+    /// stay ASCII.
+    #[test]
+    fn utf8_addresses_in_a_utf8smtp_message() {
+        let mut env = envelope(&["jon"]);
+        env.id = "A1.3".into();
+        env.helo = "mx.example".into();
+        env.peer = Some("192.0.2.7".parse().unwrap());
+        env.via.utf8 = true;
+        env.sender = ReversePath::Mailbox(Mailbox {
+            local: "pel\u{e9}".into(),
+            domain: Some("b\u{fc}cher.example".into()),
+        });
+        let date = "Sat, 28 Nov 2026 16:59:45 +0000";
+        let h = trace_headers(&env, "razorback", Some("j\u{f6}rg@razorback"), date, false);
+        assert_eq!(
+            h,
+            "Return-Path: <pel\u{e9}@b\u{fc}cher.example>\n\
+             Received: from mx.example ([192.0.2.7])\n\
+             \tby razorback (postie) with UTF8SMTP id A1.3\n\
+             \tfor <j\u{f6}rg@razorback>; Sat, 28 Nov 2026 16:59:45 +0000\n"
+        );
+        env.via.utf8 = false;
+        let h = trace_headers(&env, "razorback", Some("j\u{f6}rg@razorback"), date, false);
+        assert!(h.starts_with("Return-Path: <pel?@b?cher.example>\n"), "{h}");
+        assert!(h.contains("\tfor <j?rg@razorback>;"), "{h}");
+        assert!(h.is_ascii());
+    }
+
+    /// Attacker: whatever an address holds (the parser refuses these, the
+    /// header must not rely on it), no CR, LF, NUL, C1 control, line
+    /// separator or bidirectional override reaches the header, UTF8SMTP
+    /// or not.
+    #[test]
+    fn hostile_characters_never_reach_a_header() {
+        let mut env = envelope(&["jon"]);
+        env.helo = "mx.example".into();
+        for utf8 in [true, false] {
+            env.via.utf8 = utf8;
+            for bad in [
+                "\r\nX-Injected: yes",
+                "\n",
+                "\0",
+                "\u{85}",
+                "\u{9b}",
+                "\u{2028}",
+                "\u{202e}",
+                "\u{2066}",
+            ] {
+                env.sender = ReversePath::Mailbox(Mailbox {
+                    local: format!("a{bad}b"),
+                    domain: Some("x".into()),
+                });
+                let rcpt = format!("c{bad}d@razorback");
+                let h = trace_headers(&env, "razorback", Some(&rcpt), "date", false);
+                assert!(h.contains("Return-Path: <\"a?"), "{h:?}");
+                assert!(
+                    !h.chars()
+                        .any(|c| c != '\n' && bad.contains(c) && !c.is_ascii_graphic() && c != ' '),
+                    "{h:?}"
+                );
+                assert_eq!(h.lines().count(), 4, "{h:?}");
+            }
+        }
     }
 
     #[test]

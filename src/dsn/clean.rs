@@ -76,6 +76,31 @@ pub fn address(m: &Mailbox, host: &str) -> String {
     text(&s, MAX_ADDRESS)
 }
 
+/// The mailbox typed for a delivery-status field (RFC 3464 2.1.2): `rfc822;
+/// ADDRESS` when it is ASCII, else (a UTF-8 address, RFC 6531) `utf-8;`
+/// and the utf-8-addr-xtext of RFC 6533 3, so that the part stays 7-bit:
+/// printable ASCII but `+`, `=` and `\` as it is, every other character
+/// `\x{HEX}` (upper-case hex, two digits at least). Qualified with `host`
+/// as [`address`]; cut at [`MAX_ADDRESS`] characters before encoding.
+pub fn typed_address(m: &Mailbox, host: &str) -> String {
+    if m.is_ascii() {
+        return format!("rfc822; {}", address(m, host));
+    }
+    let mut m = m.clone();
+    if m.domain.is_none() {
+        m.domain = Some(host.to_owned());
+    }
+    let mut out = String::from("utf-8; ");
+    for c in m.to_string().chars().take(MAX_ADDRESS) {
+        if c.is_ascii_graphic() && !matches!(c, '+' | '=' | '\\') {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\x{{{:02X}}}", u32::from(c)));
+        }
+    }
+    out
+}
+
 /// A decoded ORCPT address (RFC 3461 4.2) or any other address text the
 /// client gave: [`text`], cut at [`MAX_ADDRESS`].
 pub fn generic_address(s: &str) -> String {
@@ -234,6 +259,32 @@ mod tests {
         assert_eq!(address_type("x-local"), "x-local");
         assert_eq!(address_type("rfc822\r\nX: y"), "rfc822");
         assert_eq!(address_type(""), "rfc822");
+    }
+
+    /// RFC 6533 3: a UTF-8 address is `utf-8;` and its xtext, 7-bit;
+    /// an ASCII one is `rfc822;` as before.
+    #[test]
+    fn utf8_addresses_are_typed_utf8_xtext() {
+        let m = |local: &str, domain: Option<&str>| Mailbox {
+            local: local.into(),
+            domain: domain.map(Into::into),
+        };
+        assert_eq!(typed_address(&m("jon", None), "h"), "rfc822; jon@h");
+        assert_eq!(
+            typed_address(&m("j\u{f6}rg+x=y", None), "h"),
+            "utf-8; j\\x{F6}rg\\x{2B}x\\x{3D}y@h"
+        );
+        assert_eq!(
+            typed_address(&m("\u{7528}", Some("b\u{fc}cher.example")), "h"),
+            "utf-8; \\x{7528}@b\\x{FC}cher.example"
+        );
+        assert_eq!(
+            typed_address(&m("\u{1f600} a\\", Some("x")), "h"),
+            "utf-8; \"\\x{1F600}\\x{20}a\\x{5C}\\x{5C}\"@x"
+        );
+        // Whatever the address holds, the field is printable ASCII.
+        let t = typed_address(&m("\u{e9}\r\n\u{202e}\u{85}", Some("x")), "h");
+        assert!(t.bytes().all(|b| (0x20..0x7f).contains(&b)), "{t:?}");
     }
 
     #[test]

@@ -524,8 +524,8 @@ fn delivery_status(report: &Report, host: &str) -> String {
         field(
             &mut s,
             format!(
-                "Final-Recipient: rfc822; {}", // 2.3.2
-                clean::address(&r.final_recipient, host)
+                "Final-Recipient: {}", // 2.3.2; RFC 6533 3 for UTF-8
+                clean::typed_address(&r.final_recipient, host)
             ),
         );
         field(&mut s, format!("Action: {}", r.action.keyword())); // 2.3.3
@@ -1031,6 +1031,41 @@ mod tests {
         }
         assert!(!dsn.contains('\r'));
         assert!(!dsn.contains("\nX-Injected"), "{dsn}");
+    }
+
+    /// RFC 6531 addresses: a notification to or about a UTF-8 address is
+    /// made (no panic), its header and report fields stay 7-bit, the
+    /// recipient is typed `utf-8;` with RFC 6533's xtext, and nothing the
+    /// address holds (a line separator, NEL, a bidi override) adds a line.
+    #[test]
+    fn utf8_addresses_in_a_notification() {
+        let mut a = failed("j\u{f6}rg");
+        a.final_recipient.domain = Some("b\u{fc}cher.example".into());
+        let mut r = report(vec![a, failed("jon")]);
+        r.envelope.sender = mailbox("pel\u{e9}", Some("frogbog.example"));
+        let dsn = make(&r, MESSAGE.as_bytes());
+        assert_no_injection(&dsn);
+        let top = dsn.split_once("\n\n").unwrap().0;
+        assert!(top.is_ascii(), "{top}");
+        assert!(top.contains("\nTo: <pel?@frogbog.example>\n"), "{top}");
+        let blocks = status_blocks(&dsn);
+        assert_eq!(
+            blocks[1][0],
+            "Final-Recipient: utf-8; j\\x{F6}rg@b\\x{FC}cher.example"
+        );
+        assert_eq!(
+            blocks[2][0],
+            "Final-Recipient: rfc822; jon@razorback.example"
+        );
+        assert!(parts(&dsn)[..2].iter().all(|p| p.is_ascii()));
+
+        let mut evil = failed("a\u{2028}X-Injected: yes\u{85}\u{202e}\u{e9}");
+        evil.final_recipient.domain = Some("x\u{2029}y".into());
+        let mut r = report(vec![evil]);
+        r.envelope.sender = mailbox("\u{e9}\u{2028}X-Injected: yes", Some("x"));
+        let dsn = make(&r, MESSAGE.as_bytes());
+        assert_no_injection(&dsn);
+        assert!(dsn.split_once("\n\n").unwrap().0.is_ascii());
     }
 
     #[test]

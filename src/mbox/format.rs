@@ -11,6 +11,7 @@
 use std::io::{self, BufWriter, Read, Write};
 
 use crate::smtp::ReversePath;
+use crate::smtp::address::is_utf8_address_char;
 use crate::sys::LocalTime;
 
 /// How `From ` lines inside a message are protected.
@@ -25,6 +26,13 @@ pub enum Quoting {
 /// The `From ` separator line, with its LF: `From SENDER DATE`, the date in
 /// asctime(3) form, `MAILER-DAEMON` for the null sender, and no white space
 /// inside SENDER (readers split this line on spaces).
+///
+/// The line is ASCII whatever the sender: a UTF-8 sender (RFC 6531) has
+/// each non-ASCII character written `\x{HEX}`, as RFC 6533 3 writes a
+/// UTF-8 address in 7-bit text (`pel\x{E9}@b.example`). Its UTF-8 bytes
+/// would do for mutt and s-nail, but Python's `mailbox` decodes this line
+/// as ASCII and fails on the message (3.11: `UnicodeDecodeError` in
+/// `mbox.get_message`); the sender as sent is in `Return-Path:`.
 pub fn from_line(sender: &ReversePath, date: &LocalTime) -> String {
     let mut who = String::new();
     if let ReversePath::Mailbox(m) = sender {
@@ -36,16 +44,20 @@ pub fn from_line(sender: &ReversePath, date: &LocalTime) -> String {
     }
     // A quoted local part may hold spaces, tabs or control characters; any
     // of them would split the line where readers (mutt) do not expect it.
-    let who: String = who
-        .chars()
-        .map(|c| {
-            if c.is_whitespace() || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
+    // Of UTF-8 only what an address may hold is written (no C1 control, no
+    // Unicode space or line separator, no bidirectional override), should
+    // a sender ever come here without the address parser's check.
+    let mut shown = String::with_capacity(who.len());
+    for c in who.chars() {
+        if c.is_ascii_graphic() {
+            shown.push(c);
+        } else if is_utf8_address_char(c) {
+            shown.push_str(&format!("\\x{{{:X}}}", u32::from(c)));
+        } else {
+            shown.push('_');
+        }
+    }
+    let who = shown;
     let who = if who.is_empty() {
         "MAILER-DAEMON"
     } else {
@@ -383,6 +395,32 @@ mod tests {
         assert_eq!(
             from_line(&sender("", None), &date()),
             "From MAILER-DAEMON Sun Nov  1 06:05:04 2026\n"
+        );
+    }
+
+    /// RFC 6531: a UTF-8 sender is written in ASCII, each non-ASCII
+    /// character as RFC 6533's `\x{HEX}`; anything that could split the
+    /// line or hide text (a C1 control, NEL, a Unicode space or line
+    /// separator, a bidirectional override) is `_`.
+    #[test]
+    fn from_line_utf8_sender() {
+        assert_eq!(
+            from_line(&sender("pel\u{e9}", Some("b\u{fc}cher.example")), &date()),
+            "From pel\\x{E9}@b\\x{FC}cher.example Sun Nov  1 06:05:04 2026\n"
+        );
+        assert_eq!(
+            from_line(&sender("\u{7528}\u{1f600}", Some("x")), &date()),
+            "From \\x{7528}\\x{1F600}@x Sun Nov  1 06:05:04 2026\n"
+        );
+        assert_eq!(
+            from_line(
+                &sender(
+                    "a\u{85}b\u{9b}c\u{2028}d\u{202e}e\u{3000}f\u{feff}g\0h",
+                    Some("x")
+                ),
+                &date()
+            ),
+            "From a_b_c_d_e_f_g_h@x Sun Nov  1 06:05:04 2026\n"
         );
     }
 

@@ -388,6 +388,16 @@ fn decode_deliver(r: &mut Reader<'_>) -> Result<(Envelope, u64), String> {
     };
     let len = r.u64()?;
     r.end()?;
+    // The SMTP side lets a UTF-8 address in only with SMTPUTF8 (RFC 6531
+    // 3.5), and what delivery writes into headers depends on it.
+    let ascii = |m: &Mailbox| m.is_ascii();
+    let sender_ascii = match &sender {
+        ReversePath::Null => true,
+        ReversePath::Mailbox(m) => ascii(m),
+    };
+    if !via.utf8 && (!sender_ascii || recipients.iter().any(|r| !ascii(&r.path))) {
+        return Err("UTF-8 address without SMTPUTF8".into());
+    }
     Ok((
         Envelope {
             id,
@@ -795,6 +805,47 @@ mod tests {
         let mut bad = encoded[3].clone();
         bad[at] = 4;
         assert_eq!(decode_request(&bad), Err("bad body type".into()));
+    }
+
+    /// RFC 6531: UTF-8 addresses cross the wire intact in a UTF8SMTP
+    /// envelope; in any other, or with a character the SMTP side refuses
+    /// (a bidirectional override, a C1 control), the request is refused.
+    #[test]
+    fn utf8_addresses_cross_only_with_smtputf8() {
+        let mut env = envelope();
+        env.via.utf8 = true;
+        env.sender = ReversePath::Mailbox(Mailbox {
+            local: "pel\u{e9}".into(),
+            domain: Some("b\u{fc}cher.example".into()),
+        });
+        env.recipients[0].path = Mailbox {
+            local: "\u{7528}\u{6237}".into(),
+            domain: Some("h".into()),
+        };
+        assert_eq!(
+            decode_request(&encode_deliver(&env, 1)),
+            Ok(Request::Deliver {
+                env: Box::new(env.clone()),
+                len: 1
+            })
+        );
+        let mut plain = env.clone();
+        plain.via.utf8 = false;
+        assert_eq!(
+            decode_request(&encode_deliver(&plain, 1)),
+            Err("UTF-8 address without SMTPUTF8".into())
+        );
+        plain.sender = ReversePath::Null;
+        assert!(decode_request(&encode_deliver(&plain, 1)).is_err());
+        for bad in ["a\u{202e}b", "a\u{85}b", "a\u{2028}b"] {
+            let mut hostile = env.clone();
+            hostile.recipients[0].path.local = bad.into();
+            let err = decode_request(&encode_deliver(&hostile, 1)).unwrap_err();
+            assert!(
+                err.contains("bad address") || err.contains("control character"),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -461,6 +461,31 @@ mod tests {
 
     const DELAYED: Notice = Notice::Delayed { retry_until: None };
 
+    /// RFC 6531: a notice to a UTF-8 sender about a UTF-8 recipient is
+    /// made, goes to that sender, keeps its header 7-bit and types the
+    /// recipient `utf-8` (RFC 6533 3).
+    #[test]
+    fn notices_to_and_about_utf8_addresses() {
+        let mut e = entry(Some("5.2.0 refused"));
+        e.sender = Some("pel\u{e9}@razorback.example".into());
+        e.recipients[1].address = "j\u{f6}rg@razorback.example".into();
+        let n = make(&e, &all(&e), Notice::Failed).expect("a notice");
+        assert_eq!(n.to.local, "pel\u{e9}");
+        let t = text(&n);
+        let head = t.split_once("\n\n").unwrap().0;
+        assert!(head.is_ascii(), "{head}");
+        assert!(head.contains("\nTo: <pel?@razorback.example>\n"), "{head}");
+        let b = blocks(&n);
+        let finals: Vec<&str> = b
+            .iter()
+            .filter_map(|b| field(b, "Final-Recipient"))
+            .collect();
+        assert!(
+            finals.contains(&"utf-8; j\\x{F6}rg@razorback.example"),
+            "{finals:?}"
+        );
+    }
+
     /// ORCPT and ENVID come back decoded from their xtext; what is not
     /// xtext is taken as it is.
     #[test]

@@ -677,6 +677,23 @@ mod tests {
         }
     }
 
+    /// RFC 6531: UTF-8 addresses are kept as they are, whatever the
+    /// script; one with a control character (C1 included) is not written.
+    #[test]
+    fn utf8_addresses_round_trip() {
+        let mut e = full();
+        e.sender = Some("pel\u{e9}@b\u{fc}cher.example".into());
+        e.recipients[0].address = "\u{7528}\u{6237}@razorback".into();
+        let text = e.to_text().unwrap();
+        assert!(
+            text.contains("\nsender <pel\u{e9}@b\u{fc}cher.example>\n"),
+            "{text}"
+        );
+        assert_eq!(Entry::parse(text.as_bytes()).unwrap(), e);
+        e.recipients[0].address = "j\u{85}rg@razorback".into();
+        assert!(e.to_text().is_err());
+    }
+
     #[test]
     fn the_format_is_lines_of_text() {
         let text = full().to_text().unwrap();

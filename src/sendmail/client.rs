@@ -418,7 +418,7 @@ pub fn submit<R: BufRead, W: Write>(
         });
     }
     let ehlo = c.cmd("EHLO localhost")?;
-    let (size, eightbit, dsn) = if ehlo.code == 250 {
+    let (size, eightbit, dsn, smtputf8) = if ehlo.code == 250 {
         let has = |kw: &str| {
             ehlo.lines.iter().skip(1).any(|l| {
                 l.get(4..)
@@ -426,7 +426,7 @@ pub fn submit<R: BufRead, W: Write>(
                     .is_some_and(|w| w.eq_ignore_ascii_case(kw))
             })
         };
-        (has("SIZE"), has("8BITMIME"), has("DSN"))
+        (has("SIZE"), has("8BITMIME"), has("DSN"), has("SMTPUTF8"))
     } else if (500..=502).contains(&ehlo.code) {
         let helo = c.cmd("HELO localhost")?;
         if helo.code != 250 {
@@ -435,7 +435,7 @@ pub fn submit<R: BufRead, W: Write>(
                 reply: helo,
             });
         }
-        (false, false, false)
+        (false, false, false, false)
     } else {
         return c.fail(Error::Refused {
             stage: Stage::Hello,
@@ -458,6 +458,13 @@ pub fn submit<R: BufRead, W: Write>(
     }
     if eightbit && !data.is_ascii() {
         mail.push_str(" BODY=8BITMIME");
+    }
+    // RFC 6531 3.4: a UTF-8 sender or recipient needs SMTPUTF8 (only to a
+    // server that offers it: to another, the server's 550 or 553 5.6.7
+    // says why). ASCII addresses go without it, as the RFC advises.
+    let utf8 = !env.sender.is_ascii() || env.recipients.iter().any(|r| !r.is_ascii());
+    if smtputf8 && utf8 {
+        mail.push_str(" SMTPUTF8");
     }
     // RFC 3461 5.1: a client sends the DSN parameters only to a server
     // that offers the extension.
@@ -570,6 +577,42 @@ mod tests {
             "EHLO localhost\r\nMAIL FROM:<jon@h.example> SIZE=18\r\nRCPT TO:<jon>\r\n\
              RCPT TO:<alice@h.example>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n"
         );
+    }
+
+    /// RFC 6531 3.4: a UTF-8 recipient or sender sends SMTPUTF8 to a
+    /// server that offers it; ASCII addresses go without it, and a server
+    /// that does not offer it is not sent it (its 553 5.6.7 refuses the
+    /// recipient).
+    #[test]
+    fn utf8_addresses_send_smtputf8() {
+        let utf8_ehlo = EHLO.replace("250-8BITMIME", "250-8BITMIME\r\n250-SMTPUTF8");
+        let server =
+            format!("220 h\r\n{utf8_ehlo}250 ok\r\n250 ok\r\n354 go\r\n250 ok\r\n221 bye\r\n");
+        let (res, sent) = run(&server, &env(&["j\u{f6}rg"]), b"hi\r\n");
+        assert_eq!(res.unwrap().reply.code, 250);
+        assert!(
+            sent.starts_with(
+                "EHLO localhost\r\nMAIL FROM:<jon@h.example> SIZE=4 SMTPUTF8\r\nRCPT TO:<j\u{f6}rg>\r\n"
+            ),
+            "{sent}"
+        );
+        let mut e = env(&["jon"]);
+        e.sender = "pel\u{e9}@h.example".into();
+        let (_, sent) = run(&server, &e, b"hi\r\n");
+        assert!(
+            sent.contains("MAIL FROM:<pel\u{e9}@h.example> SIZE=4 SMTPUTF8\r\n"),
+            "{sent}"
+        );
+        let (_, sent) = run(&server, &env(&["jon"]), b"hi\r\n");
+        assert!(
+            sent.contains("MAIL FROM:<jon@h.example> SIZE=4\r\n"),
+            "{sent}"
+        );
+        // Not offered: not sent.
+        let server = format!("220 h\r\n{EHLO}250 ok\r\n553 5.6.7 no\r\n250 ok\r\n221 bye\r\n");
+        let (res, sent) = run(&server, &env(&["j\u{f6}rg"]), b"hi\r\n");
+        assert!(!sent.contains("SMTPUTF8"), "{sent}");
+        assert!(matches!(res, Err(Error::Recipients(r)) if r[0].1.code == 553));
     }
 
     /// Audit of "postie 5": an address that does not parse never reaches

@@ -530,6 +530,14 @@ mod tests {
             ("", vec![]),
             // Not an address: passed on, for the server to refuse by name.
             ("Jon Doe", vec!["Jon Doe"]),
+            // RFC 6532 header fields: UTF-8 addresses, for -t.
+            (
+                "J\u{f6}rg <j\u{f6}rg@h>, \u{7528}\u{6237}@\u{4f8b}\u{5b50}.\u{5e7f}\u{544a}",
+                vec![
+                    "j\u{f6}rg@h",
+                    "\u{7528}\u{6237}@\u{4f8b}\u{5b50}.\u{5e7f}\u{544a}",
+                ],
+            ),
         ];
         for (text, want) in cases {
             assert_eq!(parse_address_list(text), want, "{text:?}");

@@ -1,4 +1,8 @@
-//! Mailbox addresses and SMTP paths (RFC 5321 4.1.2).
+//! Mailbox addresses and SMTP paths (RFC 5321 4.1.2), with the UTF-8 of
+//! RFC 6531 3.3: `atext`, `qtextSMTP` and `sub-domain` also take non-ASCII
+//! characters ([`is_utf8_address_char`] says which). Whether a transaction
+//! may carry such an address (the SMTPUTF8 parameter) is the session's
+//! business, not the grammar's.
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -29,6 +33,14 @@ pub enum ReversePath {
 /// log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AddrError(pub &'static str);
+
+impl Mailbox {
+    /// True if nothing in the address is beyond ASCII: such an address
+    /// needs no SMTPUTF8 (RFC 6531 3.5).
+    pub fn is_ascii(&self) -> bool {
+        self.local.is_ascii() && self.domain.as_deref().is_none_or(str::is_ascii)
+    }
+}
 
 impl fmt::Display for Mailbox {
     /// Renders the mailbox in SMTP form, quoting the local part when it is
@@ -77,11 +89,64 @@ fn is_atext(c: u8) -> bool {
     c.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&c)
 }
 
-/// Whether `s` is a Dot-string of RFC 5321: atoms separated by single dots.
+/// Whether the non-ASCII character `c` may stand in an address.
+///
+/// RFC 6531 3.3 lets `atext`, `qtextSMTP` and U-labels hold any
+/// `UTF8-non-ascii` (RFC 6532 3.1). postie takes fewer: none of the
+/// characters that would let an address hide or reorder what is around it
+/// where it is shown (a `Return-Path:` or `Received:` header, the mbox
+/// `From ` line, a reply, a log line), so that no reader can be shown text
+/// the address did not visibly hold:
+/// - C1 controls (U+0080 to U+009F) and every Unicode white space (U+0085
+///   NEL, U+00A0, U+2028 and U+2029 line and paragraph separators, ...);
+/// - bidirectional marks, embeddings, overrides and isolates (U+061C,
+///   U+200E, U+200F, U+202A to U+202E, U+2066 to U+2069: the "Trojan
+///   Source" characters) and the invisible format characters (soft
+///   hyphen, U+180E, zero width space, word joiner and the invisible
+///   operators, U+FEFF, the interlinear annotation characters, the tag
+///   characters U+E0000 to U+E007F);
+/// - the ideographic and fullwidth full stops that IDNA2003 read as a
+///   dot (U+3002, U+FF0E, U+FF61): one domain must not pass for another;
+/// - U+FFFD, the mark of bytes that were not UTF-8, and noncharacters.
+///
+/// The zero width joiner and non-joiner (U+200C, U+200D) stay: some
+/// scripts need them inside words (RFC 5892 CONTEXTJ).
+pub fn is_utf8_address_char(c: char) -> bool {
+    let n = u32::from(c);
+    !c.is_ascii()
+        && !c.is_control()
+        && !c.is_whitespace()
+        && !matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{206F}'
+                | '\u{3002}'
+                | '\u{FDD0}'..='\u{FDEF}'
+                | '\u{FEFF}'
+                | '\u{FF0E}'
+                | '\u{FF61}'
+                | '\u{FFF9}'..='\u{FFFD}'
+                | '\u{E0000}'..='\u{E007F}'
+        )
+        && n & 0xfffe != 0xfffe
+}
+
+/// Whether `s` is a Dot-string of RFC 5321 (with the UTF-8 atext of RFC
+/// 6531 3.3): atoms separated by single dots.
 pub fn is_dot_atom(s: &str) -> bool {
     !s.is_empty()
-        && s.split('.')
-            .all(|atom| !atom.is_empty() && atom.bytes().all(is_atext))
+        && s.split('.').all(|atom| {
+            !atom.is_empty()
+                && atom
+                    .chars()
+                    .all(|c| u8::try_from(c).is_ok_and(is_atext) || is_utf8_address_char(c))
+        })
 }
 
 fn is_wsp(c: u8) -> bool {
@@ -92,7 +157,11 @@ fn is_wsp(c: u8) -> bool {
 fn unexpected(c: u8) -> AddrError {
     match c {
         0..=0x1f | 0x7f => AddrError("control character in address"),
-        0x80..=0xff => AddrError("non-ASCII character in address"),
+        // A parser over a `str` sees whole characters only: a non-ASCII
+        // one here is one that [`is_utf8_address_char`] refuses, or one
+        // where the grammar takes ASCII only (an address literal, after
+        // the path).
+        0x80..=0xff => AddrError("disallowed non-ASCII character in address"),
         b'<' | b'>' => AddrError("unbalanced angle brackets"),
         _ => AddrError("invalid character in address"),
     }
@@ -117,8 +186,55 @@ impl Parser<'_> {
     }
 
     fn text(&self, from: usize) -> String {
-        // Every byte accepted by the grammar is ASCII.
+        // The grammar stops only at ASCII bytes or after a whole character
+        // ([`Self::utf8_char`]): a slice between two such points of a
+        // `str` is UTF-8, so nothing is lost here.
         String::from_utf8_lossy(&self.b[from..self.pos]).into_owned()
+    }
+
+    /// The non-ASCII character at the current position, if it is one an
+    /// address may hold ([`is_utf8_address_char`]). `b` is always a
+    /// `str`'s bytes and `pos` on a character boundary, so the lead byte
+    /// says how long the character is.
+    fn utf8_char(&self) -> Option<char> {
+        let lead = self.peek().filter(|&c| c >= 0x80)?;
+        let width = match lead {
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            _ => 4,
+        };
+        let bytes = self.b.get(self.pos..self.pos + width)?;
+        let c = std::str::from_utf8(bytes).ok()?.chars().next()?;
+        is_utf8_address_char(c).then_some(c)
+    }
+
+    /// Moves past one character of `atext` (RFC 6531 3.3), if one is
+    /// there.
+    fn atext(&mut self) -> bool {
+        match self.peek() {
+            Some(c) if is_atext(c) => self.pos += 1,
+            _ => match self.utf8_char() {
+                Some(c) => self.pos += c.len_utf8(),
+                None => return false,
+            },
+        }
+        true
+    }
+
+    /// Moves past one character of a domain label (`Let-dig`, or `-` where
+    /// `hyphen` allows it), a U-label's non-ASCII characters included (RFC
+    /// 6531 3.3). IDNA2008's finer rules for U-labels (RFC 5892) are not
+    /// checked: postie delivers only to domains configured as local, and
+    /// looks nothing up in the DNS.
+    fn label_char(&mut self, hyphen: bool) -> bool {
+        match self.peek() {
+            Some(c) if c.is_ascii_alphanumeric() || (hyphen && c == b'-') => self.pos += 1,
+            _ => match self.utf8_char() {
+                Some(c) => self.pos += c.len_utf8(),
+                None => return false,
+            },
+        }
+        true
     }
 
     /// `Mailbox = Local-part ["@" ( Domain / address-literal )]`, the domain
@@ -159,9 +275,7 @@ impl Parser<'_> {
         let start = self.pos;
         loop {
             let atom = self.pos;
-            while self.peek().is_some_and(is_atext) {
-                self.pos += 1;
-            }
+            while self.atext() {}
             if self.pos == atom {
                 return Err(match self.peek() {
                     Some(c @ (0..=0x1f | 0x7f..=0xff)) => unexpected(c),
@@ -197,7 +311,14 @@ impl Parser<'_> {
                     }
                 }
                 Some(c @ 0x20..=0x7e) => out.push(char::from(c)),
-                Some(c) => return Err(unexpected(c)),
+                // qtextSMTP =/ UTF8-non-ascii (RFC 6531 3.3).
+                Some(c) => match self.utf8_char() {
+                    Some(u) => {
+                        out.push(u);
+                        self.pos += u.len_utf8() - 1;
+                    }
+                    None => return Err(unexpected(c)),
+                },
             }
             self.pos += 1;
         }
@@ -208,19 +329,16 @@ impl Parser<'_> {
     }
 
     /// `Domain = sub-domain *("." sub-domain)`, with
-    /// `sub-domain = Let-dig [Ldh-str]`.
+    /// `sub-domain = Let-dig [Ldh-str] / U-label` (RFC 6531 3.3). A
+    /// U-label's length is counted in UTF-8 octets against the 63 of a DNS
+    /// label: without IDNA's Punycode its A-label's length is not known.
     fn domain(&mut self) -> Result<(), AddrError> {
         loop {
             let label = self.pos;
-            if !self.peek().is_some_and(|c| c.is_ascii_alphanumeric()) {
+            if !self.label_char(false) {
                 return Err(bad_domain_char(self.peek()));
             }
-            while self
-                .peek()
-                .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'-')
-            {
-                self.pos += 1;
-            }
+            while self.label_char(true) {}
             if self.b[self.pos - 1] == b'-' {
                 return Err(AddrError("bad domain"));
             }
@@ -291,9 +409,12 @@ impl Parser<'_> {
 
 /// Whether `s`, whole, is a `Domain` or an address literal (RFC 5321
 /// 4.1.2): what `Received: from` may name (RFC 5321 4.4, From-domain).
+///
+/// ASCII only: a HELO name is (RFC 6531 3.7.1), and what is written there
+/// is read by programs that know nothing of UTF-8.
 pub fn is_domain_or_literal(s: &str) -> bool {
     let b = s.as_bytes();
-    if b.is_empty() || b.len() > MAX_DOMAIN {
+    if b.is_empty() || b.len() > MAX_DOMAIN || !s.is_ascii() {
         return false;
     }
     let mut p = Parser { b, pos: 0 };
@@ -558,11 +679,12 @@ mod tests {
             ("<a@b\r>", "control character in address"),
             ("<\"a\x00\"@b>", "control character in address"),
             ("<a@b\t>", "control character in address"),
-            ("<jön@b>", "non-ASCII character in address"),
-            ("<a@bü>", "non-ASCII character in address"),
-            ("<a@ü>", "non-ASCII character in address"),
-            ("<\"ü\"@b>", "non-ASCII character in address"),
-            ("<a@b>ü", "non-ASCII character in address"),
+            ("<a@b>ü", "disallowed non-ASCII character in address"),
+            (
+                "<a@[127.0.0.ü]>",
+                "disallowed non-ASCII character in address",
+            ),
+            ("<\"a\\ü\"@b>", "disallowed non-ASCII character in address"),
             (&local_65, "local part too long"),
             (&quoted_65, "local part too long"),
             (&with_domain_255, "path too long"),
@@ -572,6 +694,121 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(parse_path(input), Err(AddrError(want)), "input {input:?}");
         }
+    }
+
+    /// RFC 6531 3.3: UTF-8 in dot-strings, quoted strings and domains.
+    #[test]
+    fn utf8_paths() {
+        let cases: Vec<(&str, Option<Mailbox>, &str)> = vec![
+            ("<jön@b>", Some(mb("jön", Some("b"))), ""),
+            ("<a@bü>", Some(mb("a", Some("bü"))), ""),
+            ("<a@ü>", Some(mb("a", Some("ü"))), ""),
+            ("<\"ü\"@b>", Some(mb("ü", Some("b"))), ""),
+            ("<\"ü x\"@b>", Some(mb("ü x", Some("b"))), ""),
+            (
+                "<用户@例子.广告> SMTPUTF8",
+                Some(mb("用户", Some("例子.广告"))),
+                " SMTPUTF8",
+            ),
+            (
+                "<δοκιμή@παράδειγμα.δοκιμή>",
+                Some(mb("δοκιμή", Some("παράδειγμα.δοκιμή"))),
+                "",
+            ),
+            (
+                "<Pelé.x@bücher-x.example>",
+                Some(mb("Pelé.x", Some("bücher-x.example"))),
+                "",
+            ),
+            ("<😀@b>", Some(mb("😀", Some("b"))), ""),
+            // ZWNJ inside a word (RFC 5892 CONTEXTJ) stays.
+            (
+                "<می\u{200C}خواهم@b>",
+                Some(mb("می\u{200C}خواهم", Some("b"))),
+                "",
+            ),
+            // Sendmail's bracketless form too.
+            ("jörg@frogbog", Some(mb("jörg", Some("frogbog"))), ""),
+        ];
+        for (input, want, rest) in cases {
+            assert_eq!(parse_path(input), Ok((want, rest)), "input {input:?}");
+        }
+        // Limits count octets: 32 two-octet characters fill a local part.
+        let local = "é".repeat(32);
+        assert!(parse_path(&format!("<{local}@b>")).is_ok());
+        assert_eq!(
+            parse_path(&format!("<{local}x@b>")),
+            Err(AddrError("local part too long"))
+        );
+        let label = "ü".repeat(32);
+        assert_eq!(
+            parse_path(&format!("<a@{label}>")),
+            Err(AddrError("domain label too long"))
+        );
+        let m = mb("jön", Some("bü"));
+        assert!(!m.is_ascii());
+        assert!(!mb("a", Some("ü")).is_ascii());
+        assert!(mb("a", Some("b")).is_ascii());
+        assert!(mb("a", None).is_ascii());
+    }
+
+    /// Attacker: characters that would hide or reorder text where an
+    /// address is shown are refused wherever they stand, and so are
+    /// lookalike dots in a domain.
+    #[test]
+    fn utf8_that_hides_text_is_refused() {
+        for c in [
+            '\u{80}',
+            '\u{85}',
+            '\u{9b}',
+            '\u{9f}',
+            '\u{a0}',
+            '\u{ad}',
+            '\u{61c}',
+            '\u{180e}',
+            '\u{2000}',
+            '\u{200b}',
+            '\u{200e}',
+            '\u{200f}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{202a}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{2060}',
+            '\u{3000}',
+            '\u{3002}',
+            '\u{fdd0}',
+            '\u{feff}',
+            '\u{ff0e}',
+            '\u{ff61}',
+            '\u{fffd}',
+            '\u{fffe}',
+            '\u{1fffe}',
+            '\u{e0041}',
+        ] {
+            assert!(!is_utf8_address_char(c), "{c:?}");
+            for input in [
+                format!("<a{c}b@c>"),
+                format!("<{c}@c>"),
+                format!("<\"a{c}\"@c>"),
+                format!("<a@b{c}c>"),
+                format!("<a@{c}>"),
+                format!("a{c}@c"),
+            ] {
+                let got = parse_path(&input);
+                assert!(
+                    matches!(got, Err(AddrError(why)) if why.contains("character")),
+                    "{input:?}: {got:?}"
+                );
+            }
+        }
+        for c in ['é', 'ü', '用', 'δ', '\u{200c}', '\u{200d}', '😀'] {
+            assert!(is_utf8_address_char(c), "{c:?}");
+        }
+        // HELO names stay ASCII (RFC 6531 3.7.1).
+        assert!(!is_domain_or_literal("bücher.example"));
     }
 
     #[test]
@@ -592,6 +829,8 @@ mod tests {
             (mb("a@b", Some("c")), "\"a@b\"@c"),
             (mb("a", Some("[127.0.0.1]")), "a@[127.0.0.1]"),
             (mb("a", Some("[IPv6:::1]")), "a@[IPv6:::1]"),
+            (mb("jön", Some("bü")), "jön@bü"),
+            (mb("jön doe", Some("b")), "\"jön doe\"@b"),
         ];
         for (m, want) in cases {
             assert_eq!(m.to_string(), want);
@@ -606,8 +845,19 @@ mod tests {
         for s in ["a", "a.b", "a.b.c", "!#$%&'*+-/=?^_`{|}~"] {
             assert!(is_dot_atom(s), "{s:?}");
         }
+        assert!(is_dot_atom("ü"));
         for s in [
-            "", ".", ".a", "a.", "a..b", "a b", "a\"b", "a@b", "a(b", "a\\b", "ü",
+            "",
+            ".",
+            ".a",
+            "a.",
+            "a..b",
+            "a b",
+            "a\"b",
+            "a@b",
+            "a(b",
+            "a\\b",
+            "a\u{202e}",
         ] {
             assert!(!is_dot_atom(s), "{s:?}");
         }
@@ -721,6 +971,14 @@ mod tests {
             let m = Mailbox { local, domain };
             let text = format!("<{m}> X");
             prop_assert_eq!(parse_path(&text), Ok((Some(m), " X")));
+        }
+
+        /// UTF-8 mailboxes, shown and parsed again, are the same.
+        #[test]
+        fn utf8_round_trip(local in "[a-zé用δ😀.]{1,12}", domain in "[a-zü例]{1,10}(\\.[a-zü例]{1,10}){0,2}") {
+            let m = Mailbox { local, domain: Some(domain) };
+            let text = format!("<{m}>");
+            prop_assert_eq!(parse_path(&text), Ok((Some(m), "")));
         }
 
         #[test]

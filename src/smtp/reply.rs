@@ -150,6 +150,7 @@ pub fn ehlo(host: &str, client: &str, max_size: u64, starttls: bool) -> Reply {
     r.lines.push("CHUNKING".into());
     r.lines.push("DSN".into());
     r.lines.push("ENHANCEDSTATUSCODES".into());
+    r.lines.push("SMTPUTF8".into());
     r.lines.push("HELP".into());
     r
 }
@@ -372,6 +373,26 @@ pub fn bad_sequence(detail: &'static str) -> Reply {
 pub fn unknown_user(rcpt: &str) -> Reply {
     Reply::build(550, Some("5.1.1"), format!("<{rcpt}>... User unknown"))
 }
+/// RFC 6531 3.5: a UTF-8 sender in a transaction without the SMTPUTF8
+/// parameter is 550 ("mailbox unavailable"), X.6.7 "Non-ASCII addresses
+/// not permitted for that sender/recipient". The address is not echoed:
+/// the client said it cannot take UTF-8.
+pub fn non_ascii_sender() -> Reply {
+    Reply::build(
+        550,
+        Some("5.6.7"),
+        "Non-ASCII sender address needs the SMTPUTF8 parameter",
+    )
+}
+/// RFC 6531 3.5: a UTF-8 recipient in a transaction without the SMTPUTF8
+/// parameter is 553 ("mailbox name not allowed"), X.6.7.
+pub fn non_ascii_recipient() -> Reply {
+    Reply::build(
+        553,
+        Some("5.6.7"),
+        "Non-ASCII recipient address needs the SMTPUTF8 parameter",
+    )
+}
 pub fn relay_denied(rcpt: &str) -> Reply {
     Reply::build(550, Some("5.7.1"), format!("<{rcpt}>... Relaying denied"))
 }
@@ -430,12 +451,14 @@ mod tests {
     fn multi_line_uses_dashes_until_the_last() {
         let w = ehlo("h.example", "c", 1000, false).to_wire();
         let lines: Vec<&str> = w.split_terminator("\r\n").collect();
-        assert_eq!(lines.len(), 9);
-        assert!(lines[..8].iter().all(|l| l.starts_with("250-")));
-        assert_eq!(lines[8], "250 HELP");
+        let n = lines.len();
+        assert_eq!(n, 10);
+        assert!(lines[..n - 1].iter().all(|l| l.starts_with("250-")));
+        assert_eq!(lines[n - 1], "250 HELP");
         assert!(lines.contains(&"250-CHUNKING"));
         assert!(lines.contains(&"250-BINARYMIME"));
         assert!(lines.contains(&"250-DSN"));
+        assert!(lines.contains(&"250-SMTPUTF8"));
         assert!(lines.contains(&"250-SIZE 1000"));
         assert!(!lines.contains(&"250-STARTTLS"));
         let w = ehlo("h.example", "c", 1000, true).to_wire();

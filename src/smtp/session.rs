@@ -86,6 +86,8 @@ struct Transaction {
     /// RCPT commands tried, accepted or not (RFC 2920: DATA after only
     /// failed RCPTs is `554`, not `503`).
     rcpt_tried: bool,
+    /// MAIL carried SMTPUTF8 (RFC 6531): UTF-8 addresses are allowed.
+    utf8: bool,
     /// Set by the first BDAT: the message comes in chunks.
     chunks: Option<Chunks>,
 }
@@ -244,7 +246,7 @@ impl Session {
                         esmtp: self.esmtp,
                         tls: self.tls.clone(),
                         lmtp: self.cfg.lmtp,
-                        ..Via::default()
+                        utf8: tx.utf8,
                     },
                     peer: self.peer,
                     sender: tx.sender,
@@ -344,6 +346,15 @@ impl Session {
                 if self.cfg.require_tls && self.tls.is_none() {
                     return reply::tls_required();
                 }
+                // RFC 6531 is an extension: after HELO, where it was not
+                // offered, its parameter is as unknown as any other.
+                if params.smtputf8 && !self.esmtp {
+                    return reply::unknown_parameter("SMTPUTF8");
+                }
+                // RFC 6531 3.5: a UTF-8 sender needs the parameter.
+                if !params.smtputf8 && matches!(&from, ReversePath::Mailbox(m) if !m.is_ascii()) {
+                    return reply::non_ascii_sender();
+                }
                 // RFC 1870 6.1: a declared size over the limit is refused
                 // before any data is sent.
                 if params.size.is_some_and(|n| n > self.cfg.max_size) {
@@ -369,6 +380,7 @@ impl Session {
                     recipients: Vec::new(),
                     rcpt_tried: false,
                     chunks: None,
+                    utf8: params.smtputf8,
                 });
                 r
             }
@@ -381,6 +393,10 @@ impl Session {
                     return reply::bad_sequence("RCPT after BDAT");
                 }
                 tx.rcpt_tried = true;
+                // RFC 6531 3.5: a UTF-8 recipient needs SMTPUTF8 in MAIL.
+                if !tx.utf8 && !to.is_ascii() {
+                    return reply::non_ascii_recipient();
+                }
                 if tx.recipients.len() >= max {
                     return reply::too_many_recipients();
                 }
@@ -581,6 +597,9 @@ mod tests {
                     users: vec!["root".into()],
                 },
                 "broken" => RcptVerdict::MailboxUnavailable,
+                "j\u{f6}rg" => RcptVerdict::Accept {
+                    users: vec!["jon".into()],
+                },
                 "tmpfail" => RcptVerdict::TempFail,
                 _ => RcptVerdict::Unknown,
             }
@@ -641,6 +660,89 @@ mod tests {
                 ("quit", 221),
             ],
         );
+    }
+
+    /// RFC 6531 3.5: UTF-8 addresses only in a transaction that MAIL
+    /// opened with SMTPUTF8 (550 5.6.7 for the sender, 553 5.6.7 for a
+    /// recipient); and then `Received:` says UTF8SMTP.
+    #[test]
+    fn utf8_addresses_need_smtputf8() {
+        let mut s = session();
+        let ehlo = s.command(b"EHLO c", &Fake);
+        assert!(ehlo.lines.iter().any(|l| l == "SMTPUTF8"));
+        let r = s.command("MAIL FROM:<j\u{f6}rg@frogbog>".as_bytes(), &Fake);
+        assert_eq!((r.code, r.enhanced), (550, Some("5.6.7")));
+        assert!(!s.in_transaction());
+        let r = s.command(b"MAIL FROM:<jon@frogbog>", &Fake);
+        assert_eq!(r.code, 250);
+        let r = s.command("RCPT TO:<j\u{f6}rg@razorback>".as_bytes(), &Fake);
+        assert_eq!((r.code, r.enhanced), (553, Some("5.6.7")));
+        let r = s.command("RCPT TO:<jon@r\u{e4}zorback>".as_bytes(), &Fake);
+        assert_eq!((r.code, r.enhanced), (553, Some("5.6.7")));
+        dialog(&mut s, &[("RCPT TO:<jon@razorback>", 250), ("DATA", 354)]);
+        let env = s.data_done(DataOutcome::Complete { size: 10 }).unwrap();
+        assert!(!env.via.utf8);
+        assert_eq!(env.via.keyword(), "ESMTP");
+
+        // With the parameter, in any case.
+        dialog(
+            &mut s,
+            &[
+                ("MAIL FROM:<j\u{f6}rg@frogbog> smtputf8", 250),
+                ("RCPT TO:<j\u{d6}rg@razorback>", 550),
+                ("RCPT TO:<j\u{f6}rg@razorback>", 250),
+                ("RCPT TO:<jon@razorback>", 250),
+                ("DATA", 354),
+            ],
+        );
+        let env = s.data_done(DataOutcome::Complete { size: 10 }).unwrap();
+        assert!(env.via.utf8);
+        assert_eq!(env.via.keyword(), "UTF8SMTP");
+        assert_eq!(env.sender.to_string(), "j\u{f6}rg@frogbog");
+        assert_eq!(env.recipients[0].path.local, "j\u{f6}rg");
+
+        // An ASCII transaction with the parameter is UTF8SMTP too: the
+        // headers may hold UTF-8 (RFC 6532).
+        dialog(
+            &mut s,
+            &[
+                ("MAIL FROM:<jon@frogbog> SMTPUTF8", 250),
+                ("RCPT TO:<jon@razorback>", 250),
+                ("DATA", 354),
+            ],
+        );
+        let env = s.data_done(DataOutcome::Complete { size: 10 }).unwrap();
+        assert!(env.via.utf8);
+    }
+
+    /// Attacker: bytes that are not UTF-8 are a syntax error (501), and
+    /// the parameter is unknown where EHLO did not offer it.
+    #[test]
+    fn utf8_syntax_errors() {
+        let mut s = session();
+        dialog(
+            &mut s,
+            &[("HELO c", 250), ("MAIL FROM:<a@b> SMTPUTF8", 555)],
+        );
+        dialog(&mut s, &[("EHLO c", 250)]);
+        for line in [
+            &b"MAIL FROM:<j\xf6rg@frogbog> SMTPUTF8"[..],
+            b"MAIL FROM:<\xc3@b> SMTPUTF8",
+            b"MAIL FROM:<a@b> SMTPUTF8=x",
+        ] {
+            let r = s.command(line, &Fake);
+            assert_eq!(r.code, 501, "{:?}", String::from_utf8_lossy(line));
+        }
+        dialog(&mut s, &[("MAIL FROM:<a@b> SMTPUTF8", 250)]);
+        for line in [
+            &b"RCPT TO:<j\xf6rg@razorback>"[..],
+            "RCPT TO:<j\u{202e}rg@razorback>".as_bytes(),
+            "RCPT TO:<j\u{85}rg@razorback>".as_bytes(),
+            "RCPT TO:<\"j\u{a0}rg\"@razorback>".as_bytes(),
+        ] {
+            let r = s.command(line, &Fake);
+            assert_eq!(r.code, 501, "{:?}", String::from_utf8_lossy(line));
+        }
     }
 
     #[test]
