@@ -13,9 +13,7 @@ use postie::dsn::{
 use postie::smtp::{Mailbox, ReversePath};
 use postie::sys::LocalTime;
 
-use crate::util::{have, python, snail, snail_subjects};
-
-use std::process::Command;
+use crate::util::{have, mutt_piped, python, snail, snail_subjects};
 
 const WHEN: LocalTime = LocalTime {
     year: 2026,
@@ -410,28 +408,11 @@ fn mutt_reads_a_notice_from_the_queue() {
     let n = failure_notice(&queue_entry(), "20261206103100.Q1.2").expect("a notice for jon");
     let mbox = dir.path().join("jon");
     write_mbox(&mbox, std::slice::from_ref(&n.message));
-    let home = dir.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    let shown = dir.path().join("shown");
-    let mutt = format!(
-        "mutt -n -F /dev/null -R -f {} -e 'set folder={} quit=yes wait_key=no pipe_decode=yes' \
-         -e 'push \"<pipe-message>cat > {}<enter><quit>\"'",
-        mbox.display(),
-        dir.path().display(),
-        shown.display()
+    let text = mutt_piped(
+        &mbox,
+        "pipe_decode=yes",
+        "<pipe-message>cat > SHOWN<enter><quit>",
     );
-    let out = Command::new("timeout")
-        .args(["60", "script", "-qfec", &mutt, "/dev/null"])
-        .env("HOME", &home)
-        .env("TERM", "vt100")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mutt: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let text = std::fs::read_to_string(&shown).unwrap();
     for part in [
         "Subject: Undelivered Mail Returned to Sender",
         "Your message could not be delivered",

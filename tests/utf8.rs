@@ -4,8 +4,6 @@
 //! read back by Python's `mailbox.mbox`, s-nail and mutt. The refusals
 //! themselves (550/553 5.6.7, 501) are the golden dialog `smtputf8`.
 
-use std::process::Command;
-
 use crate::util::*;
 
 /// Python's smtplib sends a message whose sender and recipient are UTF-8,
@@ -205,30 +203,11 @@ fn mutt_count(path: &std::path::Path, test: &str) -> Option<usize> {
     if !have("mutt", test) || !have("script", test) {
         return None;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    std::fs::create_dir(&home).unwrap();
-    let shown = dir.path().join("shown");
-    let mutt = format!(
-        "mutt -n -F /dev/null -R -f {} -e 'set folder={} quit=yes wait_key=no pipe_split=yes' \
-         -e 'push \"<tag-pattern>~A<enter><tag-prefix><pipe-message>cat >> {}<enter><quit>\"'",
-        path.display(),
-        dir.path().display(),
-        shown.display()
+    let text = mutt_piped(
+        path,
+        "pipe_split=yes",
+        "<tag-pattern>~A<enter><tag-prefix><pipe-message>cat >> SHOWN<enter><quit>",
     );
-    let out = Command::new("timeout")
-        .args(["60", "script", "-qfec", &mutt, "/dev/null"])
-        .env("HOME", &home)
-        .env("TERM", "vt100")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "mutt: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let text = std::fs::read(&shown).unwrap();
-    let text = String::from_utf8_lossy(&text);
     Some(text.lines().filter(|l| l.starts_with("Subject: ")).count())
 }
 

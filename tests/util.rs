@@ -645,6 +645,37 @@ pub fn snail_subjects(path: &Path, test: &str) -> Option<Vec<String>> {
     )
 }
 
+/// What mutt writes when it pipes messages of the mailbox `mbox` through
+/// `cat`: `set` holds extra settings, `keys` the keys pushed (they end in
+/// `<pipe-message>cat > SHOWN<enter><quit>`; `SHOWN` stands for the
+/// file). mutt has no batch mode: it runs in a pseudo-terminal (`script`).
+/// The caller checks that mutt and script are there.
+pub fn mutt_piped(mbox: &Path, set: &str, keys: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let shown = dir.path().join("shown");
+    let keys = keys.replace("SHOWN", &shown.display().to_string());
+    let mutt = format!(
+        "mutt -n -F /dev/null -R -f {} -e 'set folder={} quit=yes wait_key=no {set}' \
+         -e 'push \"{keys}\"'",
+        mbox.display(),
+        dir.path().display(),
+    );
+    let out = Command::new("timeout")
+        .args(["60", "script", "-qfec", &mutt, "/dev/null"])
+        .env("HOME", &home)
+        .env("TERM", "vt100")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "mutt: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&std::fs::read(&shown).unwrap()).into_owned()
+}
+
 /// What s-nail prints in batch mode (`-# -R`, with `opts`) for the
 /// commands of `script` on the mailbox at `path`.
 pub fn snail(path: &Path, opts: &[&str], script: &str) -> String {

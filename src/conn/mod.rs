@@ -20,26 +20,20 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+mod message;
+mod stream;
+
+pub use stream::{Duplex, TimedRead};
+
 use crate::maillog::{CommandLine, Event};
 use crate::message::Delivery;
 use crate::message::MessageBuf;
-use crate::smtp::chunk::{self, Carry, Chunk};
-use crate::smtp::data::{self, DataLimits, DataOutcome};
+use crate::smtp::data::DataLimits;
 use crate::smtp::session::{Policy, Session};
-use crate::smtp::{Action, Envelope, Outcome, Reply, TempReason, lmtp};
-use crate::tls::{self, Tls, TlsStream};
-
-/// A readable client stream whose read timeout can be changed between
-/// phases (command, data).
-pub trait TimedRead: Read + Send {
-    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()>;
-}
-
-impl<T: TimedRead + ?Sized> TimedRead for Box<T> {
-    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        (**self).set_read_timeout(timeout)
-    }
-}
+use crate::smtp::{Action, Reply};
+use crate::tls::{self, Tls};
+use message::{Chunked, receive_chunk, receive_message};
+use stream::{Bounded, Link, Reader, is_timeout};
 
 /// The per-connection limits of RFC 5321 4.5.3.
 #[derive(Debug, Clone)]
@@ -62,101 +56,6 @@ pub struct Limits {
     /// Where spilled messages go (an unnamed file: nothing is left behind).
     pub temp_dir: PathBuf,
 }
-
-/// The two halves of a connection as one stream: reads from one, writes
-/// to the other (a socket's two handles, or inetd's stdin and stdout).
-pub struct Duplex<R, W> {
-    pub reader: R,
-    pub writer: W,
-}
-
-impl<R: Read, W> Read for Duplex<R, W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.reader.read(buf)
-    }
-}
-
-impl<R, W: Write> Write for Duplex<R, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.writer.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.writer.flush()
-    }
-}
-
-impl<R: TimedRead, W: Write + Send> TimedRead for Duplex<R, W> {
-    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        self.reader.set_read_timeout(timeout)
-    }
-}
-
-/// The client's stream as the session sees it: plain, or TLS once a
-/// STARTTLS handshake is done. `Gone` only after a failed handshake, when
-/// the session ends.
-enum Link<S: Read + Write> {
-    Plain(S),
-    Tls(Box<TlsStream<S>>),
-    Gone,
-}
-
-impl<S: TimedRead + Write> Link<S> {
-    /// Says goodbye in TLS (close_notify), so that the client can tell the
-    /// end from a cut connection.
-    fn close(&mut self) {
-        if let Link::Tls(t) = self {
-            t.conn.send_close_notify();
-            let _ = t.flush();
-        }
-    }
-}
-
-fn gone() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotConnected,
-        "no stream after a failed handshake",
-    )
-}
-
-impl<S: TimedRead + Write> Read for Link<S> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Link::Plain(s) => s.read(buf),
-            Link::Tls(t) => t.read(buf),
-            Link::Gone => Err(gone()),
-        }
-    }
-}
-
-impl<S: TimedRead + Write> Write for Link<S> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Link::Plain(s) => s.write(buf),
-            Link::Tls(t) => t.write(buf),
-            Link::Gone => Err(gone()),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Link::Plain(s) => s.flush(),
-            Link::Tls(t) => t.flush(),
-            Link::Gone => Err(gone()),
-        }
-    }
-}
-
-impl<S: TimedRead + Write> TimedRead for Link<S> {
-    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        match self {
-            Link::Plain(s) => s.set_read_timeout(timeout),
-            Link::Tls(t) => t.sock.set_read_timeout(timeout),
-            Link::Gone => Err(gone()),
-        }
-    }
-}
-
-/// What the session loop reads: the link, bounded in time, buffered.
-type Reader<S> = BufReader<Bounded<Link<S>>>;
 
 /// Size of the read buffer. Large enough that a message arrives in few
 /// reads, small enough that a thousand idle clients cost little.
@@ -395,233 +294,10 @@ fn start_tls<S: TimedRead + Write>(
     }
 }
 
-/// Reads the message, delivers it, and returns the final reply: one, or
-/// in LMTP one per accepted recipient (RFC 2033 4.2), the same for all of
-/// them when the message itself is refused.
-fn receive_message<S: TimedRead + Write>(
-    r: &mut Reader<S>,
-    session: &mut Session,
-    cx: &Context<'_>,
-    message: &mut MessageBuf,
-) -> io::Result<Vec<Reply>> {
-    let due = session.replies_due();
-    r.get_mut().set_read_timeout(cx.limits.data_timeout)?;
-    let mut sink = Sink {
-        buf: message,
-        error: None,
-    };
-    let outcome = data::read_data(r, &mut sink, &cx.limits.data)?;
-    let spill_error = sink.error.take();
-    Ok(finish_message(
-        session,
-        cx,
-        message,
-        outcome,
-        spill_error,
-        due,
-    ))
-}
-
-/// What a message in BDAT chunks carries from one chunk to the next.
-#[derive(Default)]
-struct Chunked {
-    /// A CR at the end of the last chunk, not yet written.
-    carry: Carry,
-    /// The message buffer could not take a chunk: the message is not
-    /// kept, and its last chunk gets `452` ([`finish_message`]).
-    error: Option<io::Error>,
-}
-
-/// Reads one BDAT chunk as the session judged it (RFC 3030 2): into the
-/// message buffer, or read and dropped; after the LAST chunk of a kept
-/// message, delivers it and returns delivery's reply. `None`: send the
-/// session's reply.
-fn receive_chunk<S: TimedRead + Write>(
-    r: &mut Reader<S>,
-    w: &mut Vec<u8>,
-    session: &mut Session,
-    cx: &Context<'_>,
-    message: &mut MessageBuf,
-    chunked: &mut Chunked,
-    chunk: Chunk,
-) -> io::Result<Option<Vec<Reply>>> {
-    // A client may wait for the replies to what it sent before the chunk.
-    flush(r, w)?;
-    r.get_mut().set_read_timeout(cx.limits.data_timeout)?;
-    if chunk.first || !chunk.keep {
-        message.clear();
-        *chunked = Chunked::default();
-    }
-    if !chunk.keep {
-        chunk::read_chunk(r, &mut io::sink(), chunk.size, &mut Carry::default())?;
-        return Ok(None);
-    }
-    let mut sink = Sink {
-        buf: message,
-        error: chunked.error.take(),
-    };
-    chunk::read_chunk(r, &mut sink, chunk.size, &mut chunked.carry)?;
-    if chunk.last {
-        chunk::finish(&mut sink, &mut chunked.carry)?;
-    }
-    chunked.error = sink.error.take();
-    if !chunk.last {
-        return Ok(None);
-    }
-    let due = session.replies_due();
-    let outcome = DataOutcome::Complete { size: chunk.total };
-    let replies = finish_message(session, cx, message, outcome, chunked.error.take(), due);
-    message.clear();
-    Ok(Some(replies))
-}
-
-/// The end of a message, after DATA's dot or BDAT LAST: the envelope from
-/// the session, delivery, and the final replies, each logged: one, or in
-/// LMTP `due`, one per accepted recipient.
-fn finish_message(
-    session: &mut Session,
-    cx: &Context<'_>,
-    message: &MessageBuf,
-    outcome: DataOutcome,
-    spill_error: Option<io::Error>,
-    due: usize,
-) -> Vec<Reply> {
-    let env = match session.data_done(outcome) {
-        Ok(env) => env,
-        Err(reply) => {
-            Event::MessageRefused {
-                id: session.id(),
-                data: outcome,
-                max_size: cx.limits.data.max_size,
-                reply: &reply,
-            }
-            .log();
-            return vec![reply; due];
-        }
-    };
-    if let Some(e) = spill_error {
-        // The message was read to its end, so the session is in step; it
-        // just could not be kept.
-        Event::NotHeld {
-            id: &env.id,
-            dir: &cx.limits.temp_dir,
-            err: &e,
-        }
-        .log();
-        let reason = if e.raw_os_error() == Some(libc::EDQUOT) {
-            TempReason::Quota
-        } else {
-            TempReason::NoSpace
-        };
-        return vec![session.delivered(&env, Outcome::Temporary(reason)); due];
-    }
-    deliver_message(session, cx, &env, message)
-}
-
-/// Delivers a message received whole: one transaction and one reply, or
-/// in LMTP a transaction and a reply per recipient ([`lmtp`]).
-fn deliver_message(
-    session: &mut Session,
-    cx: &Context<'_>,
-    env: &Envelope,
-    message: &MessageBuf,
-) -> Vec<Reply> {
-    if env.via.lmtp {
-        return lmtp::deliver_each(session, env, |one| cx.deliverer.deliver(one, message));
-    }
-    let result: Outcome = cx.deliverer.deliver(env, message);
-    vec![session.delivered(env, result)]
-}
-
-/// Where the DATA reader writes: the message buffer, until a write fails
-/// (a full temporary directory); then the rest is discarded so that the
-/// reader still drains the message to its end, and the error is kept for
-/// the reply.
-struct Sink<'a> {
-    buf: &'a mut MessageBuf,
-    error: Option<io::Error>,
-}
-
-impl Write for Sink<'_> {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        if self.error.is_none() {
-            if let Err(e) = self.buf.write_all(data) {
-                self.error = Some(e);
-            }
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 enum Line {
     Complete,
     TooLong,
     Eof,
-}
-
-/// A client stream whose reads all end by a deadline: each read waits for
-/// the phase's timeout (command, data) or until the deadline, whichever is
-/// sooner. The socket's timeout is set again only in the last stretch,
-/// when the deadline is nearer than the phase's timeout: a `setsockopt`
-/// per read showed in the profile.
-struct Bounded<R> {
-    inner: R,
-    until: Instant,
-    /// The phase's timeout, as last set.
-    wait: Option<Duration>,
-    /// A read waited until the deadline and timed out. (The kernel may end
-    /// such a wait a tick before our clock says the deadline is there.)
-    hit: bool,
-}
-
-impl<R> Bounded<R> {
-    /// True once the session's time is up.
-    fn expired(&self) -> bool {
-        self.hit || Instant::now() >= self.until
-    }
-}
-
-impl<R: TimedRead> Read for Bounded<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let left = self.until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(io::ErrorKind::TimedOut.into());
-        }
-        let cut = self.wait.is_none_or(|wait| left < wait);
-        if cut {
-            self.inner.set_read_timeout(left)?;
-        }
-        let got = self.inner.read(buf);
-        if cut && got.as_ref().is_err_and(is_timeout) {
-            self.hit = true;
-        }
-        got
-    }
-}
-
-impl<R: TimedRead> TimedRead for Bounded<R> {
-    fn set_read_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        self.wait = Some(timeout);
-        if timeout <= self.until.saturating_duration_since(Instant::now()) {
-            self.inner.set_read_timeout(timeout)
-        } else {
-            // Cut short by the deadline: each read sets its own.
-            Ok(())
-        }
-    }
-}
-
-impl<R: Write> Write for Bounded<R> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// Reads one command line into `line` (without CRLF or LF). At most `max`
@@ -687,7 +363,7 @@ fn send<R: Write>(r: &mut BufReader<R>, out: &mut Vec<u8>, reply: &Reply) -> io:
 }
 
 /// Writes the replies waiting in `out` through the stream `r` reads.
-fn flush<R: Write>(r: &mut BufReader<R>, out: &mut Vec<u8>) -> io::Result<()> {
+pub(super) fn flush<R: Write>(r: &mut BufReader<R>, out: &mut Vec<u8>) -> io::Result<()> {
     if out.is_empty() {
         return Ok(());
     }
@@ -695,13 +371,6 @@ fn flush<R: Write>(r: &mut BufReader<R>, out: &mut Vec<u8>) -> io::Result<()> {
     stream.write_all(out)?;
     out.clear();
     stream.flush()
-}
-
-fn is_timeout(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
 }
 
 /// Sends one reply on a stream outside any session (the `421` for a client
@@ -770,58 +439,6 @@ mod tests {
             let got = read_line(&mut r, &mut w, &mut line, 512).unwrap();
             assert_eq!(matches!(got, Line::Complete), ok);
         }
-    }
-
-    /// A stream that never has anything to read, and records the read
-    /// timeouts it is given.
-    struct Silent(Vec<Duration>);
-
-    impl Read for Silent {
-        fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-            Err(io::ErrorKind::WouldBlock.into())
-        }
-    }
-
-    impl TimedRead for Silent {
-        fn set_read_timeout(&mut self, t: Duration) -> io::Result<()> {
-            self.0.push(t);
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn the_session_deadline_cuts_only_the_last_waits() {
-        let bounded = |left: Duration| Bounded {
-            inner: Silent(Vec::new()),
-            until: Instant::now() + left,
-            wait: None,
-            hit: false,
-        };
-        let minute = Duration::from_secs(60);
-        let mut buf = [0u8; 8];
-        // Far from the deadline: the phase's timeout, set once.
-        let mut b = bounded(60 * minute);
-        b.set_read_timeout(5 * minute).unwrap();
-        for _ in 0..3 {
-            assert!(b.read(&mut buf).is_err());
-        }
-        assert_eq!(b.inner.0, [5 * minute]);
-        assert!(!b.expired(), "a phase timeout is not the session's end");
-        // Nearer than the phase's timeout: each read waits only until the
-        // deadline, and a read that times out then ends the session, even
-        // if the kernel's clock ran out a little before ours.
-        let mut b = bounded(minute);
-        b.set_read_timeout(5 * minute).unwrap();
-        assert!(b.inner.0.is_empty());
-        assert!(b.read(&mut buf).is_err());
-        assert_eq!(b.inner.0.len(), 1);
-        assert!(b.inner.0[0] <= minute, "{:?}", b.inner.0);
-        assert!(b.expired());
-        // Past the deadline, a read fails at once.
-        let mut b = bounded(Duration::ZERO);
-        let e = b.read(&mut buf).unwrap_err();
-        assert!(is_timeout(&e) && b.expired());
-        assert!(b.inner.0.is_empty());
     }
 
     #[test]
