@@ -521,3 +521,44 @@ anvil     unix  -       -       n       -       1       anvil
 scache    unix  -       -       n       -       1       scache
 postlog   unix-dgram n  -       n       -       1       postlogd
 ";
+
+/// BDAT in LMTP (RFC 2033 4.3, RFC 3030): the LAST chunk gets one reply
+/// per recipient, in RCPT order, as the dot does; the chunks' octets
+/// arrive exactly, in each mailbox.
+#[test]
+fn lmtp_bdat_last_replies_per_recipient() {
+    let fx = Fixture::without_queue();
+    let _held = fx.hold_flock("alice");
+    let (srv, _) = lmtp_daemon(&fx, &[]);
+    let mut c = srv.connect();
+    c.expect_reply(220);
+    let lhlo = c.expect("LHLO mx.example", 250).text();
+    assert!(lhlo.contains("250-CHUNKING"), "{lhlo}");
+    c.expect("MAIL FROM:<s@mx.example>", 250);
+    c.expect("RCPT TO:<jon@razorback.test>", 250);
+    c.expect("RCPT TO:<alice@razorback.test>", 250);
+    let first = b"Subject: chunked\r\n\r\nline one\r";
+    let last = b"\nline two\r\n";
+    c.send_raw(format!("BDAT {}\r\n", first.len()).as_bytes());
+    c.send_raw(first);
+    c.expect_reply(250);
+    c.send_raw(format!("BDAT {} LAST\r\n", last.len()).as_bytes());
+    c.send_raw(last);
+    let jon = c.reply();
+    let alice = c.reply();
+    assert_eq!((jon.code, alice.code), (250, 451), "{jon:?} {alice:?}");
+    assert!(jon.text().contains("jon@razorback.test"), "{}", jon.text());
+    assert!(
+        alice.text().contains("alice@razorback.test"),
+        "{}",
+        alice.text()
+    );
+    c.expect("QUIT", 221);
+    let mbox = String::from_utf8_lossy(&fx.read_mailbox("jon")).into_owned();
+    assert!(mbox.contains("with LMTP"), "{mbox}");
+    assert!(
+        mbox.contains("Subject: chunked\n\nline one\nline two\n"),
+        "{mbox}"
+    );
+    assert!(fx.read_mailbox("alice").is_empty());
+}

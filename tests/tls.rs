@@ -382,3 +382,50 @@ fn check_reports_starttls() {
     let (_, said) = check(&key);
     assert!(said.contains("every user may read it; chmod 600"), "{said}");
 }
+
+/// Inside TLS, a message in BDAT chunks (RFC 3030) from a UTF-8 sender
+/// (RFC 6531): the chunks are read through TLS by count, and Received
+/// says UTF8SMTPS.
+#[test]
+fn bdat_and_smtputf8_inside_tls() {
+    let fx = Fixture::new();
+    let test = "bdat_and_smtputf8_inside_tls";
+    let Some((server, _, _)) = tls_server(&fx, test, &[]) else {
+        return;
+    };
+    let out = python(
+        r#"
+import socket, ssl, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=60)
+f = s.makefile("rb")
+def reply(f):
+    while True:
+        l = f.readline()
+        if l[3:4] != b"-":
+            return l.decode("utf-8").rstrip()
+reply(f)
+s.sendall(b"EHLO client.example\r\n"); reply(f)
+s.sendall(b"STARTTLS\r\n"); reply(f)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+t = ctx.wrap_socket(s)
+g = t.makefile("rb")
+t.sendall(b"EHLO client.example\r\n"); reply(g)
+t.sendall("MAIL FROM:<pelé@client.example> SMTPUTF8\r\n".encode()); print(reply(g))
+t.sendall(b"RCPT TO:<jon@razorback.test>\r\n"); print(reply(g))
+body = "Subject: café\r\n\r\n.\r\nQUIT\r\n".encode()
+t.sendall(b"BDAT %d LAST\r\n" % len(body) + body); print(reply(g))
+t.sendall(b"QUIT\r\n"); print(reply(g))
+"#,
+        &[&server.addr.port().to_string()],
+    );
+    let codes: Vec<&str> = out.lines().map(|l| &l[..3]).collect();
+    assert_eq!(codes, ["250", "250", "250", "221"], "{out}");
+    let mbox = String::from_utf8_lossy(&fx.read_mailbox("jon")).into_owned();
+    assert!(
+        mbox.contains("with UTF8SMTPS (TLSv1.3 with cipher"),
+        "{mbox}"
+    );
+    assert!(mbox.contains("Subject: café\n\n.\nQUIT\n"), "{mbox}");
+}
