@@ -146,6 +146,30 @@ fn swaks_starttls() {
     assert!(mbox.contains("with ESMTPS (TLSv1.3 with cipher"), "{mbox}");
 }
 
+/// Python: a raw client of the server on port `sys.argv[1]`, with `s` the
+/// socket, `f` its reader, `reply(f)` the lines of one reply, and
+/// `starttls(s)` the TLS socket and its reader after a 220 (no
+/// certificate check: the test's certificate is self-signed).
+const RAW_CLIENT: &str = r#"
+import socket, ssl, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=60)
+f = s.makefile("rb")
+def reply(f):
+    lines = []
+    while True:
+        l = f.readline()
+        lines.append(l.decode("utf-8").rstrip())
+        if l[3:4] != b"-":
+            return lines
+def starttls(s):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    t = ctx.wrap_socket(s)
+    return t, t.makefile("rb")
+reply(f)
+"#;
+
 /// CVE-2011-0411: `STARTTLS` and a command in one packet. The command was
 /// sent in plain text before the handshake, so it must not run inside
 /// TLS: the first reply in TLS is the one to the client's EHLO, and RCPT
@@ -157,37 +181,21 @@ fn plaintext_after_starttls_is_discarded() {
     let Some((server, _, _)) = tls_server(&fx, test, &[]) else {
         return;
     };
-    let out = python(
-        r#"
-import socket, ssl, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=60)
-f = s.makefile("rb")
-def reply(f):
-    lines = []
-    while True:
-        l = f.readline()
-        lines.append(l.decode().rstrip())
-        if l[3:4] != b"-":
-            return lines
-reply(f)
+    let script = RAW_CLIENT.to_string()
+        + r#"
 s.sendall(b"EHLO client.example\r\n")
 reply(f)
 s.sendall(b"STARTTLS\r\nMAIL FROM:<evil@attacker.example>\r\n")
 print(reply(f)[-1])
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-t = ctx.wrap_socket(s)
-g = t.makefile("rb")
+t, g = starttls(s)
 t.sendall(b"EHLO client.example\r\n")
 print(reply(g)[0])
 t.sendall(b"RCPT TO:<jon@razorback.test>\r\n")
 print(reply(g)[-1])
 t.sendall(b"QUIT\r\n")
 print(reply(g)[-1])
-"#,
-        &[&server.addr.port().to_string()],
-    );
+"#;
+    let out = python(&script, &[&server.addr.port().to_string()]);
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("220 2.0.0"), "{out}");
     assert!(lines[1].starts_with("250-razorback.test Hello"), "{out}");
@@ -393,33 +401,19 @@ fn bdat_and_smtputf8_inside_tls() {
     let Some((server, _, _)) = tls_server(&fx, test, &[]) else {
         return;
     };
-    let out = python(
-        r#"
-import socket, ssl, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=60)
-f = s.makefile("rb")
-def reply(f):
-    while True:
-        l = f.readline()
-        if l[3:4] != b"-":
-            return l.decode("utf-8").rstrip()
-reply(f)
+    let script = RAW_CLIENT.to_string()
+        + r#"
 s.sendall(b"EHLO client.example\r\n"); reply(f)
 s.sendall(b"STARTTLS\r\n"); reply(f)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-ctx.check_hostname = False
-ctx.verify_mode = ssl.CERT_NONE
-t = ctx.wrap_socket(s)
-g = t.makefile("rb")
+t, g = starttls(s)
 t.sendall(b"EHLO client.example\r\n"); reply(g)
-t.sendall("MAIL FROM:<pelé@client.example> SMTPUTF8\r\n".encode()); print(reply(g))
-t.sendall(b"RCPT TO:<jon@razorback.test>\r\n"); print(reply(g))
+t.sendall("MAIL FROM:<pelé@client.example> SMTPUTF8\r\n".encode()); print(reply(g)[-1])
+t.sendall(b"RCPT TO:<jon@razorback.test>\r\n"); print(reply(g)[-1])
 body = "Subject: café\r\n\r\n.\r\nQUIT\r\n".encode()
-t.sendall(b"BDAT %d LAST\r\n" % len(body) + body); print(reply(g))
-t.sendall(b"QUIT\r\n"); print(reply(g))
-"#,
-        &[&server.addr.port().to_string()],
-    );
+t.sendall(b"BDAT %d LAST\r\n" % len(body) + body); print(reply(g)[-1])
+t.sendall(b"QUIT\r\n"); print(reply(g)[-1])
+"#;
+    let out = python(&script, &[&server.addr.port().to_string()]);
     let codes: Vec<&str> = out.lines().map(|l| &l[..3]).collect();
     assert_eq!(codes, ["250", "250", "250", "221"], "{out}");
     let mbox = String::from_utf8_lossy(&fx.read_mailbox("jon")).into_owned();
