@@ -2,7 +2,9 @@
 //!
 //! Invariants:
 //! * `parse` never panics;
-//! * a line it accepts is ASCII with no control character but TAB;
+//! * a line it accepts is UTF-8 with no control character but TAB, and
+//!   only a MAIL or RCPT line (an address, RFC 6531) holds anything but
+//!   ASCII, and then only characters an address may hold;
 //! * a parsed command written back in canonical form parses to the same
 //!   command (the parser keeps everything it needs and nothing depends on
 //!   how the client spelled it: case, spaces, quoting, source routes).
@@ -11,6 +13,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use postie::smtp::ReversePath;
+use postie::smtp::address::is_utf8_address_char;
 use postie::smtp::command::{Body, Command, parse};
 
 /// The command as a client would canonically send it.
@@ -18,6 +21,8 @@ fn canonical(cmd: &Command) -> String {
     match cmd {
         Command::Helo(name) => format!("HELO {name}"),
         Command::Ehlo(name) => format!("EHLO {name}"),
+        Command::Lhlo(name) => format!("LHLO {name}"),
+        Command::StartTls => "STARTTLS".into(),
         Command::Mail { from, params } => {
             let mut s = match from {
                 ReversePath::Null => "MAIL FROM:<>".to_string(),
@@ -37,6 +42,9 @@ fn canonical(cmd: &Command) -> String {
             }
             if let Some(envid) = &params.envid {
                 s.push_str(&format!(" ENVID={envid}"));
+            }
+            if params.smtputf8 {
+                s.push_str(" SMTPUTF8");
             }
             s
         }
@@ -67,10 +75,15 @@ fuzz_target!(|line: &[u8]| {
     let Ok(cmd) = parse(line) else {
         return;
     };
+    let text = std::str::from_utf8(line).expect("accepted a line that is not UTF-8");
+    let address = matches!(cmd, Command::Mail { .. } | Command::Rcpt { .. });
     assert!(
-        line.iter()
-            .all(|&c| c.is_ascii() && (!c.is_ascii_control() || c == b'\t')),
-        "accepted a line with a control or non-ASCII octet: {line:?} -> {cmd:?}"
+        text.chars().all(|c| match c {
+            '\t' => true,
+            c if c.is_ascii() => !c.is_ascii_control(),
+            c => address && is_utf8_address_char(c),
+        }),
+        "accepted a line with a control or non-ASCII character: {line:?} -> {cmd:?}"
     );
     let again = canonical(&cmd);
     assert_eq!(
