@@ -311,6 +311,12 @@ pub struct Stdio {
     pub local: Option<SocketAddr>,
 }
 
+/// True when stdin is a socket with a peer (inetd's and systemd's
+/// `Accept=yes` TCP connection), not a pipe.
+pub fn stdin_is_socket() -> bool {
+    socket::getpeername::<SockaddrStorage>(0).is_ok()
+}
+
 /// Takes over stdin and stdout for one session. When stdin is a TCP socket
 /// it is used for both directions, with socket timeouts.
 pub fn stdio() -> io::Result<Stdio> {

@@ -102,7 +102,10 @@ fn run(conf: Loaded) -> ExitCode {
     };
     service.session.lmtp = matches!(conf.cli.mode, Mode::Lmtp { .. });
     // The key is read here, before the SMTP side drops its privileges.
-    let service = match conf.tls() {
+    // Not for a session on pipes (root's sendmail -bs): STARTTLS is for
+    // TCP clients, and a certificate it would not use must not fail it.
+    let pipes = matches!(conf.cli.mode, Mode::Inetd) && !listen::stdin_is_socket();
+    let service = match if pipes { Ok(None) } else { conf.tls() } {
         Ok(Some(t)) => service.with_tls(t.tls, t.files, t.require),
         Ok(None) => service,
         Err(e) => return config_error(&e.to_string(), inetd, sink),

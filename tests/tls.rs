@@ -423,3 +423,31 @@ t.sendall(b"QUIT\r\n"); print(reply(g)[-1])
     );
     assert!(mbox.contains("Subject: café\n\n.\nQUIT\n"), "{mbox}");
 }
+
+/// A session on pipes (`postie inetd` from a script, root's `sendmail
+/// -bs`) offers no STARTTLS and reads no certificate: one that cannot be
+/// read does not fail it. Over TCP the same setting is an error (the
+/// daemon does not start: `check_reports_starttls`).
+#[test]
+fn a_session_on_pipes_reads_no_certificate() {
+    let fx = Fixture::new();
+    let missing = fx.dir.path().join("missing.pem");
+    let mut cmd = Command::new(bin());
+    cmd.arg("inetd")
+        .args(fx.args_with_tls(&missing, &missing))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"EHLO client.example\r\nQUIT\r\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.starts_with("220 "), "{said}");
+    assert!(said.contains("250-PIPELINING"), "{said}");
+    assert!(!said.contains("STARTTLS"), "{said}");
+    assert!(said.contains("221 "), "{said}");
+}
