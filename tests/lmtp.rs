@@ -562,3 +562,38 @@ fn lmtp_bdat_last_replies_per_recipient() {
     );
     assert!(fx.read_mailbox("alice").is_empty());
 }
+
+/// Each recipient's reply goes out when its delivery is over, not when
+/// the last one is (RFC 2033 4.2 allows either; the MTA in front waits
+/// less). alice's mailbox is locked by the test until it has read jon's
+/// reply: it can only read it if that reply came while alice's delivery
+/// still waited for the lock; then alice's goes through too.
+#[test]
+fn lmtp_replies_stream_as_deliveries_finish() {
+    let fx = Fixture::without_queue();
+    let held = fx.hold_flock("alice");
+    let mut args = fx.args();
+    args.extend(["--lock-timeout", "120"].map(String::from));
+    let (srv, _) = lmtp_daemon_with(&fx, args, &[]);
+    let mut c = srv.connect();
+    c.w.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.r.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(100)))
+        .unwrap();
+    c.expect_reply(220);
+    c.expect("LHLO mx.example", 250);
+    c.expect("MAIL FROM:<s@mx.example>", 250);
+    c.expect("RCPT TO:<jon@razorback.test>", 250);
+    c.expect("RCPT TO:<alice@razorback.test>", 250);
+    c.expect("DATA", 354);
+    c.send_raw(b"Subject: streamed\r\n\r\nx\r\n.\r\n");
+    let jon = c.reply();
+    assert_eq!(jon.code, 250, "{}", jon.text());
+    assert!(jon.text().contains("<jon@razorback.test>"), "{}", jon.text());
+    drop(held);
+    let alice = c.reply();
+    assert_eq!(alice.code, 250, "{}", alice.text());
+    assert!(alice.text().contains("<alice@razorback.test>"), "{}", alice.text());
+    c.expect("QUIT", 221);
+    assert!(String::from_utf8_lossy(&fx.read_mailbox("alice")).contains("Subject: streamed"));
+}

@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use super::stream::{Reader, TimedRead};
-use super::{Context, flush};
+use super::{Context, flush, send};
 use crate::maillog::Event;
 use crate::message::MessageBuf;
 use crate::smtp::chunk::{self, Carry, Chunk};
@@ -12,15 +12,17 @@ use crate::smtp::data::{self, DataOutcome};
 use crate::smtp::session::Session;
 use crate::smtp::{Envelope, Outcome, Reply, TempReason, lmtp};
 
-/// Reads the message, delivers it, and returns the final reply: one, or
-/// in LMTP one per accepted recipient (RFC 2033 4.2), the same for all of
-/// them when the message itself is refused.
+/// Reads the message, delivers it, and returns the final reply, for the
+/// caller to send. In LMTP there is one per accepted recipient (RFC 2033
+/// 4.2), the same for all of them when the message itself is refused:
+/// all but the last are sent here, each as soon as it is known.
 pub(super) fn receive_message<S: TimedRead + Write>(
     r: &mut Reader<S>,
+    w: &mut Vec<u8>,
     session: &mut Session,
     cx: &Context<'_>,
     message: &mut MessageBuf,
-) -> io::Result<Vec<Reply>> {
+) -> io::Result<Reply> {
     let due = session.replies_due();
     r.get_mut().set_read_timeout(cx.limits.data_timeout)?;
     let mut sink = Sink {
@@ -29,14 +31,9 @@ pub(super) fn receive_message<S: TimedRead + Write>(
     };
     let outcome = data::read_data(r, &mut sink, &cx.limits.data)?;
     let spill_error = sink.error.take();
-    Ok(finish_message(
-        session,
-        cx,
-        message,
-        outcome,
-        spill_error,
-        due,
-    ))
+    let mut out = Replies::new(r, w, due);
+    finish_message(&mut out, session, cx, message, outcome, spill_error)?;
+    Ok(out.last())
 }
 
 /// What a message in BDAT chunks carries from one chunk to the next.
@@ -51,8 +48,9 @@ pub(super) struct Chunked {
 
 /// Reads one BDAT chunk as the session judged it (RFC 3030 2): into the
 /// message buffer, or read and dropped; after the LAST chunk of a kept
-/// message, delivers it and returns delivery's reply. `None`: send the
-/// session's reply.
+/// message, delivers it and returns delivery's reply (in LMTP the last
+/// recipient's, the others' sent already). `None`: send the session's
+/// reply.
 pub(super) fn receive_chunk<S: TimedRead + Write>(
     r: &mut Reader<S>,
     w: &mut Vec<u8>,
@@ -61,7 +59,7 @@ pub(super) fn receive_chunk<S: TimedRead + Write>(
     message: &mut MessageBuf,
     chunked: &mut Chunked,
     chunk: Chunk,
-) -> io::Result<Option<Vec<Reply>>> {
+) -> io::Result<Option<Reply>> {
     // A client may wait for the replies to what it sent before the chunk.
     flush(r, w)?;
     r.get_mut().set_read_timeout(cx.limits.data_timeout)?;
@@ -87,22 +85,79 @@ pub(super) fn receive_chunk<S: TimedRead + Write>(
     }
     let due = session.replies_due();
     let outcome = DataOutcome::Complete { size: chunk.total };
-    let replies = finish_message(session, cx, message, outcome, chunked.error.take(), due);
+    let mut out = Replies::new(r, w, due);
+    let finished = finish_message(
+        &mut out,
+        session,
+        cx,
+        message,
+        outcome,
+        chunked.error.take(),
+    );
     message.clear();
-    Ok(Some(replies))
+    finished?;
+    Ok(Some(out.last()))
+}
+
+/// The final replies of a message on their way to the client: all but the
+/// last are sent and flushed as they come (LMTP: the MTA in front sees
+/// each recipient's reply as soon as its delivery is over); the last is
+/// kept for the caller, which sends it (and, for BDAT, logs it) as the
+/// reply to the command.
+struct Replies<'a, S: TimedRead + Write> {
+    r: &'a mut Reader<S>,
+    w: &'a mut Vec<u8>,
+    /// Replies still to come, the kept one included.
+    due: usize,
+    kept: Option<Reply>,
+}
+
+impl<'a, S: TimedRead + Write> Replies<'a, S> {
+    fn new(r: &'a mut Reader<S>, w: &'a mut Vec<u8>, due: usize) -> Self {
+        Replies {
+            r,
+            w,
+            due: due.max(1),
+            kept: None,
+        }
+    }
+
+    fn give(&mut self, reply: Reply) -> io::Result<()> {
+        // One more than announced: what was kept goes first.
+        if let Some(earlier) = self.kept.take() {
+            self.send(&earlier)?;
+        }
+        self.due = self.due.saturating_sub(1);
+        if self.due == 0 {
+            self.kept = Some(reply);
+            return Ok(());
+        }
+        self.send(&reply)
+    }
+
+    fn send(&mut self, reply: &Reply) -> io::Result<()> {
+        send(self.r, self.w, reply)?;
+        flush(self.r, self.w)
+    }
+
+    /// The reply for the caller to send.
+    fn last(self) -> Reply {
+        self.kept
+            .unwrap_or_else(|| crate::smtp::reply::local_error("no reply"))
+    }
 }
 
 /// The end of a message, after DATA's dot or BDAT LAST: the envelope from
-/// the session, delivery, and the final replies, each logged: one, or in
-/// LMTP `due`, one per accepted recipient.
-fn finish_message(
+/// the session, delivery, and the final replies, each logged, into `out`:
+/// one, or in LMTP one per accepted recipient.
+fn finish_message<S: TimedRead + Write>(
+    out: &mut Replies<'_, S>,
     session: &mut Session,
     cx: &Context<'_>,
     message: &MessageBuf,
     outcome: DataOutcome,
     spill_error: Option<io::Error>,
-    due: usize,
-) -> Vec<Reply> {
+) -> io::Result<()> {
     let env = match session.data_done(outcome) {
         Ok(env) => env,
         Err(reply) => {
@@ -113,7 +168,10 @@ fn finish_message(
                 reply: &reply,
             }
             .log();
-            return vec![reply; due];
+            for _ in 0..out.due {
+                out.give(reply.clone())?;
+            }
+            return Ok(());
         }
     };
     if let Some(e) = spill_error {
@@ -130,24 +188,34 @@ fn finish_message(
         } else {
             TempReason::NoSpace
         };
-        return vec![session.delivered(&env, Outcome::Temporary(reason)); due];
+        let reply = session.delivered(&env, Outcome::Temporary(reason));
+        for _ in 0..out.due {
+            out.give(reply.clone())?;
+        }
+        return Ok(());
     }
-    deliver_message(session, cx, &env, message)
+    deliver_message(out, session, cx, &env, message)
 }
 
 /// Delivers a message received whole: one transaction and one reply, or
 /// in LMTP a transaction and a reply per recipient ([`lmtp`]).
-fn deliver_message(
+fn deliver_message<S: TimedRead + Write>(
+    out: &mut Replies<'_, S>,
     session: &mut Session,
     cx: &Context<'_>,
     env: &Envelope,
     message: &MessageBuf,
-) -> Vec<Reply> {
+) -> io::Result<()> {
     if env.via.lmtp {
-        return lmtp::deliver_each(session, env, |one| cx.deliverer.deliver(one, message));
+        return lmtp::deliver_each(
+            session,
+            env,
+            |one| cx.deliverer.deliver(one, message),
+            |reply| out.give(reply),
+        );
     }
     let result: Outcome = cx.deliverer.deliver(env, message);
-    vec![session.delivered(env, result)]
+    out.give(session.delivered(env, result))
 }
 
 /// Where the DATA reader writes: the message buffer, until a write fails

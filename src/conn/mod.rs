@@ -158,18 +158,10 @@ fn serve<S: TimedRead + Write>(
         let reply = match reply.action {
             Action::ReadChunk(chunk) => {
                 command_timeout_set = false;
-                match receive_chunk(r, w, session, cx, &mut message, &mut chunked, chunk)? {
-                    // In LMTP one per recipient (RFC 2033 4.3): all but
-                    // the last go out here, the last as any reply.
-                    Some(mut replies) => {
-                        let last = replies.pop().unwrap_or(reply);
-                        for early in &replies {
-                            send(r, w, early)?;
-                        }
-                        last
-                    }
-                    None => reply,
-                }
+                // After LAST, delivery's reply (in LMTP the last
+                // recipient's: RFC 2033 4.3; the others' are sent).
+                receive_chunk(r, w, session, cx, &mut message, &mut chunked, chunk)?
+                    .unwrap_or(reply)
             }
             _ => reply,
         };
@@ -221,13 +213,11 @@ fn serve<S: TimedRead + Write>(
                 // The client waits for 354 before sending the message.
                 flush(r, w)?;
                 command_timeout_set = false;
-                let replies = receive_message(r, session, cx, &mut message);
+                let reply = receive_message(r, w, session, cx, &mut message);
                 message.clear();
-                let replies = replies?;
-                for reply in &replies {
-                    send(r, w, reply)?;
-                }
-                if replies.iter().any(|r| r.action == Action::Close) {
+                let reply = reply?;
+                send(r, w, &reply)?;
+                if reply.action == Action::Close {
                     flush(r, w)?;
                     return Ok(End::TooManyErrors);
                 }
@@ -354,7 +344,11 @@ fn read_line<R: Read + Write>(
 /// Adds a reply to those waiting in `out`; writes them once they fill the
 /// buffer (a client that pipelines without reading is held back by its
 /// own socket buffer, not our memory).
-fn send<R: Write>(r: &mut BufReader<R>, out: &mut Vec<u8>, reply: &Reply) -> io::Result<()> {
+pub(super) fn send<R: Write>(
+    r: &mut BufReader<R>,
+    out: &mut Vec<u8>,
+    reply: &Reply,
+) -> io::Result<()> {
     out.extend_from_slice(reply.to_wire().as_bytes());
     if out.len() >= WRITE_BUFFER {
         flush(r, out)?;

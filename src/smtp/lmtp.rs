@@ -52,13 +52,19 @@ fn same_path(a: &Mailbox, b: &Mailbox) -> bool {
     a.to_string().eq_ignore_ascii_case(&b.to_string())
 }
 
-/// Delivers each share of `env` with `deliver` and returns the replies,
-/// one per accepted recipient in RCPT order, each naming its recipient.
-pub fn deliver_each(
+/// Delivers each share of `env` with `deliver` and hands each reply to
+/// `emit` as soon as it is known: one per accepted recipient in RCPT
+/// order, each naming its recipient. The MTA in front sees each
+/// recipient's reply when its delivery is over, not when the last one is
+/// (RFC 2033 4.2 allows either). An error from `emit` (the client gone)
+/// stops there: the recipients not yet answered are not delivered, and
+/// the MTA retries them.
+pub fn deliver_each<E>(
     session: &mut Session,
     env: &Envelope,
     mut deliver: impl FnMut(&Envelope) -> Outcome,
-) -> Vec<Reply> {
+    mut emit: impl FnMut(Reply) -> Result<(), E>,
+) -> Result<(), E> {
     let mut replies: Vec<Reply> = Vec::with_capacity(env.recipients.len());
     for share in shares(env) {
         let r = match share {
@@ -68,9 +74,10 @@ pub fn deliver_each(
             }
             Share::Again(j) => replies[j].clone(),
         };
-        replies.push(r);
+        replies.push(r.clone());
+        emit(r)?;
     }
-    replies
+    Ok(())
 }
 
 /// `r` with the recipient it is about before its text, as Dovecot's LMTP
@@ -146,17 +153,33 @@ mod tests {
             rcpt("bob", "bob"),
         ]);
         let mut tried = Vec::new();
-        let replies = deliver_each(&mut session(), &env, |one| {
-            assert_eq!(one.recipients.len(), 1);
-            assert_eq!((&one.id, one.size, &one.via), (&env.id, env.size, &env.via));
-            let user = one.recipients[0].users[0].clone();
-            tried.push(user.clone());
-            match user.as_str() {
-                "alice" => Outcome::Temporary(TempReason::LockTimeout),
-                _ => Outcome::Delivered,
-            }
-        });
+        let mut replies = Vec::new();
+        let mut emitted_after = Vec::new();
+        let delivered = std::cell::Cell::new(0);
+        let result: Result<(), ()> = deliver_each(
+            &mut session(),
+            &env,
+            |one| {
+                delivered.set(delivered.get() + 1);
+                assert_eq!(one.recipients.len(), 1);
+                assert_eq!((&one.id, one.size, &one.via), (&env.id, env.size, &env.via));
+                let user = one.recipients[0].users[0].clone();
+                tried.push(user.clone());
+                match user.as_str() {
+                    "alice" => Outcome::Temporary(TempReason::LockTimeout),
+                    _ => Outcome::Delivered,
+                }
+            },
+            |r| {
+                // Each reply goes out before the next delivery starts.
+                emitted_after.push(delivered.get());
+                replies.push(r);
+                Ok(())
+            },
+        );
+        assert_eq!(result, Ok(()));
         assert_eq!(tried, ["jon", "alice", "bob"]);
+        assert_eq!(emitted_after, [1, 2, 2, 3]);
         let got: Vec<(u16, Option<&str>)> = replies.iter().map(|r| (r.code, r.enhanced)).collect();
         assert_eq!(
             got,
@@ -180,5 +203,28 @@ mod tests {
         let env = envelope(vec![rcpt("jon", "jon"), rcpt("jon", "alice")]);
         let s = shares(&env);
         assert!(matches!(s[..], [Share::Deliver(_), Share::Deliver(_)]));
+    }
+
+    /// The client gone (a reply that cannot be sent): no more deliveries;
+    /// the MTA retries the recipients it got no reply for.
+    #[test]
+    fn a_reply_that_cannot_be_sent_stops_the_deliveries() {
+        let env = envelope(vec![
+            rcpt("jon", "jon"),
+            rcpt("alice", "alice"),
+            rcpt("bob", "bob"),
+        ]);
+        let mut tried = 0;
+        let result = deliver_each(
+            &mut session(),
+            &env,
+            |_| {
+                tried += 1;
+                Outcome::Delivered
+            },
+            |_| Err("gone"),
+        );
+        assert_eq!(result, Err("gone"));
+        assert_eq!(tried, 1);
     }
 }
