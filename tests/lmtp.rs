@@ -576,7 +576,8 @@ fn lmtp_replies_stream_as_deliveries_finish() {
     args.extend(["--lock-timeout", "120"].map(String::from));
     let (srv, _) = lmtp_daemon_with(&fx, args, &[]);
     let mut c = srv.connect();
-    c.w.set_write_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.w.set_write_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     c.r.get_ref()
         .set_read_timeout(Some(Duration::from_secs(100)))
         .unwrap();
@@ -589,11 +590,19 @@ fn lmtp_replies_stream_as_deliveries_finish() {
     c.send_raw(b"Subject: streamed\r\n\r\nx\r\n.\r\n");
     let jon = c.reply();
     assert_eq!(jon.code, 250, "{}", jon.text());
-    assert!(jon.text().contains("<jon@razorback.test>"), "{}", jon.text());
+    assert!(
+        jon.text().contains("<jon@razorback.test>"),
+        "{}",
+        jon.text()
+    );
     drop(held);
     let alice = c.reply();
     assert_eq!(alice.code, 250, "{}", alice.text());
-    assert!(alice.text().contains("<alice@razorback.test>"), "{}", alice.text());
+    assert!(
+        alice.text().contains("<alice@razorback.test>"),
+        "{}",
+        alice.text()
+    );
     c.expect("QUIT", 221);
     assert!(String::from_utf8_lossy(&fx.read_mailbox("alice")).contains("Subject: streamed"));
 }
