@@ -261,8 +261,16 @@ fn huge_count_with_little_data_times_out() {
         assert!(r.text().starts_with("421 4.4.2"), "{max}: {}", r.text());
         assert!(c.closed());
         assert!(fx.read_mailbox(USER).is_empty(), "{max}");
+        // Another client, its message in the same write as its BDAT: the
+        // 1 s data timeout cannot fall between them, however busy the
+        // machine (DATA's message would follow the 354 in a write of its
+        // own).
         let mut other = ehlo(&srv);
-        other.send_message("a@b.example", USER, b"Subject: other\r\n\r\nfine\r\n");
+        other.expect("MAIL FROM:<a@b.example>", 250);
+        other.expect(&format!("RCPT TO:<{USER}>"), 250);
+        let body = b"Subject: other\r\n\r\nfine\r\n";
+        other.send_raw(&[format!("BDAT {} LAST\r\n", body.len()).as_bytes(), body].concat());
+        other.expect_reply(250);
         other.expect("QUIT", 221);
         assert_eq!(stored(&fx, b"Subject:").len(), 1, "{max}");
     }

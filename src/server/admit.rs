@@ -98,7 +98,12 @@ pub(super) fn admit<S: Socket>(
 
 /// The session of an admitted connection, on its session thread.
 fn run_admitted<S: Socket>(stream: Arc<S>, peer: Peer, svc: &Service) {
-    let local = stream.tcp_local();
+    // Where it came in only matters to `require-tls`: no getsockname
+    // per connection otherwise.
+    let local = match svc.require_tls.is_empty() {
+        true => None,
+        false => stream.tcp_local(),
+    };
     let (reader, writer) = listen::halves(stream);
     let uid = match peer {
         Peer::Tcp(ip) => return svc.run_tcp_session(reader, writer, ip, local),
